@@ -1,0 +1,47 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+
+from bot.config import Config, load_config
+from bot.pipeline import Pipeline
+from bot.services import Services
+
+
+def create_app(config: Config | None = None, services: Services | None = None) -> Flask:
+    config = config or (services.config if services else load_config())
+    services = services or Services(config)
+    app = Flask(__name__, instance_path=str(config.instance_path))
+    app.config.update(
+        SECRET_KEY=config.secret_key,
+        MAX_CONTENT_LENGTH=config.max_body,
+        VOLBOT=config,
+    )
+    app.extensions["volbot"] = services
+    app.extensions["volbot.pipeline"] = Pipeline(services)
+    logging.basicConfig(level=logging.INFO)
+
+    from bot.webhook import webhook
+
+    app.register_blueprint(webhook)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz():
+        checks = {}
+        for name, probe in (("database", services.db.ping), ("redis", services.redis.ping)):
+            try:
+                probe()
+                checks[name] = "ok"
+            except Exception as e:  # noqa: BLE001
+                checks[name] = f"down: {type(e).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return jsonify(status="ok" if ok else "unavailable", **checks), (200 if ok else 503)
+
+    return app

@@ -1,0 +1,101 @@
+"""One inbound message, from parsed `Message` to `Reply`, with WeChat's guarantees:
+
+- a retry of the same push (same dedup key) never repeats a side effect and gets the
+  same reply as the first delivery, waiting for it if the first is still running;
+- two messages from one user are handled one after the other (a Redis lock);
+- whatever happens, an answer is ready before the deadline: a slow or dead Redis or
+  database turns into "系统繁忙，请稍后再试" and a log line, never a time-out or a 500.
+
+The work itself runs on a small thread pool so the request thread can stop waiting at the
+deadline; the work then finishes (or fails) on its own and caches its reply for retries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+
+from dialogue.context import Ctx
+from dialogue.types import BUSY, Message, Reply
+from store.ephemeral import Dedup, LockTimeout, StaleState, StateStore, UserLock
+
+log = logging.getLogger("volbot.pipeline")
+
+
+class Pipeline:
+    def __init__(self, services, max_workers: int = 32):
+        self.services = services
+        self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="turn")
+        self.dedup = Dedup(services.redis, services.config.dedup_ttl)
+        self.states = StateStore(services.redis)
+
+    def handle(self, message: Message) -> Reply:
+        """The reply for `message`, within the configured deadline."""
+        deadline = time.monotonic() + self.services.config.reply_deadline
+        future = self.executor.submit(self._deliver, message, deadline)
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            log.warning("reply deadline passed", extra={"event": message.event or message.kind})
+            return BUSY
+        except Exception:  # noqa: BLE001 - Redis/DB down: answer busy, keep the log
+            log.exception("turn failed", extra={"event": message.event or message.kind})
+            return BUSY
+
+    # ---- the delivery: dedup, then lock, then the turn -----------------------------------
+
+    def _deliver(self, message: Message, deadline: float) -> Reply:
+        key = message.dedup_key
+        cached = self.dedup.claim(key)
+        if cached is not None:
+            return self._await_first(key, cached, deadline)
+        try:
+            reply = self._locked_turn(message, deadline)
+        except BaseException:
+            self.dedup.release(key)  # nothing was done: a retry may try again
+            raise
+        self.dedup.finish(key, json.dumps(reply.to_dict(), ensure_ascii=False).encode("utf-8"))
+        return reply
+
+    def _await_first(self, key: str, cached: bytes, deadline: float) -> Reply:
+        delay = 0.01
+        while cached == Dedup.PENDING:
+            if time.monotonic() + delay >= deadline:
+                return BUSY
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+            cached = self.dedup.peek(key)
+            if cached is None:  # the first delivery failed and released its claim
+                return BUSY
+        return Reply.from_dict(json.loads(cached))
+
+    def _locked_turn(self, message: Message, deadline: float) -> Reply:
+        lock = UserLock(self.services.redis, message.openid)
+        try:
+            lock.acquire(timeout=max(0.0, deadline - time.monotonic() - 0.2))
+        except LockTimeout:
+            log.warning("user lock wait timed out")
+            raise
+        try:
+            return self.turn(message)
+        finally:
+            lock.release()
+
+    def turn(self, message: Message) -> Reply:
+        """Load state, run the engine in one SQL transaction, then save state."""
+        services = self.services
+        state = self.states.load(message.openid)
+        with services.db.transaction() as session:
+            ctx = Ctx(openid=message.openid, message=message, session=session,
+                      now=services.clock.now(), settings=services.settings, state=state)
+            reply = services.engine.handle(ctx)
+        ctx.run_after_commit()
+        try:
+            self.states.save(message.openid, ctx.state)
+        except StaleState:
+            # Only possible if the lock expired mid-turn; the SQL work is committed, the
+            # newer conversation state wins.
+            log.warning("stale conversation state not saved")
+        return reply

@@ -1,0 +1,10 @@
+"""The dialogue engine: plain messages in, plain replies out, forms declared as data.
+
+Nothing here knows Flask, XML or wechatpy. `bot/` turns WeChat pushes into `Message`s and
+`Reply`s back into XML; `handlers/` declare the journeys with `Flow` and `Step`.
+"""
+
+from dialogue.types import Article, Location, Message, Reply
+from dialogue.flows import Choice, Flow, Invalid, Step
+
+__all__ = ["Article", "Location", "Message", "Reply", "Choice", "Flow", "Invalid", "Step"]

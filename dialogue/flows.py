@@ -1,0 +1,138 @@
+"""Forms as data: a `Flow` is a list of `Step`s plus what to do when it is complete.
+
+A step declares its prompt, how to read an answer (choices, a parser, or both), when it
+applies, how its answer is shown in the summary (masked where personal) and its help text.
+The engine (`dialogue.engine`) does the rest: asking, re-asking with a hint, 返回, 帮助,
+the numbered summary with edit-by-number, and the one transaction at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from dialogue.inputs import normalize, parse_int
+from dialogue.types import Message, Reply
+
+PAGE_SIZE = 8
+
+
+class Invalid(Exception):
+    """An answer that does not fit; `hint` says briefly what is expected."""
+
+    def __init__(self, hint: str):
+        super().__init__(hint)
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Choice:
+    value: Any
+    label: str
+    aliases: tuple[str, ...] = ()
+    note: str = ""  # shown after the label, e.g. a description
+
+
+Text = str | Callable[..., str]
+
+
+@dataclass
+class Step:
+    name: str
+    ask: Text  # the question; a callable gets (ctx, answers)
+    label: str = ""  # how the summary names this answer
+    choices: list[Choice] | Callable[..., list[Choice]] | None = None
+    parse: Callable[..., Any] | None = None  # (ctx, message, answers) -> value | raise Invalid
+    multi: bool = False  # choices: several numbers at once ("1 3 5")
+    when: Callable[..., bool] | None = None  # (ctx, answers) -> does this step apply
+    show: Callable[[Any], str] | None = None  # value -> text for the summary
+    help: str = ""
+    hint: str = ""  # said with the question again after a wrong answer
+    default: Callable[..., Any] | None = None  # (ctx, answers) -> a value offered as "1"
+    default_label: Callable[[Any], str] | None = None
+    accepts_location: bool = False  # a location message is a valid answer (to parse)
+    accepts_media: bool = False
+    optional: bool = False  # "跳过" leaves it empty
+
+    def question(self, ctx, answers: dict) -> str:
+        return self.ask(ctx, answers) if callable(self.ask) else self.ask
+
+    def options(self, ctx, answers: dict) -> list[Choice]:
+        if self.choices is None:
+            return []
+        return self.choices(ctx, answers) if callable(self.choices) else list(self.choices)
+
+    def applies(self, ctx, answers: dict) -> bool:
+        return self.when is None or bool(self.when(ctx, answers))
+
+    def display(self, value: Any) -> str:
+        if self.show:
+            return self.show(value)
+        if isinstance(value, list):
+            return "、".join(str(v) for v in value)
+        return str(value)
+
+
+@dataclass
+class Flow:
+    name: str
+    title: str  # "预约服务"
+    steps: list[Step]
+    done: Callable[..., Reply | str]  # (ctx, answers) -> reply; runs in the turn's transaction
+    confirm: bool = True  # show a numbered summary and wait for 确认
+    start: Callable[..., Reply | str | dict | None] | None = None
+    # (ctx, params) -> None to go on, a Reply/str to refuse, or a dict of prefilled answers
+    summary_title: str = ""
+    help: str = ""
+
+    def step(self, name: str) -> Step:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def index(self, name: str) -> int:
+        return [s.name for s in self.steps].index(name)
+
+
+# ---- choice matching, shared by the engine and by handlers that list things -------------
+
+def match_choice(text: str, choices: list[Choice]) -> Choice | None:
+    """A choice by its number (1-based), its exact label or an alias, or a unique prefix."""
+    t = normalize(text)
+    if not t:
+        return None
+    n = parse_int(t)
+    if n is not None:
+        return choices[n - 1] if 1 <= n <= len(choices) else None
+    low = t.lower()
+    for c in choices:
+        if low == normalize(c.label).lower() or low in (a.lower() for a in c.aliases):
+            return c
+    contained = [c for c in choices if low in normalize(c.label).lower() or normalize(c.label) in t]
+    return contained[0] if len(contained) == 1 else None
+
+
+def match_many(text: str, choices: list[Choice]) -> list[Choice] | None:
+    """Several choices: "1 3 5", "1、3、5", "1,3", "135" (when all single digits)."""
+    import re
+
+    t = normalize(text)
+    parts = [p for p in re.split(r"[\s,，、;；和及/]+", t) if p]
+    if len(parts) == 1 and re.fullmatch(r"\d{2,}", parts[0]) and len(choices) < 10:
+        parts = list(parts[0])
+    picked: list[Choice] = []
+    for p in parts:
+        c = match_choice(p, choices)
+        if c is None:
+            return None
+        if c not in picked:
+            picked.append(c)
+    return picked or None
+
+
+def numbered(choices: list[Choice], start: int = 1) -> str:
+    lines = []
+    for i, c in enumerate(choices, start):
+        lines.append(f"{i}. {c.label}" + (f"（{c.note}）" if c.note else ""))
+    return "\n".join(lines)

@@ -1,0 +1,12 @@
+"""The journeys. Each module declares its flows and commands on the one `registry`.
+
+A journey takes a plain `dialogue.Message` (through its `Ctx`) and returns a plain reply:
+no Flask, no XML, no wechatpy here.
+"""
+
+from dialogue.registry import Registry
+
+registry = Registry()
+
+# Importing a journey module registers it. Keep this list in menu order.
+from handlers import welcome  # noqa: E402,F401

@@ -1,0 +1,141 @@
+"""What Redis holds that may be lost: retry dedup with cached replies, per-user locks and
+conversation state.
+
+Each piece is one small class over a `redis.Redis` client; every key lives under
+`volbot:` so one Redis can serve other apps too.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+
+PREFIX = "volbot:"
+
+# Compare-and-set: write the new state only if the stored version is the one we read.
+_CAS_SCRIPT = """
+local cur = redis.call('GET', KEYS[1])
+local expected = tonumber(ARGV[1])
+local version = 0
+if cur then
+  version = tonumber(cjson.decode(cur)['version'] or 0)
+end
+if version ~= expected then
+  return 0
+end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+end
+return 1
+"""
+
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class Dedup:
+    """Remembers each inbound delivery and the reply it got.
+
+    `claim` returns None to the first delivery of a key (which must then `finish` it) and
+    the cached reply (or PENDING while the first is still running) to every retry.
+    """
+
+    PENDING = b"\x00pending"
+
+    def __init__(self, client: redis.Redis, ttl: int):
+        self.client = client
+        self.ttl = ttl
+
+    def _key(self, key: str) -> str:
+        return f"{PREFIX}dedup:{key}"
+
+    def claim(self, key: str) -> bytes | None:
+        if self.client.set(self._key(key), self.PENDING, nx=True, ex=self.ttl):
+            return None
+        return self.client.get(self._key(key)) or self.PENDING
+
+    def peek(self, key: str) -> bytes | None:
+        return self.client.get(self._key(key))
+
+    def finish(self, key: str, reply: bytes) -> None:
+        self.client.set(self._key(key), reply, ex=self.ttl)
+
+    def release(self, key: str) -> None:
+        """Forget a claim whose work did not happen, so a retry may do it."""
+        self.client.delete(self._key(key))
+
+
+class LockTimeout(Exception):
+    pass
+
+
+class UserLock:
+    """A per-openid mutex across all processes (SET NX PX with a token; Lua release)."""
+
+    def __init__(self, client: redis.Redis, openid: str, ttl_ms: int = 10_000):
+        self.client = client
+        self.key = f"{PREFIX}lock:{openid}"
+        self.ttl_ms = ttl_ms
+        self.token = uuid.uuid4().hex
+        self.waited = 0.0
+
+    def acquire(self, timeout: float) -> None:
+        start = time.monotonic()
+        delay = 0.005
+        while not self.client.set(self.key, self.token, nx=True, px=self.ttl_ms):
+            if time.monotonic() - start >= timeout:
+                raise LockTimeout(self.key)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        self.waited = time.monotonic() - start
+
+    def release(self) -> None:
+        self.client.eval(_RELEASE_SCRIPT, 1, self.key, self.token)
+
+
+class StaleState(Exception):
+    """Another worker saved a newer conversation state first."""
+
+
+@dataclass
+class StateStore:
+    """Conversation state per openid as a JSON document with a version (CAS on save)."""
+
+    client: redis.Redis
+    ttl: int = 7 * 24 * 3600  # garbage collection only; expiry is decided by the engine
+
+    def _key(self, openid: str) -> str:
+        return f"{PREFIX}state:{openid}"
+
+    def load(self, openid: str) -> dict:
+        raw = self.client.get(self._key(openid))
+        if not raw:
+            return {"version": 0}
+        try:
+            state = json.loads(raw)
+        except ValueError:
+            return {"version": 0}
+        return state if isinstance(state, dict) else {"version": 0}
+
+    def save(self, openid: str, state: dict) -> dict:
+        """Save `state` (read at `state['version']`); raises StaleState if it moved on."""
+        expected = int(state.get("version", 0))
+        new = dict(state, version=expected + 1)
+        payload = json.dumps(new, ensure_ascii=False, separators=(",", ":"))
+        ok = self.client.eval(_CAS_SCRIPT, 1, self._key(openid), expected, payload, self.ttl)
+        if not ok:
+            raise StaleState(openid)
+        return new
+
+    def clear(self, openid: str) -> None:
+        self.client.delete(self._key(openid))

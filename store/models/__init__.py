@@ -1,0 +1,25 @@
+"""All models, importable from one place (`from store.models import Follower`).
+
+One module per domain; each helper module registers its tables on the shared `Base`.
+"""
+
+from store.models.base import Base, UTCDateTime, utcnow
+from store.models.district import Community, Team
+from store.models.followers import CoordinatorMessage, Follower
+from store.models.pushes import Push
+from store.models.volunteers import Coordinator, HourRecord, Volunteer, VolunteerSerial
+
+__all__ = [
+    "Base",
+    "UTCDateTime",
+    "utcnow",
+    "Community",
+    "Team",
+    "Follower",
+    "CoordinatorMessage",
+    "Push",
+    "Coordinator",
+    "HourRecord",
+    "Volunteer",
+    "VolunteerSerial",
+]

@@ -1,0 +1,109 @@
+"""Volunteers, coordinators and service-hour records (the legal record of service).
+
+Hour records only grow: a correction is a rejection plus a new record, never an edit of
+minutes. The spendable time bank is a separate ledger (see `store.models.timebank`).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import JSON, Date, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from store.models.base import Base, utcnow
+from store.models.district import Team
+from store.models.followers import Follower
+
+VOLUNTEER_STATES = ("pending", "active", "rejected", "suspended")
+HOUR_SOURCES = ("activity", "order", "manual")
+HOUR_STATES = ("pending", "approved", "rejected")
+
+
+class Volunteer(Base):
+    __tablename__ = "volunteers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(16), unique=True)  # e.g. KW2026000042
+    # Unlinked (NULL) when the follower unsubscribes; the record stays under the number.
+    follower_id: Mapped[int | None] = mapped_column(
+        ForeignKey("followers.id", ondelete="SET NULL"), unique=True
+    )
+    name: Mapped[str] = mapped_column(String(32))
+    phone: Mapped[str] = mapped_column(String(32))
+    id_number_enc: Mapped[str] = mapped_column(String(255))  # encrypted with PII_KEY
+    id_number_hash: Mapped[str] = mapped_column(String(64), unique=True)  # keyed hash
+    id_number_tail: Mapped[str] = mapped_column(String(8))  # for masked display
+    birth_date: Mapped[date] = mapped_column(Date)
+    guardian_name: Mapped[str | None] = mapped_column(String(32))
+    guardian_phone: Mapped[str | None] = mapped_column(String(32))
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), index=True)
+    skills: Mapped[list] = mapped_column(JSON, default=list)  # needs-menu category codes
+    availability: Mapped[list] = mapped_column(JSON, default=list)  # e.g. ["weekday_am"]
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    consent_at: Mapped[datetime | None]
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("coordinators.id"))
+    decision_reason: Mapped[str | None] = mapped_column(String(255))
+    is_demo: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    team: Mapped[Team] = relationship()
+    follower: Mapped[Follower | None] = relationship()
+
+
+class VolunteerSerial(Base):
+    """The next serial per year for volunteer numbers; taken under a row lock."""
+
+    __tablename__ = "volunteer_serials"
+
+    year: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    last: Mapped[int] = mapped_column(default=0)
+
+
+class Coordinator(Base):
+    """A coordinator of a team: acts on that team's subtree only."""
+
+    __tablename__ = "coordinators"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), index=True)
+    name: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(16), default="squad")  # brigade|detachment|squad
+    follower_id: Mapped[int | None] = mapped_column(
+        ForeignKey("followers.id", ondelete="SET NULL"), unique=True
+    )
+    username: Mapped[str | None] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(default=True)
+    is_demo: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    team: Mapped[Team] = relationship()
+    follower: Mapped[Follower | None] = relationship()
+
+
+class HourRecord(Base):
+    __tablename__ = "hour_records"
+    __table_args__ = (
+        UniqueConstraint("source", "source_ref", "volunteer_id"),
+        Index("ix_hour_records_volunteer_state", "volunteer_id", "state", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    volunteer_id: Mapped[int] = mapped_column(ForeignKey("volunteers.id"))
+    source: Mapped[str] = mapped_column(String(16))  # one of HOUR_SOURCES
+    source_ref: Mapped[str] = mapped_column(String(64))  # e.g. "shift:12", "order:D2026…"
+    minutes: Mapped[int]
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime]
+    description: Mapped[str] = mapped_column(Text, default="")
+    flagged: Mapped[str | None] = mapped_column(String(128))  # why it needs a closer look
+    recorded_by: Mapped[int | None] = mapped_column(ForeignKey("coordinators.id"))
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("coordinators.id"))
+    decided_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    volunteer: Mapped[Volunteer] = relationship()

