@@ -106,3 +106,8 @@ def chat(url, openid):
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+from bot.commands import register_all  # noqa: E402 - after `main` exists
+
+register_all(main)

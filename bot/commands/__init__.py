@@ -1,0 +1,11 @@
+"""Sub-commands of `volbot`, one module per domain; each defines `register(main)`."""
+
+from importlib import import_module
+
+# Keep alphabetical; each module adds its click commands/groups to the main group.
+MODULES: list[str] = []
+
+
+def register_all(main) -> None:
+    for name in MODULES:
+        import_module(f"bot.commands.{name}").register(main)
