@@ -153,6 +153,11 @@ class Engine:
         state.update(flow=name, answers=answers, history=[], retries=0, page=0)
         self._touch(ctx)
         nxt = self._next_step(ctx, flow, None)
+        # Answers the starter already gave (a service picked while browsing, an order
+        # number typed) are not asked again; 返回 still reaches them through the history.
+        while nxt is not None and nxt.name in answers:
+            state["history"].append(nxt.name)
+            nxt = self._next_step(ctx, flow, nxt.name)
         if nxt is None:
             return self._finish_or_confirm(ctx, flow)
         state["step"] = nxt.name
