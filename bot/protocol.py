@@ -20,12 +20,16 @@ from dialogue import types as t
 from dialogue.types import Location, Message, Reply
 
 TEXT_LIMIT = 2048  # bytes of UTF-8 in a passive text reply
+OPENID_MAX = 64  # an OpenID is 28 characters; followers.openid holds 64
 _FORBIDDEN_XML = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
-# XML 1.0 forbids most control characters; user text must never carry them into a reply.
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# XML 1.0 forbids most control characters (and Python strings may carry lone surrogates,
+# which UTF-8 cannot encode): user text must never carry them into a reply.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 class BadRequest(Exception):
+    """A push we refuse; `status` is the HTTP status to answer (always 4xx)."""
+
     def __init__(self, status: int, reason: str):
         super().__init__(reason)
         self.status = status
@@ -69,14 +73,11 @@ class Protocol:
         """Verify, decrypt and parse a POST body. Returns (message or None, encrypted?).
 
         None means a well-formed push of a type we do not handle (answer "success").
+        Every failure is a BadRequest: 403 for signatures, 400 for the body.
         """
         self.verify(args, now)
-        if _FORBIDDEN_XML.search(body):
-            raise BadRequest(400, "DOCTYPE or ENTITY in XML")
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRequest(400, "body is not UTF-8")
+        if not body.strip():
+            raise BadRequest(400, "empty body")
         encrypted = args.get("encrypt_type", "raw").lower() == "aes"
         if encrypted:
             if self.crypto is None:
@@ -84,57 +85,69 @@ class Protocol:
             msg_signature = args.get("msg_signature", "")
             if not msg_signature:
                 raise BadRequest(403, "missing msg_signature")
+            envelope = _checked_xml(body)
             try:
-                xml = self.crypto.decrypt_message(body, msg_signature, args["timestamp"], args["nonce"])
+                xml = self.crypto.decrypt_message(envelope, msg_signature, args["timestamp"], args["nonce"])
             except InvalidSignatureException:
                 raise BadRequest(403, "bad msg_signature")
             except InvalidAppIdException:
                 raise BadRequest(403, "wrong appid in ciphertext")
             except Exception:  # wechatpy raises IndexError/ValueError/KeyError on garbage
                 raise BadRequest(400, "undecryptable body")
-            if isinstance(xml, bytes):
-                xml = xml.decode("utf-8", "replace")
-            if _FORBIDDEN_XML.search(xml.encode("utf-8")):
-                raise BadRequest(400, "DOCTYPE or ENTITY in XML")
+            xml = _checked_xml(xml.encode("utf-8", "surrogatepass") if isinstance(xml, str) else xml)
         else:
-            xml = body.decode("utf-8")
+            xml = _checked_xml(body)
+        return self.parse(xml), encrypted
+
+    @staticmethod
+    def parse(xml: str) -> Message | None:
+        """Plain push XML → Message (None for types we do not handle); BadRequest if broken."""
         try:
             raw = parse_message(xml)
         except Exception:  # ExpatError, KeyError (no MsgType), ValueError (entities)...
             raise BadRequest(400, "malformed XML")
-        if raw is None:
+        if raw is None or not isinstance(raw._data, dict):
             raise BadRequest(400, "empty body")
-        if not getattr(raw, "source", None):
-            raise BadRequest(400, "no FromUserName")
-        return to_message(raw), encrypted
+        return to_message(raw)
 
     # ---- outbound -------------------------------------------------------------------
 
     def render(self, reply: Reply, message: Message, to_app: str, encrypted: bool,
                nonce: str, timestamp: int | None = None) -> str:
         """The HTTP body for a reply: "success" when empty, XML otherwise (encrypted if the
-        push was)."""
+        push was; WeChat wants "success" itself unencrypted)."""
         if reply.is_empty:
             return "success"
         timestamp = int(time.time()) if timestamp is None else timestamp
+        ids = dict(source=cdata_safe(to_app), target=cdata_safe(message.openid), time=timestamp)
         if reply.article is not None:
             a = reply.article
-            xml_reply = ArticlesReply(source=to_app, target=message.openid, time=timestamp)
+            xml_reply = ArticlesReply(**ids)
             xml_reply.add_article({
-                "title": cdata_safe(a.title), "description": cdata_safe(a.description),
+                "title": cdata_safe(a.title), "description": cdata_safe(fit_text(a.description)),
                 "image": cdata_safe(a.pic_url), "url": cdata_safe(a.url),
             })
         else:
-            xml_reply = TextReply(source=to_app, target=message.openid, time=timestamp,
-                                  content=cdata_safe(fit_text(reply.text)))
+            xml_reply = TextReply(content=cdata_safe(fit_text(reply.text)), **ids)
         xml = xml_reply.render()
         if encrypted and self.crypto is not None:
             return self.crypto.encrypt_message(xml, nonce, timestamp)
         return xml
 
 
+def _checked_xml(data: bytes) -> str:
+    """UTF-8 text without DOCTYPE/ENTITY (XXE, billion laughs), else BadRequest."""
+    if _FORBIDDEN_XML.search(data):
+        raise BadRequest(400, "DOCTYPE or ENTITY in XML")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(400, "body is not UTF-8")
+
+
 def fit_text(text: str, limit: int = TEXT_LIMIT) -> str:
     """Cut text to `limit` UTF-8 bytes at a character boundary, marking the cut."""
+    text = _XML_ILLEGAL.sub("", text or "")
     data = text.encode("utf-8")
     if len(data) <= limit:
         return text
@@ -159,63 +172,96 @@ def _float(value) -> float | None:
         return None
 
 
-def to_message(raw) -> Message:
-    """wechatpy message/event object → plain `Message` (the account id kept in extra)."""
-    message = _to_message(raw)
-    message.extra["to_user"] = raw.target or ""
-    return message
+def _int(value) -> int:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return 0
 
 
-def _to_message(raw) -> Message:
-    common = dict(openid=raw.source, msg_id=int(getattr(raw, "id", 0) or 0),
-                  create_time=int(getattr(raw, "time", 0) or 0))
-    kind = raw.type
-    if kind == "text":
-        return Message(kind=t.TEXT, text=raw.content or "", **common)
-    if kind == "voice":
-        recognition = (raw.recognition or "").strip() if hasattr(raw, "recognition") else ""
-        return Message(kind=t.VOICE, text=recognition, extra={"media_id": raw.media_id}, **common)
-    if kind == "location":
-        lat, lng = _float(raw.location_x), _float(raw.location_y)
-        loc = Location(lat, lng, raw.label or "") if lat is not None and lng is not None else None
-        return Message(kind=t.LOCATION, location=loc, text=raw.label or "", **common)
-    if kind in ("image", "video", "shortvideo"):
-        return Message(kind=t.IMAGE if kind == "image" else t.VIDEO,
-                       extra={"media_id": getattr(raw, "media_id", "")}, **common)
-    if kind == "link":
-        return Message(kind=t.LINK, text=raw.title or "", extra={"url": raw.url}, **common)
-    if kind == "file":
-        return Message(kind=t.FILE, text=raw._data.get("Title", ""), **common)
-    if kind == "event":
-        return _event(raw, common)
-    return Message(kind=t.UNKNOWN, extra={"type": kind}, **common)
+def _str(data: dict, key: str) -> str:
+    """A field's text; xmltodict gives None for empty and a dict for nested elements."""
+    value = data.get(key)
+    return value.strip() if isinstance(value, str) else ""
 
 
-def _event(raw, common: dict) -> Message:
-    ev = raw.event
+MESSAGE_KINDS = {"text": t.TEXT, "voice": t.VOICE, "image": t.IMAGE, "video": t.VIDEO,
+                 "shortvideo": t.VIDEO, "location": t.LOCATION, "link": t.LINK, "file": t.FILE}
+# Events the app acts on, by their lower-cased wire name (wechatpy renames a subscribe
+# through a parametric QR code to "subscribe_scan" and strips "qrscene_" from its key).
+KNOWN_EVENTS = {"subscribe", "subscribe_scan", "unsubscribe", "scan", "location", "click",
+                "view", "scancode_push", "scancode_waitmsg", "location_select",
+                "templatesendjobfinish"}
+
+
+def to_message(raw) -> Message | None:
+    """wechatpy message/event object → plain `Message` (the account id kept in extra), or
+    None for a type the app does not handle (it is acknowledged with "success")."""
     data = raw._data
-    key = str(data.get("EventKey") or "")
+    openid = _str(data, "FromUserName")
+    if not openid or len(openid) > OPENID_MAX:
+        raise BadRequest(400, "missing or oversized FromUserName")
+    common = dict(openid=openid, msg_id=_int(data.get("MsgId")), create_time=_int(data.get("CreateTime")),
+                  extra={"to_user": _str(data, "ToUserName")})
+    msg_type = _str(data, "MsgType").lower()
+    if msg_type == "event":
+        return _event(_str(data, "Event").lower(), data, common)
+    kind = MESSAGE_KINDS.get(msg_type)
+    if kind is None:
+        return None
+    extra = common.pop("extra")
+    if kind == t.TEXT:
+        return Message(kind=kind, text=_str(data, "Content"), extra=extra, **common)
+    if kind == t.VOICE:
+        # Recognition is only present when speech recognition is on (being retired).
+        extra["media_id"] = _str(data, "MediaId")
+        return Message(kind=kind, text=_str(data, "Recognition"), extra=extra, **common)
+    if kind == t.LOCATION:
+        label = _str(data, "Label")
+        loc = _location(data.get("Location_X"), data.get("Location_Y"), label)
+        return Message(kind=kind, location=loc, text=label, extra=extra, **common)
+    if kind == t.LINK:
+        extra.update(url=_str(data, "Url"), description=_str(data, "Description"))
+        return Message(kind=kind, text=_str(data, "Title"), extra=extra, **common)
+    if kind == t.FILE:
+        extra.update(description=_str(data, "Description"), file_key=_str(data, "FileKey"))
+        return Message(kind=kind, text=_str(data, "Title"), extra=extra, **common)
+    extra.update(media_id=_str(data, "MediaId"), pic_url=_str(data, "PicUrl"), type=msg_type)
+    return Message(kind=kind, extra=extra, **common)
+
+
+def _location(lat, lng, label: str = "") -> Location | None:
+    lat, lng = _float(lat), _float(lng)
+    if lat is None or lng is None or not (-90 <= lat <= 90 and -180 <= lng <= 180):
+        return None
+    return Location(lat, lng, label)
+
+
+def _event(ev: str, data: dict, common: dict) -> Message | None:
+    if ev not in KNOWN_EVENTS:
+        return None
+    key = _str(data, "EventKey")
     if ev == "subscribe_scan":
-        return Message(kind=t.EVENT, event=t.SUBSCRIBE, key=raw.scene_id or "", **common)
+        return Message(kind=t.EVENT, event=t.SUBSCRIBE, key=key, **common)
     if ev == "subscribe":
         # A non-QR EventKey (e.g. "last_trade_no_…" after WeChat Pay) is not a scene.
         return Message(kind=t.EVENT, event=t.SUBSCRIBE, **common)
     if ev == "scan":
-        return Message(kind=t.EVENT, event=t.SCAN, key=raw.scene_id or "", **common)
+        return Message(kind=t.EVENT, event=t.SCAN, key=key, **common)
     if ev == "location":
-        lat, lng = _float(data.get("Latitude")), _float(data.get("Longitude"))
-        loc = Location(lat, lng) if lat is not None and lng is not None else None
+        loc = _location(data.get("Latitude"), data.get("Longitude"))
         return Message(kind=t.EVENT, event=t.LOCATION_REPORT, location=loc, **common)
     if ev in ("scancode_push", "scancode_waitmsg"):
-        info = data.get("ScanCodeInfo") or {}
-        return Message(kind=t.EVENT, event=t.SCANCODE, key=key,
-                       text=str(info.get("ScanResult") or ""), **common)
+        info = data.get("ScanCodeInfo") if isinstance(data.get("ScanCodeInfo"), dict) else {}
+        common["extra"]["scan_type"] = _str(info, "ScanType")
+        return Message(kind=t.EVENT, event=t.SCANCODE, key=key, text=_str(info, "ScanResult"), **common)
     if ev == "location_select":
-        info = data.get("SendLocationInfo") or {}
-        lat, lng = _float(info.get("Location_X")), _float(info.get("Location_Y"))
-        loc = Location(lat, lng, str(info.get("Label") or "")) if lat is not None and lng is not None else None
-        return Message(kind=t.EVENT, event=t.LOCATION_SELECT, key=key, location=loc, **common)
+        info = data.get("SendLocationInfo") if isinstance(data.get("SendLocationInfo"), dict) else {}
+        label = _str(info, "Label")
+        loc = _location(info.get("Location_X"), info.get("Location_Y"), label)
+        return Message(kind=t.EVENT, event=t.LOCATION_SELECT, key=key, location=loc, text=label, **common)
     if ev == "templatesendjobfinish":
-        return Message(kind=t.EVENT, event=t.TEMPLATE_FINISH, key=str(data.get("MsgID") or ""),
-                       text=str(data.get("Status") or ""), **common)
-    return Message(kind=t.EVENT, event=ev, key=key, **common)
+        # The template message's id is "MsgID" (capital D): not a MsgId, so dedup by event.
+        return Message(kind=t.EVENT, event=t.TEMPLATE_FINISH, key=_str(data, "MsgID"),
+                       text=_str(data, "Status"), **common)
+    return Message(kind=t.EVENT, event=ev, key=key, **common)  # click, view, unsubscribe

@@ -33,9 +33,9 @@ def verify_url():
 @webhook.post("/wechat")
 def receive():
     services = _services()
-    body = request.get_data(cache=False)  # MAX_CONTENT_LENGTH turns a huge body into 413
     try:
-        message, encrypted = services.protocol.read(request.args, body, now=services.clock.timestamp())
+        message, encrypted = services.protocol.read(request.args, _read_body(services.config.max_body),
+                                                    now=services.clock.timestamp())
     except BadRequest as e:
         log.info("rejected push: %s", e.reason)
         return Response(e.reason, status=e.status, mimetype="text/plain")
@@ -43,8 +43,21 @@ def receive():
         return Response("success", mimetype="text/plain")
     reply = current_app.extensions["volbot.pipeline"].handle(message)
     to_app = message.extra.get("to_user") or services.config.wechat_appid
-    xml = services.protocol.render(reply, message, to_app, encrypted,
-                                   nonce=request.args.get("nonce", ""),
-                                   timestamp=int(services.clock.timestamp()))
+    try:
+        xml = services.protocol.render(reply, message, to_app, encrypted,
+                                       nonce=request.args.get("nonce", ""),
+                                       timestamp=int(services.clock.timestamp()))
+    except Exception:  # noqa: BLE001 - WeChat shows an error page for a 500; say nothing instead
+        log.exception("reply could not be rendered")
+        xml = "success"
     return Response(xml, mimetype="application/xml" if xml != "success" else "text/plain")
 
+
+def _read_body(limit: int) -> bytes:
+    """The raw body, refusing more than `limit` bytes with 413.
+
+    A Content-Length over MAX_CONTENT_LENGTH is refused by werkzeug before reading. A
+    chunked body has no length: `get_data()` would silently cut it at the limit, whereas
+    asking the size-limited stream for one byte more raises RequestEntityTooLarge (so a
+    chunked body of exactly `limit` bytes is refused too)."""
+    return request.stream.read(limit + 1)

@@ -59,8 +59,11 @@ class Dedup:
     def _key(self, key: str) -> str:
         return f"{PREFIX}dedup:{key}"
 
+    # A claim whose worker died mid-turn must not block retries for the full TTL.
+    PENDING_TTL = 30
+
     def claim(self, key: str) -> bytes | None:
-        if self.client.set(self._key(key), self.PENDING, nx=True, ex=self.ttl):
+        if self.client.set(self._key(key), self.PENDING, nx=True, ex=min(self.ttl, self.PENDING_TTL)):
             return None
         return self.client.get(self._key(key)) or self.PENDING
 

@@ -11,9 +11,17 @@ import os
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-# Short timeouts: a slow or dead Redis must become a "busy" reply well inside 5 s.
+# Short timeouts and at most one quick retry (redis-py's default is three with backoff):
+# a slow or dead Redis must become a "busy" reply well inside 5 s, and a start-up check
+# against a dead Redis must fail in about a second.
 CLIENT_OPTIONS = dict(socket_connect_timeout=1.0, socket_timeout=1.5, health_check_interval=30)
+
+
+def _retry() -> Retry:
+    return Retry(NoBackoff(), 1)
 
 
 class EmbeddedRedis:
@@ -35,7 +43,7 @@ class EmbeddedRedis:
 
 
 def connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, **CLIENT_OPTIONS)
+    return redis.Redis.from_url(url, retry=_retry(), **CLIENT_OPTIONS)
 
 
 def resolve_url(redis_url: str | None, instance_path: Path) -> tuple[str, EmbeddedRedis | None]:
