@@ -1,0 +1,76 @@
+"""What the simulated phone shows besides the chat: the account's custom menu, the district
+map with its places, the QR codes one can scan, and the demo personas (openids linked to
+the demo data's coordinators, volunteers and residents).
+
+Read-only: every query here goes through the domain's own models and store functions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from demo import geography
+from store.models import Coordinator, Follower, Volunteer
+
+PERSONA_LIMIT = 8  # per role: enough to pick from, short enough to read
+
+
+def custom_menu() -> list[dict]:
+    """The custom menu's buttons in WeChat's JSON shape ({"name", "type", "key"/"url",
+    "sub_button"}): the district's menus/custom_menu.json, or the main menu in groups."""
+    try:
+        from menus import custom_menu as loader
+    except ImportError:
+        loader = None
+    if loader is not None:
+        data = loader.load()
+        return list(data.get("button", data) if isinstance(data, dict) else data)
+    from menus import main_menu
+
+    items = [{"type": "click", "name": i.label, "key": i.key} for i in main_menu().items]
+    groups = [items[i:i + 3] for i in range(0, len(items), 3)][:3]
+    names = ["服务", "志愿者", "更多"]
+    return [{"name": names[n], "sub_button": g} for n, g in enumerate(groups)]
+
+
+def personas(session: Session) -> list[dict]:
+    """Openids of the demo data's people, so the page can act as one of them."""
+    out: list[dict] = []
+    coordinators = session.execute(
+        select(Coordinator.name, Coordinator.role, Follower.openid)
+        .join(Follower, Coordinator.follower_id == Follower.id)
+        .where(Coordinator.is_demo.is_(True)).order_by(Coordinator.id).limit(PERSONA_LIMIT)
+    ).all()
+    out += [{"openid": o, "name": n, "role": "coordinator", "note": f"管理员（{r}）"}
+            for n, r, o in coordinators]
+    volunteers = session.execute(
+        select(Volunteer.name, Volunteer.number, Follower.openid)
+        .join(Follower, Volunteer.follower_id == Follower.id)
+        .where(Volunteer.is_demo.is_(True), Volunteer.state == "active")
+        .order_by(Volunteer.id).limit(PERSONA_LIMIT)
+    ).all()
+    out += [{"openid": o, "name": n, "role": "volunteer", "note": f"志愿者 {num}"}
+            for n, num, o in volunteers]
+    taken = {p["openid"] for p in out}
+    residents = session.scalars(
+        select(Follower.openid).where(Follower.openid.like("o_demo_res_%"))
+        .order_by(Follower.id).limit(PERSONA_LIMIT)
+    ).all()
+    out += [{"openid": o, "name": f"居民 {o[-3:]}", "role": "resident", "note": "居民"}
+            for o in residents if o not in taken]
+    return out
+
+
+def snapshot(session: Session, now: datetime) -> dict:
+    from simulator import places
+
+    return {
+        "menu": custom_menu(),
+        "map": {"outline": [list(p) for p in geography.OUTLINE], "bounds": geography.bounds()},
+        "places": places.places(session),
+        "scans": places.scan_codes(session, now),
+        "personas": personas(session),
+    }

@@ -1,0 +1,160 @@
+"""The browser simulator's server side: it is a WeChat client (signed, optionally encrypted
+XML over HTTP to /wechat), it shows the district, and it is off outside development/demo."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from bot.app import create_app
+from demo import geography
+from simulator import client, inbox
+
+
+class Recorder:
+    """WSGI middleware remembering every request to /wechat (query and body)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.seen: list[dict] = []
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == "/wechat" and environ.get("REQUEST_METHOD") == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length)
+            import io
+
+            environ["wsgi.input"] = io.BytesIO(body)
+            self.seen.append({"query": environ.get("QUERY_STRING", ""), "body": body.decode()})
+        return self.app(environ, start_response)
+
+
+def serve(app):
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+@pytest.fixture
+def sim(svc):
+    app = create_app(config=replace(svc.config, env="development"), services=svc)
+    recorder = Recorder(app.wsgi_app)
+    app.wsgi_app = recorder
+    server, url = serve(app)
+    yield url, recorder
+    server.shutdown()
+
+
+def test_page_and_assets_are_local(sim):
+    url, _ = sim
+    page = requests.get(url + "/simulator/")
+    assert page.status_code == 200 and "公众号模拟器" in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # no internet assets
+    for asset in ("app.js", "app.css"):
+        assert requests.get(f"{url}/simulator/static/simulator/{asset}").status_code == 200
+
+
+@pytest.mark.parametrize("encrypt", [False, True])
+def test_typing_posts_signed_xml_to_the_webhook(sim, encrypt):
+    url, recorder = sim
+    resp = requests.post(url + "/simulator/api/send",
+                         json={"openid": "o_sim_a", "kind": "text", "text": "菜单", "encrypt": encrypt})
+    data = resp.json()
+    assert data["ok"] and data["type"] == "text" and data["encrypted"] is encrypt
+    assert "请回复数字选择服务" in data["text"]
+    assert len(recorder.seen) == 1
+    sent = recorder.seen[0]
+    assert "signature=" in sent["query"] and "timestamp=" in sent["query"]
+    if encrypt:
+        assert "encrypt_type=aes" in sent["query"] and "<Encrypt>" in sent["body"] and "菜单" not in sent["body"]
+    else:
+        assert "<Content><![CDATA[菜单]]></Content>" in sent["body"]
+
+
+def test_follow_then_click_a_menu_key(sim):
+    url, recorder = sim
+    follow = requests.post(url + "/simulator/api/send", json={"openid": "o_sim_b", "kind": "subscribe"}).json()
+    assert "欢迎关注" in follow["text"]
+    click = requests.post(url + "/simulator/api/send",
+                          json={"openid": "o_sim_b", "kind": "click", "key": "HELP"}).json()
+    assert click["ok"] and click["type"] in ("text", "none")
+    assert "<Event><![CDATA[CLICK]]></Event>" in recorder.seen[1]["body"] or "<Encrypt>" in recorder.seen[1]["body"]
+
+
+def test_scan_by_a_newcomer_follows_through_the_code(sim):
+    url, recorder = sim
+    requests.post(url + "/simulator/api/send",
+                  json={"openid": "o_sim_c", "kind": "scan", "key": "cm:KW001", "followed": False,
+                        "encrypt": False})
+    requests.post(url + "/simulator/api/send",
+                  json={"openid": "o_sim_c", "kind": "scan", "key": "cm:KW001", "followed": True,
+                        "encrypt": False})
+    first, second = (s["body"] for s in recorder.seen)
+    assert "<Event><![CDATA[subscribe]]></Event>" in first and "qrscene_cm:KW001" in first
+    assert "<Event><![CDATA[SCAN]]></Event>" in second and "<EventKey><![CDATA[cm:KW001]]>" in second
+
+
+def test_location_message(sim):
+    url, recorder = sim
+    reply = requests.post(url + "/simulator/api/send",
+                          json={"openid": "o_sim_d", "kind": "location", "lat": 36.71, "lng": 119.13,
+                                "label": "奎文区", "encrypt": False}).json()
+    assert reply["ok"]
+    assert "<Location_X>36.71</Location_X>" in recorder.seen[0]["body"]
+
+
+@pytest.mark.parametrize("bad", [
+    {"openid": "x y", "kind": "text", "text": "hi"},
+    {"openid": "o1", "kind": "teleport"},
+    {"openid": "o1", "kind": "text", "text": "   "},
+    {"openid": "o1", "kind": "location", "lat": "north", "lng": 1},
+    {"openid": "o1", "kind": "location", "lat": 91, "lng": 1},
+    {"openid": "o1", "kind": "click"},
+    [],
+])
+def test_bad_actions_are_refused_before_anything_is_sent(sim, bad):
+    url, recorder = sim
+    resp = requests.post(url + "/simulator/api/send", json=bad)
+    assert resp.status_code == 400 and resp.json()["ok"] is False
+    assert recorder.seen == []
+
+
+def test_world_has_the_district_map_and_a_menu(sim):
+    url, _ = sim
+    world = requests.get(url + "/simulator/api/world").json()
+    assert len(world["map"]["outline"]) >= 10
+    assert world["menu"] and all("name" in b for b in world["menu"])
+    assert isinstance(world["places"], list) and isinstance(world["personas"], list)
+
+
+def test_refused_outside_development_and_demo(svc):
+    for env in ("production", "testing"):
+        app = create_app(config=replace(svc.config, env=env), services=svc)
+        http = app.test_client()
+        for path in ("/simulator/", "/simulator/api/world", "/simulator/static/simulator/app.js"):
+            assert http.get(path).status_code == 404, (env, path)
+        assert http.post("/simulator/api/send", json={"openid": "o", "kind": "text", "text": "x"}).status_code == 404
+
+
+def test_pushes_without_an_emulator_say_so(sim):
+    url, _ = sim
+    data = requests.get(url + "/simulator/api/pushes", params={"openid": "o_sim_e"}).json()
+    assert data["ok"] is False and data["pushes"] == []
+    assert requests.get(url + "/simulator/api/pushes", params={"openid": "bad id"}).status_code == 400
+
+
+def test_emulator_root_from_the_api_base():
+    assert inbox.emulator_root("http://127.0.0.1:8101/cgi-bin/") == "http://127.0.0.1:8101"
+    assert inbox.emulator_root("https://api.weixin.qq.com/cgi-bin/") is None
+
+
+def test_outline_contains_its_streets_and_not_the_far_away():
+    for _, lat, lng in geography.STREETS:
+        assert geography.contains(lat, lng)
+    assert not geography.contains(36.70, 119.05)  # Weicheng, west of the Bailang River
+    assert not geography.contains(36.80, 119.15)
+    assert client.OPENID.match("o_sim_abc") and not client.OPENID.match("a/b")
