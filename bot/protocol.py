@@ -116,7 +116,8 @@ class Protocol:
                nonce: str, timestamp: int | None = None) -> str:
         """The HTTP body for a reply: "success" when empty, XML otherwise (encrypted if the
         push was; WeChat wants "success" itself unencrypted)."""
-        if reply.is_empty:
+        content = fit_text(reply.text)
+        if not content and reply.article is None:
             return "success"
         timestamp = int(time.time()) if timestamp is None else timestamp
         ids = dict(source=cdata_safe(to_app), target=cdata_safe(message.openid), time=timestamp)
@@ -128,7 +129,7 @@ class Protocol:
                 "image": cdata_safe(a.pic_url), "url": cdata_safe(a.url),
             })
         else:
-            xml_reply = TextReply(content=cdata_safe(fit_text(reply.text)), **ids)
+            xml_reply = TextReply(content=cdata_safe(content), **ids)
         xml = xml_reply.render()
         if encrypted and self.crypto is not None:
             return self.crypto.encrypt_message(xml, nonce, timestamp)
