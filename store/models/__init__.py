@@ -7,7 +7,8 @@ from store.models.base import Base, UTCDateTime, utcnow
 from store.models.district import Community, Team
 from store.models.followers import CoordinatorMessage, Follower
 from store.models.pushes import Push
-from store.models.volunteers import Coordinator, HourRecord, Volunteer, VolunteerSerial
+from store.models.timebank import TimeAccount, TimeBankFamily, TimeEntry, TimeTransaction
+from store.models.volunteers import Coordinator, HourRecord, Volunteer, VolunteerSerial, VolunteerStar
 
 __all__ = [
     "Base",
@@ -22,4 +23,9 @@ __all__ = [
     "HourRecord",
     "Volunteer",
     "VolunteerSerial",
+    "VolunteerStar",
+    "TimeAccount",
+    "TimeBankFamily",
+    "TimeEntry",
+    "TimeTransaction",
 ]

@@ -40,6 +40,7 @@ class Team(Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"))
     path: Mapped[str] = mapped_column(String(255), index=True, default="/")
     community_id: Mapped[int | None] = mapped_column(ForeignKey("communities.id"))
+    street: Mapped[str] = mapped_column(String(64), default="")  # 街道, for search by street
     join_policy: Mapped[str] = mapped_column(String(16), default="auto")
     is_demo: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -45,11 +45,27 @@ class Volunteer(Base):
     decided_at: Mapped[datetime | None]
     decided_by: Mapped[int | None] = mapped_column(ForeignKey("coordinators.id"))
     decision_reason: Mapped[str | None] = mapped_column(String(255))
+    # Highest star level reached (0-5), kept with the `VolunteerStar` rows that record when.
+    star_level: Mapped[int] = mapped_column(default=0)
     is_demo: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     team: Mapped[Team] = relationship()
     follower: Mapped[Follower | None] = relationship()
+
+
+class VolunteerStar(Base):
+    """The moment a volunteer reached a star level; one row per level, never removed."""
+
+    __tablename__ = "volunteer_stars"
+    __table_args__ = (UniqueConstraint("volunteer_id", "level"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    volunteer_id: Mapped[int] = mapped_column(ForeignKey("volunteers.id"))
+    level: Mapped[int]
+    approved_minutes: Mapped[int]  # the approved total when it was reached
+    reached_at: Mapped[datetime]
+    hour_record_id: Mapped[int | None] = mapped_column(ForeignKey("hour_records.id"))
 
 
 class VolunteerSerial(Base):
@@ -94,7 +110,8 @@ class HourRecord(Base):
     volunteer_id: Mapped[int] = mapped_column(ForeignKey("volunteers.id"))
     source: Mapped[str] = mapped_column(String(16))  # one of HOUR_SOURCES
     source_ref: Mapped[str] = mapped_column(String(64))  # e.g. "shift:12", "order:D2026…"
-    minutes: Mapped[int]
+    minutes: Mapped[int]  # credited service time: travel is never included
+    travel_minutes: Mapped[int] = mapped_column(default=0)  # kept for the record, not counted
     started_at: Mapped[datetime]
     ended_at: Mapped[datetime]
     description: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,168 @@
+"""Coordinators review in chat: 审核 (pending hours) and 待审志愿者 (pending sign-ups) in
+their team's subtree. The list is numbered; "通过 1 3 5", "全部通过" or "驳回 2 原因…"
+decides one or many at once. Anyone who is not a coordinator gets a polite refusal.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dialogue import Flow, Invalid, Step
+from dialogue.inputs import normalize
+from handlers import registry
+from store import volunteering
+from store.models import HourRecord, Volunteer
+from store.volunteering import CHINA, hours_text
+
+NOT_COORDINATOR = "抱歉，审核功能只对队伍的协调员开放。如需成为协调员，请联系所在街道分队。"
+LIST_LIMIT = 20
+_VERB = re.compile(r"^(通过|批准|同意|驳回|拒绝|不通过)\s*(全部|所有)?\s*([\d\s,，、和]*)(.*)$", re.S)
+
+
+def read_decision(ctx, message, answers) -> dict:
+    """{"approve": bool, "picks": [1-based numbers], "reason": str}."""
+    text = normalize(message.text)
+    if text in ("全部通过", "都通过", "全部批准"):
+        return {"approve": True, "picks": list(range(1, len(answers["ids"]) + 1)), "reason": ""}
+    m = _VERB.match(text)
+    if not m:
+        raise Invalid("请回复“通过 序号”（可多个，如“通过 1 3”）、“全部通过”，或“驳回 序号 原因”。")
+    approve = m.group(1) in ("通过", "批准", "同意")
+    count = len(answers["ids"])
+    picks = list(range(1, count + 1)) if m.group(2) else [int(n) for n in re.findall(r"\d+", m.group(3))]
+    if not picks:
+        raise Invalid("请在后面写上序号，例如“通过 1 3”。")
+    bad = [n for n in picks if not 1 <= n <= count]
+    if bad:
+        raise Invalid(f"序号 {bad[0]} 不在列表里，请回复 1-{count} 之间的序号。")
+    reason = re.sub(r"^(原因|理由)?[:：\s]*", "", m.group(4).strip())
+    if not approve and not reason:
+        raise Invalid("驳回请写明原因，例如“驳回 2 没有签到记录”。")
+    return {"approve": approve, "picks": sorted(set(picks)), "reason": reason}
+
+
+def _coordinator(ctx):
+    return volunteering.coordinator_for(ctx.session, ctx.follower)
+
+
+def _chosen(answers) -> list[int]:
+    d = answers["decision"]
+    return [answers["ids"][n - 1] for n in d["picks"]]
+
+
+def _more(remaining: int, word: str) -> str:
+    return f"\n还有 {remaining} 条待审核，回复“{word}”继续。" if remaining else ""
+
+
+# ---- hours --------------------------------------------------------------------------------
+
+def start_hours(ctx, params):
+    coord = _coordinator(ctx)
+    if coord is None:
+        return NOT_COORDINATOR
+    records = volunteering.pending_hours(ctx.session, coord, limit=LIST_LIMIT)
+    if not records:
+        return f"{coord.team.name}及下属队伍暂无待审核的服务时长。"
+    return {"ids": [r.id for r in records]}
+
+
+def ask_hours(ctx, answers) -> str:
+    records = {r.id: r for r in ctx.session.query(HourRecord).filter(HourRecord.id.in_(answers["ids"]))}
+    lines = ["待审核的服务时长："]
+    for i, rid in enumerate(answers["ids"], 1):
+        r = records[rid]
+        start = r.started_at.astimezone(CHINA)
+        end = r.ended_at.astimezone(CHINA)
+        flag = f"［{r.flagged}］" if r.flagged else ""
+        lines.append(f"{i}. {r.volunteer.name}（{r.volunteer.number}）{start:%m-%d %H:%M}-{end:%H:%M} "
+                     f"{hours_text(r.minutes)} {r.description[:20]}{flag}".rstrip())
+    lines.append("回复“通过 1 3”、“全部通过”，或“驳回 2 原因”。")
+    return "\n".join(lines)
+
+
+def done_hours(ctx, answers):
+    coord = _coordinator(ctx)
+    if coord is None:
+        return NOT_COORDINATOR
+    d = answers["decision"]
+    results = volunteering.decide_hours(ctx.session, _chosen(answers), approve=d["approve"], now=ctx.now,
+                                        coordinator=coord, reason=d["reason"])
+    done = [r for r in results if r.outcome in ("approved", "rejected")]
+    lines = [f"已{'通过' if d['approve'] else '驳回'} {len(done)} 条。"]
+    skipped = len(results) - len(done)
+    if skipped:
+        lines.append(f"{skipped} 条已被其他协调员处理，未重复操作。")
+    for r in results:
+        if r.star:
+            vol = ctx.session.get(HourRecord, r.record_id).volunteer
+            lines.append(f"{vol.name}（{vol.number}）达到{r.star}星志愿者！")
+    remaining = len(volunteering.pending_hours(ctx.session, coord, limit=LIST_LIMIT + 1))
+    return "\n".join(lines) + _more(remaining, "审核")
+
+
+registry.flow(Flow(
+    name="review_hours", title="审核时长", start=start_hours, done=done_hours, confirm=False,
+    steps=[Step("decision", ask_hours, parse=read_decision,
+                help="“通过 1 3 5”一次通过多条；“驳回 2 原因”需要写明原因。")],
+))
+
+
+@registry.command("REVIEW_HOURS", "审核", "审核时长", "时长审核")
+def review_hours(ctx, message):
+    return ctx.start("review_hours")
+
+
+# ---- sign-ups -----------------------------------------------------------------------------
+
+def start_volunteers(ctx, params):
+    coord = _coordinator(ctx)
+    if coord is None:
+        return NOT_COORDINATOR
+    pending = volunteering.pending_volunteers(ctx.session, coord, limit=LIST_LIMIT)
+    if not pending:
+        return f"{coord.team.name}及下属队伍暂无待审核的志愿者。"
+    return {"ids": [v.id for v in pending]}
+
+
+def ask_volunteers(ctx, answers) -> str:
+    vols = {v.id: v for v in ctx.session.query(Volunteer).filter(Volunteer.id.in_(answers["ids"]))}
+    lines = ["待审核的志愿者注册："]
+    for i, vid in enumerate(answers["ids"], 1):
+        v = vols[vid]
+        minor = "（未成年，监护人已登记）" if v.guardian_name else ""
+        lines.append(f"{i}. {v.name} {v.number} {v.team.name}{minor}")
+    lines.append("回复“通过 1 3”、“全部通过”，或“驳回 2 原因”。")
+    return "\n".join(lines)
+
+
+def done_volunteers(ctx, answers):
+    coord = _coordinator(ctx)
+    if coord is None:
+        return NOT_COORDINATOR
+    d = answers["decision"]
+    decided = 0
+    for vid in _chosen(answers):
+        vol = ctx.session.get(Volunteer, vid)
+        try:
+            decided += volunteering.decide_volunteer(ctx.session, vol, approve=d["approve"], now=ctx.now,
+                                                     coordinator=coord, reason=d["reason"])
+        except volunteering.VolunteerError:
+            continue
+    lines = [f"已{'通过' if d['approve'] else '驳回'} {decided} 名志愿者的注册。"]
+    if decided < len(d["picks"]):
+        lines.append(f"{len(d['picks']) - decided} 名已被处理过，未重复操作。")
+    remaining = len(volunteering.pending_volunteers(ctx.session, coord, limit=LIST_LIMIT + 1))
+    return "\n".join(lines) + _more(remaining, "待审志愿者")
+
+
+registry.flow(Flow(
+    name="review_volunteers", title="审核志愿者", start=start_volunteers, done=done_volunteers,
+    confirm=False,
+    steps=[Step("decision", ask_volunteers, parse=read_decision,
+                help="“通过 1 3 5”一次通过多名；“驳回 2 原因”需要写明原因。")],
+))
+
+
+@registry.command("REVIEW_VOLUNTEERS", "待审志愿者", "审核志愿者", "志愿者审核")
+def review_volunteers(ctx, message):
+    return ctx.start("review_volunteers")
