@@ -10,6 +10,8 @@ registry = Registry()
 
 # Importing a journey module registers it. Keep this list in menu order.
 from handlers import welcome  # noqa: E402,F401
+from handlers import orders  # noqa: E402,F401
+from handlers import my_orders  # noqa: E402,F401
 from handlers import volunteers  # noqa: E402,F401
 from handlers import hours  # noqa: E402,F401
 from handlers import review  # noqa: E402,F401

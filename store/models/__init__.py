@@ -6,6 +6,7 @@ One module per domain; each helper module registers its tables on the shared `Ba
 from store.models.base import Base, UTCDateTime, utcnow
 from store.models.district import Community, Team
 from store.models.followers import CoordinatorMessage, Follower
+from store.models.orders import CatalogVersion, Order, OrderEvent, OrderSerial
 from store.models.pushes import Push
 from store.models.timebank import TimeAccount, TimeBankFamily, TimeEntry, TimeTransaction
 from store.models.volunteers import Coordinator, HourRecord, Volunteer, VolunteerSerial, VolunteerStar
@@ -19,6 +20,10 @@ __all__ = [
     "Follower",
     "CoordinatorMessage",
     "Push",
+    "CatalogVersion",
+    "Order",
+    "OrderEvent",
+    "OrderSerial",
     "Coordinator",
     "HourRecord",
     "Volunteer",

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 16:45:11.393694
+Create Date: 2026-11-28 16:46:04.160689
 """
 from alembic import op
 import sqlalchemy as sa

@@ -1,0 +1,309 @@
+"""Residents order a service from the needs menu (需求菜单).
+
+One form, `order`: category → sub-category (its details are shown with the next question)
+→ what is needed → address (typed, or a location plus the door number) → community →
+preferred time (numbered slots or a typed phrase) → contact phone (remembered) → summary →
+确认 → an order number. Browsing is the first two steps (numbered, paged, 返回 works);
+typing a need instead ("家里水管坏了") searches the menu, in the form or outside any form
+(the fallback below), and offers the best sub-categories.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from dialogue import types as t
+from dialogue.flows import Choice, Flow, Invalid, Step
+from dialogue.inputs import normalize
+from dialogue.types import Message, Reply
+from handlers import registry
+from handlers.common import mask_phone, parse_phone
+from handlers.parsing import TIME_HINT, When, parse_when, slot_choices
+from store import orders as store
+from store.models import Community
+
+SEARCH = "?"  # the category "value" when the sub-categories offered come from a search
+MIN_NEED, MAX_NEED = 4, 500
+
+
+def catalog(ctx):
+    return store.current_catalog(ctx.session)
+
+
+def _value(arg):
+    """A step parser gets either a chosen value or the message itself."""
+    return None if isinstance(arg, Message) else arg
+
+
+def _text(arg) -> str:
+    return normalize(arg.text) if isinstance(arg, Message) else ""
+
+
+# ---- category and sub-category ------------------------------------------------------------
+
+def category_choices(ctx, answers):
+    return [Choice({"code": c.code, "name": c.name}, c.name) for c in catalog(ctx).categories]
+
+
+def read_category(ctx, arg, answers):
+    answers.pop("hits", None)
+    value = _value(arg)
+    if value is not None:
+        return value
+    text = _text(arg)
+    cat = catalog(ctx).find_category(text)
+    if cat is not None:
+        return {"code": cat.code, "name": cat.name}
+    hits = catalog(ctx).search(text)
+    if hits:
+        answers["hits"] = [h.sub.code for h in hits]
+        answers["query"] = text
+        return {"code": SEARCH, "name": "搜索结果"}
+    raise Invalid("没有找到相关的服务，请从下面的类别中选择：")
+
+
+def ask_sub(ctx, answers):
+    cat = answers.get("category") or {}
+    if cat.get("code") == SEARCH:
+        return f"根据您说的“{answers.get('query', '')}”，可能需要以下服务，回复序号选择（“返回”查看全部类别）："
+    return f"【{cat.get('name', '')}】请选择服务项目（回复序号）："
+
+
+def sub_choices(ctx, answers):
+    menu = catalog(ctx)
+    cat = answers.get("category") or {}
+    if cat.get("code") == SEARCH:
+        subs = [s for s in (menu.sub(code) for code in answers.get("hits", [])) if s]
+    else:
+        c = menu.category(cat.get("code", ""))
+        subs = list(c.subs) if c else []
+    return [Choice({"code": s.code, "name": s.name}, s.name, note=s.description) for s in subs]
+
+
+def read_sub(ctx, arg, answers):
+    value = _value(arg)
+    if value is not None:
+        return value
+    hits = catalog(ctx).search(_text(arg), limit=3)
+    if hits and (len(hits) == 1 or hits[0].score > hits[1].score):
+        return {"code": hits[0].sub.code, "name": hits[0].sub.name}
+    raise Invalid("请回复序号选择服务项目。")
+
+
+# ---- the need, the address and the community ----------------------------------------------
+
+def ask_need(ctx, answers):
+    sub = catalog(ctx).sub((answers.get("sub") or {}).get("code", ""))
+    detail = sub.detail() + "\n" if sub else ""
+    return detail + f"请简单说说需要什么帮助（{MIN_NEED}-{MAX_NEED}字）："
+
+
+def read_need(ctx, arg, answers):
+    text = _text(arg)
+    if len(text) < MIN_NEED:
+        raise Invalid(f"请多写几个字（至少{MIN_NEED}个字），例如“厨房水龙头一直滴水”。")
+    if len(text) > MAX_NEED:
+        raise Invalid(f"内容太长了（{len(text)}字），请控制在{MAX_NEED}字以内。")
+    return text
+
+
+def need_default(ctx, answers):
+    query = answers.get("query") or ""
+    return query if len(query) >= MIN_NEED else None
+
+
+def read_address(ctx, arg, answers):
+    if isinstance(arg, Message) and arg.kind == t.LOCATION and arg.location:
+        loc = arg.location
+        return {"text": normalize(loc.label) or "（已发送位置）", "lat": loc.lat, "lng": loc.lng}
+    text = _text(arg)
+    if len(text) < 5:
+        raise Invalid("地址太短了，请写上小区、楼号和门牌号，例如“樱园小区3号楼2单元501”。")
+    if len(text) > 100:
+        raise Invalid("地址请控制在100字以内。")
+    return {"text": text}
+
+
+def read_room(ctx, arg, answers):
+    text = _text(arg)
+    if not 1 <= len(text) <= 50:
+        raise Invalid("请写楼号、单元和门牌号（50字以内），没有请回复“跳过”。")
+    return text
+
+
+def community_choices(ctx, answers):
+    address = answers.get("address") or {}
+    found: list[Community] = []
+    if address.get("lat") is not None:
+        found = [c for c, _ in store.communities_near(ctx.session, address["lat"], address["lng"])]
+    else:
+        found = store.communities_named(ctx.session, address.get("text", ""))
+    mine = ctx.follower.community
+    if mine is not None and mine not in found:
+        found.insert(0, mine)
+    choices = [Choice({"id": c.id, "name": c.name}, c.name) for c in found[:6]]
+    if choices:
+        choices.append(Choice({"id": None, "name": "不清楚"}, "不清楚/都不是"))
+    return choices
+
+
+def ask_community(ctx, answers):
+    if community_choices(ctx, answers):
+        return "您住在哪个社区？回复序号，或输入社区名称："
+    return "您住在哪个社区？请输入社区名称（如“樱园社区”），不清楚请回复“跳过”："
+
+
+def read_community(ctx, arg, answers):
+    value = _value(arg)
+    if value is not None:
+        return value
+    text = _text(arg)
+    if text in ("不清楚", "不知道"):
+        return None
+    found = store.communities_named(ctx.session, text)
+    if len(found) == 1:
+        return {"id": found[0].id, "name": found[0].name}
+    if len(found) > 1:
+        names = "、".join(c.name for c in found[:5])
+        raise Invalid(f"找到多个社区：{names}。请输入完整的社区名称。")
+    raise Invalid("没有找到这个社区，请检查名称，不清楚请回复“跳过”。")
+
+
+# ---- time and phone ----------------------------------------------------------------------
+
+def time_choices(ctx, answers):
+    today = ctx.local_now.date()
+    return [Choice(w.to_dict(), w.label(today)) for w in slot_choices(ctx.local_now)]
+
+
+def read_time(ctx, arg, answers):
+    value = _value(arg)
+    if value is not None:
+        return value
+    text = _text(arg)
+    if not text:
+        raise Invalid(TIME_HINT)
+    return parse_when(text, ctx.local_now).to_dict()
+
+
+def show_time(value) -> str:
+    return When.from_dict(value).label()
+
+
+def ask_phone(ctx, answers):
+    when = When.from_dict(answers["time"]).label(ctx.local_now.date()) if answers.get("time") else ""
+    head = f"预约时间：{when}\n" if when else ""
+    return head + "请留下联系电话（手机号或带区号的座机），志愿者会先打电话和您确认："
+
+
+def phone_default(ctx, answers):
+    return ctx.follower.phone
+
+
+def read_phone(ctx, arg, answers):
+    return parse_phone(_text(arg))
+
+
+# ---- finishing ---------------------------------------------------------------------------
+
+def start_order(ctx, params):
+    answers: dict = {"token": uuid.uuid4().hex}
+    menu = catalog(ctx)
+    if params.get("sub"):
+        sub = menu.sub(params["sub"])
+        if sub is not None:
+            cat = menu.category_of(sub)
+            answers["category"] = {"code": cat.code, "name": cat.name}
+            answers["sub"] = {"code": sub.code, "name": sub.name}
+    elif params.get("hits"):
+        answers["category"] = {"code": SEARCH, "name": "搜索结果"}
+        answers["hits"] = list(params["hits"])
+        answers["query"] = params.get("query", "")
+    return answers
+
+
+def submit(ctx, answers):
+    menu = catalog(ctx)
+    sub = menu.sub(answers["sub"]["code"])
+    if sub is None:
+        raise Invalid("这项服务已经调整，请回复 1 重新选择服务项目。")
+    when = When.from_dict(answers["time"])
+    tz = ctx.local_now.tzinfo
+    if when.ends(tz) <= ctx.local_now:
+        raise Invalid("您选的时间已经过去了，请修改预约时间。")
+    address = answers["address"]
+    text = address["text"] + (f" {answers['room']}" if answers.get("room") else "")
+    community = answers.get("community") or {}
+    follower = ctx.follower
+    order, created = store.create_order(
+        ctx.session, follower=follower, sub=sub, category_name=menu.category_of(sub).name,
+        description=answers["need"], address=text, phone=answers["phone"],
+        preferred=store.Preferred(when.day, when.slot, when.exact(tz)), now=ctx.now,
+        lat=address.get("lat"), lng=address.get("lng"), community_id=community.get("id"),
+        form_token=answers.get("token"),
+    )
+    follower.phone = answers["phone"]  # offered as the default next time
+    return Reply("\n".join([
+        "预约已提交！" if created else "这份预约已经提交过了。",
+        f"订单号：{order.number}",
+        f"服务项目：{order.sub_name}",
+        f"预约时间：{when.label(ctx.local_now.date())}",
+        "接下来：工作人员会尽快为您安排志愿者，志愿者接单后会通知您，并先打电话与您确认。",
+        "回复“我的订单”查看进度或取消预约。",
+    ]))
+
+
+ORDER_FLOW = registry.flow(Flow(
+    name="order",
+    title="预约志愿服务",
+    summary_title="请核对您的预约：",
+    help="按提示一步一步回答即可；也可以直接说需要什么，比如“家里水管坏了”。",
+    start=start_order,
+    done=submit,
+    steps=[
+        Step("category", "请选择服务类别（回复序号），也可以直接说需要什么，例如“水管坏了”：",
+             choices=category_choices, parse=read_category, show=lambda v: v["name"],
+             help="先选大类，再选具体项目。回复“下一页”看更多类别。"),
+        Step("sub", ask_sub, label="服务项目", choices=sub_choices, parse=read_sub,
+             show=lambda v: v["name"], help="回复序号选择；“返回”回到类别列表。"),
+        Step("need", ask_need, label="需求描述", parse=read_need, default=need_default,
+             show=lambda v: v if len(v) <= 40 else v[:40] + "…",
+             help="写清楚需要做什么，例如“卫生间水管漏水，需要换个阀门”。"),
+        Step("address", "请输入服务地址（小区、楼号、单元、门牌号），也可以点“+”发送位置：",
+             label="服务地址", parse=read_address, accepts_location=True, show=lambda v: v["text"],
+             help="可以打字，也可以点输入框旁边的“+”，选“位置”发送。"),
+        Step("room", lambda ctx, a: f"已收到位置：{a['address']['text']}\n请补充楼号、单元和门牌号（如“3号楼2单元501”），没有请回复“跳过”：",
+             label="门牌号", parse=read_room, optional=True,
+             when=lambda ctx, a: (a.get("address") or {}).get("lat") is not None),
+        Step("community", ask_community, label="所在社区", choices=community_choices,
+             parse=read_community, optional=True, show=lambda v: v["name"] if v else "不清楚",
+             when=lambda ctx, a: store.has_communities(ctx.session)),
+        Step("time", "希望什么时间服务？回复序号，或直接说时间（如“明天下午”“周六上午10点”）：",
+             label="预约时间", choices=time_choices, parse=read_time, show=show_time,
+             help="可以回复序号选时段，也可以说“明天下午”“后天上午9点”。"),
+        Step("phone", ask_phone, label="联系电话", parse=read_phone, default=phone_default,
+             default_label=mask_phone, show=mask_phone, help="手机号11位；座机请加区号，如 0536-8888000。"),
+    ],
+))
+
+
+@registry.command("ORDER")
+def order(ctx, message):
+    return ctx.start("order")
+
+
+@registry.fallback
+def need_in_words(ctx, message):
+    """A need typed outside any form ("老人没人照顾"): offer the matching services."""
+    text = normalize(message.text)
+    if len(text) < 2 or len(text) > 100:
+        return None
+    hits = catalog(ctx).search(text)
+    if not hits:
+        return None
+    return ctx.start("order", hits=[h.sub.code for h in hits], query=text)
+
+
+@registry.eraser
+def erase_orders(ctx, follower):
+    store.erase_for_follower(ctx.session, follower.id, ctx.now)

@@ -1,0 +1,321 @@
+"""Service orders: the one place for their states, numbers and rules.
+
+States (`STATES`) and the moves between them (`TRANSITIONS`) are defined here and every
+change goes through `transition()`, which checks the move, records an `OrderEvent` (time,
+actor, reason), stamps the order and, when someone other than the resident moved it, records
+a push to the resident. Residents create, cancel and rate; dispatch (offer, accept, start,
+complete) plugs into the same function.
+
+Order numbers are `D` + the local (Asia/Shanghai) date + a 4-digit serial of that day,
+taken with one atomic upsert on `order_serials`, so concurrent confirms never share one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from menus.catalog import Catalog, Sub, from_dict, load
+from pushes.outbox import notify
+from store.models import CatalogVersion, Community, Follower, Order, OrderEvent, OrderSerial
+
+CHINA = ZoneInfo("Asia/Shanghai")
+
+STATES = {
+    "submitted": "已提交，等待安排",
+    "offered": "正在联系志愿者",
+    "accepted": "志愿者已接单",
+    "in_service": "服务中",
+    "completed": "服务已完成",
+    "confirmed": "已确认完成",
+    "rated": "已评价",
+    "cancelled": "已取消",
+    "expired": "已过期",
+    "escalated": "工作人员处理中",
+}
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "submitted": ("offered", "accepted", "cancelled", "expired", "escalated"),
+    # a declined or timed-out offer goes back to submitted for the next volunteer
+    "offered": ("accepted", "submitted", "cancelled", "expired", "escalated"),
+    "accepted": ("in_service", "submitted", "cancelled", "escalated"),
+    "escalated": ("submitted", "offered", "accepted", "cancelled", "expired"),
+    "in_service": ("completed", "escalated"),
+    "completed": ("confirmed", "rated", "escalated"),
+    "confirmed": ("rated",),
+    "rated": (),
+    "cancelled": (),
+    "expired": (),
+}
+# Closed: nobody will act on the order any more, so an unsubscribed resident's data goes.
+CLOSED = frozenset({"completed", "confirmed", "rated", "cancelled", "expired"})
+CANCELLABLE = frozenset({"submitted", "offered", "accepted", "escalated"})
+RATABLE = frozenset({"completed", "confirmed"})
+ACTORS = ("resident", "volunteer", "coordinator", "system")
+SLOTS = {"am": "上午", "pm": "下午", "eve": "晚上", "day": "全天"}
+
+
+class OrderError(Exception):
+    """A rule refused the change; `message` is fit to show the resident."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Actor:
+    kind: str  # one of ACTORS
+    id: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in ACTORS:
+            raise ValueError(f"unknown actor kind {self.kind!r}")
+
+
+SYSTEM = Actor("system")
+
+
+# ---- the needs menu in use ----------------------------------------------------------------
+
+def current_catalog(session: Session) -> Catalog:
+    """The newest imported needs menu, or the one shipped in `menus/needs.yaml`."""
+    row = session.execute(
+        select(CatalogVersion.data).order_by(CatalogVersion.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    return load() if row is None else from_dict(row)
+
+
+def import_catalog(session: Session, catalog: Catalog, source: str = "") -> CatalogVersion:
+    """Make `catalog` (already checked) the needs menu in use for every process."""
+    data = catalog.to_dict()
+    digest = hashlib.sha256(json.dumps(data, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+    version = CatalogVersion(district=catalog.district, data=data, sha256=digest, source=source[:255])
+    session.add(version)
+    session.flush()
+    return version
+
+
+# ---- numbers ------------------------------------------------------------------------------
+
+def next_number(session: Session, now: datetime) -> str:
+    """The next order number of the local day `now` falls in (atomic under concurrency)."""
+    day = now.astimezone(CHINA).date()
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(OrderSerial).values(day=day, last=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[OrderSerial.day], set_={"last": OrderSerial.last + 1}
+    ).returning(OrderSerial.last)
+    serial = session.execute(stmt).scalar_one()
+    return f"D{day:%Y%m%d}-{serial:04d}"
+
+
+# ---- creating -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Preferred:
+    day: date
+    slot: str  # am | pm | eve | day
+    at: datetime | None = None  # an exact time (aware), when one was given
+
+
+def create_order(
+    session: Session,
+    *,
+    follower: Follower,
+    sub: Sub,
+    category_name: str,
+    description: str,
+    address: str,
+    phone: str,
+    preferred: Preferred,
+    now: datetime,
+    lat: float | None = None,
+    lng: float | None = None,
+    community_id: int | None = None,
+    form_token: str | None = None,
+) -> tuple[Order, bool]:
+    """Record a new order (status submitted). Returns (order, created); a second call with
+    the same `form_token` returns the first order and False."""
+    if form_token:
+        existing = session.scalar(select(Order).where(Order.form_token == form_token))
+        if existing is not None:
+            return existing, False
+    if preferred.slot not in SLOTS:
+        raise ValueError(f"unknown slot {preferred.slot!r}")
+    order = Order(
+        number=next_number(session, now), form_token=form_token, follower_id=follower.id,
+        sub_code=sub.code, sub_name=sub.name, category_code=sub.category_code,
+        category_name=category_name, mode=sub.mode, minutes=sub.minutes,
+        description=description, address=address, lat=lat, lng=lng, phone=phone,
+        community_id=community_id, preferred_date=preferred.day, preferred_slot=preferred.slot,
+        preferred_at=preferred.at, status="submitted", created_at=now, updated_at=now,
+    )
+    session.add(order)
+    session.flush()
+    session.add(OrderEvent(order_id=order.id, at=now, from_status=None, to_status="submitted",
+                           actor_kind="resident", actor_id=follower.id, reason="居民提交"))
+    session.flush()
+    return order, True
+
+
+# ---- changing state -------------------------------------------------------------------------
+
+def can_move(status: str, to: str) -> bool:
+    return to in TRANSITIONS.get(status, ())
+
+
+def transition(session: Session, order: Order, to: str, *, actor: Actor, now: datetime,
+               reason: str = "") -> OrderEvent:
+    """Move `order` to `to` if the rules allow it; every change goes through here."""
+    if to not in STATES:
+        raise ValueError(f"unknown order state {to!r}")
+    # Re-read under a row lock so two workers cannot both move the same order.
+    session.refresh(order, with_for_update=True)
+    if not can_move(order.status, to):
+        raise OrderError(f"订单{order.number}当前{STATES[order.status]}，不能改为“{STATES[to]}”。")
+    event = OrderEvent(order_id=order.id, at=now, from_status=order.status, to_status=to,
+                       actor_kind=actor.kind, actor_id=actor.id, reason=(reason or None) and reason[:255])
+    order.status = to
+    order.updated_at = now
+    if to in CLOSED and order.closed_at is None:
+        order.closed_at = now
+    session.add(event)
+    session.flush()
+    if actor.kind != "resident":
+        _tell_resident(session, order, event)
+    if to in CLOSED and order.erase_on_close:
+        erase_order(order, now)
+    return event
+
+
+def _tell_resident(session: Session, order: Order, event: OrderEvent) -> None:
+    follower = order.follower
+    if follower is None or not follower.subscribed:
+        return
+    when = event.at.astimezone(CHINA)
+    notify(
+        session, openid=follower.openid, kind="order_update", title="服务订单状态更新",
+        fields={"订单号": order.number, "服务项目": order.sub_name, "状态": STATES[event.to_status],
+                "时间": f"{when:%m月%d日 %H:%M}", "备注": event.reason or ""},
+        dedup_key=f"order:{order.number}:event:{event.id}",
+    )
+
+
+def cancel_order(session: Session, order: Order, *, actor: Actor, reason: str, now: datetime) -> OrderEvent:
+    if order.status not in CANCELLABLE:
+        raise OrderError(f"订单{order.number}{STATES[order.status]}，已不能取消。如有问题请联系工作人员。")
+    order.cancel_reason = reason[:200]
+    return transition(session, order, "cancelled", actor=actor, now=now, reason=reason)
+
+
+def rate_order(session: Session, order: Order, *, actor: Actor, stars: int, comment: str | None,
+               now: datetime) -> OrderEvent:
+    if not 1 <= stars <= 5:
+        raise OrderError("评分请选择 1-5 星。")
+    if order.status not in RATABLE:
+        raise OrderError(f"订单{order.number}{STATES[order.status]}，服务完成后才能评价。")
+    order.rating = stars
+    order.rating_comment = comment or None
+    order.rated_at = now
+    return transition(session, order, "rated", actor=actor, now=now, reason=f"{stars}星")
+
+
+# ---- reading --------------------------------------------------------------------------------
+
+def orders_of(session: Session, follower_id: int, limit: int = 8) -> list[Order]:
+    return list(session.scalars(
+        select(Order).where(Order.follower_id == follower_id)
+        .order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
+    ))
+
+
+def order_of(session: Session, follower_id: int, number: str) -> Order | None:
+    return session.scalar(select(Order).where(Order.number == number, Order.follower_id == follower_id))
+
+
+def count_open(session: Session, follower_id: int) -> int:
+    return session.scalar(select(func.count()).select_from(Order).where(
+        Order.follower_id == follower_id, Order.status.not_in(CLOSED))) or 0
+
+
+# ---- personal data --------------------------------------------------------------------------
+
+def erase_order(order: Order, now: datetime) -> None:
+    """Remove what identifies the resident; the category, dates, status and stars stay for
+    the district's statistics."""
+    order.phone = None
+    order.address = None
+    order.lat = order.lng = None
+    order.description = None
+    order.rating_comment = None
+    order.erase_on_close = False
+    order.erased_at = now
+
+
+def erase_for_follower(session: Session, follower_id: int, now: datetime) -> tuple[int, int]:
+    """On unsubscribe: erase closed orders now, mark open ones to be erased when they close.
+    Returns (erased, marked)."""
+    erased = marked = 0
+    for order in session.scalars(select(Order).where(Order.follower_id == follower_id,
+                                                     Order.erased_at.is_(None))):
+        if order.status in CLOSED:
+            erase_order(order, now)
+            erased += 1
+        else:
+            order.erase_on_close = True
+            marked += 1
+    return erased, marked
+
+
+# ---- communities for an address -------------------------------------------------------------
+
+def distance_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    """Great-circle distance in metres (haversine)."""
+    r = 6371000.0
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lng2 - lng1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * r * math.asin(math.sqrt(a))
+
+
+def communities_near(session: Session, lat: float, lng: float, limit: int = 5,
+                     within_m: float = 5000) -> list[tuple[Community, float]]:
+    # A district has a few hundred communities: a bounding box in SQL, distances here.
+    box = within_m / 111000.0
+    rows = session.scalars(select(Community).where(
+        Community.lat.between(lat - box, lat + box),
+        Community.lng.between(lng - box * 1.5, lng + box * 1.5)))
+    found = [(c, distance_m(lat, lng, c.lat, c.lng)) for c in rows]
+    found = [f for f in found if f[1] <= within_m]
+    found.sort(key=lambda f: f[1])
+    return found[:limit]
+
+
+def communities_named(session: Session, text: str, limit: int = 8) -> list[Community]:
+    """Communities whose name is in `text` or contains it ("樱园" → 樱园社区)."""
+    text = text.strip()
+    if not text:
+        return []
+    core = text.removesuffix("社区").removesuffix("小区")
+    rows = list(session.scalars(select(Community).where(Community.name.contains(core[:20]))
+                                .order_by(Community.name).limit(limit))) if len(core) >= 2 else []
+    if not rows:
+        everyone = session.scalars(select(Community).order_by(Community.name))
+        rows = [c for c in everyone if c.name.removesuffix("社区") and c.name.removesuffix("社区") in text]
+    return rows[:limit]
+
+
+def has_communities(session: Session) -> bool:
+    return session.scalar(select(Community.id).limit(1)) is not None
+
