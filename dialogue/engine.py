@@ -2,23 +2,29 @@
 
 Order of business for every message (the state document is `ctx.state`):
 
-1. an open form that has been idle too long is set aside (offered back on this message);
-2. a pending question of the engine's own (resume? stuck?) takes its answer;
-3. global words: 菜单, 取消/0, 返回/上一步, 帮助/?, 重复, 继续;
-4. an open form's current step reads the answer (a wrong one gets a hint and the question);
+1. the state is checked (a flow or step that no longer exists after a deploy is dropped);
+   an open form idle longer than STATE_IDLE_SECONDS is set aside and offered back;
+2. a pending question of the engine's own (resume? stuck? your message?) takes its answer;
+3. global words: 菜单, 取消/0, 返回/上一步, 帮助/?, 重复, 继续, 重新开始;
+4. an open form's current step reads the answer (a wrong one gets a hint and the question;
+   the third wrong one in a row offers a message to a coordinator or a fresh start);
 5. otherwise events, QR scenes, menu numbers, command words and fallbacks route it.
 
-State shape: {flow, step, answers, retries, history, page, return_to, updated_at,
-paused: {flow, step, answers, history, updated_at}, pending: "resume"|"stuck"|"message"}.
+State shape (JSON in Redis, saved compare-and-set on `version` by the pipeline):
+{version, flow, step, answers, retries, history, page, return_to, params, updated_at,
+ paused: {flow, step, answers, history, return_to, params, updated_at, restart_params},
+ pending: "resume" | "stuck" | "message", last_loc: [lat, lng, ts]}
+`step` is a step name or "__confirm__" (the numbered summary).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from dialogue import types as t
 from dialogue.context import Ctx, as_reply
-from dialogue.flows import PAGE_SIZE, Flow, Invalid, Step, match_choice, match_many, numbered
+from dialogue.flows import PAGE_SIZE, Flow, Invalid, Step, clip, match_choice, match_many, numbered
 from dialogue.inputs import normalize, parse_int, yes_no
 from dialogue.registry import Registry
 from dialogue.types import Message, Reply
@@ -26,19 +32,26 @@ from menus import MainMenu
 from store.models import CoordinatorMessage
 
 MAX_WRONG = 3
+REPLY_LIMIT = 2048  # bytes of UTF-8 in one passive text reply
+CONFIRM = "__confirm__"
+VALUE_WIDTH = 40  # characters of an answer echoed back in a summary or "已填" line
 
 GLOBAL_WORDS = {
-    "菜单": "menu", "主菜单": "menu", "目录": "menu", "menu": "menu",
+    "菜单": "menu", "主菜单": "menu", "目录": "menu", "menu": "menu", "返回主菜单": "menu",
     "取消": "cancel", "退出": "cancel", "0": "cancel", "结束": "cancel", "不填了": "cancel",
     "返回": "back", "上一步": "back", "后退": "back", "回上一步": "back",
     "帮助": "help", "help": "help", "怎么用": "help", "说明": "help",
-    "重复": "repeat", "再说一遍": "repeat", "再说一次": "repeat",
+    "重复": "repeat", "再说一遍": "repeat", "再说一次": "repeat", "没看清": "repeat",
     "继续": "resume", "继续填写": "resume",
+    "重新开始": "restart", "重新填写": "restart", "重填": "restart",
 }
 KEEP_WORDS = ("保留", "不变", "不修改", "不改")
 NEXT_PAGE = ("下一页", "下页", "更多", "下")
-PREV_PAGE = ("上一页", "上页")
+PREV_PAGE = ("上一页", "上页", "上")
 CONFIRM_WORDS = ("确认", "确定", "提交", "确认提交", "对", "是", "是的", "好", "好的", "没问题", "可以")
+SKIP_WORDS = ("跳过", "无", "没有", "不填")
+RETRY_WORDS = ("3", "再试一次", "再试", "重试")
+LOCATION_ECHO_SECONDS = 30  # a location message right after location_select repeats it
 
 
 def global_word(raw: str) -> str | None:
@@ -46,6 +59,15 @@ def global_word(raw: str) -> str | None:
     if not norm and raw.strip() and set(raw.strip()) <= set("?？"):
         return "help"
     return GLOBAL_WORDS.get(norm)
+
+
+def jsonable(value) -> Any:
+    """`value` if it survives JSON (the state document), else None."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return None
 
 
 class Engine:
@@ -58,31 +80,44 @@ class Engine:
 
     def handle(self, ctx: Ctx) -> Reply:
         ctx.engine = self
+        version = ctx.state.get("version", 0)
+        self._sanitize(ctx.state)
+        reply = self._handle(ctx)
+        # Handlers may clear the state (unsubscribe); the version read must survive so the
+        # compare-and-set save still matches.
+        ctx.state["version"] = version
+        return fit(reply)
+
+    def _handle(self, ctx: Ctx) -> Reply:
         msg = ctx.message
         state = ctx.state
-        now_ts = ctx.now.timestamp()
-        self._expire(state, now_ts, ctx.settings)
-
+        expired = self._expire(ctx)
         if msg.is_event:
             return self._event(ctx, msg)
-        if msg.kind == t.LOCATION and not self._active(state):
-            return self._route_location(ctx, msg)
-
+        if msg.kind == t.LOCATION and self._location_echo(ctx, msg):
+            return Reply()  # the location_select event already answered with this place
         text = msg.text if msg.kind in (t.TEXT, t.VOICE) else ""
+        if msg.kind == t.VOICE and not normalize(text) and text.strip() not in ("?", "？"):
+            if self._active(state):
+                return self._ask(ctx, hint=self.texts["voice_unclear"])
+            return Reply(self.texts["voice_unclear"] + "\n" + self.menu.footer)
+        word = global_word(text) if text else None
+        if expired and word is None:
+            state["pending"] = "resume"
+            return self._resume_offer(ctx)
         pending = state.get("pending")
         if pending:
-            reply = self._pending(ctx, pending, text)
+            reply = self._pending(ctx, pending, text, word)
             if reply is not None:
                 return reply
-
-        word = global_word(text) if text else None
         if word:
             reply = self._global(ctx, word)
             if reply is not None:
                 return reply
-
         if self._active(state):
             return self._answer(ctx, msg, text)
+        if msg.kind == t.LOCATION:
+            return self._route_location(ctx, msg)
         return self._route_text(ctx, msg, text)
 
     # ---- state helpers ----------------------------------------------------------------
@@ -97,60 +132,108 @@ class Engine:
     def _touch(self, ctx: Ctx) -> None:
         ctx.state["updated_at"] = ctx.now.timestamp()
 
-    def _expire(self, state: dict, now_ts: float, settings) -> None:
-        if self._active(state) and state.get("flow") not in self.registry.flows:
-            self._clear_form(state)  # a flow that no longer exists (after a deploy)
-        if self._active(state) and now_ts - state.get("updated_at", now_ts) > settings.state_idle:
-            self._pause(state)
-            state["pending"] = "resume"
+    def _sanitize(self, state: dict) -> None:
+        """Make a stored state safe to work on: flows and steps renamed or removed by a
+        deploy, or a damaged document, must never break a turn."""
+        if self._active(state) and not self._valid_form(state):
+            self._clear_form(state)
         paused = state.get("paused")
-        if paused and (
-            now_ts - paused.get("updated_at", now_ts) > settings.resume_window
-            or paused.get("flow") not in self.registry.flows
-        ):
+        if paused is not None and not (isinstance(paused, dict) and self._valid_form(paused)):
             state.pop("paused", None)
-            if state.get("pending") in ("resume", "message"):
-                state.pop("pending", None)
+        if state.get("pending") not in (None, "resume", "stuck", "message"):
+            state.pop("pending", None)
+        for key in ("updated_at", "retries", "page"):
+            if not isinstance(state.get(key, 0), (int, float)):
+                state[key] = 0
+
+    def _valid_form(self, form: dict) -> bool:
+        flow = self.registry.flows.get(form.get("flow"))
+        if flow is None or not isinstance(form.get("answers", {}), dict):
+            return False
+        if not isinstance(form.get("history", []), list) or not isinstance(form.get("updated_at", 0), (int, float)):
+            return False
+        names = {s.name for s in flow.steps}
+        if any(h not in names for h in form.get("history") or []):
+            form["history"] = [h for h in form.get("history") or [] if h in names]
+        return form.get("step") == CONFIRM or form.get("step") in names
+
+    def _expire(self, ctx: Ctx) -> bool:
+        """Set aside an idle form; drop one set aside too long ago. True when a form has
+        just been set aside for idleness (the user is offered it back)."""
+        state, settings = ctx.state, ctx.settings
+        now = ctx.now.timestamp()
+        expired = False
+        if self._active(state) and now - state.get("updated_at", now) > settings.state_idle:
+            self._pause(state)
+            expired = True
+        paused = state.get("paused")
+        if paused and now - paused.get("updated_at", now) > settings.resume_window:
+            state.pop("paused", None)
+            expired = False
+        if state.get("pending") in ("resume", "message") and not state.get("paused") and not self._active(state):
+            state.pop("pending", None)
+        if state.get("pending") == "stuck" and not self._active(state):
+            state.pop("pending", None)
+        return expired
 
     def _pause(self, state: dict) -> None:
         if not self._active(state):
             return
-        state["paused"] = {k: state.get(k) for k in ("flow", "step", "answers", "history", "return_to", "updated_at")}
+        state["paused"] = {k: state.get(k) for k in
+                           ("flow", "step", "answers", "history", "return_to", "params", "updated_at")}
         self._clear_form(state)
 
     @staticmethod
     def _clear_form(state: dict) -> None:
-        for k in ("flow", "step", "answers", "history", "retries", "page", "return_to", "pending"):
+        for k in ("flow", "step", "answers", "history", "retries", "page", "return_to", "params", "pending"):
             state.pop(k, None)
 
     def _restore(self, ctx: Ctx) -> Reply:
         state = ctx.state
         paused = state.pop("paused")
+        paused.pop("restart_params", None)
+        self._clear_form(state)
         state.update({k: v for k, v in paused.items() if v is not None})
+        state.setdefault("answers", {})
+        state.setdefault("history", [])
         state["retries"] = 0
         state["page"] = 0
-        state.pop("pending", None)
         self._touch(ctx)
         return self._ask(ctx)
 
+    def _resume_offer(self, ctx: Ctx) -> Reply:
+        paused = ctx.state["paused"]
+        answered = [v for v in (paused.get("answers") or {}).values() if v not in (None, "", [])]
+        return Reply(self.texts["resume"].format(title=self.registry.flows[paused["flow"]].title,
+                                                 count=len(answered)))
+
     # ---- starting and finishing flows -------------------------------------------------
 
-    def start_flow(self, ctx: Ctx, name: str, params: dict | None = None) -> Reply:
+    def start_flow(self, ctx: Ctx, name: str, params: dict | None = None, fresh: bool = False) -> Reply:
+        """Begin flow `name`. A form of the same flow that was set aside with answers is
+        offered back first (继续填写 / 重新开始) unless `fresh`."""
         flow = self.registry.flows[name]
+        params = params or {}
         answers: dict = {}
         if flow.start is not None:
-            result = flow.start(ctx, params or {})
+            result = flow.start(ctx, params)
             if isinstance(result, dict):
                 answers = result
             elif result is not None:
                 return as_reply(result)
         state = ctx.state
+        paused = state.get("paused")
+        if (not fresh and not self._active(state) and paused and paused.get("flow") == name
+                and any(v not in (None, "", []) for v in (paused.get("answers") or {}).values())):
+            paused["restart_params"] = jsonable(params)
+            state["pending"] = "resume"
+            return self._resume_offer(ctx)
         if self._active(state) and state["flow"] != name:
             self._pause(state)
         self._clear_form(state)
-        if state.get("paused", {}).get("flow") == name:
+        if (state.get("paused") or {}).get("flow") == name:
             state.pop("paused")
-        state.update(flow=name, answers=answers, history=[], retries=0, page=0)
+        state.update(flow=name, answers=answers, history=[], retries=0, page=0, params=jsonable(params))
         self._touch(ctx)
         nxt = self._next_step(ctx, flow, None)
         # Answers the starter already gave (a service picked while browsing, an order
@@ -161,7 +244,11 @@ class Engine:
         if nxt is None:
             return self._finish_or_confirm(ctx, flow)
         state["step"] = nxt.name
-        return self._ask(ctx, intro=f"【{flow.title}】")
+        return self._ask(ctx, intro=self.texts["intro"].format(title=flow.title))
+
+    def _restart(self, ctx: Ctx, name: str, params) -> Reply:
+        ctx.state.pop("pending", None)
+        return self.start_flow(ctx, name, params if isinstance(params, dict) else {}, fresh=True)
 
     def _next_step(self, ctx: Ctx, flow: Flow, after: str | None) -> Step | None:
         answers = ctx.state.get("answers", {})
@@ -169,13 +256,13 @@ class Engine:
         for step in flow.steps[start:]:
             if step.applies(ctx, answers):
                 return step
-            answers.pop(step.name, None)
+            answers.pop(step.name, None)  # a condition turned off: its old answer goes
         return None
 
     def _finish_or_confirm(self, ctx: Ctx, flow: Flow) -> Reply:
         state = ctx.state
         if flow.confirm:
-            state["step"] = "__confirm__"
+            state["step"] = CONFIRM
             state["return_to"] = None
             return Reply(self._summary(ctx, flow))
         return self._complete(ctx, flow)
@@ -187,8 +274,14 @@ class Engine:
         except Invalid as e:
             # The world changed since the answers were given (a shift filled up, an ID
             # number was registered meanwhile): say why and return to the summary.
-            ctx.state["step"] = "__confirm__"
-            return Reply(f"{e.hint}\n\n{self._summary(ctx, flow)}" if flow.confirm else e.hint)
+            if flow.confirm:
+                ctx.state["step"] = CONFIRM
+                return Reply(f"{e.hint}\n\n{self._summary(ctx, flow)}")
+            # No summary to return to: ask the last question again.
+            history = ctx.state.get("history") or []
+            if history and history[-1] == ctx.state.get("step"):
+                history.pop()
+            return self._ask(ctx, hint=e.hint)
         self._clear_form(ctx.state)
         return as_reply(result)
 
@@ -200,32 +293,29 @@ class Engine:
         answers = ctx.state.get("answers", {})
         lines = [flow.summary_title or self.texts["summary_title"]]
         for i, s in enumerate(self._summary_steps(ctx, flow), 1):
-            value = answers.get(s.name)
-            shown = "（未填）" if value in (None, "", []) else s.display(value)
-            lines.append(f"{i}. {s.label}：{shown}")
+            lines.append(f"{i}. {s.label}：{self._shown(s, answers.get(s.name))}")
         lines.append(self.texts["summary_footer"])
         return "\n".join(lines)
+
+    def _shown(self, step: Step, value) -> str:
+        if value in (None, "", []):
+            return self.texts["unanswered"]
+        return clip(step.display(value), VALUE_WIDTH)
 
     # ---- asking -----------------------------------------------------------------------
 
     def _ask(self, ctx: Ctx, intro: str = "", hint: str = "") -> Reply:
         state = ctx.state
         flow = self._flow(state)
-        if state.get("step") == "__confirm__":
+        if state.get("step") == CONFIRM:
             return Reply((hint + "\n" if hint else "") + self._summary(ctx, flow))
         step = flow.step(state["step"])
         answers = state.get("answers", {})
-        parts = []
-        if intro:
-            parts.append(intro)
-        if hint:
-            parts.append(hint)
-        parts.append(step.question(ctx, answers))
+        parts = [intro, hint, step.question(ctx, answers)]
         choices = step.options(ctx, answers)
         if choices:
-            page = state.get("page", 0)
             pages = max(1, -(-len(choices) // PAGE_SIZE))
-            page = min(page, pages - 1)
+            page = min(max(0, state.get("page", 0)), pages - 1)
             chunk = choices[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
             parts.append(numbered(chunk, start=page * PAGE_SIZE + 1))
             if pages > 1:
@@ -234,14 +324,18 @@ class Engine:
                     nav.append(self.texts["paging"])
                 if page > 0:
                     nav.append(self.texts["paging_back"])
-                parts.append("，".join(nav) + f"（第{page + 1}/{pages}页）")
-        if step.name in answers and answers[step.name] not in (None, "", []):
-            parts.append(self.texts["keep"].format(value=step.display(answers[step.name])))
+                parts.append("，".join(nav) + self.texts["page"].format(page=page + 1, pages=pages))
+            if step.multi:
+                parts.append(self.texts["multi"])
+        if answers.get(step.name) not in (None, "", []):
+            parts.append(self.texts["keep"].format(value=self._shown(step, answers[step.name])))
         elif step.default is not None:
             dv = step.default(ctx, answers)
-            if dv:
-                shown = step.default_label(dv) if step.default_label else step.display(dv)
+            if dv not in (None, "", []):
+                shown = step.default_label(dv) if step.default_label else self._shown(step, dv)
                 parts.append(self.texts["default"].format(value=shown))
+        if step.optional:
+            parts.append(self.texts["optional"])
         parts.append(self.texts["footer"])
         return Reply("\n".join(p for p in parts if p))
 
@@ -251,41 +345,50 @@ class Engine:
         state = ctx.state
         flow = self._flow(state)
         self._touch(ctx)
-        if state.get("step") == "__confirm__":
+        if state.get("step") == CONFIRM:
             return self._answer_confirm(ctx, flow, text)
         step = flow.step(state["step"])
         answers = state.setdefault("answers", {})
         norm = normalize(text)
+        had = answers.get(step.name) not in (None, "", [])
 
         choices = step.options(ctx, answers)
-        if choices and len(choices) > PAGE_SIZE and norm in NEXT_PAGE + PREV_PAGE:
+        if len(choices) > PAGE_SIZE and norm in NEXT_PAGE + PREV_PAGE:
             pages = -(-len(choices) // PAGE_SIZE)
             page = state.get("page", 0) + (1 if norm in NEXT_PAGE else -1)
             state["page"] = max(0, min(pages - 1, page))
             return self._ask(ctx)
-        if norm in KEEP_WORDS and answers.get(step.name) not in (None, "", []):
+        if norm in KEEP_WORDS and had:
             return self._advance(ctx, flow, step)
         try:
             value = self._read(ctx, step, msg, text, choices, answers)
         except Invalid as e:
+            if had and msg.kind in (t.TEXT, t.VOICE) and yes_no(text) is True:
+                return self._advance(ctx, flow, step)  # "是" keeps the answer given before
             return self._wrong(ctx, e.hint or step.hint)
         answers[step.name] = value
         return self._advance(ctx, flow, step)
 
     def _read(self, ctx: Ctx, step: Step, msg: Message, text: str, choices, answers) -> Any:
         if msg.kind == t.LOCATION:
-            if step.accepts_location and step.parse:
+            if not step.accepts_location or msg.location is None:
+                raise Invalid(self.texts["location_here"])
+            if step.parse:
+                return step.parse(ctx, msg, answers)
+            loc = msg.location
+            return loc.label or f"{loc.lat:.5f},{loc.lng:.5f}"
+        if msg.kind not in (t.TEXT, t.VOICE):
+            if step.accepts_media and step.parse:
                 return step.parse(ctx, msg, answers)
             raise Invalid(self.texts["media"])
-        if msg.kind not in (t.TEXT, t.VOICE) and not step.accepts_media:
-            raise Invalid(self.texts["media"])
-        if not normalize(text) and msg.kind in (t.TEXT, t.VOICE):
+        norm = normalize(text)
+        if not norm:
             raise Invalid(step.hint or self.texts["wrong"])
-        if step.optional and normalize(text) in ("跳过", "无", "没有"):
+        if step.optional and norm in SKIP_WORDS:
             return None
         if step.default is not None and answers.get(step.name) in (None, "", []) and yes_no(text) is True:
             dv = step.default(ctx, answers)
-            if dv:
+            if dv not in (None, "", []):
                 return dv
         if choices:
             if step.multi:
@@ -293,43 +396,50 @@ class Engine:
                 if picked:
                     value = [c.value for c in picked]
                     return step.parse(ctx, value, answers) if step.parse else value
+                if step.parse is None:
+                    raise Invalid(step.hint or self.texts["choose_many"])
             else:
                 c = match_choice(text, choices)
                 if c is not None:
                     return step.parse(ctx, c.value, answers) if step.parse else c.value
-            if step.parse is None:
-                raise Invalid(step.hint or f"请回复 1-{len(choices)} 之间的序号。")
+                if step.parse is None:
+                    raise Invalid(step.hint or self.texts["choose_range"].format(count=len(choices)))
             # A step may take free text as well as choices (e.g. a typed time).
         if step.parse is None:
-            return normalize(text)
+            if len(norm) > step.max_length:
+                raise Invalid(self.texts["too_long"].format(limit=step.max_length))
+            return norm
         return step.parse(ctx, msg, answers)
 
     def _wrong(self, ctx: Ctx, hint: str) -> Reply:
         state = ctx.state
         state["retries"] = state.get("retries", 0) + 1
+        hint = hint or self.texts["wrong"]
         if state["retries"] >= MAX_WRONG:
             state["retries"] = 0
             state["pending"] = "stuck"
-            return Reply(f"{hint or self.texts['wrong']}\n{self.texts['stuck']}")
-        return self._ask(ctx, hint=hint or self.texts["wrong"])
+            return Reply(f"{hint}\n{self.texts['stuck']}")
+        return self._ask(ctx, hint=hint)
 
     def _advance(self, ctx: Ctx, flow: Flow, step: Step) -> Reply:
         state = ctx.state
         state["retries"] = 0
         state["page"] = 0
-        if state.get("return_to") == "__confirm__":
-            # An edit from the summary: later steps that now apply still need answers.
+        history = state.setdefault("history", [])
+        if state.get("return_to") == CONFIRM:
+            # An edit from the summary: steps that now apply and were never asked still
+            # need answers; steps that no longer apply lose theirs.
             answers = state.get("answers", {})
             for s in flow.steps:
-                if s.applies(ctx, answers) and s.name not in answers and not s.optional:
-                    state.setdefault("history", []).append(step.name)
-                    state["step"] = s.name
-                    return self._ask(ctx)
                 if not s.applies(ctx, answers):
                     answers.pop(s.name, None)
+                elif s.name not in answers:
+                    history.append(step.name)
+                    state["step"] = s.name
+                    return self._ask(ctx)
             return self._finish_or_confirm(ctx, flow)
         nxt = self._next_step(ctx, flow, step.name)
-        state.setdefault("history", []).append(step.name)
+        history.append(step.name)
         if nxt is None:
             return self._finish_or_confirm(ctx, flow)
         state["step"] = nxt.name
@@ -343,97 +453,109 @@ class Engine:
         rows = self._summary_steps(ctx, flow)
         if n is not None and 1 <= n <= len(rows):
             ctx.state["step"] = rows[n - 1].name
-            ctx.state["return_to"] = "__confirm__"
+            ctx.state["return_to"] = CONFIRM
             ctx.state["page"] = 0
             return self._ask(ctx)
-        return self._wrong(ctx, f"请回复“确认”提交，或回复 1-{len(rows)} 修改对应的一项。")
+        return self._wrong(ctx, self.texts["confirm_hint"].format(count=len(rows)))
 
     # ---- engine questions: resume / stuck / leave a message ---------------------------
 
-    def _pending(self, ctx: Ctx, pending: str, text: str) -> Reply | None:
+    def _pending(self, ctx: Ctx, pending: str, text: str, word: str | None) -> Reply | None:
         state = ctx.state
+        state.pop("pending", None)
         norm = normalize(text)
         if pending == "resume":
-            state.pop("pending", None)
-            if norm in ("1", "继续", "继续填写") and state.get("paused"):
+            paused = state.get("paused")
+            if not paused or word not in (None, "resume", "restart"):
+                return None
+            if norm == "1" or word == "resume":
                 return self._restore(ctx)
-            if norm in ("2", "重新开始", "重新填写") and state.get("paused"):
-                name = state.pop("paused")["flow"]
-                return self.start_flow(ctx, name)
+            if norm == "2" or word == "restart":
+                return self._restart(ctx, paused["flow"], paused.get("restart_params", paused.get("params")))
             return None
         if pending == "stuck":
-            state.pop("pending", None)
+            if not self._active(state) or word:
+                return None
             if norm == "1":
                 state["pending"] = "message"
                 self._touch(ctx)
                 return Reply(self.texts["leave_message"])
             if norm == "2":
-                return self.start_flow(ctx, state["flow"])
+                return self._restart(ctx, state["flow"], state.get("params"))
+            if norm in RETRY_WORDS:
+                self._touch(ctx)
+                return self._ask(ctx)
             return None  # taken as another try at the question
         if pending == "message":
-            state.pop("pending", None)
-            if global_word(text) or not norm:
+            if word or not norm:
                 return None
             follower = ctx.follower
+            active = self._active(state)
             ctx.session.add(CoordinatorMessage(
-                follower_id=follower.id, flow=state.get("flow", ""), step=state.get("step", ""),
-                text=norm[:1000],
+                follower_id=follower.id, flow=state.get("flow") or "", step=state.get("step") or "",
+                text=text.strip()[:1000],
             ))
-            title = self._flow(state).title if self._active(state) else ""
+            title = self._flow(state).title if active else ""
             self._pause(state)
             return Reply(self.texts["message_left"].format(title=title))
-        state.pop("pending", None)
         return None
 
     def _global(self, ctx: Ctx, word: str) -> Reply | None:
         state = ctx.state
         active = self._active(state)
+        paused = state.get("paused")
         if word == "menu":
-            if active:
-                self._pause(state)
+            self._pause(state)
             return self.main_menu_reply(ctx)
         if word == "cancel":
-            if active:
+            if active or paused:
                 self._clear_form(state)
+                state.pop("paused", None)
                 return Reply(self.texts["cancelled"] + "\n" + self.menu.footer)
-            return self.main_menu_reply(ctx)
+            return None if self.registry.command_for_word(ctx.message.text) else self.main_menu_reply(ctx)
         if word == "resume":
-            if state.get("paused") and not active:
+            if paused and not active:
                 return self._restore(ctx)
             if active:
+                self._touch(ctx)
                 return self._ask(ctx)
+            return None
+        if word == "restart":
+            if active:
+                return self._restart(ctx, state["flow"], state.get("params"))
+            if paused:
+                return self._restart(ctx, paused["flow"], paused.get("restart_params", paused.get("params")))
             return None
         if not active:
             if word == "help":
-                return Reply(self.menu.help)
+                return self.run_command(ctx, "HELP", ctx.message)
             if word == "repeat":
                 return Reply(self.texts["nothing_to_repeat"] + "\n" + self.menu.footer)
-            return None  # 返回 outside a form: let routing try it (usually the menu)
+            return self.main_menu_reply(ctx)  # 返回 outside a form
         self._touch(ctx)
         if word == "repeat":
             return self._ask(ctx)
         if word == "help":
             flow = self._flow(state)
-            if state.get("step") == "__confirm__":
-                return Reply(self.texts["summary_footer"])
+            if state.get("step") == CONFIRM:
+                return Reply(self._summary(ctx, flow))
             step = flow.step(state["step"])
             return self._ask(ctx, hint=step.help or flow.help or self.texts["help_default"])
-        if word == "back":
-            return self._back(ctx)
-        return None
+        return self._back(ctx)
 
     def _back(self, ctx: Ctx) -> Reply:
         state = ctx.state
-        if state.get("return_to") == "__confirm__" or state.get("step") == "__confirm__" and not state.get("history"):
-            state["step"] = "__confirm__"
+        state["retries"] = 0
+        state["page"] = 0
+        if state.get("return_to") == CONFIRM:
+            # Editing one field from the summary: 返回 goes back to the summary.
+            state["step"] = CONFIRM
             state["return_to"] = None
             return self._ask(ctx)
         history = state.get("history") or []
         if not history:
             return self._ask(ctx, hint=self.texts["first_step"])
         state["step"] = history.pop()
-        state["retries"] = 0
-        state["page"] = 0
         return self._ask(ctx)
 
     # ---- routing outside forms ----------------------------------------------------------
@@ -451,34 +573,31 @@ class Engine:
         return Reply("\n".join(lines))
 
     def run_command(self, ctx: Ctx, key: str, msg: Message) -> Reply | None:
-        if key == "HELP" and key not in self.registry.commands:
-            return Reply(self.menu.help)
         cmd = self.registry.commands.get(key)
         if cmd is None:
+            if key == "HELP":
+                return Reply(self.menu.help)
             item = next((i for i in self.menu.items if i.key == key), None)
             if item is not None:
-                return Reply(f"“{item.label}”即将开放，敬请期待。\n" + self.menu.footer)
+                return Reply(self.texts["item_soon"].format(label=item.label) + "\n" + self.menu.footer)
             return None
         return as_reply(cmd.handler(ctx, msg))
 
     def _route_text(self, ctx: Ctx, msg: Message, text: str) -> Reply:
         norm = normalize(text)
         if msg.kind not in (t.TEXT, t.VOICE):
-            return self.main_menu_reply(ctx, intro="收到。如需帮助请回复数字选择服务：")
-        if global_word(text) == "back":
-            return self.main_menu_reply(ctx)
+            return self.main_menu_reply(ctx, intro=self.texts["got_media"])
         n = parse_int(norm) if norm.isdigit() or len(norm) <= 3 else None
         if n is not None and 1 <= n <= len(self.menu.items):
             reply = self.run_command(ctx, self.menu.items[n - 1].key, msg)
             if reply is not None:
                 return reply
         cmd = self.registry.command_for_word(norm)
-        if cmd is None:
-            item = next((i for i in self.menu.items if norm and norm in i.words + (i.label,)), None)
-            if item is not None:
-                return self.run_command(ctx, item.key, msg) or self.main_menu_reply(ctx)
         if cmd is not None:
             return as_reply(cmd.handler(ctx, msg))
+        item = next((i for i in self.menu.items if norm and norm in i.words + (i.label,)), None)
+        if item is not None:
+            return self.run_command(ctx, item.key, msg) or self.main_menu_reply(ctx)
         for fb in self.registry.fallbacks:
             reply = fb(ctx, msg)
             if reply is not None:
@@ -490,22 +609,33 @@ class Engine:
             reply = fn(ctx, msg)
             if reply is not None:
                 return as_reply(reply)
-        return self.main_menu_reply(ctx, intro="收到您的位置。")
+        return self.main_menu_reply(ctx, intro=self.texts["got_location"])
+
+    def _location_echo(self, ctx: Ctx, msg: Message) -> bool:
+        """WeChat follows a location_select event with the same place as a location
+        message; answering both would answer two steps with one tap."""
+        last = ctx.state.pop("last_loc", None)
+        if not (isinstance(last, list) and len(last) == 3 and msg.location):
+            return False
+        lat, lng, ts = last
+        return (abs(lat - msg.location.lat) < 1e-4 and abs(lng - msg.location.lng) < 1e-4
+                and ctx.now.timestamp() - ts <= LOCATION_ECHO_SECONDS)
 
     def _event(self, ctx: Ctx, msg: Message) -> Reply:
         event = msg.event
+        state = ctx.state
         if event in (t.CLICK, t.SCANCODE) and msg.key:
             # A menu tap starts its journey, setting aside any open form.
-            if self._active(ctx.state):
-                self._pause(ctx.state)
-            ctx.state.pop("pending", None)
+            self._pause(state)
+            state.pop("pending", None)
             reply = self.run_command(ctx, msg.key, msg)
             return reply if reply is not None else self.main_menu_reply(ctx)
         if event == t.LOCATION_SELECT and msg.location:
             located = Message(openid=msg.openid, kind=t.LOCATION, location=msg.location,
                               msg_id=msg.msg_id, create_time=msg.create_time)
-            if self._active(ctx.state):
-                ctx.message = located
+            state["last_loc"] = [msg.location.lat, msg.location.lng, ctx.now.timestamp()]
+            if self._active(state):
+                state.pop("pending", None)
                 return self._answer(ctx, located, "")
             return self._route_location(ctx, located)
         if event in (t.SUBSCRIBE, t.SCAN) and msg.key:
@@ -523,3 +653,17 @@ class Engine:
             return as_reply(handler(ctx, msg))
         return Reply()
 
+
+def fit(reply: Reply, limit: int = REPLY_LIMIT) -> Reply:
+    """A reply whose text fits one passive message: whole lines are kept while they fit."""
+    if not reply.text or len(reply.text.encode("utf-8")) <= limit:
+        return reply
+    kept, size = [], len("…".encode("utf-8"))
+    for line in reply.text.split("\n"):
+        n = len(line.encode("utf-8")) + 1
+        if size + n > limit:
+            break
+        kept.append(line)
+        size += n
+    text = "\n".join(kept) + "\n…" if kept else reply.text.encode("utf-8")[: limit - 3].decode("utf-8", "ignore")
+    return Reply(text=text, article=reply.article)

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from dialogue.inputs import normalize, parse_int
+import re
+
+from dialogue.inputs import normalize, parse_int, yes_no
 from dialogue.types import Message, Reply
 
 PAGE_SIZE = 8
@@ -38,6 +40,16 @@ Text = str | Callable[..., str]
 
 @dataclass
 class Step:
+    """One question of a form.
+
+    Reading an answer: a step with `choices` takes a number (1-based across pages), the
+    label or an alias; `parse`, if given, then gets `(ctx, chosen_value, answers)` (a list
+    of values when `multi`). A step without choices gets `parse(ctx, message, answers)` with
+    the whole `Message` (its `.text` is the typed or spoken text, `.location` a sent
+    location when `accepts_location`); without `parse` the normalised text is the answer.
+    `parse` raises `Invalid("hint")` for a wrong answer.
+    """
+
     name: str
     ask: Text  # the question; a callable gets (ctx, answers)
     label: str = ""  # how the summary names this answer
@@ -53,6 +65,7 @@ class Step:
     accepts_location: bool = False  # a location message is a valid answer (to parse)
     accepts_media: bool = False
     optional: bool = False  # "跳过" leaves it empty
+    max_length: int = 200  # longest free-text answer (characters) taken without parse
 
     def question(self, ctx, answers: dict) -> str:
         return self.ask(ctx, answers) if callable(self.ask) else self.ask
@@ -97,8 +110,13 @@ class Flow:
 
 # ---- choice matching, shared by the engine and by handlers that list things -------------
 
+# A ready-made pair for yes/no questions: "是", "好的", "1" pick True; "不", "不用", "2" False.
+YES_NO = [Choice(True, "是"), Choice(False, "否")]
+
+
 def match_choice(text: str, choices: list[Choice]) -> Choice | None:
-    """A choice by its number (1-based), its exact label or an alias, or a unique prefix."""
+    """A choice by its number (1-based), its exact label or an alias, a yes/no word when
+    the choices are a yes/no pair, or a unique containing label."""
     t = normalize(text)
     if not t:
         return None
@@ -107,18 +125,28 @@ def match_choice(text: str, choices: list[Choice]) -> Choice | None:
         return choices[n - 1] if 1 <= n <= len(choices) else None
     low = t.lower()
     for c in choices:
-        if low == normalize(c.label).lower() or low in (a.lower() for a in c.aliases):
+        if low == normalize(c.label).lower() or low in (normalize(a).lower() for a in c.aliases):
             return c
-    contained = [c for c in choices if low in normalize(c.label).lower() or normalize(c.label) in t]
+    polarity = [yes_no(c.label) for c in choices]
+    if set(polarity) == {True, False}:
+        # 是/否-like choices: "不好" must not pick "好"; "是不是" picks nothing.
+        said = yes_no(t)
+        return choices[polarity.index(said)] if said is not None else None
+    contained = [c for c in choices
+                 if (len(low) >= 2 and low in normalize(c.label).lower())
+                 or (len(normalize(c.label)) >= 2 and normalize(c.label).lower() in low)]
     return contained[0] if len(contained) == 1 else None
 
 
-def match_many(text: str, choices: list[Choice]) -> list[Choice] | None:
-    """Several choices: "1 3 5", "1、3、5", "1,3", "135" (when all single digits)."""
-    import re
+ALL_WORDS = ("全部", "全选", "都要", "都可以", "全都要")
 
+
+def match_many(text: str, choices: list[Choice]) -> list[Choice] | None:
+    """Several choices: "1 3 5", "1、3、5", "1,3", "135" (when all single digits), "全部"."""
     t = normalize(text)
-    parts = [p for p in re.split(r"[\s,，、;；和及/]+", t) if p]
+    if t in ALL_WORDS:
+        return list(choices) or None
+    parts = [p for p in re.split(r"[\s,，、;；和及/.。]+", t) if p]
     if len(parts) == 1 and re.fullmatch(r"\d{2,}", parts[0]) and len(choices) < 10:
         parts = list(parts[0])
     picked: list[Choice] = []
@@ -134,5 +162,11 @@ def match_many(text: str, choices: list[Choice]) -> list[Choice] | None:
 def numbered(choices: list[Choice], start: int = 1) -> str:
     lines = []
     for i, c in enumerate(choices, start):
-        lines.append(f"{i}. {c.label}" + (f"（{c.note}）" if c.note else ""))
+        lines.append(f"{i}. {clip(c.label, 30)}" + (f"（{clip(c.note, 30)}）" if c.note else ""))
     return "\n".join(lines)
+
+
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters, marking a cut with "…" (keeps every line short)."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -12,15 +12,19 @@ import unicodedata
 # Punctuation and spaces people wrap answers in: "1。", "「确认」", " 是的！ "
 _WRAP = " \t\r\n\u3000。．.，,！!？?；;：:、~～…\"'“”‘’「」『』()（）[]【】<>《》"
 
-_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "壹": 1, "二": 2, "两": 2, "贰": 2, "三": 3, "叁": 3,
+_KEYCAP = re.compile("[\ufe0f\u20e3\u200b-\u200d\ufeff]")  # keycap/variation marks, zero-width
+
+_CN_DIGITS = {"幺": 1, "零": 0, "〇": 0, "一": 1, "壹": 1, "二": 2, "两": 2, "贰": 2, "三": 3, "叁": 3,
               "四": 4, "肆": 4, "五": 5, "伍": 5, "六": 6, "陆": 6, "七": 7, "柒": 7, "八": 8,
               "捌": 8, "九": 9, "玖": 9}
 _CN_UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1000}
 
 
 def normalize(text: str) -> str:
-    """NFKC (full-width → ASCII, ① → 1), collapse spaces, strip wrapping punctuation."""
+    """NFKC (full-width → ASCII, ① → 1), drop keycap marks (1️⃣ → 1), collapse spaces,
+    strip wrapping punctuation."""
     text = unicodedata.normalize("NFKC", text or "")
+    text = _KEYCAP.sub("", text)
     text = re.sub(r"\s+", " ", text)
     return text.strip(_WRAP)
 
@@ -47,35 +51,74 @@ def chinese_number(text: str) -> int | None:
 
 
 def parse_int(text: str) -> int | None:
-    """A whole number typed with digits or Chinese numerals ("12", "１２", "十二", "12个")."""
+    """A whole number typed with digits or Chinese numerals ("12", "１２", "十二", "第3个",
+    "选二")."""
     t = normalize(text)
-    t = re.sub(r"(个|号|项|条|位|人|次|分钟|小时)$", "", t)
+    t = re.sub(r"^(我选|选择|选|要|第)+", "", t)
+    t = re.sub(r"(个|号|项|条|位|人|次|分钟|小时|个人)$", "", t).strip()
     if re.fullmatch(r"\d{1,9}", t):
         return int(t)
-    if t.startswith("第"):
-        t = t[1:]
-        if re.fullmatch(r"\d{1,9}", t):
-            return int(t)
     return chinese_number(t)
 
 
-# Negatives first: "不好" is no, "不是" is no; A-不-A questions ("是不是") are unclear.
-_NO = ("不是", "不对", "不行", "不要", "不用", "不好", "不同意", "不确认", "不需要", "不", "否",
-       "没有", "没", "错", "别", "算了", "no", "n")
+# Negatives first: "不好", "不是", "没有" are no; A-不-A questions ("是不是") and questions
+# ending in 吗 are unclear; a few negative-looking phrases mean yes ("没问题", "不错").
+_YES_PHRASES = ("没问题", "没错", "不错", "没毛病")
+_NEG_START = ("不", "没", "别", "否", "未", "无需", "甭")
+_NO = ("错", "算了", "no", "n", "nope")
 _YES = ("是的", "是", "对", "对的", "好", "好的", "可以", "行", "确认", "确定", "同意", "要", "需要",
-        "嗯", "嗯嗯", "ok", "yes", "y", "没问题", "提交")
+        "嗯", "嗯嗯", "ok", "okay", "yes", "y", "提交", "中")
+_PARTICLES = set("的啊呀嘞哇吧呢哦嗯了滴")
 _UNCLEAR = re.compile(r"(.)不\1")  # 是不是, 好不好, 要不要
 
 
 def yes_no(text: str) -> bool | None:
     """True for yes, False for no, None when unclear."""
     t = normalize(text).lower()
-    if not t or _UNCLEAR.search(t):
+    if not t or _UNCLEAR.search(t) or t.endswith(("吗", "么", "嘛")):
         return None
-    for word in _NO:
-        if t == word or (len(word) > 1 and t.startswith(word)):
-            return False
+    for phrase in _YES_PHRASES:
+        if t.startswith(phrase) and len(t) <= len(phrase) + 2:
+            return True
+    if t.startswith(_NEG_START) or t in _NO or t.startswith("算了"):
+        return False
     for word in _YES:
         if t == word or (len(word) > 1 and t.startswith(word) and len(t) <= len(word) + 2):
             return True
+    # 好啊, 是呀, 行吧, 对呢: a one-character yes followed only by particles.
+    if t[0] in ("好", "是", "对", "行", "嗯", "要") and set(t[1:]) <= _PARTICLES:
+        return True
     return None
+
+
+def mobile(text: str) -> str | None:
+    """A mainland mobile number ("138 0013 8000", "+86-13800138000", "幺三八…") or None."""
+    t = normalize(text)
+    t = "".join(str(_CN_DIGITS[ch]) if ch in _CN_DIGITS else ch for ch in t)
+    t = re.sub(r"[\s\-()（）]", "", t)
+    t = re.sub(r"^(\+?86)(?=1\d{10}$)", "", t)
+    return t if re.fullmatch(r"1[3-9]\d{9}", t) else None
+
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_PROVINCES = {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45,
+                 46, 50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83}
+
+
+def id_number(text: str, today=None) -> str | None:
+    """An 18-digit resident ID number with a valid MOD 11-2 check digit, a real birth date
+    not in the future and a known province code; returned upper-case without spaces."""
+    from datetime import date
+
+    t = normalize(text).replace(" ", "").upper()
+    if not re.fullmatch(r"\d{17}[\dX]", t) or int(t[:2]) not in _ID_PROVINCES:
+        return None
+    if "10X98765432"[sum(int(d) * w for d, w in zip(t, _ID_WEIGHTS)) % 11] != t[17]:
+        return None
+    try:
+        born = date(int(t[6:10]), int(t[10:12]), int(t[12:14]))
+    except ValueError:
+        return None
+    if born > (today or date.today()) or born.year < 1900:
+        return None
+    return t

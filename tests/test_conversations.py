@@ -20,8 +20,10 @@ import yaml
 from sqlalchemy import text as sql_text
 
 from store.ephemeral import StateStore
-from tests import seeds
+from tests import demo_flows, seeds
 from tests.conftest import WeChat
+
+demo_flows.register()  # the engine's demo form (command DEMO, word 演示), for engine.yaml
 
 HERE = Path(__file__).parent / "conversations"
 MODES = ("plain", "safe")
