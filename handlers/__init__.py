@@ -15,3 +15,4 @@ from handlers import my_orders  # noqa: E402,F401
 from handlers import volunteers  # noqa: E402,F401
 from handlers import hours  # noqa: E402,F401
 from handlers import review  # noqa: E402,F401
+from handlers import push_receipts  # noqa: E402,F401

@@ -3,13 +3,17 @@
 `notify` writes a `Push` row in the caller's transaction. Nothing is sent here: the
 worker sends rows that are due, so a push recorded in a rolled-back transaction never goes
 out, and the same `dedup_key` is recorded (and so sent) at most once.
+
+The scheduler (`volbot scheduler`) looks for due rows every second, so a push recorded
+during a webhook turn goes out within about a second of the commit. `notify_many` records
+a fan-out (a bus visit to 40,000 subscribers) in a few statements instead of 40,000.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from store.models import Push
@@ -45,3 +49,31 @@ def notify(
             return None
         raise
     return push
+
+
+def notify_many(session: Session, pushes: list[dict], *, chunk: int = 1000) -> int:
+    """Record many pushes (each a dict of `notify`'s keyword arguments) in bulk; those whose
+    `dedup_key` was recorded before are skipped. Returns how many were recorded.
+
+    Meant for fan-outs run by one coordinator command at a time; a concurrent fan-out of the
+    same keys fails on the unique index rather than sending twice."""
+    recorded = 0
+    for i in range(0, len(pushes), chunk):
+        part = pushes[i:i + chunk]
+        keys = [p["dedup_key"] for p in part]
+        seen = set(session.scalars(select(Push.dedup_key).where(Push.dedup_key.in_(keys))))
+        rows, batch_keys = [], set()
+        for p in part:
+            if p["dedup_key"] in seen or p["dedup_key"] in batch_keys:
+                continue
+            batch_keys.add(p["dedup_key"])
+            row = {"openid": p["openid"], "kind": p["kind"], "title": p["title"], "data": dict(p["fields"]),
+                   "dedup_key": p["dedup_key"], "url": p.get("url"), "batch": p.get("batch"),
+                   "state": "pending", "attempts": 0}
+            if p.get("due_at") is not None:
+                row["due_at"] = p["due_at"]
+            rows.append(row)
+        if rows:
+            session.execute(insert(Push), rows)
+            recorded += len(rows)
+    return recorded

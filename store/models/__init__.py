@@ -7,7 +7,7 @@ from store.models.base import Base, UTCDateTime, utcnow
 from store.models.district import Community, Team
 from store.models.followers import CoordinatorMessage, Follower
 from store.models.orders import CatalogVersion, Order, OrderEvent, OrderSerial
-from store.models.pushes import Push
+from store.models.pushes import Push, PushReceipt
 from store.models.timebank import TimeAccount, TimeBankFamily, TimeEntry, TimeTransaction
 from store.models.volunteers import Coordinator, HourRecord, Volunteer, VolunteerSerial, VolunteerStar
 
@@ -20,6 +20,7 @@ __all__ = [
     "Follower",
     "CoordinatorMessage",
     "Push",
+    "PushReceipt",
     "CatalogVersion",
     "Order",
     "OrderEvent",

@@ -2,6 +2,11 @@
 
 The `dedup_key` is unique: the same logical push (e.g. "bus:visit:12:changed:3:openid")
 is recorded, and therefore sent, at most once.
+
+Life of a row (see `pushes.worker`): pending → queued (a job id on the RQ queue) →
+sending (claimed by one worker under a lease) → sent (WeChat accepted it; `wechat_msgid`)
+→ delivered / failed (the TEMPLATESENDJOBFINISH receipt). A transient error puts the row
+back to pending with a later `due_at`; a permanent one ends it in failed.
 """
 
 from __future__ import annotations
@@ -36,3 +41,22 @@ class Push(Base):
     sent_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The queue job that carries this row, and when it was queued (a job lost with Redis
+    # is found again from these).
+    job_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    queued_at: Mapped[datetime | None]
+    # A worker's claim: who may send until `lease_until`; `claimed_at` is when this
+    # attempt began (WeChat dedups a resend with the same client_msg_id for 10 minutes).
+    claimed_at: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+
+
+class PushReceipt(Base):
+    """A TEMPLATESENDJOBFINISH that arrived before its push was marked sent (the worker
+    or the next scheduler pass applies it), so no receipt is lost to that race."""
+
+    __tablename__ = "push_receipts"
+
+    wechat_msgid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

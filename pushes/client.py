@@ -1,0 +1,197 @@
+"""THE WeChat API client: the only module that calls WeChat's server API.
+
+It wraps wechatpy's `WeChatClient` and fixes what matters for many workers on many hosts
+(research/wechat.md §2.1, §3.3):
+
+- the access token lives in Redis, shared by every process; when it is missing one
+  process fetches it under a Redis lock while the others wait and then re-read it
+  (double-check), so a cold start of N workers makes one fetch, not N;
+- `stable_token` (normal mode) is preferred to the legacy `/token`, which invalidates
+  the token every other process holds;
+- wechatpy's `auto_retry` is off (it recurses without limit on a persistent 40001); a call
+  that gets 40001/40014/42001 refreshes the token once and is retried once, no more;
+- template messages pass `client_msg_id` (wechatpy's `send_template` cannot), so WeChat
+  drops a resend of the same push within 10 minutes.
+
+The base URL comes from `WECHAT_API_BASE`: tests and the demo point it at the emulator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import redis
+from wechatpy import WeChatClient
+from wechatpy.exceptions import WeChatClientException
+
+from store.ephemeral import PREFIX, LockTimeout, UserLock
+
+log = logging.getLogger("volbot.wechat")
+
+TOKEN_ERRORS = (40001, 40014, 42001)
+OFFICIAL_BASE = "https://api.weixin.qq.com/cgi-bin/"
+
+
+class WeChatError(Exception):
+    """A WeChat API call failed: `code` is WeChat's errcode (None for a network or HTTP
+    failure, which is always worth retrying)."""
+
+    def __init__(self, code: int | None, message: str = ""):
+        super().__init__(f"{code}: {message}" if code is not None else message)
+        self.code = code
+        self.message = message
+
+
+class TokenStore:
+    """The shared access token in Redis: `value` with a TTL a little shorter than its life."""
+
+    def __init__(self, client: redis.Redis, appid: str):
+        self.client = client
+        self.key = f"{PREFIX}wechat:token:{appid}"
+        self.lock_name = f"wechat-token:{appid}"
+
+    def get(self) -> str | None:
+        raw = self.client.get(self.key)
+        return raw.decode() if raw else None
+
+    def put(self, token: str, expires_in: int) -> None:
+        # Refresh well before WeChat's expiry; stable_token lives >= 300 s after issue.
+        margin = 300 if expires_in > 600 else expires_in // 3
+        self.client.set(self.key, token, ex=max(1, int(expires_in) - margin))
+
+    def discard(self, token: str) -> None:
+        """Forget `token` only if it is still the shared one (another worker may have
+        replaced it already)."""
+        self.client.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+                         1, self.key, token)
+
+
+class ApiClient(WeChatClient):
+    """wechatpy's client with a shared, locked, bounded-retry token (see module doc)."""
+
+    def __init__(self, appid: str, secret: str, redis_client: redis.Redis, *, api_base: str = OFFICIAL_BASE,
+                 timeout: float = 5.0, lock_wait: float = 10.0):
+        super().__init__(appid, secret, timeout=timeout, auto_retry=False)
+        self.API_BASE_URL = api_base if api_base.endswith("/") else api_base + "/"
+        self.tokens = TokenStore(redis_client, appid)
+        self.redis = redis_client
+        self.lock_wait = lock_wait
+        self.fetches = 0  # tokens this instance fetched (for tests and logs)
+
+    # ---- the token ------------------------------------------------------------------------
+
+    @property
+    def access_token(self) -> str:
+        token = self.tokens.get()
+        return token if token else self.fetch_access_token()
+
+    def fetch_access_token(self, stale: str | None = None) -> str:
+        """A valid token: fetched by one process at a time; the others wait and re-read.
+        `stale` is a token WeChat just refused, which must not be handed out again."""
+        lock = UserLock(self.redis, self.tokens.lock_name, ttl_ms=int(self.lock_wait * 1000))
+        try:
+            lock.acquire(timeout=self.lock_wait)
+        except LockTimeout:
+            raise WeChatError(None, "timed out waiting for the access token lock")
+        try:
+            current = self.tokens.get()
+            if current and current != stale:
+                return current  # someone else fetched it while we waited
+            result = self._stable_token(force=False)
+            if result["access_token"] == stale:
+                # Normal mode returned the token WeChat just refused: force a new one.
+                result = self._stable_token(force=True)
+            self.fetches += 1
+            self.tokens.put(result["access_token"], int(result.get("expires_in", 7200)))
+            return result["access_token"]
+        finally:
+            lock.release()
+
+    def _stable_token(self, force: bool) -> dict:
+        body = {"grant_type": "client_credential", "appid": self.appid, "secret": self.secret,
+                "force_refresh": force}
+        try:
+            res = self._http.post(self.API_BASE_URL + "stable_token", data=json.dumps(body), timeout=self.timeout)
+            res.raise_for_status()
+            result = res.json()
+        except Exception as e:  # noqa: BLE001 - network, HTTP or JSON: all "try again later"
+            raise WeChatError(None, f"stable_token: {type(e).__name__}") from e
+        if result.get("errcode"):
+            raise WeChatError(int(result["errcode"]), result.get("errmsg", ""))
+        return result
+
+    # ---- every call: one bounded token retry ------------------------------------------------
+
+    def _request(self, method, url_or_endpoint, **kwargs):
+        params = dict(kwargs.pop("params", None) or {})
+        token = params.get("access_token") or self.access_token
+        for attempt in (1, 2):
+            params["access_token"] = token
+            try:
+                return super()._request(method, url_or_endpoint, params=dict(params), **kwargs)
+            except WeChatClientException as e:
+                code = int(e.errcode) if e.errcode is not None else None
+                if code in TOKEN_ERRORS and attempt == 1:
+                    log.info("access token refused (%s); refreshing once", code)
+                    self.tokens.discard(token)
+                    token = self.fetch_access_token(stale=token)
+                    continue
+                raise WeChatError(code, str(e.errmsg or "")) from e
+            except WeChatError:
+                raise
+            except Exception as e:  # noqa: BLE001 - requests errors: transient by nature
+                raise WeChatError(None, f"{type(e).__name__}") from e
+        raise AssertionError("unreachable")
+
+    # ---- the calls the project makes ----------------------------------------------------------
+
+    def send_template(self, openid: str, template_id: str, data: dict, *, url: str | None = None,
+                      client_msg_id: str | None = None) -> str:
+        """Send a template message; returns WeChat's msgid."""
+        body = {"touser": openid, "template_id": template_id, "data": data}
+        if url:
+            body["url"] = url
+        if client_msg_id:
+            body["client_msg_id"] = client_msg_id
+        result = self.post("message/template/send", data=body)
+        return str(result.get("msgid", ""))
+
+    def send_text(self, openid: str, content: str) -> None:
+        """A customer-service text (only inside the user's 48-hour / 5-message window)."""
+        self.post("message/custom/send", data={"touser": openid, "msgtype": "text", "text": {"content": content}})
+
+    def send_notice(self, openid: str, template_id: str, data: dict, page: str | None = None) -> None:
+        """A subscription notice (订阅通知, bizsend)."""
+        body = {"touser": openid, "template_id": template_id, "data": data}
+        if page:
+            body["page"] = page
+        self.post("message/subscribe/bizsend", data=body)
+
+    def create_menu(self, menu: dict) -> None:
+        self.post("menu/create", data=menu)
+
+    def get_menu(self) -> dict:
+        return self.get("menu/get")
+
+    def create_qr_ticket(self, scene: str, *, permanent: bool = True, expire_seconds: int = 2_592_000) -> dict:
+        """A QR ticket for a string scene ("cm:KW001"); returns {ticket, url, image_url}."""
+        body = {"action_name": "QR_LIMIT_STR_SCENE" if permanent else "QR_STR_SCENE",
+                "action_info": {"scene": {"scene_str": scene}}}
+        if not permanent:
+            body["expire_seconds"] = expire_seconds
+        result = self.post("qrcode/create", data=body)
+        return {"ticket": result["ticket"], "url": result.get("url", ""),
+                "image_url": self.qr_image_url(result["ticket"])}
+
+    def qr_image_url(self, ticket: str) -> str:
+        from urllib.parse import quote
+
+        base = "https://mp.weixin.qq.com/cgi-bin/" if self.API_BASE_URL == OFFICIAL_BASE else self.API_BASE_URL
+        return f"{base}showqrcode?ticket={quote(ticket)}"
+
+
+def client_for(config, redis_client: redis.Redis) -> ApiClient:
+    """The API client for this configuration (appid, secret, WECHAT_API_BASE)."""
+    return ApiClient(config.wechat_appid, config.wechat_secret, redis_client, api_base=config.wechat_api_base)
+

@@ -1,0 +1,147 @@
+"""Finding work in SQL and putting it on the queue: `volbot scheduler` runs `run_pass`
+every second or so; `volbot push resume` (and every worker at start) runs it once.
+
+A pass:
+1. due pending rows (new pushes, retries whose backoff ended, reminders whose day came)
+   → queued, in chunks, one RQ job per chunk (committed first, then enqueued: a crash in
+   between leaves rows whose job does not exist, which step 2 finds);
+2. queued rows whose job is gone (Redis lost, flushed, or the job failed) → a new job;
+3. sending rows whose lease ran out (a worker died mid-send) → queued again; the worker
+   resends within WeChat's client_msg_id window or gives the row up as unknown;
+4. parked delivery receipts whose push is now sent → applied.
+
+Nothing is timed in memory: every decision is a query on `state` and `due_at`, so any
+number of schedulers may run (PostgreSQL rows are taken with SKIP LOCKED).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import timedelta
+
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from sqlalchemy import select, update
+
+from pushes.callbacks import sweep_receipts
+from pushes.worker import LOST, PushSettings, push_queue, send_chunk
+from store.models import Push
+
+log = logging.getLogger("volbot.scheduler")
+
+LOST_JOB_GRACE = 30  # seconds a queued row's job may take to appear before we look
+PASS_LIMIT = 20_000  # rows queued per pass; the next pass takes the rest
+
+
+def _job_id(first: int) -> str:
+    return f"push-{first}-{uuid.uuid4().hex[:10]}"
+
+
+def _queue_rows(services, session, ids: list[int], chunk: int, now) -> list[tuple[str, list[int]]]:
+    jobs = []
+    for i in range(0, len(ids), chunk):
+        group = ids[i:i + chunk]
+        job_id = _job_id(group[0])
+        session.execute(update(Push).where(Push.id.in_(group))
+                        .values(state="queued", job_id=job_id, queued_at=now)
+                        .execution_options(synchronize_session=False))
+        jobs.append((job_id, group))
+    return jobs
+
+
+def _enqueue(services, jobs: list[tuple[str, list[int]]]) -> None:
+    if not jobs:
+        return
+    queue = push_queue(services.redis)
+    for i in range(0, len(jobs), 500):
+        queue.enqueue_many([Queue.prepare_data(send_chunk, (group,), job_id=job_id, timeout=600,
+                                               result_ttl=600, failure_ttl=24 * 3600)
+                            for job_id, group in jobs[i:i + 500]])
+
+
+def _locked(q, services):
+    return q.with_for_update(skip_locked=True) if not services.db.is_sqlite else q
+
+
+def enqueue_due(services, settings: PushSettings) -> int:
+    now = services.clock.now()
+    with services.db.transaction() as session:
+        ids = session.scalars(_locked(select(Push.id).where(Push.state == "pending", Push.due_at <= now)
+                                      .order_by(Push.id).limit(PASS_LIMIT), services)).all()
+        jobs = _queue_rows(services, session, list(ids), settings.chunk, now)
+    _enqueue(services, jobs)
+    return len(ids)
+
+
+def _job_lost(services, job_id: str | None) -> bool:
+    if not job_id:
+        return True
+    try:
+        job = Job.fetch(job_id, connection=services.redis)
+    except NoSuchJobError:
+        return True
+    return job.get_status(refresh=False) in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED,
+                                             JobStatus.FINISHED)
+
+
+def requeue_lost(services, settings: PushSettings) -> int:
+    now = services.clock.now()
+    with services.db.transaction() as session:
+        job_ids = session.scalars(select(Push.job_id).distinct()
+                                  .where(Push.state == "queued",
+                                         Push.queued_at < now - timedelta(seconds=LOST_JOB_GRACE))).all()
+    lost = [j for j in job_ids if _job_lost(services, j)]
+    if not lost:
+        return 0
+    with services.db.transaction() as session:
+        ids = session.scalars(_locked(select(Push.id).where(Push.state == "queued", Push.job_id.in_(lost))
+                                      .order_by(Push.id), services)).all()
+        jobs = _queue_rows(services, session, list(ids), settings.chunk, now)
+    _enqueue(services, jobs)
+    return len(ids)
+
+
+def reclaim_expired(services, settings: PushSettings) -> int:
+    """Rows a dead worker was sending: queue them again, remembering the attempt was lost
+    (the worker decides from `claimed_at` whether WeChat would still drop a resend)."""
+    now = services.clock.now()
+    with services.db.transaction() as session:
+        ids = session.scalars(_locked(select(Push.id).where(Push.state == "sending", Push.lease_until < now)
+                                      .order_by(Push.id), services)).all()
+        if ids:
+            session.execute(update(Push).where(Push.id.in_(ids)).values(last_error=LOST, lease_until=None)
+                            .execution_options(synchronize_session=False))
+        jobs = _queue_rows(services, session, list(ids), settings.chunk, now)
+    _enqueue(services, jobs)
+    return len(ids)
+
+
+def run_pass(services, settings: PushSettings | None = None) -> dict[str, int]:
+    """One pass of the scheduler (see the module doc); returns what it did."""
+    settings = settings or PushSettings.from_env()
+    done = {"reclaimed": reclaim_expired(services, settings),
+            "requeued": requeue_lost(services, settings),
+            "queued": enqueue_due(services, settings)}
+    with services.db.transaction() as session:
+        done["receipts"] = sweep_receipts(session, services.clock.now())
+    return done
+
+
+def run_forever(services, interval: float = 1.0, passes: int | None = None) -> None:
+    """`volbot scheduler`: a pass every `interval` seconds; errors are logged, not fatal
+    (a database or Redis hiccup is retried on the next pass)."""
+    settings = PushSettings.from_env()
+    n = 0
+    while passes is None or n < passes:
+        n += 1
+        started = time.monotonic()
+        try:
+            done = run_pass(services, settings)
+            if any(done.values()):
+                log.info("scheduler pass: %s", done)
+        except Exception:  # noqa: BLE001 - keep scheduling through transient failures
+            log.exception("scheduler pass failed")
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))

@@ -1,0 +1,283 @@
+"""Sending pushes: the RQ job that sends a chunk of push rows, exactly once each.
+
+A job carries push ids, not content: SQL holds the truth. For each chunk the worker
+
+1. claims the rows in one UPDATE (queued/pending and due → sending, attempts + 1, a lease),
+   so a job run twice, or two jobs with the same row, send it once: only one claim wins;
+2. waits for the shared Redis token bucket, then sends the template with
+   `client_msg_id = "volbot-<push id>"`: if this worker dies after WeChat accepted the push
+   but before step 3, the row's lease runs out, the scheduler queues it again, and WeChat
+   drops the resend (same openid + client_msg_id within 10 minutes). A row whose lost
+   attempt is older than that window is failed as "outcome unknown", never resent;
+3. marks the row sent (guarded by state and attempt number, so a late worker whose lease
+   was taken over cannot overwrite the newer attempt).
+
+Transient errors (network, -1, 45011, a token still refused after one refresh) put the row
+back to pending with exponential backoff; 45009 (daily quota) waits for the next day;
+permanent ones (43004 not following, 40003 unknown openid, 43101 refused, 43019
+blacklisted) fail the row and mark the follower `push_blocked`, so nothing more is tried.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import redis
+from rq import Queue
+from sqlalchemy import and_, select, update
+
+from pushes.callbacks import apply_early_receipt
+from pushes.client import WeChatError, client_for
+from pushes.ratelimit import TokenBucket
+from pushes.templates import Templates
+from store.models import Follower, Push
+
+log = logging.getLogger("volbot.pushes")
+
+QUEUE_NAME = "volbot-pushes"
+CHINA = ZoneInfo("Asia/Shanghai")
+LOST = "lease expired mid-send"
+# The recipient cannot get pushes: stop and remember it on the follower.
+BLOCKING = {43004: "not following", 40003: "unknown openid", 43101: "refused notices",
+            43019: "blacklisted", 48002: "blocked the account"}
+# The push itself is wrong (template id, data): retrying cannot help.
+BAD_PUSH = {40037, 41028, 47001, 47003, 45002, 48001}
+DAILY_QUOTA = 45009
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    """Tunables, from the environment (PUSH_RATE, PUSH_BURST, PUSH_MAX_ATTEMPTS,
+    PUSH_LEASE_SECONDS, PUSH_CHUNK, PUSH_BACKOFF_SECONDS, PUSH_BACKOFF_MAX_SECONDS)."""
+
+    rate: float = 50.0  # sends per second, all workers together
+    burst: float | None = None
+    max_attempts: int = 6
+    lease_seconds: int = 60
+    chunk: int = 50
+    backoff: float = 5.0
+    backoff_max: float = 3600.0
+    # WeChat dedups client_msg_id for 600 s; past this a lost attempt is not resent.
+    resend_window: int = 540
+
+    @classmethod
+    def from_env(cls, environ=None) -> "PushSettings":
+        from bot.config import ConfigError
+
+        environ = os.environ if environ is None else environ
+        names = {"rate": "PUSH_RATE", "burst": "PUSH_BURST", "max_attempts": "PUSH_MAX_ATTEMPTS",
+                 "lease_seconds": "PUSH_LEASE_SECONDS", "chunk": "PUSH_CHUNK",
+                 "backoff": "PUSH_BACKOFF_SECONDS", "backoff_max": "PUSH_BACKOFF_MAX_SECONDS"}
+        values = {}
+        for field, var in names.items():
+            if environ.get(var):
+                try:
+                    values[field] = (int if field in ("max_attempts", "lease_seconds", "chunk") else float)(environ[var])
+                except ValueError:
+                    raise ConfigError(f"{var}: expected a number, got {environ[var]!r}")
+                if values[field] <= 0:
+                    raise ConfigError(f"{var}: must be positive")
+        return cls(**values)
+
+
+def push_queue(client: redis.Redis) -> Queue:
+    return Queue(QUEUE_NAME, connection=client)
+
+
+def backoff_delay(attempts: int, settings: PushSettings) -> float:
+    """Seconds before retry number `attempts` + 1: doubling, capped, with ±20 % jitter."""
+    base = min(settings.backoff * (2 ** max(0, attempts - 1)), settings.backoff_max)
+    return base * random.uniform(0.8, 1.2)
+
+
+def next_china_day(now: datetime) -> datetime:
+    """Five minutes past the next midnight in Beijing, when WeChat's daily quotas reset."""
+    local = now.astimezone(CHINA)
+    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=CHINA)
+    return midnight + timedelta(minutes=5)
+
+
+class Dispatcher:
+    """Sends claimed push rows; one per worker process (it holds the connections)."""
+
+    def __init__(self, services, *, client=None, settings: PushSettings | None = None,
+                 templates: Templates | None = None):
+        self.services = services
+        self.settings = settings or PushSettings.from_env()
+        self.client = client or client_for(services.config, services.redis)
+        self.templates = templates or Templates.load()
+        self.bucket = TokenBucket(services.redis, "wechat-send", self.settings.rate, self.settings.burst)
+
+    def now(self) -> datetime:
+        return self.services.clock.now()
+
+    # ---- claiming -------------------------------------------------------------------------
+
+    def claim(self, ids: list[int]) -> list[Push]:
+        """Take the rows of `ids` that may be sent now; each returned row is ours alone."""
+        now = self.now()
+        lease = self.settings.lease_seconds + len(ids) / self.settings.rate
+        with self.services.db.transaction() as session:
+            too_late = and_(Push.last_error == LOST, Push.claimed_at < now - timedelta(seconds=self.settings.resend_window))
+            session.execute(
+                update(Push).where(Push.id.in_(ids), Push.state.in_(("queued", "pending")), too_late)
+                .values(state="failed", lease_until=None,
+                        last_error="outcome unknown: a worker was lost mid-send and WeChat's "
+                                   "10-minute dedup window has passed, so it is not resent")
+                .execution_options(synchronize_session=False))
+            claimed = session.execute(
+                update(Push)
+                .where(Push.id.in_(ids), Push.state.in_(("queued", "pending")), Push.due_at <= now)
+                .values(state="sending", attempts=Push.attempts + 1, claimed_at=now,
+                        lease_until=now + timedelta(seconds=lease))
+                .returning(Push.id)
+                .execution_options(synchronize_session=False)).scalars().all()
+            if not claimed:
+                return []
+            rows = session.scalars(select(Push).where(Push.id.in_(claimed)).order_by(Push.id)).all()
+            session.expunge_all()
+            return list(rows)
+
+    def blocked(self, openids: set[str]) -> dict[str, str]:
+        with self.services.db.transaction() as session:
+            rows = session.execute(select(Follower.openid, Follower.push_blocked)
+                                   .where(Follower.openid.in_(openids), Follower.push_blocked.is_not(None)))
+            return {openid: reason for openid, reason in rows}
+
+    # ---- one chunk ------------------------------------------------------------------------
+
+    def send_chunk(self, ids: list[int]) -> dict:
+        counts = {"sent": 0, "failed": 0, "retry": 0, "skipped": 0}
+        rows = self.claim(ids)
+        counts["skipped"] = len(ids) - len(rows)
+        blocked = self.blocked({p.openid for p in rows}) if rows else {}
+        quota_hit = False
+        for push in rows:
+            if push.openid in blocked:
+                self.finish(push, "failed", error=f"recipient blocked: {blocked[push.openid]}")
+                counts["failed"] += 1
+                continue
+            if quota_hit:
+                self.retry_at(push, next_china_day(self.now()), "45009 daily quota reached", count_attempt=False)
+                counts["retry"] += 1
+                continue
+            outcome = self.send_one(push)
+            counts[outcome] += 1
+            quota_hit = outcome == "retry" and (push.last_error or "").startswith(str(DAILY_QUOTA))
+        return counts
+
+    def send_one(self, push: Push) -> str:
+        if not self.bucket.take(timeout=max(30.0, self.settings.lease_seconds / 2)):
+            self.retry_at(push, self.now(), "rate limiter busy", count_attempt=False)
+            return "retry"
+        template_id, data = self.templates.render(push.kind, push.title, push.data or {})
+        try:
+            msgid = self.client.send_template(push.openid, template_id, data, url=push.url,
+                                              client_msg_id=f"volbot-{push.id}")
+        except WeChatError as e:
+            return self.failed_send(push, e)
+        self.finish(push, "sent", msgid=msgid)
+        return "sent"
+
+    def failed_send(self, push: Push, e: WeChatError) -> str:
+        reason = f"{e.code} {e.message}".strip() if e.code is not None else f"network: {e.message}"
+        if e.code in BLOCKING:
+            self.finish(push, "failed", error=reason, block=f"{e.code} {BLOCKING[e.code]}")
+            return "failed"
+        if e.code in BAD_PUSH:
+            self.finish(push, "failed", error=reason)
+            return "failed"
+        if e.code == DAILY_QUOTA:
+            push.last_error = reason
+            self.retry_at(push, next_china_day(self.now()), reason, count_attempt=False)
+            return "retry"
+        if push.attempts >= self.settings.max_attempts:
+            self.finish(push, "failed", error=f"gave up after {push.attempts} attempts: {reason}")
+            return "failed"
+        due = self.now() + timedelta(seconds=backoff_delay(push.attempts, self.settings))
+        self.retry_at(push, due, reason)
+        return "retry"
+
+    # ---- recording outcomes (each guarded by our claim) -------------------------------------
+
+    def _ours(self, push: Push):
+        return (Push.id == push.id, Push.state == "sending", Push.attempts == push.attempts)
+
+    def finish(self, push: Push, state: str, *, msgid: str | None = None, error: str | None = None,
+               block: str | None = None) -> None:
+        now = self.now()
+        values = {"state": state, "lease_until": None, "last_error": error}
+        if state == "sent":
+            values.update(wechat_msgid=msgid or None, sent_at=now)
+        with self.services.db.transaction() as session:
+            done = session.execute(update(Push).where(*self._ours(push)).values(**values)
+                                   .execution_options(synchronize_session=False)).rowcount
+            if done and block:
+                session.execute(update(Follower).where(Follower.openid == push.openid,
+                                                       Follower.push_blocked.is_(None))
+                                .values(push_blocked=block[:64]).execution_options(synchronize_session=False))
+            if done and msgid:
+                apply_early_receipt(session, push.id, msgid, now)
+        if not done:
+            log.warning("push %s: claim lost before recording %s", push.id, state)
+
+    def retry_at(self, push: Push, due: datetime, error: str, *, count_attempt: bool = True) -> None:
+        push.last_error = error
+        values = {"state": "pending", "due_at": due, "lease_until": None, "job_id": None, "last_error": error}
+        if not count_attempt:
+            values["attempts"] = Push.attempts - 1
+        with self.services.db.transaction() as session:
+            session.execute(update(Push).where(*self._ours(push)).values(**values)
+                            .execution_options(synchronize_session=False))
+
+
+# ---- the RQ entry point ------------------------------------------------------------------------
+
+class _Current:
+    """The dispatcher of this worker process. RQ calls a plain function by its import path,
+    so the process's connections are installed here once (by `volbot worker` or a test)."""
+
+    dispatcher: Dispatcher | None = None
+
+
+def install(dispatcher: Dispatcher | None) -> None:
+    _Current.dispatcher = dispatcher
+
+
+def send_chunk(ids: list[int]) -> dict:
+    """The job: send the push rows `ids` (those still waiting; the rest are skipped)."""
+    if _Current.dispatcher is None:
+        from bot.cli import build_services
+
+        install(Dispatcher(build_services()))
+    return _Current.dispatcher.send_chunk(list(ids))
+
+
+def run_worker(services, *, burst: bool = False, dispatcher: Dispatcher | None = None,
+               name: str | None = None) -> None:
+    """`volbot worker`: one resume pass (jobs lost with Redis come back), then work the queue."""
+    from rq import SimpleWorker
+
+    from pushes.scheduler import run_pass
+
+    install(dispatcher or Dispatcher(services))
+    run_pass(services)
+    connection = redis.Redis.from_url(services.redis_url)
+    worker = SimpleWorker([push_queue(connection)], connection=connection, name=name)
+    worker.work(burst=burst, logging_level="WARNING")
+
+
+def status(session, batch: str | None = None) -> dict[str, int]:
+    """How many pushes (of one fan-out, or all) are in each state."""
+    from sqlalchemy import func
+
+    q = select(Push.state, func.count()).group_by(Push.state)
+    if batch:
+        q = q.where(Push.batch == batch)
+    return {state: n for state, n in session.execute(q)}
+
