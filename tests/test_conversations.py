@@ -77,7 +77,7 @@ def case_params():
                             error=f"unknown mode {mode!r} (use {', '.join(MODES)})")
                 mode = "plain"
             stem = case.file.rsplit(".", 1)[0]
-            params.append(pytest.param(case, mode, id=f"{stem}#{case.index}-{mode}"))
+            params.append(pytest.param(case, mode, id=f"{stem}-{case.index:02d}-{mode}"))
     return params
 
 
