@@ -74,27 +74,6 @@ def run(host, port):
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1")
-@click.option("--port", default=8000, type=int)
-def demo(host, port):
-    """Migrate the database and serve the bot on loopback, with the embedded defaults."""
-    from werkzeug.serving import run_simple
-
-    from bot.app import create_app
-
-    services = build_services()
-    try:
-        services.db.upgrade()
-        app = create_app(services=services)
-        click.echo(f"volunteer-bot is serving on http://{host}:{port}/wechat")
-        click.echo(f"Chat with it in another terminal:  .venv/bin/volbot chat --url http://{host}:{port}/wechat")
-        click.echo("Press Ctrl-C to stop.")
-        run_simple(host, port, app, threaded=True, use_reloader=False)
-    finally:
-        services.close()
-
-
-@main.command()
 @click.option("--url", default="http://127.0.0.1:8000/wechat", help="The webhook to talk to.")
 @click.option("--openid", default="o_chat_user", help="Who you are in the chat.")
 def chat(url, openid):

@@ -21,16 +21,50 @@ def emulator_root(api_base: str) -> str | None:
 
 
 def pushes_for(config, openid: str, since: str) -> dict:
+    """Template messages the emulator accepted for `openid` with a msgid above `since`."""
     root = emulator_root(config.wechat_api_base)
-    if root is None:
-        return {"ok": False, "error": "no emulator configured", "pushes": [], "cursor": since}
     try:
-        resp = requests.get(f"{root}/_emulator/sent", params={"touser": openid, "since": since},
-                            timeout=3)
+        after = int(since or 0)
+    except ValueError:
+        after = 0
+    empty = {"pushes": [], "cursor": str(after)}
+    if root is None:
+        return {"ok": False, "error": "no emulator configured", **empty}
+    try:
+        resp = requests.get(f"{root}/_emulator/messages", params={"openid": openid}, timeout=3)
     except requests.RequestException as e:
-        return {"ok": False, "error": f"emulator unreachable: {type(e).__name__}", "pushes": [],
-                "cursor": since}
+        return {"ok": False, "error": f"emulator unreachable: {type(e).__name__}", **empty}
     if resp.status_code != 200:
-        return {"ok": False, "error": f"emulator HTTP {resp.status_code}", "pushes": [], "cursor": since}
-    data = resp.json()
-    return {"ok": True, "pushes": data.get("sent", []), "cursor": str(data.get("cursor", since))}
+        return {"ok": False, "error": f"emulator HTTP {resp.status_code}", **empty}
+    pushes = [card(m) for m in resp.json() if int(m.get("msgid") or 0) > after]
+    cursor = max([after] + [p["id"] for p in pushes])
+    return {"ok": True, "pushes": pushes, "cursor": str(cursor)}
+
+
+def card(message: dict) -> dict:
+    """A template message as the phone shows it: the `first` line as title, then fields."""
+    data = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in (message.get("data") or {}).items()}
+    title = data.pop("first", None) or "服务通知"
+    data.pop("remark", None)
+    template_id = message.get("template_id") or ""
+    return {"id": int(message.get("msgid") or 0), "title": title, "data": data,
+            "labels": labels(template_id, data), "url": message.get("url") or "",
+            "template_id": template_id}
+
+
+FIELD_LABELS = {"community": "社区", "time": "时间", "place": "地点", "services": "服务项目",
+                "change": "变更", "reason": "原因", "number": "编号", "result": "结果",
+                "level": "星级", "hours": "累计时长", "status": "状态", "order": "订单"}
+
+
+def labels(template_id: str, data: dict) -> dict:
+    """Readable names for a template's keys, from the district's template mapping
+    (menus/templates.yaml: key -> push field) and the names of those fields."""
+    from menus import load_yaml
+
+    mapping = {}
+    for kind in (load_yaml("templates.yaml").get("kinds") or {}).values():
+        if kind.get("template_id") == template_id and kind.get("data"):
+            mapping = kind["data"]
+            break
+    return {k: FIELD_LABELS.get(mapping.get(k, ""), mapping.get(k) or k) for k in data}

@@ -349,7 +349,7 @@
       if (!text) { append({ who: "system", text: "先在输入框里写下要“说”的话，再点语音。" }); return; }
       $("msg-input").value = "";
       closeSheets();
-      send({ kind: "voice", text }, "🎤 " + text);
+      send({ kind: "voice", text }, "[语音] " + text);
     });
     $("image-btn").addEventListener("click", () => { closeSheets(); send({ kind: "image" }, "[图片]"); });
     $("follow-btn").addEventListener("click", () => { closeSheets(); send({ kind: "subscribe" }, "（关注公众号）"); });
@@ -358,7 +358,7 @@
     $("map-send").addEventListener("click", () => {
       if (!picked) return;
       closeSheets();
-      send({ kind: "location", lat: picked.lat, lng: picked.lng, label: picked.label }, `📍 ${picked.label}`);
+      send({ kind: "location", lat: picked.lat, lng: picked.lng, label: picked.label }, `[位置] ${picked.label}`);
     });
     $("place-select").addEventListener("change", (e) => {
       const p = world.places[+e.target.value];
@@ -384,7 +384,8 @@
     renderScans("");
     renderPersonas();
     const remembered = store.get("current", null);
-    const first = persona(remembered) ? remembered : (allPersonas()[0] || {}).openid;
+    const first = persona(remembered) ? remembered
+      : (allPersonas().find((p) => p.role === "resident") || allPersonas()[0] || {}).openid;
     if (first) choose(first);
     else createPersona("resident", "");
     setMode(false);

@@ -1,0 +1,238 @@
+"""`volbot demo`: the whole service on one machine, as one process tree.
+
+The supervisor prepares (one embedded Redis for everyone, migrations, the demo district
+when the database is empty), then starts as child processes, all on loopback:
+
+- web: the webhook, the coordinators' console and the simulator (`volbot run`),
+- the WeChat API emulator (`volbot wechat-emulator`), whose callbacks go to our webhook,
+- the queue worker (`volbot worker`) and the scheduler (`volbot scheduler`),
+
+each with the same environment: REDIS_URL=unix://… of the embedded server and
+WECHAT_API_BASE pointing at the emulator. Ctrl-C (or SIGTERM) stops every child, then the
+embedded Redis. If a child dies, the others are stopped too: a half-running demo misleads.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+STOP_GRACE = 8.0  # seconds a child gets to finish after SIGTERM
+READY_TIMEOUT = 60.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    url: str | None = None  # polled until it answers, when set
+    process: subprocess.Popen | None = None
+
+
+@dataclass
+class Plan:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    emulator_port: int = 8100
+    reset: bool = False
+    children: list[Child] = field(default_factory=list)
+
+
+def volbot_argv(*args: str) -> list[str]:
+    """Run a `volbot` sub-command with this interpreter (works without the venv on PATH)."""
+    return [sys.executable, "-c", "from bot.cli import main; main()", *args]
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """On Linux, a child gets SIGTERM if the supervisor itself is killed (no orphans)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def option_names(command) -> set[str]:
+    return {opt for p in getattr(command, "params", []) for opt in getattr(p, "opts", [])}
+
+
+def plan_children(main, plan: Plan) -> tuple[list[Child], list[str]]:
+    """The children to start, from the commands this installation has; and the missing."""
+    web = f"http://{plan.host}:{plan.port}"
+    emulator = f"http://{plan.host}:{plan.emulator_port}"
+    children, missing = [Child("web", volbot_argv("run", "--host", plan.host, "--port", str(plan.port)),
+                               url=web + "/healthz")], []
+    commands = main.commands
+    if "wechat-emulator" in commands:
+        opts = option_names(commands["wechat-emulator"])
+        argv = ["wechat-emulator"]
+        for flag, value in (("--host", plan.host), ("--port", str(plan.emulator_port)),
+                            ("--callback-url", web + "/wechat"), ("--callback", web + "/wechat")):
+            if flag in opts:
+                argv += [flag, value]
+        children.append(Child("wechat-emulator", volbot_argv(*argv), url=emulator + "/_emulator/stats"))
+    else:
+        missing.append("wechat-emulator")
+    for name in ("worker", "scheduler"):
+        if name in commands:
+            children.append(Child(name, volbot_argv(name)))
+        else:
+            missing.append(name)
+    return children, missing
+
+
+class Supervisor:
+    def __init__(self, plan: Plan, env: dict, out=None):
+        self.plan = plan
+        self.env = env
+        self.out = out or sys.stdout
+        self.stopping = False
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def start(self) -> None:
+        for child in self.plan.children:
+            child.process = subprocess.Popen(child.argv, env=self.env, start_new_session=True,
+                                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+            self.say(f"  started {child.name} (pid {child.process.pid})")
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> bool:
+        deadline = time.monotonic() + timeout
+        for child in self.plan.children:
+            while child.url:
+                if child.process.poll() is not None:
+                    self.say(f"volbot demo: {child.name} exited with status {child.process.returncode}")
+                    return False
+                try:
+                    if requests.get(child.url, timeout=1).status_code < 500:
+                        break
+                except requests.RequestException:
+                    pass
+                if time.monotonic() > deadline:
+                    self.say(f"volbot demo: {child.name} did not answer on {child.url} in {timeout:.0f} s")
+                    return False
+                time.sleep(0.2)
+        return True
+
+    def watch(self) -> int:
+        """Block until Ctrl-C / SIGTERM (0) or until a child dies (1)."""
+        while not self.stopping:
+            for child in self.plan.children:
+                code = child.process.poll()
+                if code is not None:
+                    self.say(f"volbot demo: {child.name} exited with status {code}; stopping the rest")
+                    return 1
+            time.sleep(0.5)
+        return 0
+
+    def stop(self) -> None:
+        running = [c for c in self.plan.children if c.process and c.process.poll() is None]
+        for child in running:
+            child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for child in running:
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        if running:
+            self.say("volbot demo: stopped " + ", ".join(c.name for c in running))
+
+    def request_stop(self, *_args) -> None:
+        self.stopping = True
+
+
+def prepare_database(services, reset: bool, say) -> object | None:
+    """Migrate (after wiping, with --reset) and seed the demo district when empty.
+    Returns the seeding summary, or None when the data was kept."""
+    from sqlalchemy import text
+
+    from demo import district
+
+    if reset:
+        services.db.drop_all()
+        with services.db.engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        services.redis.flushdb()
+        say("  --reset: emptied the database and Redis")
+    services.db.upgrade()
+    with services.db.transaction() as session:
+        if district.is_seeded(session):
+            say("  the database already holds a district: kept as it is (--reset starts clean)")
+            return None
+        started = time.monotonic()
+        summary = district.seed(session, now=services.clock.now(), pii_key=services.config.pii_key)
+    say(f"  seeded the demo district in {time.monotonic() - started:.1f} s:")
+    for what, n in summary.counts.items():
+        say(f"    {what}: {n}")
+    return summary
+
+
+def banner(plan: Plan, missing: list[str], say) -> None:
+    from demo import district
+
+    web = f"http://{plan.host}:{plan.port}"
+    say("")
+    say("volunteer-bot demo is running:")
+    say(f"  simulator (try the account in a browser)   {web}/simulator/")
+    say(f"  coordinators' console                      {web}/console/")
+    say(f"  webhook (point WeChat here)                {web}/wechat")
+    say(f"  WeChat API emulator                        http://{plan.host}:{plan.emulator_port}/_emulator/stats")
+    say("  console logins (password for all: %s):" % district.DEMO_PASSWORD)
+    for username, role, team, _ in district.COORDINATORS:
+        say(f"    {username:<14} {role:<11} {team}")
+    if missing:
+        say("  not started (command not installed): " + ", ".join(missing))
+    say("Press Ctrl-C to stop everything.")
+
+
+def run(main, *, host: str, port: int, emulator_port: int, reset: bool, out=None) -> int:
+    """Everything `volbot demo` does; returns the exit status."""
+    from bot.config import load_config
+    from bot.services import Services
+    from store.redis import EmbeddedRedis
+
+    plan = Plan(host=host, port=port, emulator_port=emulator_port, reset=reset)
+    sup = Supervisor(plan, env={}, out=out)
+    env = dict(os.environ)
+    env.setdefault("VOLBOT_ENV", "demo")
+    env.setdefault("WECHAT_API_BASE", f"http://{host}:{emulator_port}/cgi-bin/")
+    config = load_config(environ=env)
+    env["VOLBOT_INSTANCE"] = str(config.instance_path)
+    embedded = None
+    if not config.redis_url:
+        embedded = EmbeddedRedis(Path(config.instance_path) / "redis")
+        env["REDIS_URL"] = embedded.url
+        env["VOLBOT_EMBEDDED_REDIS"] = embedded.url[len("unix://"):]
+    sup.env = env
+    try:
+        sup.say(f"volbot demo: instance folder {config.instance_path}")
+        services = Services(load_config(environ=env))
+        try:
+            prepare_database(services, reset, sup.say)
+        finally:
+            services.close()
+        plan.children, missing = plan_children(main, plan)
+        signal.signal(signal.SIGINT, sup.request_stop)
+        signal.signal(signal.SIGTERM, sup.request_stop)
+        sup.start()
+        try:
+            if not sup.wait_ready():
+                return 1
+            banner(plan, missing, sup.say)
+            return sup.watch()
+        finally:
+            sup.stop()
+    finally:
+        if embedded is not None:
+            embedded.shutdown()
