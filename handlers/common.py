@@ -1,16 +1,17 @@
 """Input readers every journey needs: phone numbers (mainland mobile or landline with area
-code) and their masked display. Other journeys (volunteer sign-up, coordinators) import
-them from here so a number is read and shown the same way everywhere.
+code) and their masked display, with a hint for each way a number can be wrong. Mobiles are
+read by `dialogue.inputs.mobile` and masked by `dialogue.masks.phone`; this adds landlines
+and the hints, so a number is read and shown the same way in every journey.
 """
 
 from __future__ import annotations
 
 import re
 
+from dialogue import masks
 from dialogue.flows import Invalid
-from dialogue.inputs import normalize
+from dialogue.inputs import mobile, normalize
 
-MOBILE = re.compile(r"^1[3-9]\d{9}$")
 # Area codes: 010, 02X, or 03XX-09XX; local numbers have 7-8 digits and start with 2-9.
 LANDLINE = re.compile(r"^(010|02\d|0[3-9]\d{2})([2-9]\d{6,7})$")
 _SPOKEN = str.maketrans("零〇幺一二两三四五六七八九", "0011223456789")
@@ -23,11 +24,10 @@ def parse_phone(text: str, *, mobile_only: bool = False) -> str:
     Takes full-width digits, spoken digits (幺三八…), spaces, dashes, brackets and a
     leading +86 / 86.
     """
-    t = normalize(text).translate(_SPOKEN)
-    t = re.sub(r"[\s\-－—()（）.·]", "", t)
-    t = re.sub(r"^(\+?86)(?=1[3-9]\d{9}$)", "", t)
-    if MOBILE.match(t):
-        return t
+    number = mobile(text)
+    if number:
+        return number
+    t = re.sub(r"[\s\-－—()（）.·]", "", normalize(text).translate(_SPOKEN))
     if not t.isdigit():
         raise Invalid("电话号码只能是数字。" + PHONE_HINT)
     m = LANDLINE.match(t)
@@ -47,12 +47,10 @@ def mask_phone(phone: str | None) -> str:
     """138****1234 for mobiles, 0536-***8000 for landlines."""
     if not phone:
         return ""
-    if MOBILE.match(phone):
-        return f"{phone[:3]}****{phone[-4:]}"
     if "-" in phone:
         area, local = phone.split("-", 1)
         return f"{area}-{'*' * (len(local) - 4)}{local[-4:]}"
-    return "*" * max(0, len(phone) - 4) + phone[-4:]
+    return masks.phone(phone)
 
 
 def mask_address(address: str | None, keep: int = 6) -> str:

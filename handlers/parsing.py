@@ -145,7 +145,10 @@ def parse_when(text: str, now_local: datetime) -> When:
     t = _digits(re.sub(r"\s+", "", normalize(text)))
     today = now_local.date()
     day, named = _day(t, today)
-    period = next((p for word, p in _PERIODS if word in t), None)
+    named_periods = {p for word, p in _PERIODS if word in t}
+    if len(named_periods) > 1:
+        raise Invalid("时间和上午/下午对不上，请只说一个，例如“明天下午3点”。")
+    period = next(iter(named_periods), None)
     if "今晚" in t or "明晚" in t:
         period = "eve"
     if "明早" in t:

@@ -8,7 +8,8 @@ half a menu.
 
 `Catalog.search(text)` finds the sub-categories a resident's words point to ("家里水管坏了"
 → 水电维修). The scorer is small and deterministic: keywords found in the text count by
-their length (longer words are more specific), a category's keywords lift its
+their length (longer words are more specific; a two-character keyword said with a word or
+two in between, 借…书, counts half), a category's keywords lift its
 sub-categories a little, and shared character pairs with the names and descriptions break
 ties and catch words nobody listed.
 """
@@ -111,7 +112,8 @@ class Catalog:
             if cat.name in query:
                 lift += 2 * len(cat.name)
             for sub in cat.subs:
-                score = sum(2 * len(k) for k in sub.keywords if k in query)
+                score = sum(2 * len(k) if k in query else len(k) if _loose(k, query) else 0
+                            for k in sub.keywords)
                 if sub.name in query:
                     score += 3 * len(sub.name)
                 shared = pairs & _pairs(sub.name + sub.description + "".join(sub.keywords))
@@ -157,6 +159,14 @@ def _clean(text: str) -> str:
     for word in FILLER:
         t = t.replace(word, "")
     return t
+
+
+def _loose(keyword: str, query: str) -> bool:
+    """A two-character word said with a little in between: 借…书 in "借几本书"."""
+    if len(keyword) != 2:
+        return False
+    at = query.find(keyword[0])
+    return at >= 0 and keyword[1] in query[at + 2:at + 4]
 
 
 def _pairs(text: str) -> set[str]:

@@ -1,0 +1,105 @@
+"""The custom menu (自定义菜单) at the bottom of the chat, as WeChat's menu/create takes it.
+
+`load()` reads `menus/custom_menu.json` and checks it against WeChat's limits (1-3
+buttons, 1-5 sub-buttons each, names ≤ 16 bytes at the top and ≤ 60 bytes below, keys
+≤ 128 bytes, URLs ≤ 1024 bytes, known button types) and returns the dict for the API.
+Which click keys are live is the registry's business: `click_keys()` lists them for the
+check that each one routes to a journey.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PATH = Path(__file__).with_name("custom_menu.json")
+MAX_BUTTONS, MAX_SUB_BUTTONS = 3, 5
+MAX_TOP_NAME, MAX_SUB_NAME, MAX_KEY, MAX_URL = 16, 60, 128, 1024
+# Types that carry a key and send an event, and the others that need their own field.
+KEY_TYPES = {"click", "scancode_push", "scancode_waitmsg", "pic_sysphoto", "pic_photo_or_album",
+             "pic_weixin", "location_select"}
+URL_TYPES = {"view"}
+OTHER_TYPES = {"miniprogram": ("appid", "pagepath", "url"), "article_id": ("article_id",),
+               "article_view_limited": ("article_id",)}
+
+
+class MenuError(ValueError):
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _bytes(s: str) -> int:
+    return len(s.encode("utf-8"))
+
+
+def _check_leaf(b: dict, where: str, limit: int, problems: list[str]) -> None:
+    kind = b.get("type")
+    if kind in KEY_TYPES:
+        key = b.get("key")
+        if not isinstance(key, str) or not key:
+            problems.append(f"{where}: a {kind} button needs a key")
+        elif _bytes(key) > MAX_KEY:
+            problems.append(f"{where}: key longer than {MAX_KEY} bytes")
+    elif kind in URL_TYPES:
+        url = b.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            problems.append(f"{where}: a view button needs an http(s) url")
+        elif _bytes(url) > MAX_URL:
+            problems.append(f"{where}: url longer than {MAX_URL} bytes")
+    elif kind in OTHER_TYPES:
+        missing = [f for f in OTHER_TYPES[kind] if not b.get(f)]
+        if missing:
+            problems.append(f"{where}: a {kind} button needs {', '.join(missing)}")
+    else:
+        problems.append(f"{where}: unknown button type {kind!r}")
+
+
+def validate(menu: dict) -> list[str]:
+    """Every way `menu` breaks WeChat's rules ([] when it is fine)."""
+    problems: list[str] = []
+    buttons = menu.get("button") if isinstance(menu, dict) else None
+    if not isinstance(buttons, list) or not 1 <= len(buttons) <= MAX_BUTTONS:
+        return [f"the menu needs 1-{MAX_BUTTONS} buttons in `button`"]
+    for i, b in enumerate(buttons, 1):
+        name = b.get("name") if isinstance(b, dict) else None
+        where = f"button {i} ({name})"
+        if not isinstance(name, str) or not name:
+            problems.append(f"button {i}: needs a name")
+        elif _bytes(name) > MAX_TOP_NAME:
+            problems.append(f"{where}: name is {_bytes(name)} bytes, at most {MAX_TOP_NAME}")
+        subs = b.get("sub_button") if isinstance(b, dict) else None
+        if subs is None:
+            _check_leaf(b, where, MAX_TOP_NAME, problems)
+            continue
+        if not isinstance(subs, list) or not 1 <= len(subs) <= MAX_SUB_BUTTONS:
+            problems.append(f"{where}: needs 1-{MAX_SUB_BUTTONS} sub-buttons")
+            continue
+        for j, s in enumerate(subs, 1):
+            sname = s.get("name") if isinstance(s, dict) else None
+            swhere = f"button {i}.{j} ({sname})"
+            if not isinstance(sname, str) or not sname:
+                problems.append(f"button {i}.{j}: needs a name")
+            elif _bytes(sname) > MAX_SUB_NAME:
+                problems.append(f"{swhere}: name is {_bytes(sname)} bytes, at most {MAX_SUB_NAME}")
+            _check_leaf(s, swhere, MAX_SUB_NAME, problems)
+    return problems
+
+
+def click_keys(menu: dict) -> list[str]:
+    """The keys of every button that sends a CLICK (or scan) event with its key."""
+    keys = []
+    for b in menu.get("button", []):
+        for leaf in b.get("sub_button", [b]):
+            if leaf.get("type") in KEY_TYPES and leaf.get("type") != "location_select":
+                keys.append(leaf["key"])
+    return keys
+
+
+def load(path: str | Path | None = None) -> dict:
+    """The menu as menu/create takes it; raises MenuError listing every problem."""
+    menu = json.loads(Path(path or PATH).read_text(encoding="utf-8"))
+    problems = validate(menu)
+    if problems:
+        raise MenuError(problems)
+    return menu
