@@ -8,11 +8,11 @@ hours) stay under the volunteer number, unlinked from the openid.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from dialogue import types as t
 from handlers import registry
-from store.models import Community, Follower
+from store.models import Community, Coordinator, Follower, Volunteer
 
 
 @registry.on_event(t.SUBSCRIBE)
@@ -52,6 +52,10 @@ def unsubscribe(ctx, message):
     follower = ctx.follower
     for erase in registry.erasers:
         erase(ctx, follower)
+    # Volunteer and coordinator records stay (hours are a legal record) under their own
+    # number, no longer tied to this openid.
+    for model in (Volunteer, Coordinator):
+        ctx.session.execute(update(model).where(model.follower_id == follower.id).values(follower_id=None))
     follower.subscribed = False
     follower.unsubscribed_at = ctx.now
     follower.phone = None
