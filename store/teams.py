@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from store.models import Community, Team
@@ -62,13 +62,13 @@ def search(session: Session, text: str, limit: int = 20) -> list[Team]:
     q = text.strip()
     if not q:
         return []
-    exact = session.scalar(select(Team).where(Team.code.ilike(q)))
+    exact = session.scalar(select(Team).where(func.upper(Team.code) == q.upper()))
     if exact is not None and exact.kind in ("squad", "professional"):
         return [exact]
     like = f"%{q}%"
     matched = select(Team.path).outerjoin(Community, Team.community_id == Community.id).where(
-        or_(Team.name.like(like), Team.street.like(like), Community.name.like(like),
-            Community.street.like(like)))
+        or_(func.upper(Team.code) == q.upper(), Team.name.like(like), Team.street.like(like),
+            Community.name.like(like), Community.street.like(like)))
     paths = list(session.scalars(matched))
     if not paths:
         return []

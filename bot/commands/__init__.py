@@ -3,9 +3,21 @@
 from importlib import import_module
 
 # Keep alphabetical; each module adds its click commands/groups to the main group.
-MODULES: list[str] = ["catalog", "demo"]
+MODULES: list[str] = ["activities", "catalog", "demo", "pushes", "volunteers"]
 
 
 def register_all(main) -> None:
     for name in MODULES:
         import_module(f"bot.commands.{name}").register(main)
+
+
+def shared_group(main, name: str, help_text: str):
+    """The group `name` (e.g. `import`) that several domains' modules add commands to."""
+    import click
+
+    existing = main.commands.get(name)
+    if isinstance(existing, click.Group):
+        return existing
+    group = click.Group(name, help=help_text)
+    main.add_command(group)
+    return group
