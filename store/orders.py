@@ -180,7 +180,9 @@ def transition(session: Session, order: Order, to: str, *, actor: Actor, now: da
     """Move `order` to `to` if the rules allow it; every change goes through here."""
     if to not in STATES:
         raise ValueError(f"unknown order state {to!r}")
-    # Re-read under a row lock so two workers cannot both move the same order.
+    # Re-read under a row lock so two workers cannot both move the same order (pending
+    # changes to the order, e.g. a cancel reason, are written first so they survive).
+    session.flush()
     session.refresh(order, with_for_update=True)
     if not can_move(order.status, to):
         raise OrderError(f"订单{order.number}当前{STATES[order.status]}，不能改为“{STATES[to]}”。")
