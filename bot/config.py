@@ -93,7 +93,10 @@ def load_config(instance_path: str | Path | None = None, environ=None, **overrid
     values: dict = {}
     config_file = instance / "config.py"
     if config_file.is_file():
-        loaded = runpy.run_path(str(config_file))
+        try:
+            loaded = runpy.run_path(str(config_file))
+        except Exception as e:  # noqa: BLE001 - any error in the file means the same
+            raise ConfigError(f"{config_file}: cannot be read ({type(e).__name__}: {e})".splitlines()[0])
         for f in fields(Config):
             key = ENV_NAMES.get(f.name, f.name.upper())
             if key in loaded:
@@ -137,9 +140,19 @@ def validate(config: Config) -> None:
     if config.env not in ("development", "demo", "testing", "production"):
         raise ConfigError(f"VOLBOT_ENV: unknown environment {config.env!r}")
     if config.env == "production":
-        for name in ("secret_key", "pii_key"):
-            if getattr(config, name).startswith("dev-"):
-                raise ConfigError(f"{ENV_NAMES[name]}: must be set in production")
+        defaults = Config(instance_path=config.instance_path)
+        for name in ("secret_key", "pii_key", "wechat_token", "wechat_appid", "wechat_secret"):
+            value = getattr(config, name)
+            if value == getattr(defaults, name) or value.startswith("dev-"):
+                raise ConfigError(f"{ENV_NAMES[name]}: must be set in production (the development value is public)")
+    if config.redis_url and not config.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL: must start with redis://, rediss:// or unix://")
+    if not config.wechat_api_base.startswith(("http://", "https://")):
+        raise ConfigError("WECHAT_API_BASE: must be an http:// or https:// URL")
+    if config.timestamp_tolerance < 0:
+        raise ConfigError("WECHAT_TIMESTAMP_TOLERANCE: must be 0 (unchecked) or a positive number of seconds")
+    if config.dedup_ttl < 300:
+        raise ConfigError("DEDUP_TTL: must be at least 300 seconds (retries must be recognised for 5 minutes)")
     if config.reply_deadline <= 0 or config.reply_deadline >= 5:
         raise ConfigError("REPLY_DEADLINE: must be between 0 and 5 seconds")
     if config.database_url and not normalise_database_url(config.database_url).startswith(

@@ -1,0 +1,107 @@
+"""Configuration: wrong values stop `volbot` with one line naming the variable (exit 2);
+the optional instance/config.py is read."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.config import Config, ConfigError, load_config
+
+VOLBOT = Path(sys.executable).with_name("volbot")
+GOOD_KEY = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"
+
+
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def volbot(tmp_path, *args, timeout=60, **env):
+    """Run `volbot ARGS` with only the given variables (and a temp instance folder)."""
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+             "VOLBOT_INSTANCE": str(tmp_path / "instance"), "PYTHONWARNINGS": "ignore", **env}
+    started = time.monotonic()
+    done = subprocess.run([str(VOLBOT), *args], env=clean, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return done, time.monotonic() - started
+
+
+@pytest.mark.parametrize("env,variable", [
+    ({"WECHAT_AES_KEY": "tooshort"}, "WECHAT_AES_KEY"),
+    ({"WECHAT_AES_KEY": "!" * 43}, "WECHAT_AES_KEY"),
+    ({"VOLBOT_ENV": "staging"}, "VOLBOT_ENV"),
+    ({"VOLBOT_ENV": "production"}, "SECRET_KEY"),
+    ({"VOLBOT_ENV": "production", "SECRET_KEY": "s3cret-prod", "PII_KEY": "p11-prod",
+      "WECHAT_TOKEN": "tok", "WECHAT_APPID": "wxprod", "WECHAT_SECRET": "dev-secret"}, "WECHAT_SECRET"),
+    ({"DATABASE_URL": "mysql://localhost/x"}, "DATABASE_URL"),
+    ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+    ({"REPLY_DEADLINE": "soon"}, "REPLY_DEADLINE"),
+    ({"REPLY_DEADLINE": "6"}, "REPLY_DEADLINE"),
+    ({"DEDUP_TTL": "10"}, "DEDUP_TTL"),
+    ({"WECHAT_API_BASE": "ftp://x"}, "WECHAT_API_BASE"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_wrong_value_stops_with_one_line(tmp_path, env, variable):
+    done, _ = volbot(tmp_path, "db", "upgrade", **env)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"volbot: {variable}:"), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("env,variable", [
+    ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:{port}/x"}, "DATABASE_URL"),
+    ({"REDIS_URL": "redis://127.0.0.1:{port}/0"}, "REDIS_URL"),
+], ids=["database", "redis"])
+def test_unreachable_service_stops_quickly(tmp_path, env, variable):
+    env = {k: v.format(port=unused_port()) for k, v in env.items()}
+    done, elapsed = volbot(tmp_path, "db", "upgrade", **env)
+    assert done.returncode == 2 and elapsed < 15
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"volbot: {variable}: cannot connect"), done.stderr
+
+
+def test_upgrade_on_a_fresh_instance_then_config_file(tmp_path):
+    done, _ = volbot(tmp_path, "db", "upgrade")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "instance" / "volbot.sqlite3").is_file()
+    (tmp_path / "instance" / "config.py").write_text('WECHAT_AES_KEY = "abc"\n')
+    done, _ = volbot(tmp_path, "db", "upgrade")
+    assert done.returncode == 2 and done.stderr.startswith("volbot: WECHAT_AES_KEY:")
+    (tmp_path / "instance" / "config.py").write_text("this is not python\n")
+    done, _ = volbot(tmp_path, "db", "upgrade")
+    assert done.returncode == 2 and "config.py: cannot be read" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_config_file_then_environment_then_overrides(tmp_path):
+    (tmp_path / "config.py").write_text(
+        f'WECHAT_TOKEN = "from-file"\nWECHAT_AES_KEY = "{GOOD_KEY}"\nREPLY_DEADLINE = 3\n'
+        f'DATABASE_URL = "sqlite:///{tmp_path}/other.sqlite3"\n')
+    config = load_config(tmp_path, environ={"WECHAT_TOKEN": "from-env", "DEDUP_TTL": "900"})
+    assert (config.wechat_token, config.wechat_aes_key, config.reply_deadline, config.dedup_ttl) == (
+        "from-env", GOOD_KEY, 3.0, 900)
+    assert config.safe_mode and config.sqlalchemy_url == f"sqlite:///{tmp_path}/other.sqlite3"
+    assert load_config(tmp_path, environ={}, wechat_token="override").wechat_token == "override"
+
+
+def test_defaults_and_url_spellings(tmp_path):
+    config = load_config(tmp_path, environ={})
+    assert config == Config(instance_path=tmp_path.resolve())
+    assert not config.safe_mode and config.sqlalchemy_url == f"sqlite:///{tmp_path.resolve()}/volbot.sqlite3"
+    assert load_config(tmp_path, environ={"DATABASE_URL": "postgres://u@h/db"}).sqlalchemy_url == \
+        "postgresql+psycopg://u@h/db"
+    assert load_config(tmp_path, environ={"WECHAT_AES_KEY": ""}).wechat_aes_key is None
+
+
+def test_aes_key_must_decode_to_32_bytes(tmp_path):
+    with pytest.raises(ConfigError, match="WECHAT_AES_KEY"):
+        load_config(tmp_path, environ={"WECHAT_AES_KEY": GOOD_KEY[:-1] + "-"})
+    assert load_config(tmp_path, environ={"WECHAT_AES_KEY": GOOD_KEY}).wechat_aes_key == GOOD_KEY
