@@ -16,3 +16,4 @@ from handlers import volunteers  # noqa: E402,F401
 from handlers import hours  # noqa: E402,F401
 from handlers import review  # noqa: E402,F401
 from handlers import push_receipts  # noqa: E402,F401
+from handlers import bus  # noqa: E402,F401

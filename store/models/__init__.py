@@ -4,6 +4,7 @@ One module per domain; each helper module registers its tables on the shared `Ba
 """
 
 from store.models.base import Base, UTCDateTime, utcnow
+from store.models.bus import BusRoute, BusSubscription, BusVisit
 from store.models.district import Community, Team
 from store.models.followers import CoordinatorMessage, Follower
 from store.models.orders import CatalogVersion, Order, OrderEvent, OrderSerial
@@ -19,6 +20,9 @@ __all__ = [
     "Team",
     "Follower",
     "CoordinatorMessage",
+    "BusRoute",
+    "BusSubscription",
+    "BusVisit",
     "Push",
     "PushReceipt",
     "CatalogVersion",

@@ -1,0 +1,281 @@
+"""`volbot` commands for pushes and the Volunteer Bus: the WeChat emulator, the queue worker
+and scheduler, push progress, bus visits, the custom menu and QR codes."""
+
+from __future__ import annotations
+
+from datetime import date, time
+
+import click
+
+
+def _services():
+    from bot.cli import build_services
+
+    return build_services()
+
+
+def _day(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected YYYY-MM-DD, got {value!r}")
+
+
+def _time(value: str | None) -> time | None:
+    if value is None:
+        return None
+    try:
+        return time.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected HH:MM, got {value!r}")
+
+
+def register(main: click.Group) -> None:
+    @main.command("wechat-emulator")
+    @click.option("--host", default="127.0.0.1")
+    @click.option("--port", default=8100, type=int)
+    @click.option("--callback-url", default="http://127.0.0.1:8000/wechat",
+                  help="Where TEMPLATESENDJOBFINISH events go (our webhook); '' for none.")
+    def wechat_emulator(host, port, callback_url):
+        """Serve the local WeChat API emulator (point WECHAT_API_BASE at it)."""
+        from werkzeug.serving import run_simple
+
+        from bot.config import load_config
+        from emulator import create_emulator
+
+        config = load_config()
+        app = create_emulator({config.wechat_appid: config.wechat_secret}, token=config.wechat_token,
+                              aes_key=config.wechat_aes_key, callback_url=callback_url or None)
+        click.echo(f"WeChat emulator on http://{host}:{port}/cgi-bin/  "
+                   f"(WECHAT_API_BASE=http://{host}:{port}/cgi-bin/; record: /_emulator/stats, /_emulator/calls)")
+        run_simple(host, port, app, threaded=True, use_reloader=False)
+
+    @main.command()
+    @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+    @click.option("--name", default=None, help="Worker name (unique per host).")
+    def worker(burst, name):
+        """Send queued pushes (RQ worker); resumes lost jobs from SQL at start."""
+        from pushes.worker import run_worker
+
+        services = _services()
+        try:
+            run_worker(services, burst=burst, name=name)
+        finally:
+            services.close()
+
+    @main.command()
+    @click.option("--interval", default=1.0, type=float, help="Seconds between passes.")
+    @click.option("--once", is_flag=True, help="One pass, then exit.")
+    def scheduler(interval, once):
+        """Queue due pushes and reminders, re-queue lost jobs (a pass every INTERVAL s)."""
+        from pushes.scheduler import run_forever, run_pass
+
+        services = _services()
+        try:
+            if once:
+                click.echo(run_pass(services))
+            else:
+                click.echo(f"scheduler: a pass every {interval:g} s; Ctrl-C to stop")
+                run_forever(services, interval)
+        finally:
+            services.close()
+
+    @main.group()
+    def push():
+        """Pushes: progress and recovery."""
+
+    @push.command("status")
+    @click.option("--batch", default=None, help="One fan-out, e.g. bus-12-0.")
+    def push_status(batch):
+        """How many pushes are queued, sent, delivered or failed."""
+        from pushes.worker import status
+
+        services = _services()
+        try:
+            with services.db.transaction() as session:
+                counts = status(session, batch)
+            total = sum(counts.values())
+            waiting = sum(counts.get(s, 0) for s in ("pending", "queued", "sending"))
+            done = sum(counts.get(s, 0) for s in ("sent", "delivered"))
+            click.echo(f"{batch or 'all pushes'}: {total} total · {waiting} queued · {done} sent "
+                       f"({counts.get('delivered', 0)} delivered) · {counts.get('failed', 0)} failed"
+                       f" · {counts.get('cancelled', 0)} cancelled")
+            for state in sorted(counts):
+                click.echo(f"  {state:10} {counts[state]}")
+        finally:
+            services.close()
+
+    @push.command("resume")
+    def push_resume():
+        """One scheduler pass: queue due pushes, re-queue jobs lost with Redis."""
+        from pushes.scheduler import run_pass
+
+        services = _services()
+        try:
+            click.echo(run_pass(services))
+        finally:
+            services.close()
+
+    # ---- the bus ----------------------------------------------------------------------------
+
+    @main.group("bus")
+    def bus_group():
+        """Volunteer Bus visits (each change is pushed once to every subscriber)."""
+
+    def bus_action(fn):
+        """Run `fn(session, now)` in one transaction; a BusError is one clear line."""
+        from store.bus import BusError
+
+        services = _services()
+        try:
+            with services.db.transaction() as session:
+                return fn(session, services.clock.now())
+        except BusError as e:
+            raise click.ClickException(str(e))
+        finally:
+            services.close()
+
+    def describe(visit) -> str:
+        from store import bus
+
+        return (f"#{visit.id} {visit.community.name}({visit.community.code}) {bus.when_text(visit)} "
+                f"{visit.place} [{bus.service_names(visit.services)}] {visit.state} change {visit.change_no}")
+
+    def fanned(session, visit) -> str:
+        from pushes.worker import status
+        from store import bus
+
+        n = sum(status(session, bus.batch_id(visit)).values())
+        return f"{n} subscriber pushes recorded (batch {bus.batch_id(visit)}; `volbot push status --batch {bus.batch_id(visit)}`)"
+
+    @bus_group.command("schedule")
+    @click.option("--community", required=True, help="Community code, e.g. KW001.")
+    @click.option("--date", "day", required=True, help="YYYY-MM-DD (Beijing)")
+    @click.option("--start", required=True, help="HH:MM")
+    @click.option("--end", required=True, help="HH:MM")
+    @click.option("--place", required=True)
+    @click.option("--services", required=True, help="Codes, names or numbers 1-12, comma separated.")
+    @click.option("--route", default=None, help="Route code (created if new).")
+    def bus_schedule(community, day, start, end, place, services, route):
+        """Schedule a visit and announce it to the community's subscribers."""
+        from store import bus
+
+        def run(session, now):
+            starts_at, ends_at = bus.local_span(_day(day), _time(start), _time(end))
+            visit = bus.schedule(session, community=bus.community_by_code(session, community), starts_at=starts_at,
+                                 ends_at=ends_at, place=place, services=bus.parse_services(services), now=now,
+                                 route=bus.route_by_code(session, route) if route else None, created_by="cli")
+            return f"scheduled {describe(visit)}\n{fanned(session, visit)}"
+
+        click.echo(bus_action(run))
+
+    @bus_group.command("change")
+    @click.argument("visit_id", type=int)
+    @click.option("--date", "day", default=None)
+    @click.option("--start", default=None)
+    @click.option("--end", default=None)
+    @click.option("--place", default=None)
+    @click.option("--services", default=None)
+    @click.option("--reason", default="")
+    def bus_change(visit_id, day, start, end, place, services, reason):
+        """Change a visit; every subscriber is told once about this change."""
+        from store import bus
+        from store.models import BusVisit
+
+        def run(session, now):
+            visit = session.get(BusVisit, visit_id)
+            if visit is None:
+                raise bus.BusError(f"没有编号为 {visit_id} 的到访。")
+            starts_at = ends_at = None
+            if day or start or end:
+                cur_s, cur_e = visit.starts_at.astimezone(bus.CHINA), visit.ends_at.astimezone(bus.CHINA)
+                starts_at, ends_at = bus.local_span(_day(day) or cur_s.date(), _time(start) or cur_s.time(),
+                                                    _time(end) or cur_e.time())
+            bus.change(session, visit, now=now, starts_at=starts_at, ends_at=ends_at, place=place,
+                       services=bus.parse_services(services) if services else None, reason=reason)
+            return f"changed {describe(visit)}\n{fanned(session, visit)}"
+
+        click.echo(bus_action(run))
+
+    @bus_group.command("cancel")
+    @click.argument("visit_id", type=int)
+    @click.option("--reason", default="")
+    def bus_cancel(visit_id, reason):
+        """Cancel a visit; every subscriber is told once."""
+        from store import bus
+        from store.models import BusVisit
+
+        def run(session, now):
+            visit = session.get(BusVisit, visit_id)
+            if visit is None:
+                raise bus.BusError(f"没有编号为 {visit_id} 的到访。")
+            bus.cancel(session, visit, now=now, reason=reason)
+            return f"cancelled {describe(visit)}\n{fanned(session, visit)}"
+
+        click.echo(bus_action(run))
+
+    @bus_group.command("list")
+    @click.option("--community", default=None, help="Only this community code.")
+    @click.option("--limit", default=20, type=int)
+    def bus_list(community, limit):
+        """Upcoming visits."""
+        from store import bus
+
+        def run(session, now):
+            ids = [bus.community_by_code(session, community).id] if community else None
+            visits = bus.upcoming(session, now, ids, limit)
+            return "\n".join(describe(v) for v in visits) or "no upcoming visits"
+
+        click.echo(bus_action(run))
+
+    # ---- the custom menu and QR codes ----------------------------------------------------------
+
+    @main.group()
+    def menu():
+        """The custom menu at the bottom of the chat."""
+
+    @menu.command("push")
+    def menu_push():
+        """Create the custom menu on WeChat from menus/custom_menu.json."""
+        from pushes.client import WeChatError, client_for
+
+        data = _custom_menu()
+        services = _services()
+        try:
+            client_for(services.config, services.redis).create_menu(data)
+            click.echo(f"menu created: {', '.join(b['name'] for b in data['button'])}")
+        except WeChatError as e:
+            raise click.ClickException(f"WeChat refused the menu: {e}")
+        finally:
+            services.close()
+
+    @main.command("qr")
+    @click.argument("scene")
+    @click.option("--temporary", is_flag=True, help="A 30-day code instead of a permanent one.")
+    def qr(scene, temporary):
+        """Create a QR code for SCENE (e.g. cm:KW001 binds followers to a community)."""
+        from pushes.client import WeChatError, client_for
+
+        services = _services()
+        try:
+            ticket = client_for(services.config, services.redis).create_qr_ticket(scene, permanent=not temporary)
+            click.echo(f"{scene}: {ticket['image_url']}\n(the code encodes {ticket['url']})")
+        except WeChatError as e:
+            raise click.ClickException(f"WeChat refused the QR code: {e}")
+        finally:
+            services.close()
+
+
+def _custom_menu() -> dict:
+    """The custom menu as WeChat's menu/create takes it (checked by menus.custom_menu)."""
+    try:
+        from menus import custom_menu
+    except ImportError:  # the menu module is optional; the data file is what matters
+        import json
+        from pathlib import Path
+
+        return json.loads((Path(__file__).resolve().parents[2] / "menus" / "custom_menu.json").read_text("utf-8"))
+    return custom_menu.load()
+
