@@ -84,18 +84,21 @@ class Pipeline:
             lock.release()
 
     def turn(self, message: Message) -> Reply:
-        """Load state, run the engine in one SQL transaction, then save state."""
+        """Load state, run the engine in one SQL transaction, save state, commit."""
         services = self.services
         state = self.states.load(message.openid)
         with services.db.transaction() as session:
             ctx = Ctx(openid=message.openid, message=message, session=session,
                       now=services.clock.now(), settings=services.settings, state=state)
             reply = services.engine.handle(ctx)
+            session.flush()  # a failing SQL write surfaces before the state moves on
+            # The state is saved before the commit: if Redis fails here the turn's SQL work
+            # rolls back, so a form can never be committed while its saved state still
+            # shows it open (the next 确认 would commit it a second time).
+            try:
+                self.states.save(message.openid, ctx.state)
+            except StaleState:
+                # Only possible if the lock expired mid-turn; the newer state wins.
+                log.warning("stale conversation state not saved")
         ctx.run_after_commit()
-        try:
-            self.states.save(message.openid, ctx.state)
-        except StaleState:
-            # Only possible if the lock expired mid-turn; the SQL work is committed, the
-            # newer conversation state wins.
-            log.warning("stale conversation state not saved")
         return reply
