@@ -27,6 +27,8 @@ def create_app(config: Config | None = None, services: Services | None = None) -
     from bot.webhook import webhook
 
     app.register_blueprint(webhook)
+    from console import console  # the coordinators' web console at /console
+    app.register_blueprint(console)
     from simulator import blueprint as simulator_blueprint  # refused outside development/demo
     app.register_blueprint(simulator_blueprint)
 

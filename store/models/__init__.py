@@ -3,7 +3,9 @@
 One module per domain; each helper module registers its tables on the shared `Base`.
 """
 
+from store.models.audit import AuditLog
 from store.models.base import Base, UTCDateTime, utcnow
+from store.models.console import OrderAssignment, ServiceCertificate
 from store.models.bus import BusRoute, BusSubscription, BusVisit
 from store.models.district import Community, Team
 from store.models.followers import CoordinatorMessage, Follower
@@ -13,6 +15,9 @@ from store.models.timebank import TimeAccount, TimeBankFamily, TimeEntry, TimeTr
 from store.models.volunteers import Coordinator, HourRecord, Volunteer, VolunteerSerial, VolunteerStar
 
 __all__ = [
+    "AuditLog",
+    "ServiceCertificate",
+    "OrderAssignment",
     "Base",
     "UTCDateTime",
     "utcnow",

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 16:50:59.579437
+Create Date: 2026-11-28 16:52:01.907967
 """
 from alembic import op
 import sqlalchemy as sa
@@ -246,6 +246,28 @@ def upgrade() -> None:
         batch_op.create_index('ix_orders_status_created', ['status', 'created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_orders_sub_code'), ['sub_code'], unique=False)
 
+    op.create_table('audit_log',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('coordinator_id', sa.Integer(), nullable=True),
+    sa.Column('actor', sa.String(length=64), nullable=False),
+    sa.Column('team_path', sa.String(length=255), nullable=False),
+    sa.Column('action', sa.String(length=48), nullable=False),
+    sa.Column('entity', sa.String(length=32), nullable=False),
+    sa.Column('entity_id', sa.String(length=64), nullable=False),
+    sa.Column('before', sa.JSON(), nullable=True),
+    sa.Column('after', sa.JSON(), nullable=True),
+    sa.Column('reason', sa.String(length=255), nullable=True),
+    sa.Column('ip', sa.String(length=64), nullable=True),
+    sa.Column('created_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['coordinator_id'], ['coordinators.id'], name=op.f('fk_audit_log_coordinator_id_coordinators'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_log'))
+    )
+    with op.batch_alter_table('audit_log', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_audit_log_coordinator_id'), ['coordinator_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_audit_log_created_at'), ['created_at'], unique=False)
+        batch_op.create_index('ix_audit_log_entity', ['entity', 'entity_id'], unique=False)
+        batch_op.create_index('ix_audit_log_team_path_created', ['team_path', 'created_at'], unique=False)
+
     op.create_table('order_events',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('order_id', sa.Integer(), nullable=False),
@@ -322,6 +344,45 @@ def upgrade() -> None:
     with op.batch_alter_table('hour_records', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_hour_records_state'), ['state'], unique=False)
         batch_op.create_index('ix_hour_records_volunteer_state', ['volunteer_id', 'state', 'started_at'], unique=False)
+
+    op.create_table('order_assignments',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('order_id', sa.Integer(), nullable=False),
+    sa.Column('volunteer_id', sa.Integer(), nullable=False),
+    sa.Column('assigned_by', sa.Integer(), nullable=True),
+    sa.Column('assigned_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('ended_at', store.models.base.UTCDateTime(), nullable=True),
+    sa.Column('reason', sa.String(length=255), nullable=True),
+    sa.ForeignKeyConstraint(['assigned_by'], ['coordinators.id'], name=op.f('fk_order_assignments_assigned_by_coordinators'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_order_assignments_order_id_orders'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['volunteer_id'], ['volunteers.id'], name=op.f('fk_order_assignments_volunteer_id_volunteers')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_order_assignments'))
+    )
+    with op.batch_alter_table('order_assignments', schema=None) as batch_op:
+        batch_op.create_index('ix_order_assignments_order_active', ['order_id', 'active'], unique=False)
+        batch_op.create_index(batch_op.f('ix_order_assignments_volunteer_id'), ['volunteer_id'], unique=False)
+
+    op.create_table('service_certificates',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('number', sa.String(length=32), nullable=False),
+    sa.Column('volunteer_id', sa.Integer(), nullable=False),
+    sa.Column('team_id', sa.Integer(), nullable=False),
+    sa.Column('issued_by', sa.Integer(), nullable=True),
+    sa.Column('minutes', sa.Integer(), nullable=False),
+    sa.Column('period_start', sa.Date(), nullable=True),
+    sa.Column('period_end', sa.Date(), nullable=True),
+    sa.Column('services', sa.Text(), nullable=False),
+    sa.Column('issued_on', sa.Date(), nullable=False),
+    sa.Column('created_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['issued_by'], ['coordinators.id'], name=op.f('fk_service_certificates_issued_by_coordinators'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['team_id'], ['teams.id'], name=op.f('fk_service_certificates_team_id_teams')),
+    sa.ForeignKeyConstraint(['volunteer_id'], ['volunteers.id'], name=op.f('fk_service_certificates_volunteer_id_volunteers')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_service_certificates')),
+    sa.UniqueConstraint('number', name=op.f('uq_service_certificates_number'))
+    )
+    with op.batch_alter_table('service_certificates', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_service_certificates_volunteer_id'), ['volunteer_id'], unique=False)
 
     op.create_table('time_accounts',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -415,6 +476,15 @@ def downgrade() -> None:
 
     op.drop_table('time_bank_family')
     op.drop_table('time_accounts')
+    with op.batch_alter_table('service_certificates', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_service_certificates_volunteer_id'))
+
+    op.drop_table('service_certificates')
+    with op.batch_alter_table('order_assignments', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_order_assignments_volunteer_id'))
+        batch_op.drop_index('ix_order_assignments_order_active')
+
+    op.drop_table('order_assignments')
     with op.batch_alter_table('hour_records', schema=None) as batch_op:
         batch_op.drop_index('ix_hour_records_volunteer_state')
         batch_op.drop_index(batch_op.f('ix_hour_records_state'))
@@ -429,6 +499,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_order_events_order_id'))
 
     op.drop_table('order_events')
+    with op.batch_alter_table('audit_log', schema=None) as batch_op:
+        batch_op.drop_index('ix_audit_log_team_path_created')
+        batch_op.drop_index('ix_audit_log_entity')
+        batch_op.drop_index(batch_op.f('ix_audit_log_created_at'))
+        batch_op.drop_index(batch_op.f('ix_audit_log_coordinator_id'))
+
+    op.drop_table('audit_log')
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_orders_sub_code'))
         batch_op.drop_index('ix_orders_status_created')

@@ -1,0 +1,192 @@
+"""The console's blueprint and what every request goes through: the SQL session, the
+signed-in coordinator and their scope, CSRF checks, and rendering helpers.
+
+Sessions are server-side in Redis (`console:session:<sha256 of token>` → coordinator id and
+CSRF token, 8 hours sliding); the browser holds only the random token in an HttpOnly,
+SameSite=Lax cookie limited to /console. Losing Redis logs everyone out, nothing more.
+Every POST must carry the session's CSRF token (form field `csrf_token` or header
+`X-CSRF-Token`); the login form uses a double-submit cookie instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from functools import wraps
+from urllib.parse import urlparse
+
+from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, url_for
+
+from store import access
+from store.audit import record
+from store.models import Coordinator
+
+console = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
+                    static_folder="static", static_url_path="/static")
+
+COOKIE = "volbot_console"
+LOGIN_CSRF_COOKIE = "volbot_console_login"
+SESSION_TTL = 8 * 3600
+PUBLIC = {"console.login", "console.static"}
+
+
+def _session_key(token: str) -> str:
+    return "console:session:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def services():
+    return current_app.extensions["volbot"]
+
+
+def start_session(coordinator_id: int) -> tuple[str, str]:
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+    key = _session_key(token)
+    r = services().redis
+    r.hset(key, mapping={"cid": coordinator_id, "csrf": csrf})
+    r.expire(key, SESSION_TTL)
+    return token, csrf
+
+
+def end_session(token: str | None) -> None:
+    if token:
+        services().redis.delete(_session_key(token))
+
+
+def set_session_cookie(response, token: str):
+    response.set_cookie(COOKIE, token, max_age=SESSION_TTL, httponly=True, samesite="Lax",
+                        secure=_secure(), path="/console")
+    return response
+
+
+def _secure() -> bool:
+    return services().config.env == "production"
+
+
+def client_ip() -> str:
+    return (request.remote_addr or "?")[:64]
+
+
+@console.before_request
+def load_request():
+    svc = services()
+    g.db = svc.db.Session()
+    g.now = svc.clock.now()
+    g.scope = None
+    g.csrf = ""
+    if request.endpoint in PUBLIC:
+        return None
+    token = request.cookies.get(COOKIE)
+    data = svc.redis.hgetall(_session_key(token)) if token else {}
+    coordinator = g.db.get(Coordinator, int(data[b"cid"])) if data else None
+    if coordinator is None or not coordinator.active or not coordinator.password_hash:
+        if request.accept_mimetypes.best == "application/json" or request.path.endswith(".json"):
+            return jsonify(error="login required"), 401
+        return redirect(url_for("console.login", next=request.full_path if request.method == "GET" else None))
+    svc.redis.expire(_session_key(token), SESSION_TTL)
+    g.csrf = data[b"csrf"].decode()
+    g.coordinator = coordinator
+    g.scope = access.scope_for(g.db, coordinator)
+    if request.method == "POST":
+        sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
+        if not hmac.compare_digest(sent.encode(), g.csrf.encode()):
+            abort(400, description="表单已过期或来源不明（CSRF 校验失败），请刷新页面后重试。")
+    return None
+
+
+@console.teardown_request
+def close_session(_exc):
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()
+
+
+@console.errorhandler(access.OutOfScope)
+def out_of_scope(_e):
+    return _error(404, "找不到该记录，或它不在您管理的范围内。")
+
+
+@console.errorhandler(access.Forbidden)
+def forbidden(_e):
+    return _error(403, "您的角色无权执行此操作。")
+
+
+@console.errorhandler(400)
+def bad_request(e):
+    return _error(400, getattr(e, "description", "") or "请求有误。")
+
+
+def _error(status: int, message: str):
+    g.db.rollback() if "db" in g else None
+    if request.path.endswith(".json") or request.accept_mimetypes.best == "application/json":
+        return jsonify(error=message), status
+    return render_template("console/error.html", status=status, message=message), status
+
+
+def render(template: str, **context):
+    return render_template(f"console/{template}", **context)
+
+
+def audit(action: str, **kw):
+    """Record a coordinator action in the request's transaction (committed with it)."""
+    return record(g.db, g.scope, action, ip=client_ip(), now=g.now, **kw)
+
+
+def safe_next(target: str | None) -> str:
+    """Only redirect within the console (no open redirect through ?next=)."""
+    if target:
+        parsed = urlparse(target)
+        if not parsed.scheme and not parsed.netloc and parsed.path.startswith("/console"):
+            return target
+    return url_for("console.dashboard")
+
+
+def back(default_endpoint: str, **values):
+    """Redirect to the page the form came from when it is a console page."""
+    ref = request.form.get("next") or request.referrer or ""
+    parsed = urlparse(ref)
+    if parsed.path.startswith("/console") and (not parsed.netloc or parsed.netloc == request.host):
+        return redirect(parsed.path + (f"?{parsed.query}" if parsed.query else ""))
+    return redirect(url_for(default_endpoint, **values))
+
+
+def needs(capability: str):
+    def wrap(view):
+        @wraps(view)
+        def inner(*a, **kw):
+            access.require(g.scope, capability)
+            return view(*a, **kw)
+        return inner
+    return wrap
+
+
+def flash(message: str, kind: str = "ok") -> None:
+    from flask import flash as _flash
+
+    _flash(message, kind)
+
+
+@console.app_template_filter("local")
+def local_time(value, fmt: str = "%Y-%m-%d %H:%M"):
+    from zoneinfo import ZoneInfo
+
+    if value is None:
+        return ""
+    if hasattr(value, "astimezone"):
+        return value.astimezone(ZoneInfo("Asia/Shanghai")).strftime(fmt)
+    return value.strftime(fmt)
+
+
+@console.app_template_filter("hours")
+def hours_filter(minutes) -> str:
+    minutes = int(minutes or 0)
+    h, m = divmod(minutes, 60)
+    return f"{h}" if not m else f"{minutes / 60:.1f}"
+
+
+@console.app_context_processor
+def inject():
+    if request.blueprint != "console":
+        return {}
+    return {"scope": g.get("scope"), "csrf_token": g.get("csrf", ""),
+            "role_labels": access.ROLE_LABELS}
