@@ -10,28 +10,17 @@ from __future__ import annotations
 import re
 from datetime import date
 
+from sqlalchemy import delete
+
 from dialogue import Choice, Flow, Invalid, Step
 from dialogue.inputs import normalize, parse_int, yes_no
 from handlers import registry
+from handlers.common import mask_phone, parse_phone
 from menus import catalog
 from store import pii, teams, volunteering
-from store.models import Team
+from store.models import Team, TimeBankFamily
 
 # ---- readers ------------------------------------------------------------------------------
-
-_PHONE_DIGITS = str.maketrans({"幺": "1", "一": "1", "二": "2", "两": "2", "三": "3", "四": "4",
-                               "五": "5", "六": "6", "七": "7", "八": "8", "九": "9", "零": "0",
-                               "〇": "0"})
-
-
-def parse_mobile(text: str) -> str | None:
-    """A mainland mobile (11 digits starting 13-19) from what people type or say:
-    full-width or Chinese digits, spaces, hyphens, a +86 prefix."""
-    t = normalize(text).translate(_PHONE_DIGITS)
-    t = re.sub(r"[\s\-()（）]", "", t)
-    t = re.sub(r"^(\+?86)(?=1\d{10}$)", "", t)
-    return t if re.fullmatch(r"1[3-9]\d{9}", t) else None
-
 
 def _text(message) -> str:
     return message.text if hasattr(message, "text") else str(message)
@@ -45,10 +34,7 @@ def read_name(ctx, message, answers) -> str:
 
 
 def read_mobile(ctx, message, answers) -> str:
-    phone = parse_mobile(_text(message))
-    if phone is None:
-        raise Invalid("请填写11位手机号，例如 13812345678。")
-    return phone
+    return parse_phone(_text(message), mobile_only=True)
 
 
 ID_HINTS = {
@@ -65,15 +51,23 @@ def read_id_number(ctx, message, answers) -> dict:
         parsed = pii.parse_id_number(_text(message), ctx.local_now.date())
     except pii.IdNumberError as e:
         raise Invalid(ID_HINTS[e.code]) from None
-    if volunteering.find_by_id_number(ctx.session, ctx.settings.pii_key, parsed.number) is not None:
+    existing = volunteering.find_by_id_number(ctx.session, ctx.settings.pii_key, parsed.number)
+    # A record unlinked when its owner unfollowed may be taken back (name checked at the end).
+    if existing is not None and (existing.follower_id is not None or existing.name != answers.get("name")):
         raise Invalid("该身份证号已经注册过志愿者。如需找回编号，请联系所在队伍的协调员。")
     sealed = pii.seal_id_number(ctx.settings.pii_key, parsed.number)
-    return {"enc": sealed.enc, "tail": sealed.tail, "birth": parsed.birth_date.isoformat()}
+    return {"enc": sealed.enc, "tail": sealed.tail, "birth": parsed.birth_date.isoformat(),
+            "relink": existing is not None}
+
+
+def new_volunteer(ctx, answers) -> bool:
+    """False when the ID number takes back an existing record: nothing more to ask."""
+    return not (answers.get("id_number") or {}).get("relink")
 
 
 def is_minor(ctx, answers) -> bool:
     idn = answers.get("id_number")
-    if not idn:
+    if not idn or idn.get("relink"):
         return False
     born = date.fromisoformat(idn["birth"])
     today = ctx.local_now.date()
@@ -156,11 +150,19 @@ def start(ctx, params):
 
 
 def done(ctx, answers):
-    team = ctx.session.get(Team, answers["team"][0])
     idn = answers["id_number"]
     number = pii.decrypt(ctx.settings.pii_key, idn["enc"])
     parsed = pii.parse_id_number(number, ctx.local_now.date())
     minor = is_minor(ctx, answers)
+    if idn.get("relink"):
+        try:
+            vol = volunteering.relink(ctx.session, pii_key=ctx.settings.pii_key, follower=ctx.follower,
+                                      id_number=parsed, name=answers["name"])
+        except volunteering.VolunteerError as e:
+            raise Invalid(str(e)) from None
+        return (f"欢迎回来！已恢复您的志愿者身份，编号 {vol.number}（{vol.team.name}），"
+                "以前的服务时长和星级都还在。回复“我的时长”查看。")
+    team = ctx.session.get(Team, answers["team"][0])
     try:
         vol = volunteering.register(
             ctx.session, pii_key=ctx.settings.pii_key, follower=ctx.follower, name=answers["name"],
@@ -187,26 +189,34 @@ SIGNUP = registry.flow(Flow(
     steps=[
         Step("name", "请输入您的真实姓名：", label="姓名", parse=read_name,
              help="请填写身份证上的姓名，用于出具志愿服务证明。"),
-        Step("phone", "请输入您的手机号：", label="手机号", parse=read_mobile, show=pii.mask_phone,
+        Step("phone", "请输入您的手机号：", label="手机号", parse=read_mobile, show=mask_phone,
              default=lambda ctx, a: volunteering.stored_phone(ctx.follower),
-             default_label=pii.mask_phone, help="用于活动联系，不会公开。"),
+             default_label=mask_phone, help="用于活动联系，不会公开。"),
         Step("id_number", "请输入您的18位身份证号：", label="身份证号", parse=read_id_number,
              show=lambda v: pii.mask_id_tail(v["tail"]),
              help="身份证号加密保存，只用于确认身份和出具证明，任何地方都只显示打码后的号码。"),
         Step("guardian_name", "您未满18周岁，需要监护人同意。请输入监护人姓名：", label="监护人",
              parse=read_name, when=is_minor),
         Step("guardian_phone", "请输入监护人的手机号：", label="监护人电话", parse=read_mobile,
-             show=pii.mask_phone, when=is_minor),
+             show=mask_phone, when=is_minor),
         Step("team", "请输入您所在的社区或街道名称，或队伍编号，我来帮您找队伍：", label="所在队伍",
-             parse=read_team, show=lambda v: v[1],
+             parse=read_team, show=lambda v: v[1], when=new_volunteer,
              help="例如“东风社区”或“北苑街道”。找到多个时回复序号选择。"),
         Step("skills", "您擅长哪些服务？请回复序号，可多选（例如“1 3”），没有可回复“跳过”：",
-             label="服务技能", choices=skill_choices, multi=True, show=show_skills, optional=True),
+             label="服务技能", choices=skill_choices, multi=True, show=show_skills, optional=True,
+             when=new_volunteer),
         Step("availability", "您一般什么时间可以参加服务？请回复序号，可多选：", label="可服务时间",
-             choices=availability_choices, multi=True, parse=read_availability, show=show_availability),
+             choices=availability_choices, multi=True, parse=read_availability, show=show_availability,
+             when=new_volunteer),
         Step("consent", ask_consent, label="隐私说明", parse=read_consent, show=lambda v: "已同意"),
     ],
 ))
+
+
+@registry.eraser
+def forget_family_links(ctx, follower):
+    """A follower who leaves may no longer pay with a volunteer's time."""
+    ctx.session.execute(delete(TimeBankFamily).where(TimeBankFamily.follower_id == follower.id))
 
 
 @registry.command("VOL_SIGNUP", "注册", "志愿者注册", "我要当志愿者", "报名志愿者")

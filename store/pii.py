@@ -1,5 +1,5 @@
 """Personal data: resident ID numbers checked, encrypted at rest, found by a keyed hash and
-shown only masked; phones masked for lists.
+shown only masked (phones are masked by `dialogue.masks` / `handlers.common`).
 
 Keys are derived from `PII_KEY` with HKDF, one per purpose, so the encryption key and the
 lookup-hash key are independent. Encryption is AES-256-GCM with a random nonce; the stored
@@ -95,16 +95,6 @@ def mask_id_number(number: str) -> str:
 def mask_id_tail(tail: str) -> str:
     """The masked form from the stored prefix+suffix ("37071234" → 3707**********1234)."""
     return tail[:4] + "*" * 10 + tail[4:]
-
-
-# ---- phones -------------------------------------------------------------------------------
-
-def mask_phone(phone: str | None) -> str:
-    """138****1234 (3 + 4); short or odd values are masked entirely but the last two."""
-    p = re.sub(r"\D", "", phone or "")
-    if len(p) == 11:
-        return p[:3] + "****" + p[-4:]
-    return "*" * max(0, len(p) - 2) + p[-2:]
 
 
 # ---- encryption and lookup hash -----------------------------------------------------------

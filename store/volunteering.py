@@ -165,7 +165,33 @@ def register(session: Session, *, pii_key: str, follower: Follower | None, name:
         raise VolunteerError("该身份证号已经注册过志愿者。") from None
     if follower is not None and not follower.phone:
         follower.phone = phone
+    if volunteer.state == "pending":
+        for coord in coordinators_over(session, team):
+            notify(session, openid=coord.follower.openid, kind="volunteer_signup", title="新的志愿者注册待审核",
+                   fields={"team": team.name, "number": volunteer.number, "hint": "回复“待审志愿者”处理"},
+                   dedup_key=f"volunteer:{volunteer.id}:signup:{coord.id}")
     return volunteer
+
+
+def coordinators_over(session: Session, team: Team) -> list[Coordinator]:
+    """Active coordinators, reachable in chat, of `team` or any team above it."""
+    ancestors = [int(i) for i in team.path.strip("/").split("/") if i]
+    return list(session.scalars(select(Coordinator).where(
+        Coordinator.team_id.in_(ancestors), Coordinator.active.is_(True), Coordinator.follower_id.is_not(None))))
+
+
+def relink(session: Session, *, pii_key: str, follower: Follower, id_number: pii.IdNumber,
+           name: str) -> Volunteer:
+    """Tie a volunteer record left unlinked by an unsubscribe to this follower again, when
+    the name and ID number both match: the number, hours and stars come back with it."""
+    vol = find_by_id_number(session, pii_key, id_number.number)
+    if vol is None or vol.follower_id is not None or vol.name != name:
+        raise VolunteerError("该身份证号已经注册过志愿者。如需找回编号，请联系所在队伍的协调员。")
+    if volunteer_of(session, follower) is not None:
+        raise VolunteerError("您已经注册过志愿者了。")
+    vol.follower_id = follower.id
+    session.flush()
+    return vol
 
 
 def pending_volunteers(session: Session, coordinator: Coordinator, limit: int = 20) -> list[Volunteer]:

@@ -40,13 +40,6 @@ def test_seal_keeps_only_what_masking_needs():
     assert pii.mask_id_tail(sealed.tail) == "3707**********9019" == pii.mask_id_number("370705198005019019")
 
 
-@pytest.mark.parametrize("phone, masked", [
-    ("13812345678", "138****5678"), ("138-1234-5678", "138****5678"), ("0536888", "*****88"), (None, ""),
-])
-def test_mask_phone(phone, masked):
-    assert pii.mask_phone(phone) == masked
-
-
 @given(st.text(alphabet="0123456789X", min_size=18, max_size=18))
 def test_masked_id_never_shows_the_middle(number):
     masked = pii.mask_id_number(number)

@@ -19,16 +19,7 @@ import click
 from sqlalchemy import select
 
 from bot.cli import build_services
-
-
-def _group(main, name: str, help_text: str) -> click.Group:
-    """The named group, shared with other domains' modules (e.g. `import`)."""
-    existing = main.commands.get(name)
-    if isinstance(existing, click.Group):
-        return existing
-    group = click.Group(name, help=help_text)
-    main.add_command(group)
-    return group
+from bot.commands import shared_group
 
 
 def _local(text: str) -> datetime:
@@ -62,11 +53,11 @@ def _coordinator(session, coordinator_id: int | None):
 
 
 def register(main: click.Group) -> None:
-    imp = _group(main, "import", "Import district data from files.")
-    volunteer = _group(main, "volunteer", "Volunteer sign-ups.")
-    hours = _group(main, "hours", "Service-hour records.")
-    bank = _group(main, "timebank", "The time bank (时间银行).")
-    coordinator = _group(main, "coordinator", "Coordinators of teams.")
+    imp = shared_group(main, "import", "Import district data from files.")
+    volunteer = shared_group(main, "volunteer", "Volunteer sign-ups.")
+    hours = shared_group(main, "hours", "Service-hour records.")
+    bank = shared_group(main, "timebank", "The time bank (时间银行).")
+    coordinator = shared_group(main, "coordinator", "Coordinators of teams.")
 
     @imp.command("teams")
     @click.argument("file", type=click.Path(exists=True, dir_okay=False))
