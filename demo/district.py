@@ -97,10 +97,10 @@ def seed(session: Session, *, now: datetime, pii_key: str, volunteers: int = 300
     _places(session, rng, communities, now, summary)
     coordinators = _coordinators(session, rng, now, summary)
     _volunteers(session, rng, now, pii_key, coordinators, volunteers, summary)
-    _residents(session, rng, communities, now, summary)
     from demo import schedule
 
     schedule.seed(session, rng, now, summary)
+    _residents(session, rng, communities, now, summary)
     return summary
 
 
@@ -301,8 +301,9 @@ def _volunteers(session: Session, rng: random.Random, now: datetime, pii_key: st
         _, low, high = STAR_HOURS[level]
         ids = _history(session, v, rng.randint(low, high), now, brigade, rng)
         if ids:
-            volunteering.decide_hours(session, ids, approve=True, now=now, coordinator=brigade,
-                                      actor="demo:history", rule=rule)
+            # Approved by the operator who imports the history, not by its recorder.
+            volunteering.decide_hours(session, ids, approve=True, now=now, coordinator=None,
+                                      actor="operator:demo-history-import", rule=rule)
         stars[rule.star_for(volunteering.approved_minutes(session, v.id))] += 1
         # They follow the account after their history was imported (no star pushes for it).
         v.follower_id = _follower(session, f"o_demo_vol_{i + 1:03d}", now, team.community_id, v.phone).id
@@ -333,10 +334,14 @@ def _catalog_categories():
 
 
 def _residents(session: Session, rng: random.Random, communities, now: datetime, summary: Summary) -> None:
+    """Residents who follow the account, bound to a community and subscribed to its bus
+    visits (after the visits were scheduled, so seeding pushes nothing)."""
+    from store import bus
+
     for i in range(1, 13):
         c = communities[(i * 7) % len(communities)]
         openid = f"o_demo_res_{i:03d}"
-        _follower(session, openid, now, c.id)
+        bus.subscribe(session, _follower(session, openid, now, c.id), c, source="cli")
         if i <= 3:
             summary.personas.append((openid, "resident", f"{c.name}居民"))
     summary.add("residents following", 12)

@@ -6,7 +6,7 @@ visits (through the bus domain's scheduling functions when that domain is instal
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -88,12 +88,36 @@ def _projects(session: Session, rng: random.Random, now: datetime, summary) -> N
     summary.add("shifts", n_shifts)
 
 
-def _bus(session: Session, rng: random.Random, now: datetime, summary) -> None:
-    try:
-        from store import bus
-    except ImportError:
-        summary.add("bus visits (bus domain not installed)", 0)
-        return
-    from demo.bus import seed_route
+BUS_ROUTES = (("DEMO-BUS-E", "志愿巴士进社区·东线", (1, 3, 5)), ("DEMO-BUS-W", "志愿巴士进社区·西线", (2, 4, 6)))
+BUS_WEEKS = 4
 
-    seed_route(session, bus, rng, now, summary)
+
+def _bus(session: Session, rng: random.Random, now: datetime, summary) -> None:
+    """Two routes, three visits a week each for the next weeks, through `store.bus.schedule`.
+    Residents subscribe to their community afterwards (see `district._residents`), so the
+    seeding itself pushes nothing; the tour's new visit is the first push they get."""
+    from store import bus
+    from store.models import Community
+
+    services = [s.code for s in bus.services_catalog()]
+    communities = list(session.scalars(select(Community).where(Community.code.like(f"{PREFIX}-%"))
+                                       .order_by(Community.code)))
+    east = [c for c in communities if c.lng >= 119.145]
+    west = [c for c in communities if c.lng < 119.145]
+    today = now.astimezone(CHINA).date()
+    visits = 0
+    for (code, name, weekdays), stops in zip(BUS_ROUTES, (east, west)):
+        route = bus.route_by_code(session, code)
+        route.name = name
+        for week in range(BUS_WEEKS):
+            for wd in weekdays:
+                first = today + timedelta(days=1)
+                day = first + timedelta(days=(wd - first.isoweekday()) % 7 + 7 * week)
+                community = stops[(visits * 5) % len(stops)]
+                start, end = bus.local_span(day, time(9, 0), time(11, 30))
+                bus.schedule(session, community=community, starts_at=start, ends_at=end,
+                             place=f"{community.name}文化广场", services=rng.sample(services, 5), now=now,
+                             route=route, created_by="demo")
+                visits += 1
+    summary.add("bus routes", len(BUS_ROUTES))
+    summary.add("bus visits (next weeks)", visits)

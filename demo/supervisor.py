@@ -178,7 +178,7 @@ def prepare_database(services, reset: bool, say) -> object | None:
     return summary
 
 
-def banner(plan: Plan, missing: list[str], say) -> None:
+def banner(plan: Plan, missing: list[str], say, env: dict) -> None:
     from demo import district
 
     web = f"http://{plan.host}:{plan.port}"
@@ -193,6 +193,8 @@ def banner(plan: Plan, missing: list[str], say) -> None:
         say(f"    {username:<14} {role:<11} {team}")
     if missing:
         say("  not started (command not installed): " + ", ".join(missing))
+    say("  other volbot commands beside the demo (e.g. `volbot bus schedule`) need the same settings:")
+    say(f"    export VOLBOT_INSTANCE={env['VOLBOT_INSTANCE']} REDIS_URL={env.get('REDIS_URL', '')}")
     say("Press Ctrl-C to stop everything.")
 
 
@@ -229,7 +231,7 @@ def run(main, *, host: str, port: int, emulator_port: int, reset: bool, out=None
         try:
             if not sup.wait_ready():
                 return 1
-            banner(plan, missing, sup.say)
+            banner(plan, missing, sup.say, env)
             return sup.watch()
         finally:
             sup.stop()

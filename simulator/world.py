@@ -19,21 +19,10 @@ PERSONA_LIMIT = 8  # per role: enough to pick from, short enough to read
 
 
 def custom_menu() -> list[dict]:
-    """The custom menu's buttons in WeChat's JSON shape ({"name", "type", "key"/"url",
-    "sub_button"}): the district's menus/custom_menu.json, or the main menu in groups."""
-    try:
-        from menus import custom_menu as loader
-    except ImportError:
-        loader = None
-    if loader is not None:
-        data = loader.load()
-        return list(data.get("button", data) if isinstance(data, dict) else data)
-    from menus import main_menu
+    """The custom menu's buttons as the account publishes them (menus/custom_menu.json)."""
+    from menus import custom_menu as published
 
-    items = [{"type": "click", "name": i.label, "key": i.key} for i in main_menu().items]
-    groups = [items[i:i + 3] for i in range(0, len(items), 3)][:3]
-    names = ["服务", "志愿者", "更多"]
-    return [{"name": names[n], "sub_button": g} for n, g in enumerate(groups)]
+    return published.load()["button"]
 
 
 def personas(session: Session) -> list[dict]:

@@ -1,0 +1,84 @@
+"""The demo district: shaped like the source, inside the district, written through the
+domain rules (hours approved → stars and time bank), marked as demo, and the same on
+every run."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timezone
+
+from sqlalchemy import func, select
+
+from demo import district, geography, names
+from store import volunteering
+from store.models import Community, Coordinator, Follower, HourRecord, Push, Team, Volunteer
+from store.models.activities import Activity, Project, Shift
+from store.models.places import Place
+
+NOW = datetime(2026, 11, 28, 8, 0, tzinfo=timezone.utc)
+
+
+def count(session, model, *where):
+    return session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def test_seeded_district_has_the_source_shape_and_obeys_the_rules(svc):
+    with svc.db.transaction() as s:
+        assert not district.is_seeded(s)
+        summary = district.seed(s, now=NOW, pii_key=svc.config.pii_key)
+    with svc.db.session() as s:
+        assert district.is_seeded(s)
+        kinds = dict(s.execute(select(Team.kind, func.count()).group_by(Team.kind)).all())
+        assert kinds["brigade"] == 1 and kinds["detachment"] == 75
+        assert kinds["squad"] >= 100 and kinds["professional"] >= 10
+        assert count(s, Place, Place.kind == "plaza") == 13
+        assert count(s, Place, Place.kind == "station") >= 260
+        for lat, lng in s.execute(select(Place.lat, Place.lng)):
+            assert geography.contains(lat, lng), (lat, lng)
+            assert 36.66 <= lat <= 36.76 and 119.08 <= lng <= 119.20
+        assert count(s, Project) == 150
+        assert count(s, Activity, Activity.starts_at > NOW) >= 150
+        assert count(s, Shift) >= count(s, Activity)
+        assert count(s, Volunteer) >= 300
+        # Everything generated is marked.
+        for model in (Team, Community, Place, Volunteer, Coordinator, Project, Activity):
+            assert count(s, model, model.is_demo.is_(False)) == 0, model.__name__
+        assert count(s, Follower, Follower.openid.not_like("o_demo_%")) == 0
+        assert count(s, HourRecord, HourRecord.source_ref.not_like("DEMO:%")) == 0
+        # Star levels come from approved hours, and every level is present.
+        rule = volunteering.rules()
+        levels = {}
+        for v in s.scalars(select(Volunteer)):
+            minutes = volunteering.approved_minutes(s, v.id)
+            assert v.star_level == rule.star_for(minutes)
+            levels[v.star_level] = levels.get(v.star_level, 0) + 1
+        assert all(levels.get(level, 0) >= 3 for level in range(len(rule.stars) + 1)), levels
+        # Approval credited the time bank minute for minute (rate 1/1, under the cap).
+        sample = s.scalars(select(Volunteer).where(Volunteer.star_level == 2).limit(3)).all()
+        for v in sample:
+            assert volunteering.summary(s, v, NOW).balance == volunteering.approved_minutes(s, v.id)
+        # Some recent service waits for the tour's squad leader.
+        squad_leader = s.scalar(select(Coordinator).where(Coordinator.username == "demo_squad"))
+        assert volunteering.pending_hours(s, squad_leader)
+        # History imported before following: nobody was pushed about old stars.
+        assert count(s, Push) == 0
+        # Personas and logins the simulator and banner show.
+        assert {r for _, r, _ in summary.personas} == {"resident", "volunteer", "coordinator"}
+        assert {u for u, *_ in summary.logins} == {"demo_brigade", "demo_street", "demo_squad"}
+        for openid, _, _ in summary.personas:
+            assert count(s, Follower, Follower.openid == openid) == 1
+
+
+def test_generated_rows_are_the_same_on_every_run():
+    communities = [Community(code=f"DEMO-C{i:03d}", name=f"{i}社区", street=geography.STREETS[i % 8][0],
+                             lat=geography.STREETS[i % 8][1], lng=geography.STREETS[i % 8][2])
+                   for i in range(1, 89)]
+    a = district.place_rows(random.Random(1), communities)
+    b = district.place_rows(random.Random(1), communities)
+    assert a == b
+    assert district.team_rows(communities) == district.team_rows(communities)
+    rng1, rng2 = random.Random(7), random.Random(7)
+    today = NOW.date()
+    assert [names.name(rng1) for _ in range(20)] == [names.name(rng2) for _ in range(20)]
+    person = names.id_number(random.Random(3), today, min_age=20)
+    assert person.number.startswith(names.REGION) and person.age_on(today) >= 20
