@@ -150,7 +150,7 @@ def community_choices(ctx, answers):
 def ask_community(ctx, answers):
     if community_choices(ctx, answers):
         return "您住在哪个社区？回复序号，或输入社区名称："
-    return "您住在哪个社区？请输入社区名称（如“樱园社区”），不清楚请回复“跳过”："
+    return "您住在哪个社区？请输入社区名称（如“樱园社区”）："
 
 
 def read_community(ctx, arg, answers):
@@ -183,6 +183,8 @@ def read_time(ctx, arg, answers):
     text = _text(arg)
     if not text:
         raise Invalid(TIME_HINT)
+    if text.isdigit():
+        raise Invalid(f"请回复 1-{len(time_choices(ctx, answers))} 之间的序号，或直接说时间。")
     return parse_when(text, ctx.local_now).to_dict()
 
 

@@ -310,6 +310,8 @@ def communities_named(session: Session, text: str, limit: int = 8) -> list[Commu
     if not text:
         return []
     core = text.removesuffix("社区").removesuffix("小区")
+    if not core:  # just "社区": every community is a candidate
+        return list(session.scalars(select(Community).order_by(Community.name).limit(limit)))
     rows = list(session.scalars(select(Community).where(Community.name.contains(core[:20]))
                                 .order_by(Community.name).limit(limit))) if len(core) >= 2 else []
     if not rows:
