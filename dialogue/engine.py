@@ -70,8 +70,20 @@ def jsonable(value) -> Any:
         return None
 
 
+FORM_TEXTS = (
+    "intro", "footer", "keep", "default", "optional", "multi", "paging", "paging_back", "page",
+    "summary_title", "summary_footer", "unanswered", "confirm_hint", "choose_range", "choose_many",
+    "too_long", "cancelled", "wrong", "stuck", "leave_message", "message_left", "paused", "resume",
+    "first_step", "nothing_to_repeat", "media", "location_here", "voice_unclear", "help_default",
+    "got_media", "got_location", "item_soon",
+)
+
+
 class Engine:
     def __init__(self, registry: Registry, menu: MainMenu):
+        missing = [k for k in FORM_TEXTS if k not in menu.form]
+        if missing:
+            raise ValueError(f"menus/main.yaml `form:` lacks {', '.join(missing)}")
         self.registry = registry
         self.menu = menu
         self.texts = menu.form
@@ -291,16 +303,23 @@ class Engine:
 
     def _summary(self, ctx: Ctx, flow: Flow) -> str:
         answers = ctx.state.get("answers", {})
-        lines = [flow.summary_title or self.texts["summary_title"]]
-        for i, s in enumerate(self._summary_steps(ctx, flow), 1):
-            lines.append(f"{i}. {s.label}：{self._shown(s, answers.get(s.name))}")
-        lines.append(self.texts["summary_footer"])
-        return "\n".join(lines)
+        steps = self._summary_steps(ctx, flow)
+        # Long answers are clipped harder until the whole summary, with its footer saying
+        # how to confirm, fits one reply (with room for a hint above it).
+        for width in (VALUE_WIDTH, 20, 10, 4):
+            lines = [flow.summary_title or self.texts["summary_title"]]
+            for i, s in enumerate(steps, 1):
+                lines.append(f"{i}. {clip(s.label, 12)}：{self._shown(s, answers.get(s.name), width)}")
+            lines.append(self.texts["summary_footer"])
+            text = "\n".join(lines)
+            if len(text.encode("utf-8")) <= REPLY_LIMIT - 300:
+                break
+        return text
 
-    def _shown(self, step: Step, value) -> str:
+    def _shown(self, step: Step, value, width: int = VALUE_WIDTH) -> str:
         if value in (None, "", []):
             return self.texts["unanswered"]
-        return clip(step.display(value), VALUE_WIDTH)
+        return clip(step.display(value), width)
 
     # ---- asking -----------------------------------------------------------------------
 
