@@ -14,6 +14,9 @@ from handlers import orders  # noqa: E402,F401
 from handlers import my_orders  # noqa: E402,F401
 from handlers import volunteers  # noqa: E402,F401
 from handlers import hours  # noqa: E402,F401
+from handlers import activities  # noqa: E402,F401
+from handlers import checkin  # noqa: E402,F401
+from handlers import nearby  # noqa: E402,F401
 from handlers import review  # noqa: E402,F401
 from handlers import push_receipts  # noqa: E402,F401
 from handlers import bus  # noqa: E402,F401

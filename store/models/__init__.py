@@ -3,6 +3,7 @@
 One module per domain; each helper module registers its tables on the shared `Base`.
 """
 
+from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.audit import AuditLog
 from store.models.base import Base, UTCDateTime, utcnow
 from store.models.console import OrderAssignment, ServiceCertificate
@@ -10,11 +11,18 @@ from store.models.bus import BusRoute, BusSubscription, BusVisit
 from store.models.district import Community, Team
 from store.models.followers import CoordinatorMessage, Follower
 from store.models.orders import CatalogVersion, Order, OrderEvent, OrderSerial
+from store.models.places import Place
 from store.models.pushes import Push, PushReceipt
 from store.models.timebank import TimeAccount, TimeBankFamily, TimeEntry, TimeTransaction
 from store.models.volunteers import Coordinator, HourRecord, Volunteer, VolunteerSerial, VolunteerStar
 
 __all__ = [
+    "Activity",
+    "Attendance",
+    "Project",
+    "Shift",
+    "SignUp",
+    "Place",
     "AuditLog",
     "ServiceCertificate",
     "OrderAssignment",

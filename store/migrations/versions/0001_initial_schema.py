@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 16:52:01.907967
+Create Date: 2026-11-28 16:52:40.203966
 """
 from alembic import op
 import sqlalchemy as sa
@@ -246,6 +246,75 @@ def upgrade() -> None:
         batch_op.create_index('ix_orders_status_created', ['status', 'created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_orders_sub_code'), ['sub_code'], unique=False)
 
+    op.create_table('places',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('code', sa.String(length=32), nullable=False),
+    sa.Column('name', sa.String(length=128), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('star_rating', sa.Integer(), nullable=True),
+    sa.Column('community_id', sa.Integer(), nullable=True),
+    sa.Column('address', sa.String(length=255), nullable=False),
+    sa.Column('lat', sa.Double(), nullable=False),
+    sa.Column('lng', sa.Double(), nullable=False),
+    sa.Column('radius_m', sa.Integer(), nullable=False),
+    sa.Column('opening_times', sa.String(length=255), nullable=False),
+    sa.Column('team_id', sa.Integer(), nullable=True),
+    sa.Column('services', sa.JSON(), nullable=False),
+    sa.Column('description', sa.Text(), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('is_demo', sa.Boolean(), nullable=False),
+    sa.Column('created_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['community_id'], ['communities.id'], name=op.f('fk_places_community_id_communities')),
+    sa.ForeignKeyConstraint(['team_id'], ['teams.id'], name=op.f('fk_places_team_id_teams')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_places')),
+    sa.UniqueConstraint('code', name=op.f('uq_places_code'))
+    )
+    with op.batch_alter_table('places', schema=None) as batch_op:
+        batch_op.create_index('ix_places_lat_lng', ['lat', 'lng'], unique=False)
+        batch_op.create_index('ix_places_lng', ['lng'], unique=False)
+
+    op.create_table('projects',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=128), nullable=False),
+    sa.Column('team_id', sa.Integer(), nullable=False),
+    sa.Column('description', sa.Text(), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('is_demo', sa.Boolean(), nullable=False),
+    sa.Column('created_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['team_id'], ['teams.id'], name=op.f('fk_projects_team_id_teams')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_projects'))
+    )
+    with op.batch_alter_table('projects', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_projects_name'), ['name'], unique=False)
+        batch_op.create_index(batch_op.f('ix_projects_team_id'), ['team_id'], unique=False)
+
+    op.create_table('activities',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('project_id', sa.Integer(), nullable=False),
+    sa.Column('title', sa.String(length=128), nullable=False),
+    sa.Column('description', sa.Text(), nullable=False),
+    sa.Column('place_id', sa.Integer(), nullable=True),
+    sa.Column('address', sa.String(length=255), nullable=False),
+    sa.Column('lat', sa.Double(), nullable=True),
+    sa.Column('lng', sa.Double(), nullable=True),
+    sa.Column('radius_m', sa.Integer(), nullable=False),
+    sa.Column('starts_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.Column('ends_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.Column('capacity', sa.Integer(), nullable=False),
+    sa.Column('skills', sa.JSON(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('is_demo', sa.Boolean(), nullable=False),
+    sa.Column('created_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['place_id'], ['places.id'], name=op.f('fk_activities_place_id_places')),
+    sa.ForeignKeyConstraint(['project_id'], ['projects.id'], name=op.f('fk_activities_project_id_projects')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_activities'))
+    )
+    with op.batch_alter_table('activities', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_activities_place_id'), ['place_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_activities_project_id'), ['project_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_activities_starts_at'), ['starts_at'], unique=False)
+
     op.create_table('audit_log',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('coordinator_id', sa.Integer(), nullable=True),
@@ -384,6 +453,20 @@ def upgrade() -> None:
     with op.batch_alter_table('service_certificates', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_service_certificates_volunteer_id'), ['volunteer_id'], unique=False)
 
+    op.create_table('shifts',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('activity_id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('starts_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.Column('ends_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.Column('capacity', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['activity_id'], ['activities.id'], name=op.f('fk_shifts_activity_id_activities')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_shifts'))
+    )
+    with op.batch_alter_table('shifts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_shifts_activity_id'), ['activity_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_shifts_starts_at'), ['starts_at'], unique=False)
+
     op.create_table('time_accounts',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('code', sa.String(length=32), nullable=False),
@@ -408,6 +491,48 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('time_bank_family', schema=None) as batch_op:
         batch_op.create_index('uq_time_bank_family_pair', ['volunteer_id', 'follower_id'], unique=True)
+
+    op.create_table('attendances',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('shift_id', sa.Integer(), nullable=False),
+    sa.Column('volunteer_id', sa.Integer(), nullable=False),
+    sa.Column('checked_in_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.Column('in_method', sa.String(length=16), nullable=False),
+    sa.Column('in_distance_m', sa.Integer(), nullable=True),
+    sa.Column('checked_out_at', store.models.base.UTCDateTime(), nullable=True),
+    sa.Column('out_method', sa.String(length=16), nullable=True),
+    sa.Column('out_distance_m', sa.Integer(), nullable=True),
+    sa.Column('minutes', sa.Integer(), nullable=True),
+    sa.Column('flags', sa.JSON(), nullable=False),
+    sa.Column('hour_record_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['hour_record_id'], ['hour_records.id'], name=op.f('fk_attendances_hour_record_id_hour_records')),
+    sa.ForeignKeyConstraint(['shift_id'], ['shifts.id'], name=op.f('fk_attendances_shift_id_shifts')),
+    sa.ForeignKeyConstraint(['volunteer_id'], ['volunteers.id'], name=op.f('fk_attendances_volunteer_id_volunteers')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_attendances')),
+    sa.UniqueConstraint('shift_id', 'volunteer_id', name=op.f('uq_attendances_shift_id_volunteer_id'))
+    )
+    with op.batch_alter_table('attendances', schema=None) as batch_op:
+        batch_op.create_index('ix_attendances_volunteer_open', ['volunteer_id', 'checked_out_at'], unique=False)
+
+    op.create_table('signups',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('shift_id', sa.Integer(), nullable=False),
+    sa.Column('volunteer_id', sa.Integer(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('position', sa.Integer(), nullable=True),
+    sa.Column('signed_at', store.models.base.UTCDateTime(), nullable=True),
+    sa.Column('promoted_at', store.models.base.UTCDateTime(), nullable=True),
+    sa.Column('cancelled_at', store.models.base.UTCDateTime(), nullable=True),
+    sa.Column('created_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['shift_id'], ['shifts.id'], name=op.f('fk_signups_shift_id_shifts')),
+    sa.ForeignKeyConstraint(['volunteer_id'], ['volunteers.id'], name=op.f('fk_signups_volunteer_id_volunteers')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_signups')),
+    sa.UniqueConstraint('shift_id', 'volunteer_id', name=op.f('uq_signups_shift_id_volunteer_id'))
+    )
+    with op.batch_alter_table('signups', schema=None) as batch_op:
+        batch_op.create_index('ix_signups_shift_state_position', ['shift_id', 'state', 'position'], unique=False)
+        batch_op.create_index('ix_signups_volunteer_state', ['volunteer_id', 'state'], unique=False)
 
     op.create_table('time_transactions',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -471,11 +596,25 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_time_transactions_hour_record_id'))
 
     op.drop_table('time_transactions')
+    with op.batch_alter_table('signups', schema=None) as batch_op:
+        batch_op.drop_index('ix_signups_volunteer_state')
+        batch_op.drop_index('ix_signups_shift_state_position')
+
+    op.drop_table('signups')
+    with op.batch_alter_table('attendances', schema=None) as batch_op:
+        batch_op.drop_index('ix_attendances_volunteer_open')
+
+    op.drop_table('attendances')
     with op.batch_alter_table('time_bank_family', schema=None) as batch_op:
         batch_op.drop_index('uq_time_bank_family_pair')
 
     op.drop_table('time_bank_family')
     op.drop_table('time_accounts')
+    with op.batch_alter_table('shifts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_shifts_starts_at'))
+        batch_op.drop_index(batch_op.f('ix_shifts_activity_id'))
+
+    op.drop_table('shifts')
     with op.batch_alter_table('service_certificates', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_service_certificates_volunteer_id'))
 
@@ -506,6 +645,22 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_audit_log_coordinator_id'))
 
     op.drop_table('audit_log')
+    with op.batch_alter_table('activities', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_activities_starts_at'))
+        batch_op.drop_index(batch_op.f('ix_activities_project_id'))
+        batch_op.drop_index(batch_op.f('ix_activities_place_id'))
+
+    op.drop_table('activities')
+    with op.batch_alter_table('projects', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_projects_team_id'))
+        batch_op.drop_index(batch_op.f('ix_projects_name'))
+
+    op.drop_table('projects')
+    with op.batch_alter_table('places', schema=None) as batch_op:
+        batch_op.drop_index('ix_places_lng')
+        batch_op.drop_index('ix_places_lat_lng')
+
+    op.drop_table('places')
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_orders_sub_code'))
         batch_op.drop_index('ix_orders_status_created')

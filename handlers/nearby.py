@@ -1,0 +1,62 @@
+"""附近站点: the 3 stations or plazas nearest to a location message (or, from the menu, to
+the last position we know), with distance, opening times and services.
+
+A location message outside any form comes here after the check-in handler passed on it
+(`handlers.checkin` is imported first so its location handler runs first). Auto-reported
+LOCATION events only update the follower's position, in `handlers.welcome`.
+"""
+
+from __future__ import annotations
+
+from handlers import checkin  # noqa: F401 - registers its location handler before ours
+from handlers import registry
+from store.models.places import Place
+from store.places import format_distance, nearest
+
+HOW_TO_SEND = "请点输入框旁的“+”，选择“位置”，把您的位置发给我，我来找离您最近的志愿服务站和广场。"
+MAX_SERVICES = 6
+
+
+def place_card(place: Place, distance_m: float | None = None, number: int | None = None) -> str:
+    stars = f"{place.star_rating}星" if place.kind == "plaza" and place.star_rating else ""
+    head = f"{number}. " if number is not None else ""
+    head += f"{place.name}（{stars}{place.kind_label}）"
+    if distance_m is not None:
+        head += f" {format_distance(distance_m)}"
+    pad = "   " if number is not None else ""
+    lines = [head]
+    if place.address:
+        lines.append(f"{pad}地址：{place.address}")
+    lines.append(f"{pad}开放时间：{place.opening_times or '请电话咨询'}")
+    if place.services:
+        more = "等" if len(place.services) > MAX_SERVICES else ""
+        lines.append(f"{pad}服务：{'、'.join(place.services[:MAX_SERVICES])}{more}")
+    return "\n".join(lines)
+
+
+def nearest_reply(ctx, lat: float, lng: float, intro: str) -> str:
+    found = nearest(ctx.session, lat, lng, 3)
+    if not found:
+        return "暂时还没有登记的志愿服务站点。回复“菜单”查看其他服务。"
+    lines = [intro]
+    lines += [place_card(f.place, f.distance_m, i) for i, f in enumerate(found, 1)]
+    lines.append("回复“菜单”返回；发送新的位置可重新查找。")
+    return "\n".join(lines)
+
+
+@registry.command("NEARBY", "附近站点", "最近的站点", "附近的站点", "志愿服务站")
+def nearby_command(ctx, message):
+    f = ctx.follower
+    if f.last_lat is None or f.last_lng is None:
+        return HOW_TO_SEND
+    return nearest_reply(ctx, f.last_lat, f.last_lng, "按您最近一次的位置，离您最近的志愿服务站点：")
+
+
+@registry.on_location
+def nearby_location(ctx, message):
+    loc = message.location
+    if loc is None:
+        return None
+    f = ctx.follower
+    f.last_lat, f.last_lng, f.last_location_at = loc.lat, loc.lng, ctx.now
+    return nearest_reply(ctx, loc.lat, loc.lng, "离您最近的志愿服务站点：")
