@@ -1,7 +1,7 @@
 """`volbot chat`: a terminal conversation with a running webhook, as WeChat would hold it.
 
 Lines you type are sent as text messages; a few slash commands send the other kinds:
-/follow [scene], /scan SCENE, /click KEY, /loc LAT LNG [label], /voice TEXT, /quit.
+/follow [scene], /unfollow, /scan SCENE, /click KEY, /loc LAT LNG [label], /voice TEXT, /quit.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import requests
 
 from bot.sender import WeChatSender
 
-HELP = "/follow [scene]  /scan SCENE  /click KEY  /loc LAT LNG [label]  /voice TEXT  /quit"
+HELP = "/follow [scene]  /unfollow  /scan SCENE  /click KEY  /loc LAT LNG [label]  /voice TEXT  /quit"
 
 
 def build(sender: WeChatSender, openid: str, line: str) -> dict | None:
