@@ -7,8 +7,18 @@ MODULES: list[str] = ["activities", "catalog", "demo", "pushes", "volunteers"]
 
 
 def register_all(main) -> None:
+    import click
+
     for name in MODULES:
+        before = {k: v for k, v in main.commands.items() if isinstance(v, click.Group)}
         import_module(f"bot.commands.{name}").register(main)
+        # A module that declares a group another module already made (`menu`, `import`)
+        # replaces it; the earlier module's sub-commands move into the new group.
+        for key, old in before.items():
+            new = main.commands.get(key)
+            if new is not old and isinstance(new, click.Group):
+                for sub_name, sub in old.commands.items():
+                    new.commands.setdefault(sub_name, sub)
 
 
 def shared_group(main, name: str, help_text: str):
