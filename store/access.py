@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from store.models import AuditLog, Community, Coordinator, HourRecord, Order, Team, Volunteer
+from store.models import AuditLog, BusVisit, Community, Coordinator, HourRecord, Order, Team, Volunteer
 from store.models.activities import Activity, Project, Shift, SignUp
 from store.models.places import Place
 
@@ -161,6 +161,11 @@ def places(scope: Scope, stmt: Select | None = None) -> Select:
     return stmt.where(Place.team_id.in_(scope.team_ids) | Place.community_id.in_(scope.community_ids))
 
 
+def bus_visits(scope: Scope, stmt: Select | None = None) -> Select:
+    stmt = select(BusVisit) if stmt is None else stmt
+    return stmt if scope.is_district else stmt.where(BusVisit.community_id.in_(scope.community_ids))
+
+
 SCOPED = {
     Team: teams,
     Community: communities,
@@ -174,6 +179,7 @@ SCOPED = {
     Shift: shifts,
     SignUp: signups,
     Place: places,
+    BusVisit: bus_visits,
 }
 
 

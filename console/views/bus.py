@@ -1,26 +1,151 @@
-"""The Volunteer Bus (placeholder until the bus domain lands)."""
+"""The Volunteer Bus: schedule, change or cancel a visit (brigade and detachment
+coordinators), and watch each announcement's fan-out to the community's subscribers.
+
+The rules and the fan-out are `store.bus`'s: every announcement records one push per
+subscriber in batch `bus-<visit>-<change_no>`; the progress endpoint counts that batch's
+rows by state, so the bar moves as the push worker sends them.
+"""
 
 from __future__ import annotations
 
-from flask import jsonify
+from datetime import time
 
-from console.web import console, render
+from flask import g, jsonify, redirect, request, url_for
+from sqlalchemy import func, select
+
+from console.views.common import CHINA, parse_day
+from console.web import audit, console, flash, needs, render
+from store import access, bus as bus_rules
+from store.models import BusVisit, Community, Push
+
+FINISHED = ("sent", "delivered", "failed", "cancelled")
+AUDITED = ("community_id", "starts_at", "ends_at", "place", "services", "state", "change_no", "note")
 
 
-def dashboard_visits() -> list:
-    return []
+def progress(batch: str) -> dict:
+    counts = dict(g.db.execute(select(Push.state, func.count()).where(Push.batch == batch).group_by(Push.state)).all())
+    total = sum(counts.values())
+    done = sum(counts.get(s, 0) for s in FINISHED)
+    return {"batch": batch, "total": total, "done": done, "failed": counts.get("failed", 0),
+            "percent": 100 if total == 0 else int(done * 100 / total), "finished": done == total, "states": counts}
+
+
+def label(visit: BusVisit) -> str:
+    return f"{visit.community.name} · {bus_rules.when_text(visit)} · {visit.place}"
+
+
+def dashboard_visits() -> list[dict]:
+    visits = g.db.scalars(access.bus_visits(g.scope).where(BusVisit.state == "scheduled", BusVisit.ends_at >= g.now)
+                          .order_by(BusVisit.starts_at).limit(5))
+    return [{"id": v.id, "label": label(v), "batch": bus_rules.batch_id(v)} for v in visits]
+
+
+def _span(form):
+    day = parse_day(form.get("day"))
+    try:
+        start, end = (time.fromisoformat(form.get(k) or "") for k in ("start", "end"))
+    except ValueError:
+        return None
+    if day is None:
+        return None
+    return bus_rules.local_span(day, start, end)
 
 
 @console.get("/bus")
 def bus():
-    return render("error.html", status=200, message="志愿巴士模块建设中。")
+    scope = g.scope
+    past = request.args.get("when") == "past"
+    stmt = access.bus_visits(scope)
+    stmt = stmt.where(BusVisit.ends_at < g.now).order_by(BusVisit.starts_at.desc()) if past else \
+        stmt.where(BusVisit.ends_at >= g.now).order_by(BusVisit.starts_at)
+    visits = list(g.db.scalars(stmt.limit(100)))
+    communities = list(g.db.scalars(access.communities(scope).order_by(Community.name)))
+    return render("bus.html", visits=visits, past=past, communities=communities, label=label,
+                  services=bus_rules.services_catalog(), can_manage=scope.can("bus.manage"),
+                  batch_id=bus_rules.batch_id, service_names=bus_rules.service_names)
+
+
+@console.post("/bus")
+@needs("bus.manage")
+def bus_schedule():
+    community = access.get(g.db, g.scope, Community, request.form.get("community_id"))
+    span = _span(request.form)
+    try:
+        if span is None:
+            raise bus_rules.BusError("请填写日期和开始、结束时间。")
+        visit = bus_rules.schedule(g.db, community=community, starts_at=span[0], ends_at=span[1],
+                                   place=request.form.get("place") or "", services=request.form.getlist("services"),
+                                   now=g.now, created_by=f"console:{g.scope.coordinator_id}")
+    except bus_rules.BusError as e:
+        g.db.rollback()
+        flash(str(e), "error")
+        return redirect(url_for("console.bus"))
+    audit("bus.schedule", entity="bus_visit", entity_id=visit.id, after={k: getattr(visit, k) for k in AUDITED})
+    g.db.commit()
+    flash(f"已安排志愿巴士到{community.name}，正在通知订阅者。")
+    return redirect(url_for("console.bus_visit", visit_id=visit.id))
 
 
 @console.get("/bus/<int:visit_id>")
 def bus_visit(visit_id: int):
-    return bus()
+    visit = access.get(g.db, g.scope, BusVisit, visit_id)
+    local_start, local_end = visit.starts_at.astimezone(CHINA), visit.ends_at.astimezone(CHINA)
+    form = {"day": local_start.date().isoformat(), "start": local_start.strftime("%H:%M"),
+            "end": local_end.strftime("%H:%M"), "place": visit.place}
+    announcements = [(n, progress(f"bus-{visit.id}-{n}")) for n in range(visit.change_no, -1, -1)]
+    return render("bus_visit.html", visit=visit, label=label(visit), form=form, announcements=announcements,
+                  services=bus_rules.services_catalog(), service_names=bus_rules.service_names,
+                  can_manage=g.scope.can("bus.manage"))
+
+
+@console.post("/bus/<int:visit_id>/change")
+@needs("bus.manage")
+def bus_change(visit_id: int):
+    visit = access.get(g.db, g.scope, BusVisit, visit_id, for_update=True)
+    before = {k: getattr(visit, k) for k in AUDITED}
+    span = _span(request.form)
+    try:
+        if span is None:
+            raise bus_rules.BusError("请填写日期和开始、结束时间。")
+        bus_rules.change(g.db, visit, now=g.now, starts_at=span[0], ends_at=span[1],
+                         place=request.form.get("place"), services=request.form.getlist("services") or None,
+                         reason=request.form.get("reason") or "")
+    except bus_rules.BusError as e:
+        g.db.rollback()
+        flash(str(e), "error")
+        return redirect(url_for("console.bus_visit", visit_id=visit_id))
+    audit("bus.change", entity="bus_visit", entity_id=visit.id, before=before,
+          after={k: getattr(visit, k) for k in AUDITED}, reason=visit.note)
+    g.db.commit()
+    flash("已修改，正在通知订阅者。")
+    return redirect(url_for("console.bus_visit", visit_id=visit.id))
+
+
+@console.post("/bus/<int:visit_id>/cancel")
+@needs("bus.manage")
+def bus_cancel(visit_id: int):
+    visit = access.get(g.db, g.scope, BusVisit, visit_id, for_update=True)
+    before = {k: getattr(visit, k) for k in AUDITED}
+    try:
+        bus_rules.cancel(g.db, visit, now=g.now, reason=request.form.get("reason") or "")
+    except bus_rules.BusError as e:
+        g.db.rollback()
+        flash(str(e), "error")
+        return redirect(url_for("console.bus_visit", visit_id=visit_id))
+    audit("bus.cancel", entity="bus_visit", entity_id=visit.id, before=before,
+          after={k: getattr(visit, k) for k in AUDITED}, reason=visit.note)
+    g.db.commit()
+    flash("已取消，正在通知订阅者。")
+    return redirect(url_for("console.bus_visit", visit_id=visit.id))
 
 
 @console.get("/bus/<int:visit_id>/progress.json")
 def bus_progress(visit_id: int):
-    return jsonify(total=0, done=0, failed=0, percent=100, finished=True)
+    """The fan-out of one announcement (`?n=` its change number; default the latest)."""
+    visit = access.get(g.db, g.scope, BusVisit, visit_id)
+    try:
+        n = int(request.args.get("n", visit.change_no))
+    except ValueError:
+        n = visit.change_no
+    n = max(0, min(n, visit.change_no))
+    return jsonify(progress(f"bus-{visit.id}-{n}"))

@@ -99,3 +99,18 @@ def console_world(session):
                                 capacity=5, now=now)
     session.flush()
 
+
+
+@seed
+def console_bus_subscribers(session):
+    """Ten followers subscribed to the bus in 东风 (VT-DF's community), three in 北苑."""
+    from store.models import BusSubscription, Follower
+
+    for code, prefix, n in (("VT-DF", "df", 10), ("VT-BS", "bs", 3)):
+        community_id = team(session, code).community_id
+        for i in range(n):
+            f = Follower(openid=f"o_bus_{prefix}_{i}", subscribed=True)
+            session.add(f)
+            session.flush()
+            session.add(BusSubscription(follower_id=f.id, community_id=community_id, source="qr"))
+    session.flush()
