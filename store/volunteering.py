@@ -165,7 +165,7 @@ def register(session: Session, *, pii_key: str, follower: Follower | None, name:
         raise VolunteerError("该身份证号已经注册过志愿者。") from None
     if follower is not None and not follower.phone:
         follower.phone = phone
-    if volunteer.state == "pending":
+    if volunteer.state == "pending" and follower is not None:  # a sign-up in chat, not an import
         for coord in coordinators_over(session, team):
             notify(session, openid=coord.follower.openid, kind="volunteer_signup", title="新的志愿者注册待审核",
                    fields={"team": team.name, "number": volunteer.number, "hint": "回复“待审志愿者”处理"},
