@@ -6,6 +6,9 @@ decides one or many at once. Anyone who is not a coordinator gets a polite refus
 from __future__ import annotations
 
 import re
+from typing import Callable
+
+from sqlalchemy import select
 
 from dialogue import Flow, Invalid, Step
 from dialogue.inputs import normalize
@@ -45,66 +48,73 @@ def _coordinator(ctx):
     return volunteering.coordinator_for(ctx.session, ctx.follower)
 
 
-def _chosen(answers) -> list[int]:
-    d = answers["decision"]
-    return [answers["ids"][n - 1] for n in d["picks"]]
+def review_flow(*, name: str, title: str, heading: str, empty: str, again: str, model,
+                pending: Callable, line: Callable, decide: Callable) -> Flow:
+    """A one-step flow: the numbered list of what `pending(session, coordinator, limit)`
+    returns, then one decision on some or all of it, made by `decide(ctx, coordinator,
+    ids, approve, reason)` which returns the reply lines."""
 
+    def start(ctx, params):
+        coord = _coordinator(ctx)
+        if coord is None:
+            return NOT_COORDINATOR
+        items = pending(ctx.session, coord, limit=LIST_LIMIT)
+        if not items:
+            return f"{coord.team.name}及下属队伍{empty}"
+        return {"ids": [item.id for item in items]}
 
-def _more(remaining: int, word: str) -> str:
-    return f"\n还有 {remaining} 条待审核，回复“{word}”继续。" if remaining else ""
+    def ask(ctx, answers) -> str:
+        rows = {r.id: r for r in ctx.session.scalars(select(model).where(model.id.in_(answers["ids"])))}
+        lines = [heading]
+        lines += [f"{i}. {line(rows[rid])}" for i, rid in enumerate(answers["ids"], 1)]
+        lines.append("回复“通过 1 3”、“全部通过”，或“驳回 2 原因”。")
+        return "\n".join(lines)
+
+    def done(ctx, answers):
+        coord = _coordinator(ctx)
+        if coord is None:
+            return NOT_COORDINATOR
+        d = answers["decision"]
+        ids = [answers["ids"][n - 1] for n in d["picks"]]
+        lines = decide(ctx, coord, ids, d["approve"], d["reason"])
+        remaining = len(pending(ctx.session, coord, limit=LIST_LIMIT + 1))
+        if remaining:
+            lines.append(f"还有 {remaining} 条待审核，回复“{again}”继续。")
+        return "\n".join(lines)
+
+    return registry.flow(Flow(
+        name=name, title=title, start=start, done=done, confirm=False,
+        steps=[Step("decision", ask, parse=read_decision,
+                    help="“通过 1 3 5”一次处理多条；“驳回 2 原因”需要写明原因。")],
+    ))
 
 
 # ---- hours --------------------------------------------------------------------------------
 
-def start_hours(ctx, params):
-    coord = _coordinator(ctx)
-    if coord is None:
-        return NOT_COORDINATOR
-    records = volunteering.pending_hours(ctx.session, coord, limit=LIST_LIMIT)
-    if not records:
-        return f"{coord.team.name}及下属队伍暂无待审核的服务时长。"
-    return {"ids": [r.id for r in records]}
+def hour_line(r: HourRecord) -> str:
+    start, end = r.started_at.astimezone(CHINA), r.ended_at.astimezone(CHINA)
+    flag = f"［{r.flagged}］" if r.flagged else ""
+    return (f"{r.volunteer.name}（{r.volunteer.number}）{start:%m-%d %H:%M}-{end:%H:%M} "
+            f"{hours_text(r.minutes)} {r.description[:20]}{flag}").rstrip()
 
 
-def ask_hours(ctx, answers) -> str:
-    records = {r.id: r for r in ctx.session.query(HourRecord).filter(HourRecord.id.in_(answers["ids"]))}
-    lines = ["待审核的服务时长："]
-    for i, rid in enumerate(answers["ids"], 1):
-        r = records[rid]
-        start = r.started_at.astimezone(CHINA)
-        end = r.ended_at.astimezone(CHINA)
-        flag = f"［{r.flagged}］" if r.flagged else ""
-        lines.append(f"{i}. {r.volunteer.name}（{r.volunteer.number}）{start:%m-%d %H:%M}-{end:%H:%M} "
-                     f"{hours_text(r.minutes)} {r.description[:20]}{flag}".rstrip())
-    lines.append("回复“通过 1 3”、“全部通过”，或“驳回 2 原因”。")
-    return "\n".join(lines)
-
-
-def done_hours(ctx, answers):
-    coord = _coordinator(ctx)
-    if coord is None:
-        return NOT_COORDINATOR
-    d = answers["decision"]
-    results = volunteering.decide_hours(ctx.session, _chosen(answers), approve=d["approve"], now=ctx.now,
-                                        coordinator=coord, reason=d["reason"])
+def decide_hours(ctx, coord, ids, approve, reason) -> list[str]:
+    results = volunteering.decide_hours(ctx.session, ids, approve=approve, now=ctx.now,
+                                        coordinator=coord, reason=reason)
     done = [r for r in results if r.outcome in ("approved", "rejected")]
-    lines = [f"已{'通过' if d['approve'] else '驳回'} {len(done)} 条。"]
-    skipped = len(results) - len(done)
-    if skipped:
-        lines.append(f"{skipped} 条已被其他协调员处理，未重复操作。")
+    lines = [f"已{'通过' if approve else '驳回'} {len(done)} 条。"]
+    if len(results) > len(done):
+        lines.append(f"{len(results) - len(done)} 条已被其他协调员处理，未重复操作。")
     for r in results:
         if r.star:
             vol = ctx.session.get(HourRecord, r.record_id).volunteer
             lines.append(f"{vol.name}（{vol.number}）达到{r.star}星志愿者！")
-    remaining = len(volunteering.pending_hours(ctx.session, coord, limit=LIST_LIMIT + 1))
-    return "\n".join(lines) + _more(remaining, "审核")
+    return lines
 
 
-registry.flow(Flow(
-    name="review_hours", title="审核时长", start=start_hours, done=done_hours, confirm=False,
-    steps=[Step("decision", ask_hours, parse=read_decision,
-                help="“通过 1 3 5”一次通过多条；“驳回 2 原因”需要写明原因。")],
-))
+review_flow(name="review_hours", title="审核时长", heading="待审核的服务时长：",
+            empty="暂无待审核的服务时长。", again="审核", model=HourRecord,
+            pending=volunteering.pending_hours, line=hour_line, decide=decide_hours)
 
 
 @registry.command("REVIEW_HOURS", "审核", "审核时长", "时长审核")
@@ -114,53 +124,28 @@ def review_hours(ctx, message):
 
 # ---- sign-ups -----------------------------------------------------------------------------
 
-def start_volunteers(ctx, params):
-    coord = _coordinator(ctx)
-    if coord is None:
-        return NOT_COORDINATOR
-    pending = volunteering.pending_volunteers(ctx.session, coord, limit=LIST_LIMIT)
-    if not pending:
-        return f"{coord.team.name}及下属队伍暂无待审核的志愿者。"
-    return {"ids": [v.id for v in pending]}
+def volunteer_line(v: Volunteer) -> str:
+    minor = "（未成年，监护人已登记）" if v.guardian_name else ""
+    return f"{v.name} {v.number} {v.team.name}{minor}"
 
 
-def ask_volunteers(ctx, answers) -> str:
-    vols = {v.id: v for v in ctx.session.query(Volunteer).filter(Volunteer.id.in_(answers["ids"]))}
-    lines = ["待审核的志愿者注册："]
-    for i, vid in enumerate(answers["ids"], 1):
-        v = vols[vid]
-        minor = "（未成年，监护人已登记）" if v.guardian_name else ""
-        lines.append(f"{i}. {v.name} {v.number} {v.team.name}{minor}")
-    lines.append("回复“通过 1 3”、“全部通过”，或“驳回 2 原因”。")
-    return "\n".join(lines)
-
-
-def done_volunteers(ctx, answers):
-    coord = _coordinator(ctx)
-    if coord is None:
-        return NOT_COORDINATOR
-    d = answers["decision"]
+def decide_volunteers(ctx, coord, ids, approve, reason) -> list[str]:
     decided = 0
-    for vid in _chosen(answers):
-        vol = ctx.session.get(Volunteer, vid)
+    for vid in ids:
         try:
-            decided += volunteering.decide_volunteer(ctx.session, vol, approve=d["approve"], now=ctx.now,
-                                                     coordinator=coord, reason=d["reason"])
+            decided += volunteering.decide_volunteer(ctx.session, ctx.session.get(Volunteer, vid), approve=approve,
+                                                     now=ctx.now, coordinator=coord, reason=reason)
         except volunteering.VolunteerError:
-            continue
-    lines = [f"已{'通过' if d['approve'] else '驳回'} {decided} 名志愿者的注册。"]
-    if decided < len(d["picks"]):
-        lines.append(f"{len(d['picks']) - decided} 名已被处理过，未重复操作。")
-    remaining = len(volunteering.pending_volunteers(ctx.session, coord, limit=LIST_LIMIT + 1))
-    return "\n".join(lines) + _more(remaining, "待审志愿者")
+            continue  # moved out of this coordinator's subtree meanwhile
+    lines = [f"已{'通过' if approve else '驳回'} {decided} 名志愿者的注册。"]
+    if decided < len(ids):
+        lines.append(f"{len(ids) - decided} 名已被处理过，未重复操作。")
+    return lines
 
 
-registry.flow(Flow(
-    name="review_volunteers", title="审核志愿者", start=start_volunteers, done=done_volunteers,
-    confirm=False,
-    steps=[Step("decision", ask_volunteers, parse=read_decision,
-                help="“通过 1 3 5”一次通过多名；“驳回 2 原因”需要写明原因。")],
-))
+review_flow(name="review_volunteers", title="审核志愿者", heading="待审核的志愿者注册：",
+            empty="暂无待审核的志愿者。", again="待审志愿者", model=Volunteer,
+            pending=volunteering.pending_volunteers, line=volunteer_line, decide=decide_volunteers)
 
 
 @registry.command("REVIEW_VOLUNTEERS", "待审志愿者", "审核志愿者", "志愿者审核")

@@ -13,6 +13,7 @@ Output never contains an ID number or a full phone number.
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from datetime import datetime
 
 import click
@@ -20,6 +21,17 @@ from sqlalchemy import select
 
 from bot.cli import build_services
 from bot.commands import shared_group
+
+
+@contextmanager
+def operator_session():
+    """Services and one transaction for a command; everything is closed afterwards."""
+    svc = build_services()
+    try:
+        with svc.db.transaction() as s:
+            yield svc, s
+    finally:
+        svc.close()
 
 
 def _local(text: str) -> datetime:
@@ -65,33 +77,26 @@ def register(main: click.Group) -> None:
         """Create or update the team tree from a CSV or YAML FILE (by team code)."""
         from store import teams
 
-        svc = build_services()
         try:
-            with svc.db.transaction() as s:
+            with operator_session() as (svc, s):
                 result = teams.import_rows(s, teams.read_rows(file))
         except teams.TeamImportError as e:
             raise click.ClickException(str(e)) from None
-        finally:
-            svc.close()
         click.echo(f"teams: {result.created} created, {result.updated} updated; "
                    f"communities: {result.communities} created")
 
     def decide_volunteers(numbers, approve, reason):
         from store import volunteering
 
-        svc = build_services()
-        try:
-            with svc.db.transaction() as s:
-                for number in numbers:
-                    vol = _volunteer(s, number)
-                    try:
-                        done = volunteering.decide_volunteer(s, vol, approve=approve, now=svc.clock.now(),
-                                                             coordinator=None, reason=reason)
-                    except volunteering.VolunteerError as e:
-                        raise click.ClickException(f"{number}: {e}") from None
-                    click.echo(f"{vol.number}: {vol.state}" + ("" if done else " (already decided)"))
-        finally:
-            svc.close()
+        with operator_session() as (svc, s):
+            for number in numbers:
+                vol = _volunteer(s, number)
+                try:
+                    done = volunteering.decide_volunteer(s, vol, approve=approve, now=svc.clock.now(),
+                                                         coordinator=None, reason=reason)
+                except volunteering.VolunteerError as e:
+                    raise click.ClickException(f"{number}: {e}") from None
+                click.echo(f"{vol.number}: {vol.state}" + ("" if done else " (already decided)"))
 
     @volunteer.command("approve")
     @click.argument("numbers", nargs=-1, required=True)
@@ -118,38 +123,30 @@ def register(main: click.Group) -> None:
         """Record a manual (补录) entry, pending approval."""
         from store import volunteering
 
-        svc = build_services()
-        try:
-            with svc.db.transaction() as s:
-                vol = _volunteer(s, number)
-                try:
-                    rec = volunteering.record_hours(
-                        s, vol, source="manual", started_at=_local(start), ended_at=_local(end),
-                        travel_minutes=travel, recorded_by=_coordinator(s, coordinator_id),
-                        description=description, now=svc.clock.now())
-                except volunteering.VolunteerError as e:
-                    raise click.ClickException(str(e)) from None
-                click.echo(f"record {rec.id}: {vol.number} {rec.minutes} min pending")
-        finally:
-            svc.close()
+        with operator_session() as (svc, s):
+            vol = _volunteer(s, number)
+            try:
+                rec = volunteering.record_hours(
+                    s, vol, source="manual", started_at=_local(start), ended_at=_local(end),
+                    travel_minutes=travel, recorded_by=_coordinator(s, coordinator_id),
+                    description=description, now=svc.clock.now())
+            except volunteering.VolunteerError as e:
+                raise click.ClickException(str(e)) from None
+            click.echo(f"record {rec.id}: {vol.number} {rec.minutes} min pending")
 
     def decide_hours(ids, approve, reason, coordinator_id):
         from store import volunteering
 
-        svc = build_services()
-        try:
-            with svc.db.transaction() as s:
-                try:
-                    results = volunteering.decide_hours(
-                        s, list(ids), approve=approve, now=svc.clock.now(),
-                        coordinator=_coordinator(s, coordinator_id),
-                        actor=None if coordinator_id else "cli", reason=reason)
-                except volunteering.VolunteerError as e:
-                    raise click.ClickException(str(e)) from None
-                for r in results:
-                    click.echo(f"record {r.record_id}: {r.outcome}" + (f" (reached {r.star} star)" if r.star else ""))
-        finally:
-            svc.close()
+        with operator_session() as (svc, s):
+            try:
+                results = volunteering.decide_hours(
+                    s, list(ids), approve=approve, now=svc.clock.now(),
+                    coordinator=_coordinator(s, coordinator_id),
+                    actor=None if coordinator_id else "cli", reason=reason)
+            except volunteering.VolunteerError as e:
+                raise click.ClickException(str(e)) from None
+            for r in results:
+                click.echo(f"record {r.record_id}: {r.outcome}" + (f" (reached {r.star} star)" if r.star else ""))
 
     @hours.command("approve")
     @click.argument("ids", nargs=-1, required=True, type=int)
@@ -174,31 +171,23 @@ def register(main: click.Group) -> None:
         """List hour records, newest first."""
         from store.models import HourRecord
 
-        svc = build_services()
-        try:
-            with svc.db.transaction() as s:
-                q = select(HourRecord).order_by(HourRecord.started_at.desc(), HourRecord.id.desc()).limit(limit)
-                if number:
-                    q = q.where(HourRecord.volunteer_id == _volunteer(s, number).id)
-                if state:
-                    q = q.where(HourRecord.state == state)
-                for r in s.scalars(q):
-                    click.echo(f"{r.id}\t{r.volunteer.number}\t{r.source}\t{r.started_at:%Y-%m-%d %H:%M}Z\t"
-                               f"{r.minutes} min\t{r.state}" + (f"\t{r.reason}" if r.reason else ""))
-        finally:
-            svc.close()
+        with operator_session() as (svc, s):
+            q = select(HourRecord).order_by(HourRecord.started_at.desc(), HourRecord.id.desc()).limit(limit)
+            if number:
+                q = q.where(HourRecord.volunteer_id == _volunteer(s, number).id)
+            if state:
+                q = q.where(HourRecord.state == state)
+            for r in s.scalars(q):
+                click.echo(f"{r.id}\t{r.volunteer.number}\t{r.source}\t{r.started_at:%Y-%m-%d %H:%M}Z\t"
+                           f"{r.minutes} min\t{r.state}" + (f"\t{r.reason}" if r.reason else ""))
 
     @bank.command("audit")
     def timebank_audit():
         """Prove every balance equals the sum of its entries; exit 1 on any problem."""
         from store import timebank
 
-        svc = build_services()
-        try:
-            with svc.db.transaction() as s:
-                report = timebank.audit(s)
-        finally:
-            svc.close()
+        with operator_session() as (svc, s):
+            report = timebank.audit(s)
         for p in report.problems:
             click.echo(p)
         click.echo(f"time bank: {report.accounts} accounts, {report.transactions} transactions, "
@@ -216,25 +205,21 @@ def register(main: click.Group) -> None:
         from store import teams
         from store.models import Coordinator, Follower
 
-        svc = build_services()
-        try:
-            with svc.db.transaction() as s:
-                team = teams.by_code(s, team_code)
-                if team is None:
-                    raise click.ClickException(f"no team {team_code}")
-                follower = s.scalar(select(Follower).where(Follower.openid == openid))
-                if follower is None:
-                    follower = Follower(openid=openid, subscribed=False)
-                    s.add(follower)
-                    s.flush()
-                coord = s.scalar(select(Coordinator).where(Coordinator.follower_id == follower.id))
-                if coord is None:
-                    coord = Coordinator(follower_id=follower.id, team_id=team.id, name=name)
-                    s.add(coord)
-                coord.team_id, coord.name, coord.active = team.id, name, True
-                coord.role = role or {"brigade": "brigade", "detachment": "detachment",
-                                      "professional": "detachment"}.get(team.kind, "squad")
+        with operator_session() as (svc, s):
+            team = teams.by_code(s, team_code)
+            if team is None:
+                raise click.ClickException(f"no team {team_code}")
+            follower = s.scalar(select(Follower).where(Follower.openid == openid))
+            if follower is None:
+                follower = Follower(openid=openid, subscribed=False)
+                s.add(follower)
                 s.flush()
-                click.echo(f"coordinator {coord.id}: {name} of {team.code} ({team.name})")
-        finally:
-            svc.close()
+            coord = s.scalar(select(Coordinator).where(Coordinator.follower_id == follower.id))
+            if coord is None:
+                coord = Coordinator(follower_id=follower.id, team_id=team.id, name=name)
+                s.add(coord)
+            coord.team_id, coord.name, coord.active = team.id, name, True
+            coord.role = role or {"brigade": "brigade", "detachment": "detachment",
+                                  "professional": "detachment"}.get(team.kind, "squad")
+            s.flush()
+            click.echo(f"coordinator {coord.id}: {name} of {team.code} ({team.name})")
