@@ -33,8 +33,8 @@ def _bytes(s: str) -> int:
     return len(s.encode("utf-8"))
 
 
-def _check_leaf(b: dict, where: str, limit: int, problems: list[str]) -> None:
-    kind = b.get("type")
+def _check_leaf(b, where: str, problems: list[str]) -> None:
+    kind = b.get("type") if isinstance(b, dict) else None
     if kind in KEY_TYPES:
         key = b.get("key")
         if not isinstance(key, str) or not key:
@@ -62,28 +62,28 @@ def validate(menu: dict) -> list[str]:
     if not isinstance(buttons, list) or not 1 <= len(buttons) <= MAX_BUTTONS:
         return [f"the menu needs 1-{MAX_BUTTONS} buttons in `button`"]
     for i, b in enumerate(buttons, 1):
-        name = b.get("name") if isinstance(b, dict) else None
-        where = f"button {i} ({name})"
-        if not isinstance(name, str) or not name:
-            problems.append(f"button {i}: needs a name")
-        elif _bytes(name) > MAX_TOP_NAME:
-            problems.append(f"{where}: name is {_bytes(name)} bytes, at most {MAX_TOP_NAME}")
+        where = _check_name(b, str(i), MAX_TOP_NAME, problems)
         subs = b.get("sub_button") if isinstance(b, dict) else None
         if subs is None:
-            _check_leaf(b, where, MAX_TOP_NAME, problems)
+            _check_leaf(b, where, problems)
             continue
         if not isinstance(subs, list) or not 1 <= len(subs) <= MAX_SUB_BUTTONS:
             problems.append(f"{where}: needs 1-{MAX_SUB_BUTTONS} sub-buttons")
             continue
         for j, s in enumerate(subs, 1):
-            sname = s.get("name") if isinstance(s, dict) else None
-            swhere = f"button {i}.{j} ({sname})"
-            if not isinstance(sname, str) or not sname:
-                problems.append(f"button {i}.{j}: needs a name")
-            elif _bytes(sname) > MAX_SUB_NAME:
-                problems.append(f"{swhere}: name is {_bytes(sname)} bytes, at most {MAX_SUB_NAME}")
-            _check_leaf(s, swhere, MAX_SUB_NAME, problems)
+            _check_leaf(s, _check_name(s, f"{i}.{j}", MAX_SUB_NAME, problems), problems)
     return problems
+
+
+def _check_name(b, number: str, limit: int, problems: list[str]) -> str:
+    """Check a button's name; returns how problems should name the button."""
+    name = b.get("name") if isinstance(b, dict) else None
+    where = f"button {number} ({name})"
+    if not isinstance(name, str) or not name:
+        problems.append(f"button {number}: needs a name")
+    elif _bytes(name) > limit:
+        problems.append(f"{where}: name is {_bytes(name)} bytes, at most {limit}")
+    return where
 
 
 def click_keys(menu: dict) -> list[str]:

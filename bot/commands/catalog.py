@@ -14,21 +14,12 @@ import sys
 import click
 
 from bot.cli import build_services
-
-
-def _group(main, name: str, help_text: str) -> click.Group:
-    """The named group, shared with other domains' modules (`import`, `menu`)."""
-    existing = main.commands.get(name)
-    if isinstance(existing, click.Group):
-        return existing
-    group = click.Group(name, help=help_text)
-    main.add_command(group)
-    return group
+from bot.commands import shared_group
 
 
 def register(main: click.Group) -> None:
-    imp = _group(main, "import", "Import district data from files.")
-    menu = _group(main, "menu", "The custom menu at the bottom of the chat.")
+    imp = shared_group(main, "import", "Import district data from files.")
+    menu = shared_group(main, "menu", "The custom menu at the bottom of the chat.")
 
     @imp.command("catalog")
     @click.argument("file", type=click.Path(exists=True, dir_okay=False))
