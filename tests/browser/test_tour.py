@@ -13,7 +13,7 @@ Skipped with a reason when /usr/bin/chromium or Python Playwright is missing.
 from __future__ import annotations
 
 import os
-import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -69,9 +69,7 @@ def demo(tmp_path_factory):
             proc.kill()
             pytest.fail("volbot demo did not start:\n" + log_path.read_text(errors="replace")[-3000:])
         time.sleep(0.5)
-    env["REDIS_URL"] = re.search(r"unix://\S+", (instance / "demo.log").read_text()).group(0) \
-        if "unix://" in log_path.read_text() else ""
-    yield {"web": f"http://127.0.0.1:{port}", "instance": instance, "env": env, "log": log_path}
+    yield {"web": f"http://127.0.0.1:{port}", "instance": instance, "log": log_path}
     os.killpg(proc.pid, signal.SIGINT)
     try:
         proc.wait(30)
@@ -82,6 +80,7 @@ def demo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
+    shutil.rmtree(SHOTS, ignore_errors=True)  # only this run's steps
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -156,7 +155,7 @@ def order_a_service(phone: Phone) -> str:
         if "请核对" in reply:
             phone.shot("resident-checks-the-summary")
             reply = phone.say("确认")
-        elif "门牌号" in reply:
+        elif "已收到位置" in reply:
             reply = phone.say("3号楼2单元501")
         elif "服务地址" in reply:
             reply = phone.send_location_on_map()
@@ -174,10 +173,11 @@ def order_a_service(phone: Phone) -> str:
 
 
 def resident_community(instance: Path) -> str:
+    """The name of the community the demo resident lives in (and subscribed the bus of)."""
     engine = create_engine(f"sqlite:///{instance / 'volbot.sqlite3'}")
     with engine.connect() as conn:
         code = conn.execute(text(
-            "SELECT c.code FROM followers f JOIN communities c ON c.id = f.community_id WHERE f.openid = :o"),
+            "SELECT c.name FROM followers f JOIN communities c ON c.id = f.community_id WHERE f.openid = :o"),
             {"o": RESIDENT}).scalar_one()
     engine.dispose()
     return code
@@ -204,30 +204,36 @@ def test_guided_tour(demo, browser):
 
     # 4. The squad leader approves pending hours in the console.
     console = browser.new_page(viewport={"width": 1100, "height": 790})
-    console.goto(demo["web"] + "/console/login")
-    console.fill("input[name=username]", "demo_squad")
-    console.fill("input[name=password]", "demo-pass-2026")
-    console.click("button[type=submit]")
+    shots = Phone(console, demo["web"])
+    shots.step = phone.step
+    log_in(console, demo["web"], "demo_squad")
     console.goto(demo["web"] + "/console/hours")
-    first = console.locator("input[name=ids]").first
-    first.check()
-    Phone(console, demo["web"]).page.screenshot(path=str(SHOTS / f"{phone.step + 1:02d}-coordinator-selects-pending-hours.png"))
-    phone.step += 1
+    console.locator("input[name=ids]").first.check()
+    shots.shot("coordinator-selects-pending-hours")
     console.click("button[name=decision][value=approve]")
     console.wait_for_selector(".flash")
     assert "已通过 1 条记录" in console.locator(".flash").first.inner_text()
-    console.screenshot(path=str(SHOTS / f"{phone.step + 1:02d}-coordinator-approved-hours.png"))
-    phone.step += 1
+    shots.shot("coordinator-approved-hours")
 
-    # 5. A bus visit is scheduled for the resident's community; the push arrives in chat.
-    community = resident_community(demo["instance"])
+    # 5. The brigade schedules a bus visit to the resident's community in the console;
+    #    the worker sends the push through the emulator and it arrives in the chat.
+    console.context.clear_cookies()
+    log_in(console, demo["web"], "demo_brigade")
+    console.goto(demo["web"] + "/console/bus")
     day = (datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(days=2)).date().isoformat()
-    env = dict(demo["env"])
-    scheduled = subprocess.run(
-        volbot("bus", "schedule", "--community", community, "--date", day, "--start", "09:00",
-               "--end", "11:00", "--place", "社区文化广场", "--services", "1,2,5"),
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert scheduled.returncode == 0, scheduled.stdout + scheduled.stderr
+    form = console.locator("#schedule")
+    form.locator("select[name=community_id]").select_option(label=resident_community(demo["instance"]))
+    form.locator("input[name=day]").fill(day)
+    form.locator("input[name=start]").fill("09:00")
+    form.locator("input[name=end]").fill("11:00")
+    form.locator("input[name=place]").fill("社区文化广场")
+    for box in form.locator("input[name=services]").all()[:3]:
+        box.check()
+    shots.shot("coordinator-schedules-a-bus-visit")
+    form.locator("button[type=submit]").click()
+    console.wait_for_load_state()
+    shots.shot("coordinator-sees-the-fan-out")
+    phone.step = shots.step
     phone.open(RESIDENT)
     page.wait_for_selector(".push-card", timeout=30000)
     card = page.locator(".push-card").last.inner_text()
@@ -235,3 +241,11 @@ def test_guided_tour(demo, browser):
     phone.shot("resident-receives-the-bus-push")
     page.close()
     console.close()
+
+
+def log_in(page, web: str, username: str) -> None:
+    page.goto(web + "/console/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", "demo-pass-2026")
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
