@@ -56,6 +56,10 @@ def _keys(username: str, ip: str) -> tuple[str, str]:
     return f"console:loginfail:u:{username.strip().lower()}", f"console:loginfail:ip:{ip}"
 
 
+def clear_throttle(redis, username: str) -> None:
+    redis.delete(_keys(username, "")[0])
+
+
 def check_login(session: Session, redis, username: str, password: str, ip: str) -> LoginResult:
     user_key, ip_key = _keys(username, ip)
     counts = redis.mget(user_key, ip_key)
