@@ -100,25 +100,15 @@ def mobile(text: str) -> str | None:
     return t if re.fullmatch(r"1[3-9]\d{9}", t) else None
 
 
-_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_ID_PROVINCES = {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45,
-                 46, 50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83}
-
-
 def id_number(text: str, today=None) -> str | None:
-    """An 18-digit resident ID number with a valid MOD 11-2 check digit, a real birth date
-    not in the future and a known province code; returned upper-case without spaces."""
+    """An 18-character resident ID number (MOD 11-2 check digit, real birth date not in
+    the future, known province), upper-case without spaces; None otherwise. The rules live
+    in `store.pii` (which also encrypts and masks them); this is the form-step reader."""
     from datetime import date
 
-    t = normalize(text).replace(" ", "").upper()
-    if not re.fullmatch(r"\d{17}[\dX]", t) or int(t[:2]) not in _ID_PROVINCES:
-        return None
-    if "10X98765432"[sum(int(d) * w for d, w in zip(t, _ID_WEIGHTS)) % 11] != t[17]:
-        return None
+    from store.pii import IdNumberError, parse_id_number
+
     try:
-        born = date(int(t[6:10]), int(t[10:12]), int(t[12:14]))
-    except ValueError:
+        return parse_id_number(text, today or date.today()).number
+    except IdNumberError:
         return None
-    if born > (today or date.today()) or born.year < 1900:
-        return None
-    return t

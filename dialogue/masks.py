@@ -5,6 +5,7 @@ phone or ID number. Use as a step's `show=`: `Step("phone", ..., show=masks.phon
 from __future__ import annotations
 
 from dialogue.inputs import normalize
+from store.pii import mask_id_number
 
 
 def phone(value) -> str:
@@ -18,11 +19,8 @@ def phone(value) -> str:
 
 
 def id_number(value) -> str:
-    """11010519491231002X → 110105********002X (region code and last 4 shown)."""
-    s = normalize(str(value or "")).replace(" ", "").upper()
-    if len(s) >= 15:
-        return s[:6] + "*" * (len(s) - 10) + s[-4:]
-    return "*" * max(0, len(s) - 2) + s[-2:]
+    """11010519491231002X → 1101**********002X (the rule of `store.pii`, used everywhere)."""
+    return mask_id_number(str(value or ""))
 
 
 def name(value) -> str:

@@ -71,7 +71,7 @@ def test_id_number_rejects_a_future_birth_date():
 def test_masks():
     assert masks.phone("13812341234") == "138****1234"
     assert masks.phone("８８８８０００") == "*****00"
-    assert masks.id_number("11010519491231002X") == "110105********002X"
+    assert masks.id_number("11010519491231002X") == "1101**********002X"
     assert masks.name("张三丰") == "张**"
     assert masks.phone(None) == ""
 
