@@ -13,7 +13,7 @@ from dialogue.flows import Invalid
 from dialogue.inputs import mobile, normalize
 
 # Area codes: 010, 02X, or 03XX-09XX; local numbers have 7-8 digits and start with 2-9.
-LANDLINE = re.compile(r"^(010|02\d|0[3-9]\d{2})([2-9]\d{6,7})$")
+LANDLINE = re.compile(r"^(010|02[0-9]|0[3-9][0-9]{2})([2-9][0-9]{6,7})$")
 _SPOKEN = str.maketrans("零〇幺一二两三四五六七八九", "0011223456789")
 PHONE_HINT = "请输入11位手机号（如 13800138000），或带区号的座机（如 0536-8888000）。"
 
@@ -28,7 +28,7 @@ def parse_phone(text: str, *, mobile_only: bool = False) -> str:
     if number:
         return number
     t = re.sub(r"[\s\-－—()（）.·]", "", normalize(text).translate(_SPOKEN))
-    if not t.isdigit():
+    if not (t.isascii() and t.isdigit()):
         raise Invalid("电话号码只能是数字。" + PHONE_HINT)
     m = LANDLINE.match(t)
     if m and not mobile_only:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import datetime, time, timedelta, timezone
 
 from sqlalchemy import func, select
 
@@ -190,3 +191,33 @@ def test_unsubscribe_erases_closed_orders_and_open_ones_when_they_close(wechat_p
     with svc.db.transaction() as s:
         open_ = s.get(Order, waiting)
         assert open_.phone is None and open_.address is None and open_.description is None
+
+
+def set_local_clock(svc, local: datetime) -> None:
+    """Move the service clock so that it is `local` (Asia/Shanghai) now."""
+    svc.clock.offset = local.astimezone(timezone.utc) - datetime.now(timezone.utc)
+
+
+def test_numbers_follow_the_local_day_and_a_time_that_passed_is_refused_at_confirm(wechat_plain, svc):
+    today = datetime.now(store.CHINA).date() + timedelta(days=3)
+    # 00:30 in Shanghai is still the previous day in UTC: the number takes the local date.
+    set_local_clock(svc, datetime.combine(today, time(0, 30), store.CHINA))
+    user = "o_clock"
+    fill_form(wechat_plain, user)
+    done = wechat_plain.say(user, "确认")
+    assert f"D{today:%Y%m%d}-0001" in done, done
+    # At 10:40 a resident asks for 11:00 today, then waits on the summary past 11:00.
+    set_local_clock(svc, datetime.combine(today, time(10, 40), store.CHINA))
+    wechat_plain.say(user, "冰箱坏了")
+    wechat_plain.say(user, "1")
+    wechat_plain.say(user, "冰箱不制冷了")
+    wechat_plain.say(user, "樱园小区3号楼2单元501")
+    assert "上午11:00" in wechat_plain.say(user, "今天11点")
+    assert "请核对您的预约" in wechat_plain.say(user, "是")
+    svc.clock.advance(minutes=25)
+    refused = wechat_plain.say(user, "确认")
+    assert "您选的时间已经过去了" in refused and "请核对您的预约" in refused
+    assert "希望什么时间服务" in wechat_plain.say(user, "4")  # 4. 预约时间 (no communities here)
+    assert "请核对您的预约" in wechat_plain.say(user, "明天上午")
+    assert f"D{today:%Y%m%d}-0002" in wechat_plain.say(user, "确认")
+    assert count_orders(svc) == 2
