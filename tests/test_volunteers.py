@@ -4,24 +4,17 @@ approval by a coordinator, and the privacy of ID numbers and phones."""
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, datetime, timezone
 
+import pytest
 from sqlalchemy import select
 
-from store import pii
-from store.models import Follower, Push, Volunteer
+from store import pii, teams, volunteering
+from store.models import Coordinator, Follower, Volunteer
 from tests import seeds
 from tests.seeds.volunteers import id_number
 
 ADULT_ID = id_number(born=date(1985, 3, 14), order="217")
-
-
-def sign_up(wechat, openid, idn=ADULT_ID, team="东风"):
-    say = lambda text: wechat.say(openid, text)  # noqa: E731
-    assert "真实姓名" in say("注册")
-    assert "手机号" in say("张 三")
-    assert "身份证号" in say("138 1234 5678")
-    return say, say(idn), team
 
 
 def test_signup_happy_path_auto_team(wechat, caplog):
@@ -62,3 +55,56 @@ def test_signup_happy_path_auto_team(wechat, caplog):
     assert ADULT_ID not in caplog.text and "13812345678" not in caplog.text
     # Signing up again is refused with the number.
     assert f"KW{year}000001" in say("注册")
+
+
+# ---- the store rules behind the form --------------------------------------------------
+
+NOW = datetime(2026, 11, 28, 8, 0, tzinfo=timezone.utc)
+TODAY = date(2026, 11, 28)
+
+
+def register(s, svc, openid, idn, team_code="VT-DF", **kw):
+    f = Follower(openid=openid, subscribed=True)
+    s.add(f)
+    s.flush()
+    return volunteering.register(s, pii_key=svc.settings.pii_key, follower=f, name="测试", phone="13900001111",
+                                 id_number=pii.parse_id_number(idn, TODAY), team=teams.by_code(s, team_code),
+                                 now=NOW, **kw)
+
+
+def test_register_rules(svc):
+    seeds.apply(svc, ["vol_coordinators"])
+    with svc.db.transaction() as s:
+        minor = id_number(born=date(2010, 1, 1), order="301")
+        with pytest.raises(volunteering.VolunteerError, match="监护人"):
+            register(s, svc, "o_r1", minor)
+        with pytest.raises(volunteering.VolunteerError, match="监护人"):
+            register(s, svc, "o_r2", minor, guardian_name="周大明")
+        v = register(s, svc, "o_r3", minor, guardian_name="周大明", guardian_phone="13700001111")
+        assert v.state == "active" and v.guardian_name == "周大明"
+        with pytest.raises(volunteering.VolunteerError, match="已经注册"):
+            register(s, svc, "o_r4", minor, guardian_name="周大明", guardian_phone="13700001111")
+        with pytest.raises(volunteering.VolunteerError, match="小队"):
+            register(s, svc, "o_r5", id_number(order="302"), team_code="VT-DG")
+        with pytest.raises(volunteering.VolunteerError, match="隐私"):
+            register(s, svc, "o_r6", id_number(order="303"), consent=False)
+        pending = register(s, svc, "o_r7", id_number(order="304"), team_code="VT-XH")
+        assert pending.state == "pending"
+        # Approval only by a coordinator whose subtree holds the team, once, rejection with a reason.
+        by = s.scalar(select(Coordinator).where(Coordinator.name == "李协调"))
+        dg = s.scalar(select(Coordinator).where(Coordinator.name == "王协调"))
+        with pytest.raises(volunteering.VolunteerError, match="范围"):
+            volunteering.decide_volunteer(s, pending, approve=True, now=NOW, coordinator=by)
+        with pytest.raises(volunteering.VolunteerError, match="原因"):
+            volunteering.decide_volunteer(s, pending, approve=False, now=NOW, coordinator=dg)
+        assert volunteering.decide_volunteer(s, pending, approve=True, now=NOW, coordinator=dg)
+        assert not volunteering.decide_volunteer(s, pending, approve=False, reason="迟了", now=NOW, coordinator=dg)
+        assert (pending.state, pending.decided_by) == ("active", dg.id)
+
+
+def test_numbers_restart_each_year_and_never_repeat(svc):
+    seeds.apply(svc, ["vol_teams"])
+    with svc.db.transaction() as s:
+        assert [volunteering.next_serial(s, 2026) for _ in range(3)] == [1, 2, 3]
+        assert volunteering.next_serial(s, 2027) == 1
+        assert volunteering.format_number("KW", 2026, 42) == "KW2026000042"
