@@ -53,6 +53,12 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "cancelled": (),
     "expired": (),
 }
+# The same in at most 5 characters: template messages show a status as a "phrase" field.
+SHORT_STATES = {
+    "submitted": "已提交", "offered": "派单中", "accepted": "已接单", "in_service": "服务中",
+    "completed": "已完成", "confirmed": "已确认", "rated": "已评价", "cancelled": "已取消",
+    "expired": "已过期", "escalated": "人工处理",
+}
 # Closed: nobody will act on the order any more, so an unsubscribed resident's data goes.
 CLOSED = frozenset({"completed", "confirmed", "rated", "cancelled", "expired"})
 CANCELLABLE = frozenset({"submitted", "offered", "accepted", "escalated"})
@@ -208,8 +214,8 @@ def _tell_resident(session: Session, order: Order, event: OrderEvent) -> None:
     when = event.at.astimezone(CHINA)
     notify(
         session, openid=follower.openid, kind="order_update", title="服务订单状态更新",
-        fields={"订单号": order.number, "服务项目": order.sub_name, "状态": STATES[event.to_status],
-                "时间": f"{when:%m月%d日 %H:%M}", "备注": event.reason or ""},
+        fields={"订单号": order.number, "服务项目": order.sub_name, "状态": SHORT_STATES[event.to_status],
+                "时间": f"{when:%Y年%m月%d日 %H:%M}", "备注": (event.reason or "")[:20]},
         dedup_key=f"order:{order.number}:event:{event.id}",
     )
 

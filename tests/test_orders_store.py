@@ -94,7 +94,8 @@ def test_transitions_are_checked_and_recorded(svc):
 
 
 def test_every_state_is_in_the_transition_table():
-    assert set(store.TRANSITIONS) == set(store.STATES)
+    assert set(store.TRANSITIONS) == set(store.STATES) == set(store.SHORT_STATES)
+    assert all(len(v) <= 5 for v in store.SHORT_STATES.values())
     for targets in store.TRANSITIONS.values():
         assert set(targets) <= set(store.STATES)
     for closed in ("rated", "cancelled", "expired"):
@@ -133,7 +134,7 @@ def test_staff_changes_are_pushed_to_the_resident_once(svc):
     # The resident's own cancel is answered in the chat; the volunteer's accept is pushed.
     assert len(pushes) == 1
     assert pushes[0].kind == "order_update"
-    assert pushes[0].data["订单号"] == other.number and pushes[0].data["状态"] == "志愿者已接单"
+    assert pushes[0].data["订单号"] == other.number and pushes[0].data["状态"] == "已接单"
 
 
 def test_no_push_to_someone_who_left(svc):
