@@ -28,6 +28,8 @@ def _text(message) -> str:
 
 def read_name(ctx, message, answers) -> str:
     name = normalize(_text(message))
+    if re.fullmatch(r"[\u3400-\u9fff ]+", name):
+        name = name.replace(" ", "")  # "张 三" is 张三; spaces only separate Latin names
     if not (2 <= len(name) <= 20) or not re.fullmatch(r"[\u3400-\u9fffA-Za-z·・. ]+", name):
         raise Invalid("请填写真实姓名，2-20个字，不含数字和符号。")
     return name

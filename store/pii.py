@@ -61,8 +61,12 @@ def check_digit(first17: str) -> str:
     return _CHECK[sum(int(d) * w for d, w in zip(first17, _WEIGHTS)) % 11]
 
 
+# Spoken numbers come back from voice recognition as Chinese digits now and then.
+_SPOKEN = str.maketrans("零〇幺一二两三四五六七八九", "0011223456789")
+
+
 def normalize_id_number(text: str) -> str:
-    t = unicodedata.normalize("NFKC", text or "").upper()
+    t = unicodedata.normalize("NFKC", text or "").translate(_SPOKEN).upper()
     return re.sub(r"[\s\-]", "", t)
 
 

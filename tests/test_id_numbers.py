@@ -22,6 +22,7 @@ def test_known_numbers_from_the_standard():
     assert parse_id_number("11010519491231002X", TODAY).birth_date == date(1949, 12, 31)
     assert parse_id_number("11010519491231002x", TODAY).number.endswith("X")
     assert parse_id_number(" １１０１０５ １９４９１２３１ ００２Ｘ ", TODAY).number == "11010519491231002X"
+    assert parse_id_number("幺幺零幺零五幺九四九幺二三幺零零二x", TODAY).number == "11010519491231002X"
 
 
 @pytest.mark.parametrize("text, code", [

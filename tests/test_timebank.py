@@ -201,3 +201,30 @@ def test_concurrent_spends_never_overdraw(svc):
     assert sorted(results) == ["paid", "paid", "refused", "refused"]
     with svc.db.transaction() as s:
         assert timebank.balance(s, s.get(Volunteer, vid)) == 20 and timebank.audit(s).ok
+
+
+def test_cli_family_statement_reverse_audit(svc, tmp_path):
+    from click.testing import CliRunner
+
+    from bot.cli import main as volbot
+    from tests.test_teams import cli_env
+
+    [vid, _] = make_volunteers(svc)
+    with svc.db.transaction() as s:
+        earn(s, vid, 90, 0)
+        number = s.get(Volunteer, vid).number
+        deposit = s.scalar(select(TimeTransaction.id))
+        follower(s, "o_tb_father")
+    runner, env = CliRunner(), cli_env(svc, tmp_path)
+    out = runner.invoke(volbot, ["timebank", "family", "--volunteer", number, "--openid", "o_tb_father",
+                                 "--relation", "父亲"], env=env)
+    assert out.exit_code == 0, out.output
+    with svc.db.transaction() as s:
+        father = s.scalar(select(Follower).where(Follower.openid == "o_tb_father"))
+        timebank.spend_for_order(s, s.get(Volunteer, vid), 30, order_ref="D9", payer=father, now=NOW)
+    out = runner.invoke(volbot, ["timebank", "statement", number], env=env)
+    assert "balance 60 min" in out.output and "\tspend\t-30\t" in out.output and "\tdeposit\t+90\t" in out.output
+    out = runner.invoke(volbot, ["timebank", "reverse", str(deposit), "--reason", "误录"], env=env)
+    assert out.exit_code != 0 and "余额不足" in out.output  # 60 left, 90 to take back
+    out = runner.invoke(volbot, ["timebank", "audit"], env=env)
+    assert out.exit_code == 0 and "OK" in out.output

@@ -4,7 +4,7 @@
     volbot volunteer approve|reject NUMBER… [--reason …]
     volbot hours add --volunteer NUMBER --start … --end … --coordinator ID [--travel MIN]
     volbot hours approve|reject ID… [--reason …] / volbot hours list [--volunteer N] [--state S]
-    volbot timebank audit
+    volbot timebank audit | statement NUMBER | reverse TX --reason … | family --volunteer N --openid O
     volbot coordinator add --team CODE --openid OPENID --name NAME [--role …]
 
 Output never contains an ID number or a full phone number.
@@ -194,6 +194,54 @@ def register(main: click.Group) -> None:
                    + ("OK" if report.ok else f"{len(report.problems)} problem(s)"))
         if not report.ok:
             sys.exit(1)
+
+    @bank.command("family")
+    @click.option("--volunteer", "number", required=True)
+    @click.option("--openid", required=True, help="the family member's openid (must follow the account)")
+    @click.option("--relation", default="", help="e.g. 父亲, 母亲, 配偶")
+    def timebank_family(number, openid, relation):
+        """Let a family member pay orders with the volunteer's time."""
+        from store import timebank
+        from store.models import Follower
+
+        with operator_session() as (svc, s):
+            vol = _volunteer(s, number)
+            member = s.scalar(select(Follower).where(Follower.openid == openid, Follower.subscribed.is_(True)))
+            if member is None:
+                raise click.ClickException(f"{openid} does not follow the account")
+            timebank.designate_family(s, vol, member, relation)
+            click.echo(f"{vol.number}: family member added")
+
+    @bank.command("reverse")
+    @click.argument("tx_id", type=int)
+    @click.option("--reason", required=True)
+    def timebank_reverse(tx_id, reason):
+        """Post the opposite of transaction TX_ID (a new entry; nothing is edited)."""
+        from store import timebank
+        from store.models import TimeTransaction
+
+        with operator_session() as (svc, s):
+            tx = s.get(TimeTransaction, tx_id)
+            if tx is None:
+                raise click.ClickException(f"no transaction {tx_id}")
+            try:
+                rev = timebank.reverse(s, tx, actor="cli", reason=reason, now=svc.clock.now())
+            except timebank.TimeBankError as e:
+                raise click.ClickException(str(e)) from None
+            click.echo(f"transaction {rev.id} reverses {tx_id}")
+
+    @bank.command("statement")
+    @click.argument("number")
+    @click.option("--limit", default=20, type=int)
+    def timebank_statement(number, limit):
+        """A volunteer's balance and latest movements (存入 / 取出)."""
+        from store import timebank
+
+        with operator_session() as (svc, s):
+            vol = _volunteer(s, number)
+            click.echo(f"{vol.number}: balance {timebank.balance(s, vol)} min")
+            for tx, minutes in timebank.statement(s, vol, limit=limit):
+                click.echo(f"{tx.id}\t{tx.created_at:%Y-%m-%d %H:%M}Z\t{tx.kind}\t{minutes:+d}\t{tx.actor}\t{tx.reason}")
 
     @coordinator.command("add")
     @click.option("--team", "team_code", required=True)
