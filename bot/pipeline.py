@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 
 from dialogue.context import Ctx
 from dialogue.types import BUSY, Message, Reply
-from store.ephemeral import Dedup, LockTimeout, StaleState, StateStore, UserLock
+from store.ephemeral import Deliveries, Dedup, LockTimeout, StaleState, StateStore, UserLock
 
 log = logging.getLogger("volbot.pipeline")
 
@@ -30,6 +30,7 @@ class Pipeline:
         self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="turn")
         self.dedup = Dedup(services.redis, services.config.dedup_ttl)
         self.states = StateStore(services.redis)
+        self.deliveries = Deliveries(services.redis, self.dedup, self.states)
 
     def handle(self, message: Message) -> Reply:
         """The reply for `message`, within the configured deadline."""
@@ -48,15 +49,27 @@ class Pipeline:
 
     def _deliver(self, message: Message, deadline: float) -> Reply:
         key = message.dedup_key
-        cached = self.dedup.claim(key)
-        if cached is not None:
-            return self._await_first(key, cached, deadline)
+        lock = UserLock(self.services.redis, message.openid)
+        # One round trip claims the delivery, takes the free lock and reads the state.
+        opened = self.deliveries.open(key, lock)
+        if not opened.claimed:
+            return self._await_first(key, opened.cached, deadline)
+        state = opened.state
+        if not opened.locked:
+            try:
+                lock.acquire(timeout=max(0.0, deadline - time.monotonic() - 0.2))
+            except BaseException as e:
+                if isinstance(e, LockTimeout):
+                    log.warning("user lock wait timed out")
+                self.dedup.release(key)  # nothing was done: a retry may try again
+                raise
+            state = None  # read after the lock, not before
         try:
-            reply = self._locked_turn(message, deadline)
+            reply = self.turn(message, state)
         except BaseException:
-            self.dedup.release(key)  # nothing was done: a retry may try again
+            self.deliveries.close(key, lock, None)
             raise
-        self.dedup.finish(key, json.dumps(reply.to_dict(), ensure_ascii=False).encode("utf-8"))
+        self.deliveries.close(key, lock, json.dumps(reply.to_dict(), ensure_ascii=False).encode("utf-8"))
         return reply
 
     def _await_first(self, key: str, cached: bytes, deadline: float) -> Reply:
@@ -71,22 +84,12 @@ class Pipeline:
                 return BUSY
         return Reply.from_dict(json.loads(cached))
 
-    def _locked_turn(self, message: Message, deadline: float) -> Reply:
-        lock = UserLock(self.services.redis, message.openid)
-        try:
-            lock.acquire(timeout=max(0.0, deadline - time.monotonic() - 0.2))
-        except LockTimeout:
-            log.warning("user lock wait timed out")
-            raise
-        try:
-            return self.turn(message)
-        finally:
-            lock.release()
-
-    def turn(self, message: Message) -> Reply:
-        """Load state, run the engine in one SQL transaction, save state, commit."""
+    def turn(self, message: Message, state: dict | None = None) -> Reply:
+        """Run the engine in one SQL transaction, save the state (loaded here unless the
+        caller read it under the lock), commit."""
         services = self.services
-        state = self.states.load(message.openid)
+        if state is None:
+            state = self.states.load(message.openid)
         with services.db.transaction() as session:
             ctx = Ctx(openid=message.openid, message=message, session=session,
                       now=services.clock.now(), settings=services.settings, state=state)
@@ -100,5 +103,8 @@ class Pipeline:
             except StaleState:
                 # Only possible if the lock expired mid-turn; the newer state wins.
                 log.warning("stale conversation state not saved")
-        ctx.run_after_commit()
+        try:
+            ctx.run_after_commit()
+        except Exception:  # noqa: BLE001 - committed: the reply stands, a retry must not redo it
+            log.exception("after-commit hook failed")
         return reply

@@ -87,6 +87,7 @@ class UserLock:
 
     def __init__(self, client: redis.Redis, openid: str, ttl_ms: int = 10_000):
         self.client = client
+        self.openid = openid
         self.key = f"{PREFIX}lock:{openid}"
         self.ttl_ms = ttl_ms
         self.token = uuid.uuid4().hex
@@ -121,7 +122,11 @@ class StateStore:
         return f"{PREFIX}state:{openid}"
 
     def load(self, openid: str) -> dict:
-        raw = self.client.get(self._key(openid))
+        return self.decode(self.client.get(self._key(openid)))
+
+    @staticmethod
+    def decode(raw: bytes | None) -> dict:
+        """A stored state document; anything missing or unreadable is a fresh state."""
         if not raw:
             return {"version": 0}
         try:
@@ -142,3 +147,59 @@ class StateStore:
 
     def clear(self, openid: str) -> None:
         self.client.delete(self._key(openid))
+
+
+# ---- one delivery in few round trips ------------------------------------------------------
+
+# Claim the delivery; if it is new, try the user's lock; if that is free, read the state.
+_OPEN_SCRIPT = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then
+  if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', tonumber(ARGV[4])) then
+    return {1, 1, redis.call('GET', KEYS[3])}
+  end
+  return {1, 0, false}
+end
+return {0, 0, redis.call('GET', KEYS[1])}
+"""
+
+
+@dataclass
+class Opened:
+    """What the first round trip of a delivery found."""
+
+    claimed: bool  # this is the first delivery of its dedup key: it must run the turn
+    cached: bytes | None  # for a retry: the first delivery's reply, or Dedup.PENDING
+    locked: bool  # the user's lock was free and is now held
+    state: dict | None  # the conversation state, read under the lock
+
+
+class Deliveries:
+    """Dedup, user lock and state of one delivery with two Redis round trips in the
+    common case (the lock is free): `open` at the start, `close` after the commit.
+    The state itself is saved by `StateStore.save` inside the turn's transaction."""
+
+    def __init__(self, client: redis.Redis, dedup: Dedup, states: StateStore):
+        self.client = client
+        self.dedup = dedup
+        self.states = states
+        self._open = client.register_script(_OPEN_SCRIPT)
+
+    def open(self, key: str, lock: UserLock) -> Opened:
+        claimed, locked, value = self._open(
+            keys=[self.dedup._key(key), lock.key, self.states._key(lock.openid)],
+            args=[self.dedup.PENDING, min(self.dedup.ttl, self.dedup.PENDING_TTL), lock.token, lock.ttl_ms])
+        if not claimed:
+            return Opened(False, value or Dedup.PENDING, False, None)
+        return Opened(True, None, bool(locked), StateStore.decode(value) if locked else None)
+
+    def close(self, key: str, lock: UserLock, reply: bytes | None) -> None:
+        """Release the lock and either remember the reply (done) or forget the claim
+        (nothing happened, so a retry may try again) — one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        # Plain EVAL: a registered script in a pipeline costs an extra SCRIPT EXISTS trip.
+        pipe.eval(_RELEASE_SCRIPT, 1, lock.key, lock.token)
+        if reply is None:
+            pipe.delete(self.dedup._key(key))
+        else:
+            pipe.set(self.dedup._key(key), reply, ex=self.dedup.ttl)
+        pipe.execute()
