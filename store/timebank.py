@@ -58,6 +58,12 @@ def _account(session: Session, code: str, volunteer_id: int | None = None,
     return acc
 
 
+def lock_issuing(session: Session) -> TimeAccount:
+    """Lock the issuing account: every deposit takes it first, so approvals that deposit
+    (and check stars) run one after another instead of racing."""
+    return _account(session, ISSUED, allow_negative=True)
+
+
 def account_for(session: Session, volunteer: Volunteer, lock: bool = True) -> TimeAccount:
     return _account(session, f"vol:{volunteer.id}", volunteer_id=volunteer.id, lock=lock)
 
@@ -100,7 +106,7 @@ def deposit_for_hours(session: Session, record: HourRecord, *, actor: str, now: 
     """Credit an approved hour record once. Above the cap only what fits is credited."""
     if record.state != "approved":
         raise TimeBankError("只有审核通过的时长可以存入时间银行。")
-    issued = _account(session, ISSUED, allow_negative=True)
+    issued = lock_issuing(session)
     acc = account_for(session, record.volunteer)
     credit = rules.credit_for(record.minutes)
     reason = f"服务时长存入（记录 {record.id}，{record.minutes} 分钟）"

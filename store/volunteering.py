@@ -30,7 +30,6 @@ from store import pii, timebank
 from store.models import (
     Coordinator, Follower, HourRecord, Team, Volunteer, VolunteerSerial, VolunteerStar,
 )
-from store.models.timebank import ISSUED
 from store.teams import in_subtree, subtree_ids
 
 CHINA = ZoneInfo("Asia/Shanghai")
@@ -289,7 +288,7 @@ def decide_hours(session: Session, record_ids: list[int], *, approve: bool, now:
         raise VolunteerError("驳回需要说明原因。")
     actor = actor or (f"coordinator:{coordinator.id}" if coordinator else "operator")
     if approve:
-        timebank._account(session, ISSUED, allow_negative=True)  # serialises approvals
+        timebank.lock_issuing(session)  # approvals queue here: deposits and star checks never race
     results: list[Decision] = []
     for rid in record_ids:
         record = session.get(HourRecord, rid)
