@@ -269,7 +269,6 @@ ORDER_FLOW = registry.flow(Flow(
         Step("sub", ask_sub, label="服务项目", choices=sub_choices, parse=read_sub,
              show=lambda v: v["name"], help="回复序号选择；“返回”回到类别列表。"),
         Step("need", ask_need, label="需求描述", parse=read_need, default=need_default,
-             show=lambda v: v if len(v) <= 40 else v[:40] + "…",
              help="写清楚需要做什么，例如“卫生间水管漏水，需要换个阀门”。"),
         Step("address", "请输入服务地址（小区、楼号、单元、门牌号），也可以点“+”发送位置：",
              label="服务地址", parse=read_address, accepts_location=True, show=lambda v: v["text"],

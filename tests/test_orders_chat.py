@@ -221,3 +221,19 @@ def test_numbers_follow_the_local_day_and_a_time_that_passed_is_refused_at_confi
     assert "请核对您的预约" in wechat_plain.say(user, "明天上午")
     assert f"D{today:%Y%m%d}-0002" in wechat_plain.say(user, "确认")
     assert count_orders(svc) == 2
+
+
+def test_what_is_needed_is_4_to_500_characters(wechat_plain, svc):
+    user = "o_long"
+    wechat_plain.say(user, "冰箱坏了")
+    wechat_plain.say(user, "1")
+    assert "请控制在500字以内" in wechat_plain.say(user, "冰" * 501)
+    ask_address = wechat_plain.say(user, "冰" * 500)
+    assert "请输入服务地址" in ask_address
+    wechat_plain.say(user, "樱园小区3号楼2单元501")
+    wechat_plain.say(user, "明天下午")
+    summary = wechat_plain.say(user, "13800138000")
+    assert re.search("2. 需求描述：冰{10,40}…\n", summary) and "冰" * 100 not in summary
+    wechat_plain.say(user, "确认")
+    with svc.db.transaction() as s:
+        assert len(s.scalar(select(Order.description))) == 500
