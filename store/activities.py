@@ -62,7 +62,8 @@ def place_label(activity: Activity) -> str:
 
 
 def shift_fields(shift: Shift) -> dict[str, str]:
-    """The fields of a push about a shift, in display order."""
+    """The fields of a push about a shift, in display order (menus/templates.yaml maps them;
+    WeChat shows at most 20 characters of each)."""
     activity = shift.activity
     return {"活动": activity.title + (f"（{shift.name}）" if shift.name else ""),
             "时间": when_label(shift.starts_at, shift.ends_at),
@@ -276,7 +277,7 @@ def fill_from_waitlist(session: Session, shift: Shift, now: datetime) -> list[Si
         signup.signed_at = signup.promoted_at = now
         session.flush()
         _tell(session, signup.volunteer, kind="shift_promoted", title="候补成功通知",
-              fields={**shift_fields(shift), "说明": "有人取消报名，您已从候补转为正式报名，请按时参加。"},
+              fields={**shift_fields(shift), "说明": "有人取消，您已由候补转为正式报名"},
               dedup_key=f"signup:{signup.id}:promoted:{int(now.timestamp())}")
         _schedule_reminder(session, signup, shift, signup.volunteer, now)
         promoted.append(signup)
@@ -302,7 +303,7 @@ def _schedule_reminder(session: Session, signup: SignUp, shift: Shift, volunteer
     if due <= now:
         return  # signed up less than a day ahead: the sign-up reply is reminder enough
     _tell(session, volunteer, kind="shift_reminder", title="志愿活动提醒",
-          fields={**shift_fields(shift), "说明": "您报名的志愿活动明天开始，请准时到场扫码签到。"},
+          fields={**shift_fields(shift), "说明": "明天开始，请准时到场扫码签到"},
           dedup_key=_reminder_key(signup), due_at=due)
 
 
