@@ -48,11 +48,11 @@ def _coordinator(ctx):
     return volunteering.coordinator_for(ctx.session, ctx.follower)
 
 
-def review_flow(*, name: str, title: str, heading: str, empty: str, again: str, model,
-                pending: Callable, line: Callable, decide: Callable) -> Flow:
-    """A one-step flow: the numbered list of what `pending(session, coordinator, limit)`
-    returns, then one decision on some or all of it, made by `decide(ctx, coordinator,
-    ids, approve, reason)` which returns the reply lines."""
+def review_flow(*, name: str, key: str, words: tuple[str, ...], title: str, heading: str, empty: str,
+                model, pending: Callable, line: Callable, decide: Callable) -> Flow:
+    """A one-step flow started by command `key`/`words`: the numbered list of what
+    `pending(session, coordinator, limit)` returns, then one decision on some or all of it,
+    made by `decide(ctx, coordinator, ids, approve, reason)` which returns the reply lines."""
 
     def start(ctx, params):
         coord = _coordinator(ctx)
@@ -79,9 +79,10 @@ def review_flow(*, name: str, title: str, heading: str, empty: str, again: str, 
         lines = decide(ctx, coord, ids, d["approve"], d["reason"])
         remaining = len(pending(ctx.session, coord, limit=LIST_LIMIT + 1))
         if remaining:
-            lines.append(f"还有 {remaining} 条待审核，回复“{again}”继续。")
+            lines.append(f"还有 {remaining} 条待审核，回复“{words[0]}”继续。")
         return "\n".join(lines)
 
+    registry.command(key, *words)(lambda ctx, message: ctx.start(name))
     return registry.flow(Flow(
         name=name, title=title, start=start, done=done, confirm=False,
         steps=[Step("decision", ask, parse=read_decision,
@@ -112,14 +113,9 @@ def decide_hours(ctx, coord, ids, approve, reason) -> list[str]:
     return lines
 
 
-review_flow(name="review_hours", title="审核时长", heading="待审核的服务时长：",
-            empty="暂无待审核的服务时长。", again="审核", model=HourRecord,
-            pending=volunteering.pending_hours, line=hour_line, decide=decide_hours)
-
-
-@registry.command("REVIEW_HOURS", "审核", "审核时长", "时长审核")
-def review_hours(ctx, message):
-    return ctx.start("review_hours")
+review_flow(name="review_hours", key="REVIEW_HOURS", words=("审核", "审核时长", "时长审核"),
+            title="审核时长", heading="待审核的服务时长：", empty="暂无待审核的服务时长。",
+            model=HourRecord, pending=volunteering.pending_hours, line=hour_line, decide=decide_hours)
 
 
 # ---- sign-ups -----------------------------------------------------------------------------
@@ -143,11 +139,7 @@ def decide_volunteers(ctx, coord, ids, approve, reason) -> list[str]:
     return lines
 
 
-review_flow(name="review_volunteers", title="审核志愿者", heading="待审核的志愿者注册：",
-            empty="暂无待审核的志愿者。", again="待审志愿者", model=Volunteer,
-            pending=volunteering.pending_volunteers, line=volunteer_line, decide=decide_volunteers)
-
-
-@registry.command("REVIEW_VOLUNTEERS", "待审志愿者", "审核志愿者", "志愿者审核")
-def review_volunteers(ctx, message):
-    return ctx.start("review_volunteers")
+review_flow(name="review_volunteers", key="REVIEW_VOLUNTEERS", words=("待审志愿者", "审核志愿者", "志愿者审核"),
+            title="审核志愿者", heading="待审核的志愿者注册：", empty="暂无待审核的志愿者。",
+            model=Volunteer, pending=volunteering.pending_volunteers, line=volunteer_line,
+            decide=decide_volunteers)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
+from sqlalchemy import select
+
 from dialogue.context import Settings
 from store import pii, teams
 from store.models import Coordinator, Follower, HourRecord, Team, Volunteer
@@ -108,3 +110,11 @@ def vol_volunteers(session):
     add_volunteer(session, "o_vol_new", "钱新人", "KW2026000902", "VT-DF", id_number(order="902"))
     add_volunteer(session, "o_vol_wait", "孙待审", "KW2026000900", "VT-XH", id_number(order="900"),
                   state="pending")
+
+
+@seed
+def vol_pending_batch(session):
+    """Three more pending records (2 h each) for o_vol_new (KW2026000902); needs vol_volunteers."""
+    v = session.scalar(select(Volunteer).where(Volunteer.number == "KW2026000902"))
+    for i in range(3):
+        add_hours(session, v, 120, "pending", days_ago=2 + i, ref=f"seed:batch:{i}")
