@@ -129,6 +129,7 @@ def test_my_orders_lists_masked_and_rates_a_completed_one(wechat, svc):
     wrong = wechat.say(user, "8")
     assert "打分" in wrong and "感谢" not in wrong
     assert "评价" in wechat.say(user, "5")
+    assert "200字以内" in wechat.say(user, "好" * 201)
     thanks = wechat.say(user, "志愿者很耐心")
     assert "感谢您的评价" in thanks
     with svc.db.transaction() as s:
