@@ -152,7 +152,7 @@ def register(session: Session, *, pii_key: str, follower: Follower | None, name:
         birth_date=id_number.birth_date, guardian_name=guardian_name, guardian_phone=guardian_phone,
         team_id=team.id, skills=list(skills or []), availability=list(availability or []),
         state="active" if team.join_policy == "auto" else "pending",
-        consent_at=now, created_at=now,
+        consent_at=now, consent_version=rule.privacy_version or None, created_at=now,
     )
     if volunteer.state == "active":
         volunteer.decided_at = now

@@ -42,6 +42,7 @@ class Volunteer(Base):
     availability: Mapped[list] = mapped_column(JSON, default=list)  # e.g. ["weekday_am"]
     state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     consent_at: Mapped[datetime | None]
+    consent_version: Mapped[str | None] = mapped_column(String(16))  # privacy notice consented to
     decided_at: Mapped[datetime | None]
     decided_by: Mapped[int | None] = mapped_column(ForeignKey("coordinators.id"))
     decision_reason: Mapped[str | None] = mapped_column(String(255))

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 16:52:40.203966
+Create Date: 2026-11-28 17:02:51.008427
 """
 from alembic import op
 import sqlalchemy as sa
@@ -369,6 +369,7 @@ def upgrade() -> None:
     sa.Column('availability', sa.JSON(), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('consent_at', store.models.base.UTCDateTime(), nullable=True),
+    sa.Column('consent_version', sa.String(length=16), nullable=True),
     sa.Column('decided_at', store.models.base.UTCDateTime(), nullable=True),
     sa.Column('decided_by', sa.Integer(), nullable=True),
     sa.Column('decision_reason', sa.String(length=255), nullable=True),
