@@ -73,7 +73,7 @@ def jsonable(value) -> Any:
 FORM_TEXTS = (
     "intro", "footer", "keep", "default", "optional", "multi", "paging", "paging_back", "page",
     "summary_title", "summary_footer", "unanswered", "confirm_hint", "choose_range", "choose_many",
-    "too_long", "cancelled", "wrong", "stuck", "leave_message", "message_left", "paused", "resume",
+    "too_long", "cancelled", "wrong", "wrong_again", "stuck", "leave_message", "message_left", "paused", "resume",
     "first_step", "nothing_to_repeat", "media", "location_here", "voice_unclear", "help_default",
     "got_media", "got_location", "item_soon",
 )
@@ -438,6 +438,8 @@ class Engine:
             state["retries"] = 0
             state["pending"] = "stuck"
             return Reply(f"{hint}\n{self.texts['stuck']}")
+        if state["retries"] == MAX_WRONG - 1:
+            hint += self.texts["wrong_again"]  # the second miss: say where help is
         return self._ask(ctx, hint=hint)
 
     def _advance(self, ctx: Ctx, flow: Flow, step: Step) -> Reply:
