@@ -5,6 +5,6 @@ Nothing here knows Flask, XML or wechatpy. `bot/` turns WeChat pushes into `Mess
 """
 
 from dialogue.types import Article, Location, Message, Reply
-from dialogue.flows import Choice, Flow, Invalid, Step
+from dialogue.flows import YES_NO, Choice, Flow, Invalid, Step
 
-__all__ = ["Article", "Location", "Message", "Reply", "Choice", "Flow", "Invalid", "Step"]
+__all__ = ["Article", "Location", "Message", "Reply", "Choice", "Flow", "Invalid", "Step", "YES_NO"]

@@ -60,7 +60,9 @@ class Ctx:
         return self._follower
 
     def start(self, flow_name: str, **params) -> Reply:
-        """Begin a flow (replacing any open one) and return its first question."""
+        """Begin a flow and return its first question. An open form of another flow is set
+        aside (offered back later); a set-aside form of this flow is offered back first
+        (继续填写 / 重新开始). `params` go to the flow's `start` and must be JSON values."""
         return self.engine.start_flow(self, flow_name, params)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
