@@ -243,33 +243,34 @@ def _coordinators(session: Session, rng: random.Random, now: datetime, summary: 
     return out
 
 
-def _month_spans(now: datetime, months: int):
-    """(start, end) of each of the `months` whole local months before `now`, newest first."""
+def _quarter_spans(now: datetime, quarters: int):
+    """(start, end) of each of the `quarters` whole local quarters before `now`, newest first."""
     local = now.astimezone(CHINA)
-    y, m = local.year, local.month
-    for _ in range(months):
-        m -= 1
-        if m == 0:
-            y, m = y - 1, 12
-        last = calendar.monthrange(y, m)[1]
-        yield (datetime(y, m, 1, 8, tzinfo=CHINA), datetime(y, m, last, 20, tzinfo=CHINA))
+    y, q = local.year, (local.month - 1) // 3
+    for _ in range(quarters):
+        q -= 1
+        if q < 0:
+            y, q = y - 1, 3
+        last_month = q * 3 + 3
+        yield (datetime(y, q * 3 + 1, 1, 8, tzinfo=CHINA),
+               datetime(y, last_month, calendar.monthrange(y, last_month)[1], 20, tzinfo=CHINA))
 
 
 def _history(session: Session, volunteer: Volunteer, hours: int, now: datetime, by: Coordinator,
              rng: random.Random) -> list[int]:
-    """Past service as monthly records (as a district imports its history), pending."""
+    """Past service as quarterly totals (as a district imports its paper records), pending."""
     from store import volunteering
 
     ids, left = [], hours
-    for start, end in _month_spans(now, 48):
+    for start, end in _quarter_spans(now, 40):
         if left <= 0:
             break
-        month = min(left, rng.randint(20, 70))
-        left -= month
+        quarter = min(left, rng.randint(60, 200))
+        left -= quarter
         r = volunteering.record_hours(
             session, volunteer, source="manual", started_at=start, ended_at=end, now=now,
-            minutes=month * 60, recorded_by=by, source_ref=f"{PREFIX}:hist:{volunteer.id}:{start:%Y%m}",
-            description=f"{start:%Y年%m月}累计志愿服务（历史补录，演示数据）")
+            minutes=quarter * 60, recorded_by=by, source_ref=f"{PREFIX}:hist:{volunteer.id}:{start:%Y%m}",
+            description=f"{start:%Y年}第{(start.month - 1) // 3 + 1}季度累计志愿服务（历史补录，演示数据）")
         ids.append(r.id)
     return ids
 
