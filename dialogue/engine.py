@@ -159,15 +159,17 @@ class Engine:
                 state[key] = 0
 
     def _valid_form(self, form: dict) -> bool:
-        flow = self.registry.flows.get(form.get("flow"))
-        if flow is None or not isinstance(form.get("answers", {}), dict):
+        name, step = form.get("flow"), form.get("step")
+        flow = self.registry.flows.get(name) if isinstance(name, str) else None
+        if flow is None or not isinstance(step, str) or not isinstance(form.get("answers", {}), dict):
             return False
         if not isinstance(form.get("history", []), list) or not isinstance(form.get("updated_at", 0), (int, float)):
             return False
         names = {s.name for s in flow.steps}
-        if any(h not in names for h in form.get("history") or []):
-            form["history"] = [h for h in form.get("history") or [] if h in names]
-        return form.get("step") == CONFIRM or form.get("step") in names
+        history = form.get("history") or []
+        if any(not isinstance(h, str) or h not in names for h in history):
+            form["history"] = [h for h in history if isinstance(h, str) and h in names]
+        return step == CONFIRM or step in names
 
     def _expire(self, ctx: Ctx) -> bool:
         """Set aside an idle form; drop one set aside too long ago. True when a form has
@@ -176,8 +178,11 @@ class Engine:
         now = ctx.now.timestamp()
         expired = False
         if self._active(state) and now - state.get("updated_at", now) > settings.state_idle:
-            self._pause(state)
-            expired = True
+            if any(v not in (None, "", []) for v in (state.get("answers") or {}).values()):
+                self._pause(state)
+                expired = True
+            else:
+                self._clear_form(state)  # nothing answered yet: nothing to offer back
         paused = state.get("paused")
         if paused and now - paused.get("updated_at", now) > settings.resume_window:
             state.pop("paused", None)

@@ -143,6 +143,9 @@ def test_a_refusing_completion_without_summary_asks_again(talk):
     {"paused": {"flow": "gone", "step": "a"}, "pending": "resume"},
     {"paused": "garbage", "pending": "nonsense"},
     {"flow": "big", "step": "f2", "answers": {}, "updated_at": "yesterday"},
+    {"flow": ["big"], "step": {"x": 1}, "answers": [], "history": [["f1"]]},
+    {"flow": "big", "step": ["f1"], "answers": {}},
+    {"flow": "big", "step": "f2", "answers": {}, "history": [["f1"], None, "f1"]},
 ])
 def test_damaged_or_outdated_state_never_breaks_a_turn(talk, damage):
     talk.state = {"version": 3, **damage}
@@ -176,6 +179,13 @@ def test_idle_expiry_follows_the_setting(talk, svc):
     svc.clock.advance(seconds=svc.settings.state_idle + 5)
     assert "继续填写" in talk.say("c")
     assert talk.state["paused"]["step"] == "f3"
+
+
+def test_an_idle_form_with_nothing_answered_is_simply_gone(talk, svc):
+    talk.say("大表单")
+    svc.clock.advance(seconds=svc.settings.state_idle + 5)
+    assert "继续填写" not in talk.say("你好")
+    assert not talk.state.get("flow") and not talk.state.get("paused")
 
 
 def test_menu_texts_must_be_complete():
