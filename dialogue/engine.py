@@ -20,6 +20,7 @@ State shape (JSON in Redis, saved compare-and-set on `version` by the pipeline):
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from dialogue import types as t
@@ -30,6 +31,8 @@ from dialogue.registry import Registry
 from dialogue.types import Message, Reply
 from menus import MainMenu
 from store.models import CoordinatorMessage
+
+log = logging.getLogger("volbot.dialogue")
 
 MAX_WRONG = 3
 REPLY_LIMIT = 2048  # bytes of UTF-8 in one passive text reply
@@ -324,7 +327,12 @@ class Engine:
     def _shown(self, step: Step, value, width: int = VALUE_WIDTH) -> str:
         if value in (None, "", []):
             return self.texts["unanswered"]
-        return clip(step.display(value), width)
+        try:
+            shown = step.display(value)
+        except Exception:  # noqa: BLE001 - an answer kept from before a deploy changed `show`
+            log.warning("step %s cannot show its kept answer", step.name)
+            shown = self.texts["unanswered"]
+        return clip(shown, width)
 
     # ---- asking -----------------------------------------------------------------------
 

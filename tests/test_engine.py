@@ -155,6 +155,17 @@ def test_damaged_or_outdated_state_never_breaks_a_turn(talk, damage):
     assert not talk.state.get("flow")
 
 
+def test_a_kept_answer_the_step_can_no_longer_show_does_not_break_the_summary(svc):
+    engine, done = make_engine()
+    engine.registry.flows["big"].steps[0].show = lambda v: {"old": "旧的"}[v]
+    talk = Talk(svc, engine)
+    talk.state = {"version": 1, "flow": "big", "step": CONFIRM, "history": [],
+                  "answers": {f"f{i}": "x" for i in range(1, 31)}}
+    reply = talk.say("看看")
+    assert "1. 第1项：（未填）" in reply and "2. 第2项：x" in reply
+    assert talk.say("1").startswith("第1项是什么")
+
+
 def test_a_removed_step_in_history_is_dropped(talk, svc):
     talk.say("大表单")
     talk.say("a")

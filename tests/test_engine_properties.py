@@ -175,3 +175,34 @@ def test_random_walks_over_http(wechat, seed):
         assert len(sent.text.encode("utf-8")) <= REPLY_LIMIT and not sent.text.endswith("…")
         last = fields
     assert main_menu().title in wechat.say(openid, "菜单")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+state_docs = st.fixed_dictionaries({}, optional={
+    "flow": st.sampled_from(["demo", "gone"]) | json_values,
+    "step": st.sampled_from(["service", "days", "__confirm__", "gone"]) | json_values,
+    "answers": st.fixed_dictionaries({}, optional={"service": json_values, "days": json_values}) | json_values,
+    "history": st.lists(st.sampled_from(["service", "days", "gone"]) | json_values, max_size=3),
+    "retries": json_values, "page": json_values, "return_to": json_values, "params": json_values,
+    "updated_at": json_values, "pending": st.sampled_from(["resume", "stuck", "message"]) | json_values,
+    "paused": st.fixed_dictionaries({"flow": st.just("demo"), "step": st.just("days")},
+                                    optional={"answers": json_values, "updated_at": json_values}) | json_values,
+    "last_loc": json_values,
+})
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(doc=state_docs, first=st.tuples(st.just("say"), text) | st.tuples(st.just("click"), st.sampled_from(KEYS)))
+def test_any_stored_state_document_is_survived(svc, pipeline, doc, first):
+    """A state written by an older release (or damaged) never breaks a turn."""
+    import json
+
+    walker = Walker(svc, pipeline, f"o_prop_doc_{next(_users)}")
+    svc.redis.set(f"volbot:state:{walker.openid}", json.dumps({**doc, "version": 1}))
+    walker.step(*first)
+    walker.assert_menu_gets_out()
