@@ -112,3 +112,15 @@ def test_deadline_passes_then_the_retry_gets_the_real_reply(svc, counter):
         again = chat.send(fields)
         assert again.text == f"已计数 {fields['MsgId']}"
     assert len(counter_runs(svc)) == 1
+
+
+def test_a_claim_whose_worker_died_expires_soon(svc):
+    """A delivery that crashed mid-turn leaves a PENDING claim; it lives 30 s, not the full
+    dedup TTL, so WeChat's later retries can run the turn."""
+    from store.ephemeral import Deliveries, Dedup, StateStore, UserLock
+
+    dedup = Dedup(svc.redis, svc.config.dedup_ttl)
+    opened = Deliveries(svc.redis, dedup, StateStore(svc.redis)).open("m:1", UserLock(svc.redis, "o_x"))
+    assert opened.claimed and opened.locked and opened.state == {"version": 0}
+    assert 0 < svc.redis.ttl("volbot:dedup:m:1") <= Dedup.PENDING_TTL
+    assert 0 < svc.redis.pttl("volbot:lock:o_x") <= 10_000
