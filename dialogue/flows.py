@@ -8,10 +8,9 @@ the numbered summary with edit-by-number, and the one transaction at the end.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
-
-import re
 
 from dialogue.inputs import normalize, parse_int, yes_no
 from dialogue.types import Message, Reply
