@@ -5,6 +5,8 @@ recorded is exactly what a real phone would have been shown).
 
 from __future__ import annotations
 
+import re
+
 import requests
 
 from bot.config import DEFAULT_API_BASE
@@ -42,14 +44,17 @@ def pushes_for(config, openid: str, since: str) -> dict:
 
 
 def card(message: dict) -> dict:
-    """A template message as the phone shows it: the `first` line as title, then fields."""
+    """A template message as the phone shows it: the `first` line as title, then the
+    fields in the template's order (keys end with their position: thing1, time2, …)."""
     data = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in (message.get("data") or {}).items()}
     title = data.pop("first", None) or "服务通知"
     data.pop("remark", None)
     template_id = message.get("template_id") or ""
-    return {"id": int(message.get("msgid") or 0), "title": title, "data": data,
-            "labels": labels(template_id, data), "url": message.get("url") or "",
-            "template_id": template_id}
+    names = labels(template_id, data)
+    ordered = sorted(data, key=lambda k: (int(re.sub(r"\D", "", k) or 0), k))
+    return {"id": int(message.get("msgid") or 0), "title": title,
+            "fields": [[names[k], str(data[k])] for k in ordered],
+            "url": message.get("url") or "", "template_id": template_id}
 
 
 FIELD_LABELS = {"community": "社区", "time": "时间", "place": "地点", "services": "服务项目",

@@ -158,3 +158,61 @@ def test_outline_contains_its_streets_and_not_the_far_away():
     assert not geography.contains(36.70, 119.05)  # Weicheng, west of the Bailang River
     assert not geography.contains(36.80, 119.15)
     assert client.OPENID.match("o_sim_abc") and not client.OPENID.match("a/b")
+
+
+def test_template_pushes_come_back_from_the_emulator_in_template_order(svc):
+    from emulator import create_emulator
+
+    emulator = create_emulator({svc.config.wechat_appid: svc.config.wechat_secret})
+    emu_server, emu_url = serve(emulator)
+    app = create_app(config=replace(svc.config, env="development", wechat_api_base=emu_url + "/cgi-bin/"),
+                     services=svc)
+    server, url = serve(app)
+    try:
+        token = requests.get(emu_url + "/cgi-bin/token", params={
+            "grant_type": "client_credential", "appid": svc.config.wechat_appid,
+            "secret": svc.config.wechat_secret}).json()["access_token"]
+        for place in ("文化广场", "东门"):
+            sent = requests.post(emu_url + "/cgi-bin/message/template/send", params={"access_token": token},
+                                 json={"touser": "o_sim_push", "template_id": "volbot-bus-visit", "data": {
+                                     "first": {"value": "志愿巴士樱园社区服务预告"}, "thing1": {"value": "樱园社区"},
+                                     "time2": {"value": "12月01日 09:00"}, "thing3": {"value": place},
+                                     "thing4": {"value": "义诊"}}}).json()
+            assert sent["errcode"] == 0
+        first = requests.get(url + "/simulator/api/pushes", params={"openid": "o_sim_push"}).json()
+        assert first["ok"] and len(first["pushes"]) == 2
+        card = first["pushes"][0]
+        assert card["title"] == "志愿巴士樱园社区服务预告"
+        assert card["fields"] == [["社区", "樱园社区"], ["时间", "12月01日 09:00"], ["地点", "文化广场"],
+                                  ["服务项目", "义诊"]]
+        again = requests.get(url + "/simulator/api/pushes",
+                             params={"openid": "o_sim_push", "since": first["cursor"]}).json()
+        assert again["pushes"] == [] and again["cursor"] == first["cursor"]
+        other = requests.get(url + "/simulator/api/pushes", params={"openid": "o_sim_other"}).json()
+        assert other["pushes"] == []
+    finally:
+        server.shutdown()
+        emu_server.shutdown()
+
+
+def test_world_after_seeding_has_places_scans_and_personas(sim, svc):
+    from datetime import datetime, timezone
+
+    from demo import district
+
+    with svc.db.transaction() as s:
+        district.seed(s, now=datetime.now(timezone.utc), pii_key=svc.config.pii_key, volunteers=20)
+    url, _ = sim
+    world = requests.get(url + "/simulator/api/world").json()
+    kinds = {p["kind"] for p in world["places"]}
+    assert kinds == {"plaza", "station"} and len(world["places"]) >= 270
+    scenes = [s["scene"] for s in world["scans"]]
+    assert any(s.startswith("act:") for s in scenes) and any(s.startswith("st:") for s in scenes)
+    assert any(s.startswith("cm:DEMO-") for s in scenes)
+    roles = {p["role"] for p in world["personas"]}
+    assert roles == {"resident", "volunteer", "coordinator"}
+    # A persona's scan of an activity goes out as a real SCAN event with that scene.
+    act = next(s for s in scenes if s.startswith("act:"))
+    reply = requests.post(url + "/simulator/api/send", json={"openid": "o_demo_vol_001", "kind": "scan",
+                                                             "key": act, "encrypt": False}).json()
+    assert reply["ok"]

@@ -126,13 +126,13 @@
     title.className = "push-title";
     title.textContent = push.title || "服务通知";
     card.appendChild(title);
-    for (const [k, v] of Object.entries(push.data || {})) {
+    for (const [label, text] of push.fields || []) {
       const row = document.createElement("div");
       row.className = "push-field";
       const name = document.createElement("span");
-      name.textContent = push.labels && push.labels[k] ? push.labels[k] : k;
+      name.textContent = label;
       const value = document.createElement("span");
-      value.textContent = v && typeof v === "object" ? v.value : v;
+      value.textContent = text;
       row.append(name, value);
       card.appendChild(row);
     }
