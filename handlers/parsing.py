@@ -15,10 +15,11 @@ from datetime import date, datetime, time, timedelta
 
 from dialogue.flows import Invalid
 from dialogue.inputs import chinese_number, normalize
+from store.orders import SLOTS
 
 # Parts of the day a volunteer can come, as local hours [start, end).
 SLOT_HOURS = {"am": (8, 12), "pm": (12, 18), "eve": (18, 21), "day": (8, 21)}
-SLOT_NAMES = {"am": "上午", "pm": "下午", "eve": "晚上", "day": "全天"}
+SLOT_NAMES = SLOTS  # the names orders are stored and shown with
 WEEKDAYS = "一二三四五六日"
 EARLIEST, LATEST = 7, 21  # service hours for an exact time
 MAX_DAYS_AHEAD = 30

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from menus.catalog import Catalog, Sub, from_dict, load
@@ -250,11 +250,6 @@ def orders_of(session: Session, follower_id: int, limit: int = 8) -> list[Order]
 
 def order_of(session: Session, follower_id: int, number: str) -> Order | None:
     return session.scalar(select(Order).where(Order.number == number, Order.follower_id == follower_id))
-
-
-def count_open(session: Session, follower_id: int) -> int:
-    return session.scalar(select(func.count()).select_from(Order).where(
-        Order.follower_id == follower_id, Order.status.not_in(CLOSED))) or 0
 
 
 # ---- personal data --------------------------------------------------------------------------
