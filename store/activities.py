@@ -152,8 +152,9 @@ def my_signups(session: Session, volunteer: Volunteer, now: datetime) -> list[Si
     """Signed and waitlisted places on shifts not yet over, soonest first."""
     return list(session.scalars(
         select(SignUp).join(SignUp.shift)
+        .join(Shift.activity)
         .where(SignUp.volunteer_id == volunteer.id, SignUp.state.in_(("signed", "waitlisted")),
-               Shift.ends_at > now)
+               Shift.ends_at > now, Activity.state == "published")
         .order_by(Shift.starts_at, SignUp.id)))
 
 
@@ -292,9 +293,13 @@ def _tell(session: Session, volunteer: Volunteer, **push) -> None:
     notify(session, openid=follower.openid, **push)
 
 
-def _reminder_key(signup: SignUp) -> str:
-    # Per signing: a volunteer who cancels and signs up again gets a reminder again.
-    return f"shift_remind:{signup.id}:{int(signup.signed_at.timestamp())}"
+def _reminder_prefix(signup: SignUp) -> str:
+    return f"shift_remind:{signup.id}:"
+
+
+def _reminder_key(signup: SignUp, shift: Shift) -> str:
+    # Per signing and shift time: signing up again, or a shift moved, gets a new reminder.
+    return f"{_reminder_prefix(signup)}{int(signup.signed_at.timestamp())}:{int(shift.starts_at.timestamp())}"
 
 
 def _schedule_reminder(session: Session, signup: SignUp, shift: Shift, volunteer: Volunteer,
@@ -304,14 +309,46 @@ def _schedule_reminder(session: Session, signup: SignUp, shift: Shift, volunteer
         return  # signed up less than a day ahead: the sign-up reply is reminder enough
     _tell(session, volunteer, kind="shift_reminder", title="志愿活动提醒",
           fields={**shift_fields(shift), "说明": "明天开始，请准时到场扫码签到"},
-          dedup_key=_reminder_key(signup), due_at=due)
+          dedup_key=_reminder_key(signup, shift), due_at=due)
 
 
 def _cancel_reminder(session: Session, signup: SignUp) -> None:
-    if signup.signed_at is None:
-        return
-    session.execute(update(Push).where(Push.dedup_key == _reminder_key(signup), Push.state == "pending")
-                    .values(state="cancelled"))
+    session.execute(update(Push).where(Push.dedup_key.startswith(_reminder_prefix(signup)),
+                                       Push.kind == "shift_reminder", Push.state == "pending")
+                    .values(state="cancelled").execution_options(synchronize_session=False))
+
+
+def shift_changed(session: Session, shift_id: int, now: datetime) -> list[SignUp]:
+    """After a coordinator moved a shift or changed its capacity: reminders follow the new
+    time and added places go to the waitlist, first in line first. (Fewer places than
+    signed volunteers removes nobody: the coordinator settles that with them.)"""
+    shift = lock_shift(session, shift_id)
+    for signup in session.scalars(select(SignUp).where(SignUp.shift_id == shift.id, SignUp.state == "signed")):
+        _cancel_reminder(session, signup)
+        _schedule_reminder(session, signup, shift, signup.volunteer, now)
+    return fill_from_waitlist(session, shift, now)
+
+
+def cancel_activity(session: Session, activity_id: int, now: datetime, reason: str = "") -> int:
+    """Call an activity off: reminders are withdrawn and everyone signed or waiting for a
+    shift not yet begun is told. Returns how many were told."""
+    activity = session.get(Activity, activity_id)
+    if activity is None or activity.state == "cancelled":
+        return 0
+    activity.state = "cancelled"
+    told = 0
+    for shift in activity.shifts:
+        if shift.starts_at <= now:
+            continue
+        lock_shift(session, shift.id)
+        for signup in session.scalars(select(SignUp).where(SignUp.shift_id == shift.id,
+                                                           SignUp.state.in_(("signed", "waitlisted")))):
+            _cancel_reminder(session, signup)
+            _tell(session, signup.volunteer, kind="activity_cancelled", title="志愿活动取消通知",
+                  fields={**shift_fields(shift), "说明": (reason or "活动取消，敬请谅解")[:20]},
+                  dedup_key=f"shift:{shift.id}:cancelled:{signup.id}")
+            told += 1
+    return told
 
 
 # ---- attendance ---------------------------------------------------------------------------------
@@ -343,7 +380,7 @@ def current_shift(session: Session, volunteer_id: int, now: datetime, *, activit
                   place_id: int | None = None, any_place: bool = False) -> Shift | None:
     """A signed shift of the volunteer that can be checked into now."""
     query = (select(Shift).join(Shift.activity).join(SignUp, SignUp.shift_id == Shift.id)
-             .where(SignUp.volunteer_id == volunteer_id, SignUp.state == "signed",
+             .where(SignUp.volunteer_id == volunteer_id, SignUp.state == "signed", Activity.state == "published",
                     Shift.starts_at <= now + EARLY_CHECKIN, Shift.ends_at > now)
              .order_by(Shift.starts_at).limit(1))
     if not any_place:

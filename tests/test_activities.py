@@ -255,3 +255,48 @@ def test_add_activity_checks_and_import_groups_rows_into_activities(svc, tmp_pat
     assert [p.split(":")[0] for p in e.value.problems] == ["row 1", "row 2", "row 3", "row 4"]
     with svc.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Activity)) == 5
+
+
+def test_a_moved_or_enlarged_shift_moves_reminders_and_fills_from_the_waitlist(svc):
+    seeds.apply(svc, ["act_base", "act_full"])
+    now = now_utc()
+    with svc.db.transaction() as s:
+        for openid in ("o_act_b", "o_act_c"):  # the seed wrote their places without reminders
+            acts._schedule_reminder(s, s.scalar(select(SignUp).where(
+                SignUp.volunteer_id == vol(s, openid).id)), s.get(Shift, 1), vol(s, openid), now)
+        acts.sign_up(s, vol(s, "o_act_a"), 1, now, waitlist=True)
+        acts.sign_up(s, vol(s, "o_act_d"), 1, now, waitlist=True)
+    with svc.db.transaction() as s:
+        shift = s.get(Shift, 1)
+        shift.starts_at += timedelta(days=1)
+        shift.ends_at += timedelta(days=1)
+        shift.capacity = 3
+        promoted = acts.shift_changed(s, 1, now)
+        assert [p.volunteer_id for p in promoted] == [vol(s, "o_act_a").id]
+    with svc.db.transaction() as s:
+        pending = s.scalars(select(Push).where(Push.kind == "shift_reminder", Push.state == "pending")).all()
+        assert sorted(p.openid for p in pending) == ["o_act_a", "o_act_b", "o_act_c"]
+        assert {p.due_at for p in pending} == {s.get(Shift, 1).starts_at - timedelta(days=1)}
+        assert s.scalar(select(func.count()).select_from(Push).where(
+            Push.kind == "shift_reminder", Push.state == "cancelled")) == 2
+        assert counts(s, 1) == {"signed": 3, "waitlisted": 1}
+
+
+def test_cancelling_an_activity_tells_everyone_once_and_withdraws_reminders(svc):
+    seeds.apply(svc, ["act_base", "act_full"])
+    now = now_utc()
+    with svc.db.transaction() as s:
+        acts.sign_up(s, vol(s, "o_act_a"), 1, now, waitlist=True)
+        acts.sign_up(s, vol(s, "o_act_d"), 2, now)
+    with svc.db.transaction() as s:
+        assert acts.cancel_activity(s, 1, now, reason="天气原因") == 4
+        assert acts.cancel_activity(s, 1, now) == 0
+    with svc.db.transaction() as s:
+        told = s.scalars(select(Push).where(Push.kind == "activity_cancelled")).all()
+        assert sorted(p.openid for p in told) == ["o_act_a", "o_act_b", "o_act_c", "o_act_d"]
+        assert all(p.data["说明"] == "天气原因" for p in told)
+        assert s.scalar(select(func.count()).select_from(Push).where(
+            Push.kind == "shift_reminder", Push.state == "pending")) == 0
+        assert acts.my_signups(s, vol(s, "o_act_d"), now) == []
+        assert acts.sign_up(s, vol(s, "o_act_d"), 1, now).outcome == "closed"
+        assert all(v.shift.activity_id != 1 for v in acts.upcoming(s, now))
