@@ -15,6 +15,7 @@ from dialogue.inputs import normalize
 from dialogue.types import Message
 from handlers import registry
 from handlers.common import mask_address, mask_phone
+from handlers.parsing import When
 from store import orders as store
 from store.models import Order
 
@@ -34,15 +35,13 @@ def _order(ctx, number: str) -> Order | None:
 
 
 def preferred_text(order: Order) -> str:
-    from handlers.parsing import When
-
     at = order.preferred_at.astimezone(store.CHINA) if order.preferred_at else None
     when = When(order.preferred_date, order.preferred_slot, at.hour if at else None, at.minute if at else 0)
     return when.label()
 
 
 def line(order: Order) -> str:
-    """One row of the list: no personal data beyond the masked street."""
+    """One row of the list: number, service and status; no personal data at all."""
     return f"{order.number} {order.sub_name}【{store.STATES[order.status]}】"
 
 
