@@ -97,10 +97,13 @@ class Phone:
         self.web = web
         self.step = 0
 
-    def shot(self, name: str) -> None:
+    def shot(self, name: str, phone_only: bool = False) -> None:
+        """A screenshot of the step; `phone_only` also saves the phone alone (README size)."""
         self.step += 1
         SHOTS.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(SHOTS / f"{self.step:02d}-{name}.png"))
+        if phone_only:
+            self.page.locator(".phone").screenshot(path=str(SHOTS / f"phone-{name}.png"))
 
     def open(self, openid: str) -> None:
         self.page.goto(self.web + "/simulator/")
@@ -192,7 +195,7 @@ def test_guided_tour(demo, browser):
     phone.shot("resident-persona")
     confirmation = order_a_service(phone)
     assert "预约已提交" in confirmation
-    phone.shot("resident-gets-an-order-number")
+    phone.shot("resident-gets-an-order-number", phone_only=True)
 
     # 2. (A volunteer accepts the order: dispatch comes with issue 8.)
 
@@ -200,7 +203,7 @@ def test_guided_tour(demo, browser):
     phone.open(VOLUNTEER)
     hours = phone.tap_menu("志愿者", "我的时长")
     assert "星" in hours and "时间银行" in hours, hours
-    phone.shot("volunteer-checks-hours-and-star")
+    phone.shot("volunteer-checks-hours-and-star", phone_only=True)
 
     # 4. The squad leader approves pending hours in the console.
     console = browser.new_page(viewport={"width": 1100, "height": 790})
@@ -238,7 +241,7 @@ def test_guided_tour(demo, browser):
     page.wait_for_selector(".push-card", timeout=30000)
     card = page.locator(".push-card").last.inner_text()
     assert "志愿巴士" in card
-    phone.shot("resident-receives-the-bus-push")
+    phone.shot("resident-receives-the-bus-push", phone_only=True)
     page.close()
     console.close()
 
