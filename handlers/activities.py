@@ -112,19 +112,24 @@ def read_view(ctx, value, answers):
 
 # ---- picking a shift to sign up for ----------------------------------------------------------
 
+def _listing_or_none(ctx, view: str) -> list:
+    """For listing choices: a volunteer suspended meanwhile sees none (and is told on answering)."""
+    try:
+        return _listing(ctx, view)
+    except Invalid:
+        return []
+
+
 def shift_choices(ctx, answers) -> list[Choice]:
     choices = []
-    for v in _listing(ctx, answers.get("view", "team")):
+    for v in _listing_or_none(ctx, answers.get("view", "team")):
+        room = f"余{v.free}个名额" if not v.full else "已满，可候补"
         where = acts.place_label(v.shift.activity)
         if v.distance_m is not None:
-            where += f"，{format_distance(v.distance_m)}"
-        room = f"余{v.free}个名额" if not v.full else "已满，可候补"
-        choices.append(Choice(v.shift.id, f"{short_when(v.shift)} {shift_title(v.shift)}", note=f"{where}；{room}"))
+            where = f"{format_distance(v.distance_m)}，{where}"
+        # The engine clips a note to 30 characters: what matters most goes first.
+        choices.append(Choice(v.shift.id, f"{short_when(v.shift)} {shift_title(v.shift)}", note=f"{room}；{where}"))
     return choices
-
-
-def ask_shift(ctx, answers) -> str:
-    return "请选择要报名的时段（回复序号）："
 
 
 def read_shift(ctx, shift_id, answers) -> dict:
@@ -157,10 +162,10 @@ def read_waitlist(ctx, value, answers) -> bool:
 
 def mine_choices(ctx, answers) -> list[Choice]:
     choices = []
-    for signup in _listing(ctx, "mine"):
+    for signup in _listing_or_none(ctx, "mine"):
         status = "已报名" if signup.state == "signed" else f"候补第{acts.waitlist_rank(ctx.session, signup)}位"
         choices.append(Choice(signup.id, f"{short_when(signup.shift)} {shift_title(signup.shift)}",
-                              note=f"{acts.place_label(signup.shift.activity)}；{status}"))
+                              note=f"{status}；{acts.place_label(signup.shift.activity)}"))
     return choices
 
 
@@ -237,7 +242,7 @@ ACTIVITIES = registry.flow(Flow(
     steps=[
         Step("view", "您想看哪些活动？（也可以直接发送位置查看附近的活动）", choices=VIEWS,
              parse=read_view, accepts_location=True),
-        Step("shift", ask_shift, label="报名时段", choices=shift_choices, parse=read_shift,
+        Step("shift", "请选择要报名的时段（回复序号）：", label="报名时段", choices=shift_choices, parse=read_shift,
              show=lambda v: v["label"], when=lambda ctx, a: a.get("view") != "mine",
              help="每个时段后面注明了地点和剩余名额；已满的时段可以报名候补。"),
         Step("waitlist", ask_waitlist, label="加入候补", choices=YES_NO, parse=read_waitlist,
