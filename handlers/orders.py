@@ -22,6 +22,8 @@ from handlers.parsing import TIME_HINT, When, parse_when, slot_choices
 from store import orders as store
 from store.models import Community
 
+# Words that make a message a request for help even when no service matches its words.
+ASKING_FOR_HELP = ("需要帮", "帮帮", "帮忙", "帮我", "求助", "找人", "有人能", "谁能", "上门", "志愿者来")
 SEARCH = "?"  # the category "value" when the sub-categories offered come from a search
 MIN_NEED, MAX_NEED = 4, 500
 
@@ -300,9 +302,13 @@ def need_in_words(ctx, message):
     if len(text) < 2 or len(text) > 100:
         return None
     hits = catalog(ctx).search(text)
-    if not hits:
-        return None
-    return ctx.start("order", hits=[h.sub.code for h in hits], query=text)
+    if hits:
+        return ctx.start("order", hits=[h.sub.code for h in hits], query=text)
+    if any(word in text for word in ASKING_FOR_HELP):
+        # Clearly a request, but for nothing on the menu by name: offer the categories.
+        first = ctx.start("order")
+        return Reply(f"没有找到和“{text}”直接相关的服务，请从类别中选择：\n{first.text}")
+    return None
 
 
 @registry.eraser
