@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from demo import geography
-from store.models import Coordinator, Follower, Volunteer
+from store.models import Community, Coordinator, Follower, Volunteer
 
 PERSONA_LIMIT = 8  # per role: enough to pick from, short enough to read
 
@@ -44,12 +44,13 @@ def personas(session: Session) -> list[dict]:
     out += [{"openid": o, "name": n, "role": "volunteer", "note": f"志愿者 {num}"}
             for n, num, o in volunteers]
     taken = {p["openid"] for p in out}
-    residents = session.scalars(
-        select(Follower.openid).where(Follower.openid.like("o_demo_res_%"))
-        .order_by(Follower.id).limit(PERSONA_LIMIT)
+    residents = session.execute(
+        select(Follower.openid, Community.name)
+        .outerjoin(Community, Follower.community_id == Community.id)
+        .where(Follower.openid.like("o_demo_res_%")).order_by(Follower.id).limit(PERSONA_LIMIT)
     ).all()
-    out += [{"openid": o, "name": f"居民 {o[-3:]}", "role": "resident", "note": "居民"}
-            for o in residents if o not in taken]
+    out += [{"openid": o, "name": f"{c or ''}居民{o[-3:]}", "role": "resident", "note": f"居民（{c or '未绑定社区'}）"}
+            for o, c in residents if o not in taken]
     return out
 
 
