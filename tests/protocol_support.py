@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -36,6 +37,13 @@ def find_samples() -> Path:
             return path.resolve()
     raise RuntimeError("WeChat sample vectors not found; looked in: "
                        + ", ".join(str(p) for p in candidates) + " (set WECHAT_SAMPLES)")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a server to start on, or a dead service)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @contextmanager

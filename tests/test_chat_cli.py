@@ -16,6 +16,7 @@ import requests
 from bot.config import Config
 from bot.sender import WeChatSender
 from tests.conftest import TEST_AES_KEY, TEST_APPID, TEST_TOKEN
+from tests.protocol_support import free_port
 
 VOLBOT = Path(sys.executable).with_name("volbot")
 SCRIPT = "\n".join([
@@ -51,26 +52,18 @@ def test_chat_reports_a_wrong_token_and_a_dead_server(base_url, tmp_path):
     done = subprocess.run([str(VOLBOT), "chat", "--url", base_url + "/wechat"], input="菜单\n",
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "HTTP 403" in done.stdout
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    done = subprocess.run([str(VOLBOT), "chat", "--url", f"http://127.0.0.1:{port}/wechat"],
+    done = subprocess.run([str(VOLBOT), "chat", "--url", f"http://127.0.0.1:{free_port()}/wechat"],
                           input="菜单\n", env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "连接失败" in done.stdout
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_demo_from_a_clean_instance(tmp_path):
     """`volbot demo` (what `make demo` runs; the command itself is bot/commands/demo.py):
     migrates a fresh instance with the embedded defaults, serves, answers a follow through
     the webhook, and stops cleanly on Ctrl-C, taking its embedded Redis with it."""
-    port = _free_port()
-    proc = subprocess.Popen([str(VOLBOT), "demo", "--port", str(port), "--emulator-port", str(_free_port())],
+    port = free_port()
+    proc = subprocess.Popen([str(VOLBOT), "demo", "--port", str(port), "--emulator-port", str(free_port())],
                             env=env_for(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             stdin=subprocess.DEVNULL)

@@ -4,7 +4,6 @@ the optional instance/config.py is read."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,11 @@ from pathlib import Path
 import pytest
 
 from bot.config import Config, ConfigError, load_config
+from tests.protocol_support import free_port
 
 VOLBOT = Path(sys.executable).with_name("volbot")
 GOOD_KEY = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"
 
-
-def unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def volbot(tmp_path, *args, timeout=60, **env):
@@ -61,7 +56,7 @@ def test_wrong_value_stops_with_one_line(tmp_path, env, variable):
     ({"REDIS_URL": "redis://127.0.0.1:{port}/0"}, "REDIS_URL"),
 ], ids=["database", "redis"])
 def test_unreachable_service_stops_quickly(tmp_path, env, variable):
-    env = {k: v.format(port=unused_port()) for k, v in env.items()}
+    env = {k: v.format(port=free_port()) for k, v in env.items()}
     done, elapsed = volbot(tmp_path, "db", "upgrade", **env)
     assert done.returncode == 2 and elapsed < 15
     lines = done.stderr.strip().splitlines()

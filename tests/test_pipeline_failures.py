@@ -4,7 +4,6 @@ services point at a dead Redis, a stopped database or a database held by a lock.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 
@@ -17,23 +16,18 @@ from bot.services import Services
 from dialogue.types import BUSY
 from store.models import Follower
 from tests.conftest import WeChat
-from tests.protocol_support import broken_services, count_rows, live
+from tests.protocol_support import broken_services, count_rows, free_port, live
 
 pytestmark = pytest.mark.usefixtures("svc")
 
 
-def unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def dead_redis(svc) -> Services:
-    return broken_services(svc, redis_url=f"redis://127.0.0.1:{unused_port()}/0")
+    return broken_services(svc, redis_url=f"redis://127.0.0.1:{free_port()}/0")
 
 
 def dead_database(svc) -> Services:
-    return broken_services(svc, database_url=f"postgresql://postgres@127.0.0.1:{unused_port()}/none",
+    return broken_services(svc, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none",
                            redis_url=svc.redis_url)
 
 
@@ -90,7 +84,7 @@ class HeldDatabase:
 
 
 def test_slow_database_answers_busy_within_the_deadline_and_the_retry_gets_the_reply(svc, caplog):
-    chat = WeChat(f"http://unused", svc)
+    chat = WeChat("http://unused", svc)
     held = HeldDatabase(svc)
     try:
         with live(svc) as url, caplog.at_level(logging.WARNING, logger="volbot.pipeline"):
@@ -133,8 +127,8 @@ def test_many_pushes_while_the_database_is_held_all_answer_in_time(svc):
 
 @pytest.mark.parametrize("override", ["redis", "database"])
 def test_startup_check_fails_fast_with_one_line(svc, override):
-    config = {"redis": dict(redis_url=f"redis://127.0.0.1:{unused_port()}/0"),
-              "database": dict(database_url=f"postgresql://postgres@127.0.0.1:{unused_port()}/x",
+    config = {"redis": dict(redis_url=f"redis://127.0.0.1:{free_port()}/0"),
+              "database": dict(database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
                                redis_url=svc.redis_url)}[override]
     from dataclasses import replace
 
