@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from cryptography.exceptions import InvalidTag
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from store import pii
 
@@ -40,6 +40,7 @@ def test_seal_keeps_only_what_masking_needs():
     assert pii.mask_id_tail(sealed.tail) == "3707**********9019" == pii.mask_id_number("370705198005019019")
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into failure
 @given(st.text(alphabet="0123456789X", min_size=18, max_size=18))
 def test_masked_id_never_shows_the_middle(number):
     masked = pii.mask_id_number(number)

@@ -47,6 +47,7 @@ def test_signup_happy_path_auto_team(wechat, caplog):
         assert ADULT_ID not in v.id_number_enc
         assert pii.decrypt(wechat.services.settings.pii_key, v.id_number_enc) == ADULT_ID
         assert v.skills == ["01", "03"] and v.availability == ["weekday_am", "weekend_am"]
+        assert v.consent_at is not None and v.consent_version == volunteering.rules().privacy_version == "2026-11"
         assert s.scalar(select(Follower.phone).where(Follower.openid == "o_new")) == "13812345678"
     # Nothing personal reached Redis or the logs.
     for key in wechat.services.redis.keys("*"):
