@@ -9,6 +9,7 @@ within its inscribed circle, which makes the answer the same as a scan of every 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,7 @@ def read_rows(path: str | Path) -> list[dict]:
         if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
             raise BadFile([f"{path.name}: expected a list of rows"])
         return doc
-    return list(csv.DictReader(text.splitlines()))
+    return list(csv.DictReader(io.StringIO(text, newline="")))
 
 
 def split_list(value) -> list[str]:
