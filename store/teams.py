@@ -65,10 +65,9 @@ def search(session: Session, text: str, limit: int = 20) -> list[Team]:
     exact = session.scalar(select(Team).where(func.upper(Team.code) == q.upper()))
     if exact is not None and exact.kind in ("squad", "professional"):
         return [exact]
-    like = f"%{q}%"
     matched = select(Team.path).outerjoin(Community, Team.community_id == Community.id).where(
-        or_(func.upper(Team.code) == q.upper(), Team.name.like(like), Team.street.like(like),
-            Community.name.like(like), Community.street.like(like)))
+        or_(func.upper(Team.code) == q.upper(),
+            *(col.contains(q, autoescape=True) for col in (Team.name, Team.street, Community.name, Community.street))))
     paths = list(session.scalars(matched))
     if not paths:
         return []

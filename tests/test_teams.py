@@ -41,7 +41,7 @@ def test_search_by_code_community_street_and_name(svc):
         assert codes("东风") == ["VT-DF"]
         assert codes("东关街道") == ["VT-DF", "VT-XH"]  # a street stands for its squads
         assert codes("医疗") == ["VT-YL"]
-        assert codes("火星") == [] and codes("  ") == []
+        assert codes("火星") == [] and codes("  ") == [] and codes("%") == [] and codes("_") == []
         assert codes("VT-DG") == ["VT-DF", "VT-XH"]  # a detachment is not joined directly
 
 
