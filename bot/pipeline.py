@@ -90,6 +90,7 @@ class Pipeline:
         services = self.services
         if state is None:
             state = self.states.load(message.openid)
+        before = _snapshot(state)
         with services.db.transaction() as session:
             ctx = Ctx(openid=message.openid, message=message, session=session,
                       now=services.clock.now(), settings=services.settings, state=state)
@@ -99,7 +100,8 @@ class Pipeline:
             # rolls back, so a form can never be committed while its saved state still
             # shows it open (the next 确认 would commit it a second time).
             try:
-                self.states.save(message.openid, ctx.state)
+                if _snapshot(ctx.state) != before:  # an unchanged state needs no write
+                    self.states.save(message.openid, ctx.state)
             except StaleState:
                 # Only possible if the lock expired mid-turn; the newer state wins.
                 log.warning("stale conversation state not saved")
@@ -108,3 +110,7 @@ class Pipeline:
         except Exception:  # noqa: BLE001 - committed: the reply stands, a retry must not redo it
             log.exception("after-commit hook failed")
         return reply
+
+
+def _snapshot(state: dict) -> str:
+    return json.dumps(state, sort_keys=True, ensure_ascii=False, default=str)
