@@ -7,6 +7,7 @@ PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.installed-runtime
 
 .PHONY: install demo test schema clean
 
@@ -21,7 +22,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install
+# `make demo` needs only the runtime dependencies: on a fresh clone the test extras (browser
+# driver, …) and compiling every installed file would double the time before it serves.
+$(RUNTIME): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required: none found on PATH" >&2; exit 1; }
+	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "could not create $(VENV): on Debian/Ubuntu install python3-venv" >&2; exit 1; }
+	$(BIN)/python -m pip install -q --no-compile -e .
+	touch $(RUNTIME)
+
+demo: $(RUNTIME)
 	$(BIN)/volbot demo
 
 test: install
