@@ -11,7 +11,8 @@ events, projects, activities, places and audit entries — generated figures, la
 "bench" everywhere, not real people. Then serves the real app on a loopback port, signs in
 as a brigade admin, a detachment lead and a squad lead, requests every console page
 `--repeat` times each and prints the pages by median time, slowest first, marking those over
-the 200 ms target. The baseline, measured in the same run, is `/healthz` (Flask and HTTP
+the 200 ms target, with the first load beside the median (reports are computed on the
+first load and then kept in Redis for 10 minutes). The baseline, measured in the same run, is `/healthz` (Flask and HTTP
 with no SQL).
 """
 
@@ -225,7 +226,7 @@ def timed(http, url: str, repeat: int) -> list[float]:
         r = http.get(url, allow_redirects=False)
         times.append((time.perf_counter() - t) * 1000)
         if r.status_code not in (200, 403):
-            raise SystemExit(f"{url}: HTTP {r.status_code}")
+            raise SystemExit(f"{url}: HTTP {r.status_code} {r.headers.get('Location', '')}")
         if r.status_code == 403:
             return []  # not this role's page
     return times
@@ -239,7 +240,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--database-url", default=os.environ.get(
         "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/volbot_console_bench"))
-    ap.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"))
+    ap.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"))
     ap.add_argument("--no-seed", action="store_true", help="reuse the database seeded by a previous run")
     args = ap.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -264,17 +265,18 @@ def main() -> None:
         for path in pages(svc):
             times = timed(http, base + path, args.repeat)
             if times:
-                results.append((statistics.median(times), max(times), username, path))
+                results.append((statistics.median(times), times[0], username, path))
     server.shutdown()
     svc.close()
     results.sort(reverse=True)
     print(f"\nbaseline /healthz (Flask + HTTP, no SQL): {baseline:.1f} ms median\n")
-    print(f"{'median ms':>10} {'max ms':>8}  {'as':<11} page")
-    for med, worst, who, path in results:
+    print(f"{'median ms':>10} {'first ms':>9}  {'as':<11} page")
+    for med, first, who, path in results:
         flag = "  <-- over target" if med > TARGET_MS else ""
-        print(f"{med:10.1f} {worst:8.1f}  {who:<11} {path}{flag}")
+        print(f"{med:10.1f} {first:9.1f}  {who:<11} {path}{flag}")
     over = [r for r in results if r[0] > TARGET_MS]
-    print(f"\n{len(results)} page loads measured ({args.repeat} each); {len(over)} over {TARGET_MS} ms (median).")
+    print(f"\n{len(results)} pages measured ({args.repeat} loads each); {len(over)} over {TARGET_MS} ms (median). "
+          "'first' is the first load: reports are computed then and kept in Redis for 10 minutes.")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,15 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def _by_username(session, username: str):
+    from store.models import Coordinator
+
+    c = session.scalar(select(Coordinator).where(func.lower(Coordinator.username) == username.lower()))
+    if c is None:
+        _fail(f"no console user {username!r}")
+    return c
+
+
 def register(main) -> None:
     @main.group("console")
     def console_group():
@@ -64,16 +73,12 @@ def register(main) -> None:
     def set_password(username):
         """Set a new password (and lift a login lock-out for the user)."""
         from console.accounts import AccountError, clear_throttle, hash_password
-        from store.models import Coordinator
 
         password = _password()
         svc = build_services()
         try:
             with svc.db.transaction() as s:
-                c = s.scalar(select(Coordinator).where(func.lower(Coordinator.username) == username.lower()))
-                if c is None:
-                    _fail(f"no console user {username!r}")
-                c.password_hash = hash_password(password)
+                _by_username(s, username).password_hash = hash_password(password)
             clear_throttle(svc.redis, username)
             click.echo(f"password set for {username}")
         except AccountError as e:
@@ -85,15 +90,10 @@ def register(main) -> None:
     @click.option("--username", required=True)
     def deactivate(username):
         """Stop a login at once (open sessions end on their next request)."""
-        from store.models import Coordinator
-
         svc = build_services()
         try:
             with svc.db.transaction() as s:
-                c = s.scalar(select(Coordinator).where(func.lower(Coordinator.username) == username.lower()))
-                if c is None:
-                    _fail(f"no console user {username!r}")
-                c.active = False
+                _by_username(s, username).active = False
             click.echo(f"deactivated {username}")
         finally:
             svc.close()

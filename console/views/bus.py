@@ -98,45 +98,42 @@ def bus_visit(visit_id: int):
                   can_manage=g.scope.can("bus.manage"))
 
 
+def _update_visit(visit_id: int, action: str, done: str, apply):
+    """Change or cancel a visit through `store.bus`, audit it, and go back to its page."""
+    visit = access.get(g.db, g.scope, BusVisit, visit_id, for_update=True)
+    before = {k: getattr(visit, k) for k in AUDITED}
+    try:
+        apply(visit)
+    except bus_rules.BusError as e:
+        g.db.rollback()
+        flash(str(e), "error")
+        return redirect(url_for("console.bus_visit", visit_id=visit_id))
+    audit(action, entity="bus_visit", entity_id=visit.id, before=before,
+          after={k: getattr(visit, k) for k in AUDITED}, reason=visit.note)
+    g.db.commit()
+    flash(done)
+    return redirect(url_for("console.bus_visit", visit_id=visit.id))
+
+
 @console.post("/bus/<int:visit_id>/change")
 @needs("bus.manage")
 def bus_change(visit_id: int):
-    visit = access.get(g.db, g.scope, BusVisit, visit_id, for_update=True)
-    before = {k: getattr(visit, k) for k in AUDITED}
-    span = _span(request.form)
-    try:
+    def apply(visit):
+        span = _span(request.form)
         if span is None:
             raise bus_rules.BusError("请填写日期和开始、结束时间。")
         bus_rules.change(g.db, visit, now=g.now, starts_at=span[0], ends_at=span[1],
                          place=request.form.get("place"), services=request.form.getlist("services") or None,
                          reason=request.form.get("reason") or "")
-    except bus_rules.BusError as e:
-        g.db.rollback()
-        flash(str(e), "error")
-        return redirect(url_for("console.bus_visit", visit_id=visit_id))
-    audit("bus.change", entity="bus_visit", entity_id=visit.id, before=before,
-          after={k: getattr(visit, k) for k in AUDITED}, reason=visit.note)
-    g.db.commit()
-    flash("已修改，正在通知订阅者。")
-    return redirect(url_for("console.bus_visit", visit_id=visit.id))
+    return _update_visit(visit_id, "bus.change", "已修改，正在通知订阅者。", apply)
 
 
 @console.post("/bus/<int:visit_id>/cancel")
 @needs("bus.manage")
 def bus_cancel(visit_id: int):
-    visit = access.get(g.db, g.scope, BusVisit, visit_id, for_update=True)
-    before = {k: getattr(visit, k) for k in AUDITED}
-    try:
+    def apply(visit):
         bus_rules.cancel(g.db, visit, now=g.now, reason=request.form.get("reason") or "")
-    except bus_rules.BusError as e:
-        g.db.rollback()
-        flash(str(e), "error")
-        return redirect(url_for("console.bus_visit", visit_id=visit_id))
-    audit("bus.cancel", entity="bus_visit", entity_id=visit.id, before=before,
-          after={k: getattr(visit, k) for k in AUDITED}, reason=visit.note)
-    g.db.commit()
-    flash("已取消，正在通知订阅者。")
-    return redirect(url_for("console.bus_visit", visit_id=visit.id))
+    return _update_visit(visit_id, "bus.cancel", "已取消，正在通知订阅者。", apply)
 
 
 @console.get("/bus/<int:visit_id>/progress.json")

@@ -1,14 +1,22 @@
-"""Reports with charts, their CSV and XLSX exports, and the annual rankings."""
+"""Reports with charts, their CSV and XLSX exports, and the annual rankings.
+
+A district-wide report aggregates up to a million hour records, which takes seconds; each
+computed table is kept in Redis for `CACHE_SECONDS` per (team, year, report), shown with
+the time it was computed, and recomputed on demand (`?fresh=1`, the page's 刷新 link).
+Redis may lose it: then it is simply computed again.
+"""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from urllib.parse import quote
 
 from flask import Response, abort, g, request
 
 from console import charts, exports
 from console.views.common import local_today
-from console.web import audit, console, render
+from console.web import audit, console, render, services
 from store import access, reports
 
 
@@ -19,6 +27,23 @@ def _year() -> int:
     except ValueError:
         return this_year
     return year if 2000 <= year <= this_year + 1 else this_year
+
+
+CACHE_SECONDS = 600
+
+
+def table(key: str, year: int, fresh: bool = False) -> tuple[reports.Table, datetime]:
+    """The report, from Redis when computed in the last `CACHE_SECONDS`."""
+    redis = services().redis
+    cache_key = f"console:report:{g.scope.team_id}:{year}:{key}"
+    cached = None if fresh else redis.get(cache_key)
+    if cached:
+        data = json.loads(cached)
+        return reports.Table(**data["table"]), datetime.fromisoformat(data["at"])
+    result = reports.REPORTS[key](g.db, g.scope, year)
+    redis.set(cache_key, json.dumps({"table": result.__dict__, "at": g.now.isoformat()}, ensure_ascii=False),
+              ex=CACHE_SECONDS)
+    return result, g.now
 
 
 def _allowed(key: str) -> bool:
@@ -53,8 +78,9 @@ def chart_for(table: reports.Table):
 @console.get("/reports")
 def reports_page():
     year = _year()
-    tables = [fn(g.db, g.scope, year) for key, fn in reports.REPORTS.items() if _allowed(key)]
-    return render("reports.html", year=year, tables=[(t, chart_for(t)) for t in tables],
+    fresh = request.args.get("fresh") == "1"
+    computed = [table(key, year, fresh) for key in reports.REPORTS if _allowed(key)]
+    return render("reports.html", year=year, tables=[(t, chart_for(t), at) for t, at in computed],
                   this_year=local_today(g.now).year)
 
 
@@ -65,13 +91,13 @@ def report_export(key: str, fmt: str):
     if fmt not in ("csv", "xlsx"):
         abort(404)
     year = _year()
-    table = reports.REPORTS[key](g.db, g.scope, year)
-    audit("report.export", entity="report", entity_id=f"{key}.{fmt}", after={"year": year, "rows": len(table.rows)})
+    result, _at = table(key, year)
+    audit("report.export", entity="report", entity_id=f"{key}.{fmt}", after={"year": year, "rows": len(result.rows)})
     g.db.commit()
-    body = exports.to_csv(table) if fmt == "csv" else exports.to_xlsx(table)
+    body = exports.to_csv(result) if fmt == "csv" else exports.to_xlsx(result)
     mimetype = "text/csv; charset=utf-8" if fmt == "csv" else \
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-    filename = f"{table.title}.{fmt}"
+    filename = f"{result.title}.{fmt}"
     return Response(body, mimetype=mimetype, headers={
         "Content-Disposition": f"attachment; filename=\"{key}-{year}.{fmt}\"; filename*=UTF-8''{quote(filename)}",
         "Cache-Control": "no-store"})
