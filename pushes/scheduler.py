@@ -16,6 +16,7 @@ number of schedulers may run (PostgreSQL rows are taken with SKIP LOCKED).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 import uuid
@@ -34,6 +35,10 @@ log = logging.getLogger("volbot.scheduler")
 
 LOST_JOB_GRACE = 30  # seconds a queued row's job may take to appear before we look
 PASS_LIMIT = 20_000  # rows queued per pass; the next pass takes the rest
+# Other domains' due work, run first in every pass (so pushes it records go out in the same
+# pass): "module:function" called with the services, returning how many items it handled.
+# Each is a query on due times in SQL, like everything here.
+DUE_WORK = ("store.dispatch:run_due",)
 
 
 def _job_id(first: int) -> str:
@@ -119,10 +124,20 @@ def reclaim_expired(services, settings: PushSettings) -> int:
     return len(ids)
 
 
+def _run_due_work(services, path: str) -> int:
+    module, name = path.split(":")
+    try:
+        return int(getattr(importlib.import_module(module), name)(services) or 0)
+    except Exception:  # noqa: BLE001 - one domain's failure must not stop the pushes
+        log.exception("due work %s failed", path)
+        return 0
+
+
 def run_pass(services, settings: PushSettings | None = None) -> dict[str, int]:
     """One pass of the scheduler (see the module doc); returns what it did."""
     settings = settings or PushSettings.from_env()
-    done = {"reclaimed": reclaim_expired(services, settings),
+    due = {path: _run_due_work(services, path) for path in DUE_WORK}
+    done = {**due, "reclaimed": reclaim_expired(services, settings),
             "requeued": requeue_lost(services, settings),
             "queued": enqueue_due(services, settings)}
     with services.db.transaction() as session:

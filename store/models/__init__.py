@@ -9,6 +9,7 @@ from store.models.base import Base, UTCDateTime, utcnow
 from store.models.console import OrderAssignment, ServiceCertificate
 from store.models.bus import BusRoute, BusSubscription, BusVisit
 from store.models.district import Community, Team
+from store.models.dispatch import Offer, TimePayment
 from store.models.followers import CoordinatorMessage, Follower
 from store.models.orders import CatalogVersion, Order, OrderEvent, OrderSerial
 from store.models.places import Place
@@ -30,6 +31,8 @@ __all__ = [
     "UTCDateTime",
     "utcnow",
     "Community",
+    "Offer",
+    "TimePayment",
     "Team",
     "Follower",
     "CoordinatorMessage",

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 17:02:51.008427
+Create Date: 2026-11-28 17:19:49.935491
 """
 from alembic import op
 import sqlalchemy as sa
@@ -516,6 +516,38 @@ def upgrade() -> None:
     with op.batch_alter_table('attendances', schema=None) as batch_op:
         batch_op.create_index('ix_attendances_volunteer_open', ['volunteer_id', 'checked_out_at'], unique=False)
 
+    op.create_table('dispatch_offers',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('order_id', sa.Integer(), nullable=False),
+    sa.Column('volunteer_id', sa.Integer(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('offered_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.Column('due_at', store.models.base.UTCDateTime(), nullable=True),
+    sa.Column('decided_at', store.models.base.UTCDateTime(), nullable=True),
+    sa.Column('score', sa.Integer(), nullable=False),
+    sa.Column('reasons', sa.JSON(), nullable=False),
+    sa.Column('assigned_by', sa.Integer(), nullable=True),
+    sa.Column('note', sa.String(length=255), nullable=True),
+    sa.Column('started_at', store.models.base.UTCDateTime(), nullable=True),
+    sa.Column('finished_at', store.models.base.UTCDateTime(), nullable=True),
+    sa.Column('claimed_minutes', sa.Integer(), nullable=True),
+    sa.Column('minutes', sa.Integer(), nullable=True),
+    sa.Column('minutes_cap', sa.Integer(), nullable=True),
+    sa.Column('confirm_due_at', store.models.base.UTCDateTime(), nullable=True),
+    sa.Column('hour_record_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['assigned_by'], ['coordinators.id'], name=op.f('fk_dispatch_offers_assigned_by_coordinators'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['hour_record_id'], ['hour_records.id'], name=op.f('fk_dispatch_offers_hour_record_id_hour_records')),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_dispatch_offers_order_id_orders'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['volunteer_id'], ['volunteers.id'], name=op.f('fk_dispatch_offers_volunteer_id_volunteers')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_dispatch_offers'))
+    )
+    with op.batch_alter_table('dispatch_offers', schema=None) as batch_op:
+        batch_op.create_index('ix_dispatch_offers_confirm_due', ['confirm_due_at'], unique=False)
+        batch_op.create_index('ix_dispatch_offers_order_state', ['order_id', 'state'], unique=False)
+        batch_op.create_index('ix_dispatch_offers_state_due', ['state', 'due_at'], unique=False)
+        batch_op.create_index('ix_dispatch_offers_volunteer_state', ['volunteer_id', 'state'], unique=False)
+
     op.create_table('signups',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('shift_id', sa.Integer(), nullable=False),
@@ -567,6 +599,24 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_volunteer_stars')),
     sa.UniqueConstraint('volunteer_id', 'level', name=op.f('uq_volunteer_stars_volunteer_id_level'))
     )
+    op.create_table('dispatch_time_payments',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('order_id', sa.Integer(), nullable=False),
+    sa.Column('volunteer_id', sa.Integer(), nullable=False),
+    sa.Column('payer_follower_id', sa.Integer(), nullable=True),
+    sa.Column('minutes', sa.Integer(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('tx_id', sa.Integer(), nullable=True),
+    sa.Column('note', sa.String(length=255), nullable=True),
+    sa.Column('created_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.Column('decided_at', store.models.base.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_dispatch_time_payments_order_id_orders'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['payer_follower_id'], ['followers.id'], name=op.f('fk_dispatch_time_payments_payer_follower_id_followers'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['tx_id'], ['time_transactions.id'], name=op.f('fk_dispatch_time_payments_tx_id_time_transactions')),
+    sa.ForeignKeyConstraint(['volunteer_id'], ['volunteers.id'], name=op.f('fk_dispatch_time_payments_volunteer_id_volunteers')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_dispatch_time_payments')),
+    sa.UniqueConstraint('order_id', name=op.f('uq_dispatch_time_payments_order_id'))
+    )
     op.create_table('time_entries',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('tx_id', sa.Integer(), nullable=False),
@@ -591,6 +641,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_time_entries_account_created')
 
     op.drop_table('time_entries')
+    op.drop_table('dispatch_time_payments')
     op.drop_table('volunteer_stars')
     with op.batch_alter_table('time_transactions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_time_transactions_order_ref'))
@@ -602,6 +653,13 @@ def downgrade() -> None:
         batch_op.drop_index('ix_signups_shift_state_position')
 
     op.drop_table('signups')
+    with op.batch_alter_table('dispatch_offers', schema=None) as batch_op:
+        batch_op.drop_index('ix_dispatch_offers_volunteer_state')
+        batch_op.drop_index('ix_dispatch_offers_state_due')
+        batch_op.drop_index('ix_dispatch_offers_order_state')
+        batch_op.drop_index('ix_dispatch_offers_confirm_due')
+
+    op.drop_table('dispatch_offers')
     with op.batch_alter_table('attendances', schema=None) as batch_op:
         batch_op.drop_index('ix_attendances_volunteer_open')
 
