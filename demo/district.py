@@ -265,7 +265,7 @@ def _history(session: Session, volunteer: Volunteer, hours: int, now: datetime, 
     for start, end in _quarter_spans(now, 40):
         if left <= 0:
             break
-        quarter = min(left, rng.randint(60, 200))
+        quarter = min(left, rng.randint(100, 300))
         left -= quarter
         r = volunteering.record_hours(
             session, volunteer, source="manual", started_at=start, ended_at=end, now=now,

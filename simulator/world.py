@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from demo import geography
+from store.access import ROLE_LABELS
 from store.models import Community, Coordinator, Follower, Volunteer
 
 PERSONA_LIMIT = 8  # per role: enough to pick from, short enough to read
@@ -33,7 +34,7 @@ def personas(session: Session) -> list[dict]:
         .join(Follower, Coordinator.follower_id == Follower.id)
         .where(Coordinator.is_demo.is_(True)).order_by(Coordinator.id).limit(PERSONA_LIMIT)
     ).all()
-    out += [{"openid": o, "name": n, "role": "coordinator", "note": f"管理员（{r}）"}
+    out += [{"openid": o, "name": n, "role": "coordinator", "note": ROLE_LABELS.get(r, r)}
             for n, r, o in coordinators]
     volunteers = session.execute(
         select(Volunteer.name, Volunteer.number, Follower.openid)

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUDGET = float(os.environ.get("VOLBOT_FRESH_DEMO_BUDGET", "90"))
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(os.environ.get("VOLBOT_FRESH_DEMO") != "1",
                        reason="slow: set VOLBOT_FRESH_DEMO=1 to time `make demo` from a fresh clone"),
     pytest.mark.skipif(not (shutil.which("git") and shutil.which("make")), reason="needs git and make"),
