@@ -17,6 +17,7 @@ from dataclasses import asdict, fields
 
 import requests
 from flask import Flask, abort, jsonify, request, send_file
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from emulator.state import ERRMSG, EmulatorState, Fault, Settings
 
@@ -408,3 +409,14 @@ def _leaf_error(button: dict) -> int:
     if kind == "view" and not (0 < len(str(button.get("url", ""))) <= 1024):
         return 40017
     return 0
+
+
+class KeepAliveHandler(WSGIRequestHandler):
+    """HTTP/1.1, so an API client keeps its connection (WeChat's servers do too)."""
+
+    protocol_version = "HTTP/1.1"
+
+
+def make_emulator_server(app: Flask, host: str = "127.0.0.1", port: int = 0):
+    """A threaded werkzeug server for `app` (port 0: a free one; see `.server_port`)."""
+    return make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler)

@@ -2,15 +2,16 @@
 
 A job carries push ids, not content: SQL holds the truth. For each chunk the worker
 
-1. claims the rows in one UPDATE (queued/pending and due → sending, attempts + 1, a lease),
-   so a job run twice, or two jobs with the same row, send it once: only one claim wins;
+1. claims a handful of rows in one UPDATE (queued/pending and due → sending, attempts + 1,
+   a lease), so a job run twice, or two jobs with the same row, send it once: only one
+   claim wins;
 2. waits for the shared Redis token bucket, then sends the template with
    `client_msg_id = "volbot-<push id>"`: if this worker dies after WeChat accepted the push
    but before step 3, the row's lease runs out, the scheduler queues it again, and WeChat
    drops the resend (same openid + client_msg_id within 10 minutes). A row whose lost
    attempt is older than that window is failed as "outcome unknown", never resent;
-3. marks the row sent (guarded by state and attempt number, so a late worker whose lease
-   was taken over cannot overwrite the newer attempt).
+3. records the handful's outcomes in one transaction (each guarded by state and attempt
+   number, so a late worker whose lease was taken over cannot overwrite the newer attempt).
 
 Transient errors (network, -1, 45011, a token still refused after one refresh) put the row
 back to pending with exponential backoff; 45009 (daily quota) waits for the next day;
@@ -53,13 +54,14 @@ DAILY_QUOTA = 45009
 @dataclass(frozen=True)
 class PushSettings:
     """Tunables, from the environment (PUSH_RATE, PUSH_BURST, PUSH_MAX_ATTEMPTS,
-    PUSH_LEASE_SECONDS, PUSH_CHUNK, PUSH_BACKOFF_SECONDS, PUSH_BACKOFF_MAX_SECONDS)."""
+    PUSH_LEASE_SECONDS, PUSH_CHUNK, PUSH_CLAIM, PUSH_BACKOFF_SECONDS, PUSH_BACKOFF_MAX_SECONDS)."""
 
     rate: float = 50.0  # sends per second, all workers together
     burst: float | None = None
     max_attempts: int = 6
     lease_seconds: int = 60
-    chunk: int = 50
+    chunk: int = 50  # push ids per queue job
+    claim: int = 10  # rows claimed (and their outcomes recorded) at a time within a job
     backoff: float = 5.0
     backoff_max: float = 3600.0
     # WeChat dedups client_msg_id for 600 s; past this a lost attempt is not resent.
@@ -71,13 +73,13 @@ class PushSettings:
 
         environ = os.environ if environ is None else environ
         names = {"rate": "PUSH_RATE", "burst": "PUSH_BURST", "max_attempts": "PUSH_MAX_ATTEMPTS",
-                 "lease_seconds": "PUSH_LEASE_SECONDS", "chunk": "PUSH_CHUNK",
+                 "lease_seconds": "PUSH_LEASE_SECONDS", "chunk": "PUSH_CHUNK", "claim": "PUSH_CLAIM",
                  "backoff": "PUSH_BACKOFF_SECONDS", "backoff_max": "PUSH_BACKOFF_MAX_SECONDS"}
         values = {}
         for field, var in names.items():
             if environ.get(var):
                 try:
-                    values[field] = (int if field in ("max_attempts", "lease_seconds", "chunk") else float)(environ[var])
+                    values[field] = (int if field in ("max_attempts", "lease_seconds", "chunk", "claim") else float)(environ[var])
                 except ValueError:
                     raise ConfigError(f"{var}: expected a number, got {environ[var]!r}")
                 if values[field] <= 0:
@@ -152,88 +154,103 @@ class Dispatcher:
     # ---- one chunk ------------------------------------------------------------------------
 
     def send_chunk(self, ids: list[int]) -> dict:
+        """Send the rows of `ids` that still wait, a few at a time: claim a handful, send
+        them, record their outcomes in one transaction. A small claim keeps each lease
+        short and a worker's death costs at most a handful of (deduplicated) resends."""
         counts = {"sent": 0, "failed": 0, "retry": 0, "skipped": 0}
-        rows = self.claim(ids)
-        counts["skipped"] = len(ids) - len(rows)
-        blocked = self.blocked({p.openid for p in rows}) if rows else {}
         quota_hit = False
-        for push in rows:
-            if push.openid in blocked:
-                self.finish(push, "failed", error=f"recipient blocked: {blocked[push.openid]}")
-                counts["failed"] += 1
+        for i in range(0, len(ids), self.settings.claim):
+            group = ids[i:i + self.settings.claim]
+            rows = self.claim(group)
+            counts["skipped"] += len(group) - len(rows)
+            if not rows:
                 continue
-            if quota_hit:
-                self.retry_at(push, next_china_day(self.now()), "45009 daily quota reached", count_attempt=False)
-                counts["retry"] += 1
-                continue
-            outcome = self.send_one(push)
-            counts[outcome] += 1
-            quota_hit = outcome == "retry" and (push.last_error or "").startswith(str(DAILY_QUOTA))
+            blocked = self.blocked({p.openid for p in rows})
+            outcomes = []
+            for push in rows:
+                if push.openid in blocked:
+                    outcome = Outcome(push, "failed", error=f"recipient blocked: {blocked[push.openid]}")
+                elif quota_hit:
+                    outcome = Outcome(push, "pending", error="45009 daily quota reached",
+                                      due=next_china_day(self.now()), count_attempt=False)
+                else:
+                    outcome = self.send_one(push)
+                    quota_hit = outcome.error is not None and outcome.error.startswith(str(DAILY_QUOTA))
+                outcomes.append(outcome)
+                counts[outcome.tally] += 1
+            self.record(outcomes)
         return counts
 
-    def send_one(self, push: Push) -> str:
+    def send_one(self, push: Push) -> "Outcome":
         if not self.bucket.take(timeout=max(30.0, self.settings.lease_seconds / 2)):
-            self.retry_at(push, self.now(), "rate limiter busy", count_attempt=False)
-            return "retry"
+            return Outcome(push, "pending", error="rate limiter busy", due=self.now(), count_attempt=False)
         template_id, data = self.templates.render(push.kind, push.title, push.data or {})
         try:
             msgid = self.client.send_template(push.openid, template_id, data, url=push.url,
                                               client_msg_id=f"volbot-{push.id}")
         except WeChatError as e:
             return self.failed_send(push, e)
-        self.finish(push, "sent", msgid=msgid)
-        return "sent"
+        return Outcome(push, "sent", msgid=msgid or None)
 
-    def failed_send(self, push: Push, e: WeChatError) -> str:
+    def failed_send(self, push: Push, e: WeChatError) -> "Outcome":
         reason = f"{e.code} {e.message}".strip() if e.code is not None else f"network: {e.message}"
         if e.code in BLOCKING:
-            self.finish(push, "failed", error=reason, block=f"{e.code} {BLOCKING[e.code]}")
-            return "failed"
+            return Outcome(push, "failed", error=reason, block=f"{e.code} {BLOCKING[e.code]}")
         if e.code in BAD_PUSH:
-            self.finish(push, "failed", error=reason)
-            return "failed"
+            return Outcome(push, "failed", error=reason)
         if e.code == DAILY_QUOTA:
-            push.last_error = reason
-            self.retry_at(push, next_china_day(self.now()), reason, count_attempt=False)
-            return "retry"
+            return Outcome(push, "pending", error=reason, due=next_china_day(self.now()), count_attempt=False)
         if push.attempts >= self.settings.max_attempts:
-            self.finish(push, "failed", error=f"gave up after {push.attempts} attempts: {reason}")
-            return "failed"
+            return Outcome(push, "failed", error=f"gave up after {push.attempts} attempts: {reason}")
         due = self.now() + timedelta(seconds=backoff_delay(push.attempts, self.settings))
-        self.retry_at(push, due, reason)
-        return "retry"
+        return Outcome(push, "pending", error=reason, due=due)
 
     # ---- recording outcomes (each guarded by our claim) -------------------------------------
 
-    def _ours(self, push: Push):
-        return (Push.id == push.id, Push.state == "sending", Push.attempts == push.attempts)
-
-    def finish(self, push: Push, state: str, *, msgid: str | None = None, error: str | None = None,
-               block: str | None = None) -> None:
+    def record(self, outcomes: list["Outcome"]) -> None:
+        """One transaction for a handful of outcomes. Each update only applies while the row
+        is still ours (state sending, our attempt number): a worker whose lease was taken
+        over cannot overwrite the newer attempt."""
         now = self.now()
-        values = {"state": state, "lease_until": None, "last_error": error}
-        if state == "sent":
-            values.update(wechat_msgid=msgid or None, sent_at=now)
         with self.services.db.transaction() as session:
-            done = session.execute(update(Push).where(*self._ours(push)).values(**values)
-                                   .execution_options(synchronize_session=False)).rowcount
-            if done and block:
-                session.execute(update(Follower).where(Follower.openid == push.openid,
-                                                       Follower.push_blocked.is_(None))
-                                .values(push_blocked=block[:64]).execution_options(synchronize_session=False))
-            if done and msgid:
-                apply_early_receipt(session, push.id, msgid, now)
-        if not done:
-            log.warning("push %s: claim lost before recording %s", push.id, state)
+            for o in outcomes:
+                values = {"state": o.state, "lease_until": None, "last_error": o.error}
+                if o.state == "sent":
+                    values.update(wechat_msgid=o.msgid, sent_at=now, last_error=None)
+                elif o.state == "pending":
+                    values.update(due_at=o.due, job_id=None)
+                    if not o.count_attempt:
+                        values["attempts"] = Push.attempts - 1
+                push = o.push
+                done = session.execute(
+                    update(Push).where(Push.id == push.id, Push.state == "sending", Push.attempts == push.attempts)
+                    .values(**values).execution_options(synchronize_session=False)).rowcount
+                if not done:
+                    log.warning("push %s: claim lost before recording %s", push.id, o.state)
+                    continue
+                if o.block:
+                    session.execute(update(Follower).where(Follower.openid == push.openid,
+                                                           Follower.push_blocked.is_(None))
+                                    .values(push_blocked=o.block[:64]).execution_options(synchronize_session=False))
+                if o.msgid:
+                    apply_early_receipt(session, push.id, o.msgid, now)
 
-    def retry_at(self, push: Push, due: datetime, error: str, *, count_attempt: bool = True) -> None:
-        push.last_error = error
-        values = {"state": "pending", "due_at": due, "lease_until": None, "job_id": None, "last_error": error}
-        if not count_attempt:
-            values["attempts"] = Push.attempts - 1
-        with self.services.db.transaction() as session:
-            session.execute(update(Push).where(*self._ours(push)).values(**values)
-                            .execution_options(synchronize_session=False))
+
+@dataclass
+class Outcome:
+    """What became of one claimed push: sent, failed, or back to pending until `due`."""
+
+    push: Push
+    state: str
+    msgid: str | None = None
+    error: str | None = None
+    block: str | None = None  # mark the follower push_blocked with this reason
+    due: datetime | None = None
+    count_attempt: bool = True
+
+    @property
+    def tally(self) -> str:
+        return {"sent": "sent", "failed": "failed"}.get(self.state, "retry")
 
 
 # ---- the RQ entry point ------------------------------------------------------------------------
@@ -266,7 +283,10 @@ def run_worker(services, *, burst: bool = False, dispatcher: Dispatcher | None =
     from pushes.scheduler import run_pass
 
     install(dispatcher or Dispatcher(services))
-    run_pass(services)
+    try:
+        run_pass(services)
+    except Exception:  # noqa: BLE001 - e.g. SQLite busy under a big fan-out: the scheduler retries
+        log.exception("start-up resume pass failed; working the queue anyway")
     connection = redis.Redis.from_url(services.redis_url)
     worker = SimpleWorker([push_queue(connection)], connection=connection, name=name)
     worker.work(burst=burst, logging_level="WARNING")

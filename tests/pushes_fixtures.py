@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
-from emulator import create_emulator
+from emulator import create_emulator, make_emulator_server
 from pushes.client import ApiClient
 from pushes.worker import Dispatcher, PushSettings, install, push_queue
 from tests.conftest import TEST_APPID, TEST_TOKEN
@@ -60,7 +59,7 @@ class Emulator:
 @pytest.fixture(scope="session")
 def emulator_server(services):
     app = create_emulator({TEST_APPID: services.config.wechat_secret}, token=TEST_TOKEN)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_emulator_server(app)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield Emulator(f"http://127.0.0.1:{server.server_port}", app)
     server.shutdown()

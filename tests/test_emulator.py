@@ -125,3 +125,15 @@ def test_template_finish_callback_reaches_the_webhook(emulator, base_url):
     [callback] = emulator.calls("callback")
     assert callback["msgid"] == sent["msgid"] and callback["status"] == "success"
     assert callback["http_status"] == 200 and callback["body"] in ("success", "")
+
+
+def test_concurrent_sends_are_each_recorded_once(emulator):
+    from concurrent.futures import ThreadPoolExecutor
+
+    tok = token(emulator)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: call(emulator, "message/template/send", tok,
+                                               template(f"o_emu_many{i:03d}", f"c-{i % 50}")), range(200)))
+    assert all(r["errcode"] == 0 for r in results)
+    assert len({r["msgid"] for r in results}) == 200  # different openids: no dedup across users
+    assert emulator.stats()["templates_accepted"] == 200 and len(emulator.calls("template")) == 200

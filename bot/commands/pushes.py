@@ -40,17 +40,21 @@ def register(main: click.Group) -> None:
                   help="Where TEMPLATESENDJOBFINISH events go (our webhook); '' for none.")
     def wechat_emulator(host, port, callback_url):
         """Serve the local WeChat API emulator (point WECHAT_API_BASE at it)."""
-        from werkzeug.serving import run_simple
-
         from bot.config import load_config
-        from emulator import create_emulator
+        from emulator import create_emulator, make_emulator_server
 
         config = load_config()
         app = create_emulator({config.wechat_appid: config.wechat_secret}, token=config.wechat_token,
                               aes_key=config.wechat_aes_key, callback_url=callback_url or None)
         click.echo(f"WeChat emulator on http://{host}:{port}/cgi-bin/  "
                    f"(WECHAT_API_BASE=http://{host}:{port}/cgi-bin/; record: /_emulator/stats, /_emulator/calls)")
-        run_simple(host, port, app, threaded=True, use_reloader=False)
+        server = make_emulator_server(app, host, port)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
 
     @main.command()
     @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
