@@ -308,12 +308,25 @@ def decide_hours(session: Session, record_ids: list[int], *, approve: bool, now:
         if not won:
             results.append(Decision(rid, "already"))
             continue
+        _announce_decision(session, record, approve, reason)
         if not approve:
             results.append(Decision(rid, "rejected"))
             continue
         timebank.deposit_for_hours(session, record, actor=actor, now=now, rules=rule.bank)
         results.append(Decision(rid, "approved", check_stars(session, record.volunteer, now, rule, record)))
     return results
+
+
+def _announce_decision(session: Session, record: HourRecord, approved: bool, reason: str) -> None:
+    """Tell the volunteer their hours were approved or rejected (once per record)."""
+    volunteer = record.volunteer
+    if volunteer.follower is None or not volunteer.follower.subscribed:
+        return
+    notify(session, openid=volunteer.follower.openid, kind="hours_result", title="服务时长审核结果",
+           fields={"number": volunteer.number, "result": "已通过" if approved else "未通过",
+                   "hours": hours_text(record.minutes),
+                   "note": (reason.strip() or record.description or "")[:20]},
+           dedup_key=f"hours:{record.id}:{'approved' if approved else 'rejected'}")
 
 
 def approved_minutes(session: Session, volunteer_id: int) -> int:
