@@ -23,6 +23,9 @@ def create_app(config: Config | None = None, services: Services | None = None) -
     app.extensions["volbot"] = services
     app.extensions["volbot.pipeline"] = Pipeline(services)
     logging.basicConfig(level=logging.INFO)
+    from bot import observability  # request ids, JSON logs, /metrics
+
+    observability.install(app, services)
 
     from bot.webhook import webhook
 

@@ -12,11 +12,13 @@ deadline; the work then finishes (or fails) on its own and caches its reply for 
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 
+from bot import observability as metrics
 from dialogue.context import Ctx
 from dialogue.types import BUSY, Message, Reply
 from store.ephemeral import Deliveries, Dedup, LockTimeout, StaleState, StateStore, UserLock
@@ -35,14 +37,17 @@ class Pipeline:
     def handle(self, message: Message) -> Reply:
         """The reply for `message`, within the configured deadline."""
         deadline = time.monotonic() + self.services.config.reply_deadline
-        future = self.executor.submit(self._deliver, message, deadline)
+        # The turn thread runs in a copy of this context: its log lines keep the request id.
+        future = self.executor.submit(contextvars.copy_context().run, self._deliver, message, deadline)
         try:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             log.warning("reply deadline passed", extra={"event": message.event or message.kind})
+            metrics.BUSY.labels("deadline").inc()
             return BUSY
         except Exception:  # noqa: BLE001 - Redis/DB down: answer busy, keep the log
             log.exception("turn failed", extra={"event": message.event or message.kind})
+            metrics.BUSY.labels("error").inc()
             return BUSY
 
     # ---- the delivery: dedup, then lock, then the turn -----------------------------------
@@ -53,6 +58,7 @@ class Pipeline:
         # One round trip claims the delivery, takes the free lock and reads the state.
         opened = self.deliveries.open(key, lock)
         if not opened.claimed:
+            metrics.DEDUP_HITS.inc()
             return self._await_first(key, opened.cached, deadline)
         state = opened.state
         if not opened.locked:
@@ -61,8 +67,11 @@ class Pipeline:
             except BaseException as e:
                 if isinstance(e, LockTimeout):
                     log.warning("user lock wait timed out")
+                    metrics.LOCK_WAITS.labels("timeout").inc()
                 self.dedup.release(key)  # nothing was done: a retry may try again
                 raise
+            metrics.LOCK_WAITS.labels("acquired").inc()
+            metrics.LOCK_WAIT_SECONDS.observe(lock.waited)
             state = None  # read after the lock, not before
         try:
             reply = self.turn(message, state)

@@ -11,7 +11,9 @@ import logging
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from bot import observability
 from bot.protocol import BadRequest
+from dialogue.types import BUSY
 
 log = logging.getLogger("volbot.webhook")
 webhook = Blueprint("webhook", __name__)
@@ -43,6 +45,8 @@ def receive():
     if message is None:
         return Response("success", mimetype="text/plain")
     reply = current_app.extensions["volbot.pipeline"].handle(message)
+    if reply is BUSY:
+        observability.note_outcome("busy")
     to_app = message.extra.get("to_user") or services.config.wechat_appid
     try:
         xml = services.protocol.render(reply, message, to_app, encrypted,

@@ -25,6 +25,7 @@ import redis
 from wechatpy import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 
+from bot.observability import count_api_error
 from store.ephemeral import PREFIX, LockTimeout, UserLock
 
 log = logging.getLogger("volbot.wechat")
@@ -132,6 +133,7 @@ class ApiClient(WeChatClient):
                 return super()._request(method, url_or_endpoint, params=dict(params), **kwargs)
             except WeChatClientException as e:
                 code = int(e.errcode) if e.errcode is not None else None
+                count_api_error(self.redis, str(url_or_endpoint), code)  # /metrics, all workers
                 if code in TOKEN_ERRORS and attempt == 1:
                     log.info("access token refused (%s); refreshing once", code)
                     self.tokens.discard(token)
@@ -141,6 +143,7 @@ class ApiClient(WeChatClient):
             except WeChatError:
                 raise
             except Exception as e:  # noqa: BLE001 - requests errors: transient by nature
+                count_api_error(self.redis, str(url_or_endpoint), None)
                 raise WeChatError(None, f"{type(e).__name__}") from e
         raise AssertionError("unreachable")
 
