@@ -10,6 +10,8 @@ registry = Registry()
 
 # Importing a journey module registers it. Keep this list in menu order.
 from handlers import welcome  # noqa: E402,F401
+# dispatch before orders: its fallback ("接单 D2026…") must see those words before the need search
+from handlers import dispatch  # noqa: E402,F401
 from handlers import orders  # noqa: E402,F401
 from handlers import my_orders  # noqa: E402,F401
 from handlers import volunteers  # noqa: E402,F401

@@ -16,6 +16,7 @@ from dialogue.types import Message
 from handlers import registry
 from handlers.common import mask_address, mask_phone
 from handlers.parsing import When
+from store import dispatch
 from store import orders as store
 from store.models import Order
 
@@ -73,6 +74,8 @@ def actions(order: Order | None) -> list[Choice]:
     out = []
     if order.status in store.CANCELLABLE:
         out.append(Choice("cancel", "取消预约"))
+    if order.status == "completed":
+        out.append(Choice("confirm", "确认服务完成"))
     if order.status in store.RATABLE:
         out.append(Choice("rate", "评价服务"))
     return out
@@ -118,7 +121,10 @@ def start_my_orders(ctx, params):
     if not store.orders_of(ctx.session, ctx.follower.id, limit=1):
         return "您还没有预约过服务。回复“预约”开始预约志愿服务。"
     if params.get("number"):
-        return {"pick": params["number"]}
+        answers = {"pick": params["number"]}
+        if params.get("action"):  # e.g. rating right after 确认完成
+            answers["action"] = params["action"]
+        return answers
     return {}
 
 
@@ -130,13 +136,18 @@ def finish(ctx, answers):
     actor = store.Actor("resident", ctx.follower.id)
     try:
         if action == "cancel":
-            store.cancel_order(ctx.session, order, actor=actor, reason=answers["reason"], now=ctx.now)
+            dispatch.cancel(ctx.session, order, actor=actor, reason=answers["reason"], now=ctx.now)
             return f"已取消订单 {order.number}（{order.sub_name}）。\n如需再次预约，回复“预约”。"
+        if action == "confirm":
+            dispatch.confirm(ctx.session, order, actor=actor, now=ctx.now)
+            return f"已确认订单 {order.number} 服务完成，谢谢！回复“我的订单”可以为这次服务评价。"
         if action == "rate":
+            if order.status == "completed":  # rating a completed service confirms it too
+                dispatch.confirm(ctx.session, order, actor=actor, now=ctx.now)
             store.rate_order(ctx.session, order, actor=actor, stars=answers["stars"],
                              comment=answers.get("comment"), now=ctx.now)
             return f"感谢您的评价（{'★' * answers['stars']}）！您的意见会转给服务的志愿者和工作人员。"
-    except store.OrderError as e:
+    except (store.OrderError, dispatch.DispatchError) as e:
         return e.message
     return detail(order) + "\n\n回复“我的订单”查看其他订单。"
 

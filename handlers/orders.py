@@ -19,8 +19,10 @@ from dialogue.types import Message, Reply
 from handlers import registry
 from handlers.common import mask_phone, parse_phone
 from handlers.parsing import TIME_HINT, When, parse_when, slot_choices
+from store import dispatch, timebank
 from store import orders as store
-from store.models import Community
+from store.models import Community, Volunteer
+from store.volunteering import hours_text
 
 # Words that make a message a request for help even when no service matches its words.
 ASKING_FOR_HELP = ("需要帮", "帮帮", "帮忙", "帮我", "求助", "找人", "有人能", "谁能", "上门", "志愿者来")
@@ -208,6 +210,41 @@ def read_phone(ctx, arg, answers):
     return parse_phone(_text(arg))
 
 
+# ---- paying with time (only for followers who may spend a time-bank balance) ------------
+
+def pay_choices(ctx, answers):
+    out = []
+    for vol, minutes in dispatch.payable_accounts(ctx.session, ctx.follower):
+        whose = "本人" if vol.follower_id == ctx.follower.id else f"{vol.name[:1]}**的"
+        out.append(Choice({"vol": vol.id, "label": f"{whose}时间银行"},
+                          f"用{whose}时间银行支付（余额{hours_text(minutes)}）"))
+    return out + [Choice({"vol": None, "label": "不使用"}, "不使用（志愿服务免费）")]
+
+
+def _sub_minutes(ctx, answers) -> int:
+    sub = catalog(ctx).sub((answers.get("sub") or {}).get("code", ""))
+    return sub.minutes if sub else 0
+
+
+def _check_balance(ctx, vol_id: int, need: int) -> None:
+    vol = ctx.session.get(Volunteer, vol_id)
+    have = timebank.balance(ctx.session, vol) if vol else 0
+    if vol is None or not timebank.may_spend(ctx.session, vol, ctx.follower) or have < need:
+        raise Invalid(f"时间银行余额不足：这项服务需要{hours_text(need)}，余额{hours_text(have)}。"
+                      "请选择“不使用”。")
+
+
+def read_pay(ctx, value, answers):
+    if value.get("vol"):
+        _check_balance(ctx, value["vol"], _sub_minutes(ctx, answers))
+    return value
+
+
+def ask_pay(ctx, answers):
+    return (f"您可以用时间银行的时长支付这次服务（约{hours_text(_sub_minutes(ctx, answers))}，"
+            "居民确认服务完成后扣除）。请选择：")
+
+
 # ---- finishing ---------------------------------------------------------------------------
 
 def start_order(ctx, params):
@@ -235,6 +272,9 @@ def submit(ctx, answers):
     tz = ctx.local_now.tzinfo
     if when.ends(tz) <= ctx.local_now:
         raise Invalid("您选的时间已经过去了，请修改预约时间。")
+    pay = (answers.get("pay") or {}).get("vol")
+    if pay:  # the balance may have moved since the question: refused up front, not later
+        _check_balance(ctx, pay, sub.minutes)
     address = answers["address"]
     text = address["text"] + (f" {answers['room']}" if answers.get("room") else "")
     community = answers.get("community") or {}
@@ -247,11 +287,17 @@ def submit(ctx, answers):
         form_token=answers.get("token"),
     )
     follower.phone = answers["phone"]  # offered as the default next time
+    if created:
+        if pay:
+            dispatch.pay_with_time(ctx.session, order, ctx.session.get(Volunteer, pay), follower, ctx.now)
+        # The best volunteer is asked at once; with nobody to ask, the scheduler escalates.
+        dispatch.offer_next(ctx.session, order, ctx.now, escalate=False)
     return Reply("\n".join([
         "预约已提交！" if created else "这份预约已经提交过了。",
         f"订单号：{order.number}",
         f"服务项目：{order.sub_name}",
         f"预约时间：{when.label(ctx.local_now.date())}",
+        *(["支付：时间银行（确认服务完成后扣除）"] if pay else []),
         "接下来：工作人员会尽快为您安排志愿者，志愿者接单后会通知您，并先打电话与您确认。",
         "回复“我的订单”查看进度或取消预约。",
     ]))
@@ -286,6 +332,9 @@ ORDER_FLOW = registry.flow(Flow(
              help="可以回复序号选时段，也可以说“明天下午”“后天上午9点”。"),
         Step("phone", ask_phone, label="联系电话", parse=read_phone, default=phone_default,
              default_label=mask_phone, show=mask_phone, help="手机号11位；座机请加区号，如 0536-8888000。"),
+        Step("pay", ask_pay, label="时间银行", choices=pay_choices, parse=read_pay, show=lambda v: v["label"],
+             when=lambda ctx, a: bool(dispatch.payable_accounts(ctx.session, ctx.follower)),
+             help="时间银行是您（或家人）做志愿服务存下的时长，可以用来支付这次服务。"),
     ],
 ))
 
