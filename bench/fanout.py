@@ -158,7 +158,11 @@ def main() -> None:
 
     procs = [spawn(env, "scheduler", "--interval", "0.5"), spawn(env, "worker", "--name", "bench-w1"),
              spawn(env, "worker", "--name", "bench-w2")]
+    # Let them start before the fan-out: on SQLite its one big transaction holds the write
+    # lock for seconds, and a process starting meanwhile fails its start-up check.
+    time.sleep(5)
     try:
+        check_alive(procs)
         # ---- run 1: a visit scheduled ---------------------------------------------------------
         day = (datetime.now(bus.CHINA) + timedelta(days=3)).date()
         start, end = bus.local_span(day, datetime.strptime("09:00", "%H:%M").time(),

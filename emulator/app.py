@@ -110,6 +110,13 @@ def create_emulator(apps: dict[str, str], *, token: str = "volbot-dev-token", ae
         payload.update(extra.get("response", {}))
         return jsonify(payload)
 
+    def to_user(endpoint: str):
+        """(body, openid, error response or None) for a call addressed to one user."""
+        data = body()
+        openid = data.get("touser")
+        failed = guarded(endpoint, openid)
+        return data, openid, (reply(endpoint, *failed, openid=openid, request=data) if failed else None)
+
     # ---- access tokens --------------------------------------------------------------------
 
     def credentials(endpoint: str, appid: str | None, secret: str | None):
@@ -148,11 +155,9 @@ def create_emulator(apps: dict[str, str], *, token: str = "volbot-dev-token", ae
 
     @app.post("/cgi-bin/message/template/send")
     def template_send():
-        data = body()
-        openid = data.get("touser")
-        failed = guarded("template", openid)
-        if failed:
-            return reply("template", *failed, openid=openid, request=data)
+        data, openid, refused = to_user("template")
+        if refused:
+            return refused
         code = state.recipient_error(openid)
         if code:
             return reply("template", code, openid=openid, request=data)
@@ -174,11 +179,9 @@ def create_emulator(apps: dict[str, str], *, token: str = "volbot-dev-token", ae
 
     @app.post("/cgi-bin/message/custom/send")
     def custom_send():
-        data = body()
-        openid = data.get("touser")
-        failed = guarded("custom", openid)
-        if failed:
-            return reply("custom", *failed, openid=openid, request=data)
+        data, openid, refused = to_user("custom")
+        if refused:
+            return refused
         code = state.recipient_error(openid)
         if code == 43004:
             code = 45015  # an unfollowed user's window is closed
@@ -190,11 +193,9 @@ def create_emulator(apps: dict[str, str], *, token: str = "volbot-dev-token", ae
 
     @app.post("/cgi-bin/message/subscribe/bizsend")
     def bizsend():
-        data = body()
-        openid = data.get("touser")
-        failed = guarded("bizsend", openid)
-        if failed:
-            return reply("bizsend", *failed, openid=openid, request=data)
+        data, openid, refused = to_user("bizsend")
+        if refused:
+            return refused
         code = state.recipient_error(openid)
         if not code and state.user(openid).refuses:
             code = 43101

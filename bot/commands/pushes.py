@@ -14,22 +14,44 @@ def _services():
     return build_services()
 
 
-def _day(value: str | None) -> date | None:
+def _daemon_services(wait: float = 30.0):
+    """Services for a long-running process (worker, scheduler): the database or Redis may
+    be briefly unavailable at start (restarting, or SQLite's write lock held by a big
+    fan-out), so keep checking for `wait` seconds before giving up with the usual line."""
+    import time as clock
+
+    from bot.cli import build_services
+    from bot.config import ConfigError
+
+    services = build_services(check=False)
+    deadline = clock.monotonic() + wait
+    while True:
+        try:
+            services.check()
+            return services
+        except ConfigError:
+            if clock.monotonic() >= deadline:
+                services.close()
+                raise
+            clock.sleep(1.0)
+
+
+def _parsed(value: str | None, parse, expected: str):
+    """`parse(value)` for a CLI option (None stays None); a bad value is one clear line."""
     if value is None:
         return None
     try:
-        return date.fromisoformat(value)
+        return parse(value)
     except ValueError:
-        raise click.BadParameter(f"expected YYYY-MM-DD, got {value!r}")
+        raise click.BadParameter(f"expected {expected}, got {value!r}")
+
+
+def _day(value: str | None) -> date | None:
+    return _parsed(value, date.fromisoformat, "YYYY-MM-DD")
 
 
 def _time(value: str | None) -> time | None:
-    if value is None:
-        return None
-    try:
-        return time.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"expected HH:MM, got {value!r}")
+    return _parsed(value, time.fromisoformat, "HH:MM")
 
 
 def register(main: click.Group) -> None:
@@ -63,7 +85,7 @@ def register(main: click.Group) -> None:
         """Send queued pushes (RQ worker); resumes lost jobs from SQL at start."""
         from pushes.worker import run_worker
 
-        services = _services()
+        services = _daemon_services()
         try:
             run_worker(services, burst=burst, name=name)
         finally:
@@ -76,7 +98,7 @@ def register(main: click.Group) -> None:
         """Queue due pushes and reminders, re-queue lost jobs (a pass every INTERVAL s)."""
         from pushes.scheduler import run_forever, run_pass
 
-        services = _services()
+        services = _daemon_services()
         try:
             if once:
                 click.echo(run_pass(services))
