@@ -237,8 +237,6 @@ def finish_done(ctx, answers):
     if vol is None or order is None:
         return "没有找到这个工单。"
     try:
-        if order.status == "accepted":  # forgot 开始服务: the service ran from minutes ago
-            dispatch.start_service(ctx.session, vol, order, ctx.now)
         offer = dispatch.complete_service(ctx.session, vol, order, answers["minutes"], ctx.now)
     except dispatch.DispatchError as e:
         return e.message

@@ -445,6 +445,14 @@ def complete_service(session: Session, volunteer: Volunteer, order: Order, minut
     offer = _mine(session, volunteer, order)
     if not 1 <= minutes <= 24 * 60:
         raise DispatchError("服务时长请填写 1-1440 分钟。")
+    if order.status == "accepted":  # 开始服务 forgotten: the service is taken as started now
+        start_service(session, volunteer, order, now)
+        offer.started_at = now - timedelta(minutes=minutes)
+    try:
+        order_rules.transition(session, order, "completed", actor=Actor("volunteer", volunteer.id), now=now,
+                               reason="请回复“确认完成”并评价")
+    except OrderError as e:
+        raise DispatchError(e.message) from None
     cap = minutes_cap(order, settings)
     offer.claimed_minutes = minutes
     offer.minutes = min(minutes, cap)
@@ -452,11 +460,6 @@ def complete_service(session: Session, volunteer: Volunteer, order: Order, minut
     offer.finished_at = now
     offer.started_at = offer.started_at or now - timedelta(minutes=minutes)
     offer.confirm_due_at = now + timedelta(hours=settings.confirm_hours)
-    try:
-        order_rules.transition(session, order, "completed", actor=Actor("volunteer", volunteer.id), now=now,
-                               reason="请回复“确认完成”并评价")
-    except OrderError as e:
-        raise DispatchError(e.message) from None
     return offer
 
 
