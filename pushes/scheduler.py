@@ -9,6 +9,7 @@ A pass:
 3. sending rows whose lease ran out (a worker died mid-send) → queued again; the worker
    resends within WeChat's client_msg_id window or gives the row up as unknown;
 4. parked delivery receipts whose push is now sent → applied.
+Steps 2-4 (recovery) run every ten seconds; step 1 every pass.
 
 Nothing is timed in memory: every decision is a query on `state` and `due_at`, so any
 number of schedulers may run (PostgreSQL rows are taken with SKIP LOCKED).
@@ -23,7 +24,6 @@ import uuid
 from datetime import timedelta
 
 from rq import Queue
-from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from sqlalchemy import select, update
 
@@ -81,15 +81,19 @@ def enqueue_due(services, settings: PushSettings) -> int:
     return len(ids)
 
 
-def _job_lost(services, job_id: str | None) -> bool:
-    if not job_id:
-        return True
-    try:
-        job = Job.fetch(job_id, connection=services.redis)
-    except NoSuchJobError:
-        return True
-    return job.get_status(refresh=False) in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED,
-                                             JobStatus.FINISHED)
+DEAD_JOB_STATES = {JobStatus.FAILED.value, JobStatus.STOPPED.value, JobStatus.CANCELED.value,
+                   JobStatus.FINISHED.value}
+
+
+def _lost_jobs(services, job_ids: list[str | None]) -> list[str | None]:
+    """The job ids (of rows still queued) whose RQ job is gone or over: one Redis round
+    trip for all of them."""
+    with services.redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hget(Job.key_for(job_id), "status") if job_id else pipe.echo(b"")
+        statuses = pipe.execute()
+    return [j for j, status in zip(job_ids, statuses)
+            if not j or not status or status.decode() in DEAD_JOB_STATES]
 
 
 def requeue_lost(services, settings: PushSettings) -> int:
@@ -98,11 +102,14 @@ def requeue_lost(services, settings: PushSettings) -> int:
         job_ids = session.scalars(select(Push.job_id).distinct()
                                   .where(Push.state == "queued",
                                          Push.queued_at < now - timedelta(seconds=LOST_JOB_GRACE))).all()
-    lost = [j for j in job_ids if _job_lost(services, j)]
+    lost = _lost_jobs(services, list(job_ids))
     if not lost:
         return 0
     with services.db.transaction() as session:
-        ids = session.scalars(_locked(select(Push.id).where(Push.state == "queued", Push.job_id.in_(lost))
+        gone = Push.job_id.in_([j for j in lost if j])
+        if None in lost:
+            gone = gone | Push.job_id.is_(None)
+        ids = session.scalars(_locked(select(Push.id).where(Push.state == "queued", gone)
                                       .order_by(Push.id), services)).all()
         jobs = _queue_rows(services, session, list(ids), settings.chunk, now)
     _enqueue(services, jobs)
@@ -133,28 +140,34 @@ def _run_due_work(services, path: str) -> int:
         return 0
 
 
-def run_pass(services, settings: PushSettings | None = None) -> dict[str, int]:
-    """One pass of the scheduler (see the module doc); returns what it did."""
+def run_pass(services, settings: PushSettings | None = None, *, recover: bool = True) -> dict[str, int]:
+    """One pass of the scheduler (see the module doc); returns what it did. `recover=False`
+    only queues due rows (the cheap part, done every second)."""
     settings = settings or PushSettings.from_env()
-    due = {path: _run_due_work(services, path) for path in DUE_WORK}
-    done = {**due, "reclaimed": reclaim_expired(services, settings),
-            "requeued": requeue_lost(services, settings),
-            "queued": enqueue_due(services, settings)}
-    with services.db.transaction() as session:
-        done["receipts"] = sweep_receipts(session, services.clock.now())
+    done = {"reclaimed": 0, "requeued": 0}
+    if recover:
+        done.update(reclaimed=reclaim_expired(services, settings), requeued=requeue_lost(services, settings))
+    done["queued"] = enqueue_due(services, settings)
+    if recover:
+        with services.db.transaction() as session:
+            done["receipts"] = sweep_receipts(session, services.clock.now())
     return done
 
 
-def run_forever(services, interval: float = 1.0, passes: int | None = None) -> None:
-    """`volbot scheduler`: a pass every `interval` seconds; errors are logged, not fatal
+def run_forever(services, interval: float = 1.0, passes: int | None = None, recover_every: float = 10.0) -> None:
+    """`volbot scheduler`: due rows every `interval` seconds, recovery (lost jobs, expired
+    leases, parked receipts) every `recover_every` seconds. Errors are logged, not fatal
     (a database or Redis hiccup is retried on the next pass)."""
     settings = PushSettings.from_env()
-    n = 0
+    n, last_recovery = 0, float("-inf")
     while passes is None or n < passes:
         n += 1
         started = time.monotonic()
+        recover = started - last_recovery >= recover_every
         try:
-            done = run_pass(services, settings)
+            done = run_pass(services, settings, recover=recover)
+            if recover:
+                last_recovery = started
             if any(done.values()):
                 log.info("scheduler pass: %s", done)
         except Exception:  # noqa: BLE001 - keep scheduling through transient failures

@@ -93,3 +93,22 @@ def test_client_msg_id_menu_and_qr(api, emulator):
     import requests
 
     assert requests.get(qr["image_url"]).content.startswith(b"\x89PNG")
+
+
+def test_cli_pushes_the_custom_menu_and_makes_qr_codes(emulator, svc):
+    from click.testing import CliRunner
+
+    from bot.cli import main
+    from menus import custom_menu
+
+    env = {"DATABASE_URL": svc.config.database_url or svc.config.sqlalchemy_url, "REDIS_URL": svc.redis_url,
+           "VOLBOT_INSTANCE": str(svc.config.instance_path), "VOLBOT_ENV": "testing",
+           "WECHAT_API_BASE": emulator.base, "WECHAT_APPID": TEST_APPID}
+    out = CliRunner().invoke(main, ["menu", "push"], env=env)
+    assert out.exit_code == 0, out.output
+    assert emulator.state.menu == custom_menu.load()
+    out = CliRunner().invoke(main, ["qr", "cm:KW001"], env=env)
+    assert out.exit_code == 0 and "showqrcode?ticket=" in out.output
+    emulator.fault(endpoint="menu_create", errcode=40018)
+    out = CliRunner().invoke(main, ["menu", "push"], env=env)
+    assert out.exit_code != 0 and "40018" in out.output

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 17:23:39.181097
+Create Date: 2026-11-28 17:26:52.261693
 """
 from alembic import op
 import sqlalchemy as sa
