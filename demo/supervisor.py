@@ -152,20 +152,42 @@ class Supervisor:
         self.stopping = True
 
 
+class SchemaOutdated(Exception):
+    """The database lacks tables the models define; the message says what to do."""
+
+
+def missing_tables(services) -> list[str]:
+    from sqlalchemy import inspect
+
+    from store.models import Base
+
+    present = set(inspect(services.db.engine).get_table_names())
+    return sorted(set(Base.metadata.tables) - present)
+
+
 def prepare_database(services, reset: bool, say) -> object | None:
     """Migrate (after wiping, with --reset) and seed the demo district when empty.
     Returns the seeding summary, or None when the data was kept."""
-    from sqlalchemy import text
+    from sqlalchemy import MetaData
 
     from demo import district
 
     if reset:
-        services.db.drop_all()
-        with services.db.engine.begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        # Every table there is (reflected), not only today's models: an older checkout's
+        # tables and Alembic's version table go too.
+        existing = MetaData()
+        existing.reflect(services.db.engine)
+        existing.drop_all(services.db.engine)
         services.redis.flushdb()
         say("  --reset: emptied the database and Redis")
     services.db.upgrade()
+    missing = missing_tables(services)
+    if missing:
+        # Before the first release the baseline migration is rewritten in place, so a
+        # database from an older checkout can be "at head" and still lack new tables.
+        raise SchemaOutdated(f"the database in the instance folder predates this code (no table "
+                             f"{', '.join(missing[:3])}{'…' if len(missing) > 3 else ''}); "
+                             "run `volbot demo --reset` to start clean")
     with services.db.transaction() as session:
         if district.is_seeded(session):
             say("  the database already holds a district: kept as it is (--reset starts clean)")
@@ -222,6 +244,9 @@ def run(main, *, host: str, port: int, emulator_port: int, reset: bool, out=None
         services = Services(load_config(environ=env))
         try:
             prepare_database(services, reset, sup.say)
+        except SchemaOutdated as e:
+            sup.say(f"volbot demo: {e}")
+            return 2
         finally:
             services.close()
         plan.children, missing = plan_children(main, plan)

@@ -104,3 +104,15 @@ def test_a_dead_child_stops_the_demo(tmp_path):
     sup.stop()
     assert "dies exited with status 3" in sup.out.getvalue()
     assert plan.children[1].process.poll() is not None
+
+
+def test_a_database_from_an_older_schema_is_refused_with_what_to_do(demo_services):
+    from sqlalchemy import text
+
+    demo_services.db.upgrade()
+    with demo_services.db.engine.begin() as conn:
+        conn.execute(text("DROP TABLE bus_subscriptions"))
+    with pytest.raises(supervisor.SchemaOutdated, match=r"bus_subscriptions.*volbot demo --reset"):
+        supervisor.prepare_database(demo_services, False, lambda line="": None)
+    assert supervisor.prepare_database(demo_services, True, lambda line="": None) is not None
+    assert supervisor.missing_tables(demo_services) == []
