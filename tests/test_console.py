@@ -10,7 +10,7 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from console import accounts
-from store.models import AuditLog, HourRecord, Order, OrderAssignment, OrderEvent, Push, ServiceCertificate, Volunteer
+from store.models import AuditLog, HourRecord, Offer, Order, OrderEvent, Push, ServiceCertificate, Volunteer
 from store.models.activities import Activity, Shift
 from tests.console_support import Browser, signed_in
 from tests.seeds import apply
@@ -199,19 +199,20 @@ def test_assign_and_reassign_an_order(base_url, world):
               .order_by(Order.id))
     page = b.get(f"/console/orders/{oid}").text
     assert "DF甲" in page and "DF乙" in page and "BS甲" not in page
+    assert "同社区（东风社区）+40" in page  # the ranking's reasons are shown
     first, second = volunteer_id(world, "KW2026000100"), volunteer_id(world, "KW2026000101")
     assert b.post(f"/console/orders/{oid}/assign", {"volunteer_id": first}).status_code == 302
     assert one(world, select(Order.status).where(Order.id == oid)) == "offered"
     b.post(f"/console/orders/{oid}/assign", {"volunteer_id": second, "reason": "甲临时有事"})
     with world.db.session() as s:
-        active = list(s.scalars(select(OrderAssignment).where(OrderAssignment.order_id == oid,
-                                                              OrderAssignment.active.is_(True))))
-        events = [e.to_status for e in s.scalars(select(OrderEvent).where(OrderEvent.order_id == oid).order_by(OrderEvent.id))]
+        offers = [(o.volunteer_id, o.state) for o in s.scalars(select(Offer).where(Offer.order_id == oid).order_by(Offer.id))]
         pushed = s.scalar(select(func.count()).select_from(Push).where(Push.kind == "order_offer"))
-    assert [a.volunteer_id for a in active] == [second]
-    assert events == ["submitted", "offered", "submitted", "offered"]
-    assert pushed == 2  # each chosen volunteer was told
+    assert offers == [(first, "withdrawn"), (second, "offered")]
+    assert pushed == 2  # each chosen volunteer was asked
     assert one(world, select(func.count()).select_from(AuditLog).where(AuditLog.action == "order.reassign")) == 1
+    again = b.post(f"/console/orders/{oid}/assign", {"volunteer_id": second})
+    assert again.status_code == 302
+    assert "无需重复派单" in b.get(f"/console/orders/{oid}").text
 
 
 def test_order_filters(base_url, world):

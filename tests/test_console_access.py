@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from console.certificate import issue
 from store import bus
-from store.models import (AuditLog, BusVisit, HourRecord, Order, OrderAssignment, OrderEvent, Push,
+from store.models import (AuditLog, BusVisit, HourRecord, Offer, Order, OrderEvent, Push,
                           ServiceCertificate, Team, Volunteer)
 from store.models.activities import Activity, Project, Shift
 from store.models.places import Place
@@ -58,7 +58,7 @@ def fingerprint(svc) -> dict:
             "volunteers": sorted(s.execute(select(Volunteer.id, Volunteer.state)).all()),
             "orders": sorted(s.execute(select(Order.id, Order.status)).all()),
             "events": s.scalar(select(func.count()).select_from(OrderEvent)),
-            "assignments": s.scalar(select(func.count()).select_from(OrderAssignment)),
+            "offers": s.scalar(select(func.count()).select_from(Offer)),
             "activities": sorted(s.execute(select(Activity.id, Activity.title, Activity.state)).all()),
             "shifts": s.scalar(select(func.count()).select_from(Shift)),
             "places": sorted(s.execute(select(Place.id, Place.opening_times, Place.active)).all()),

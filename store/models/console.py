@@ -1,5 +1,4 @@
-"""What only the coordinators' console keeps: issued certificates of service and the
-orders coordinators assigned by hand.
+"""What only the coordinators' console keeps: issued certificates of service.
 
 A certificate of service (志愿服务记录证明) gets a number that is never reused, and the
 figures printed on it are kept, so a certificate shown later can be checked against
@@ -10,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, Index, String, Text
+from sqlalchemy import Date, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from store.models.base import Base, utcnow
@@ -31,23 +30,3 @@ class ServiceCertificate(Base):
     issued_on: Mapped[date] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-
-class OrderAssignment(Base):
-    """A coordinator's assignment of an order to a volunteer from the console.
-
-    Dispatch (matching and offers, issue 8) is not built yet; until it is, the console
-    records who a coordinator chose here. Only one assignment per order is current
-    (`active`); a reassignment ends the previous one.
-    """
-
-    __tablename__ = "order_assignments"
-    __table_args__ = (Index("ix_order_assignments_order_active", "order_id", "active"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
-    volunteer_id: Mapped[int] = mapped_column(ForeignKey("volunteers.id"), index=True)
-    assigned_by: Mapped[int | None] = mapped_column(ForeignKey("coordinators.id", ondelete="SET NULL"))
-    assigned_at: Mapped[datetime]
-    active: Mapped[bool] = mapped_column(default=True)
-    ended_at: Mapped[datetime | None]
-    reason: Mapped[str | None] = mapped_column(String(255))

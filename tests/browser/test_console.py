@@ -18,7 +18,7 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from pushes import scheduler
-from store.models import HourRecord, Order, OrderAssignment, Volunteer
+from store.models import HourRecord, Offer, Order, Volunteer
 from store.models.activities import Activity
 from tests.pushes_fixtures import FAST, api, dispatcher, drain, emulator, emulator_server  # noqa: F401
 from tests.seeds import apply
@@ -116,7 +116,7 @@ def test_console_in_chromium(page, base_url, svc, emulator):  # noqa: F811
     pg.wait_for_selector(".flash")
     assert "已将工单" in pg.inner_text(".flash")
     shot(pg, "05-order-assigned")
-    assert one(svc, select(func.count()).select_from(OrderAssignment).where(OrderAssignment.order_id == oid)) == 1
+    assert one(svc, select(func.count()).select_from(Offer).where(Offer.order_id == oid)) == 1
 
     # schedule a bus visit and watch the fan-out reach 100%
     pg.goto(base_url + "/console/bus")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 17:26:52.261693
+Create Date: 2026-11-28 17:26:45.620750
 """
 from alembic import op
 import sqlalchemy as sa
@@ -415,24 +415,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_hour_records_state'), ['state'], unique=False)
         batch_op.create_index('ix_hour_records_volunteer_state', ['volunteer_id', 'state', 'started_at'], unique=False)
 
-    op.create_table('order_assignments',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('order_id', sa.Integer(), nullable=False),
-    sa.Column('volunteer_id', sa.Integer(), nullable=False),
-    sa.Column('assigned_by', sa.Integer(), nullable=True),
-    sa.Column('assigned_at', store.models.base.UTCDateTime(), nullable=False),
-    sa.Column('active', sa.Boolean(), nullable=False),
-    sa.Column('ended_at', store.models.base.UTCDateTime(), nullable=True),
-    sa.Column('reason', sa.String(length=255), nullable=True),
-    sa.ForeignKeyConstraint(['assigned_by'], ['coordinators.id'], name=op.f('fk_order_assignments_assigned_by_coordinators'), ondelete='SET NULL'),
-    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_order_assignments_order_id_orders'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['volunteer_id'], ['volunteers.id'], name=op.f('fk_order_assignments_volunteer_id_volunteers')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_order_assignments'))
-    )
-    with op.batch_alter_table('order_assignments', schema=None) as batch_op:
-        batch_op.create_index('ix_order_assignments_order_active', ['order_id', 'active'], unique=False)
-        batch_op.create_index(batch_op.f('ix_order_assignments_volunteer_id'), ['volunteer_id'], unique=False)
-
     op.create_table('service_certificates',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('number', sa.String(length=32), nullable=False),
@@ -678,11 +660,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_service_certificates_volunteer_id'))
 
     op.drop_table('service_certificates')
-    with op.batch_alter_table('order_assignments', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_order_assignments_volunteer_id'))
-        batch_op.drop_index('ix_order_assignments_order_active')
-
-    op.drop_table('order_assignments')
     with op.batch_alter_table('hour_records', schema=None) as batch_op:
         batch_op.drop_index('ix_hour_records_volunteer_state')
         batch_op.drop_index(batch_op.f('ix_hour_records_state'))
