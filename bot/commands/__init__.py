@@ -3,7 +3,7 @@
 from importlib import import_module
 
 # Keep alphabetical; each module adds its click commands/groups to the main group.
-MODULES: list[str] = ["activities", "catalog", "console", "demo", "dispatch", "pushes", "volunteers"]
+MODULES: list[str] = ["activities", "backup", "catalog", "console", "demo", "dispatch", "pushes", "serve", "volunteers"]
 
 
 def register_all(main) -> None:

@@ -1,0 +1,132 @@
+"""`volbot serve`: the production web server — gunicorn with `bot/gunicorn_conf.py`.
+
+This process becomes gunicorn's master (so systemd's signals reach it: HUP reloads
+gracefully, TERM stops after in-flight requests, see deploy/). Before any worker starts, the
+configuration and both backends are checked once, in a child process, so a mistake is one
+line and exit status 2 instead of workers dying in a loop — and the master itself imports
+none of the application, which keeps a HUP reload a real code reload.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import click
+
+_CHECK = "from bot.cli import build_services; build_services().close()"
+
+
+def _check_configuration(env: dict) -> None:
+    done = subprocess.run([sys.executable, "-c", _CHECK], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        message = lines[-1] if lines else f"configuration check failed ({done.returncode})"
+        if message.startswith("bot.config.ConfigError: "):
+            message = message[len("bot.config.ConfigError: "):]
+        click.echo(f"volbot: {message}", err=True)
+        sys.exit(2)
+
+
+def _gunicorn_app(overrides: dict):
+    """gunicorn's BaseApplication over `bot.wsgi:app`, configured from bot.gunicorn_conf
+    and then `overrides` (the command's options)."""
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
+
+    class GentleArbiter(Arbiter):
+        """On HUP, old workers are stopped only once the new ones have loaded the app (or
+        after READY_WAIT seconds, if one never does): no request waits for a worker."""
+
+        READY_WAIT = 60.0
+
+        def manage_workers(self):
+            if len(self.WORKERS) > self.num_workers and not self._newest_ready():
+                return
+            super().manage_workers()
+
+        def _newest_ready(self) -> bool:
+            from bot.gunicorn_conf import ready_dir
+
+            started = getattr(self, "_reload_started", None)
+            if started is None:
+                return True
+            newest = sorted(self.WORKERS.items(), key=lambda w: w[1].age)[-self.num_workers:]
+            if all((ready_dir() / str(pid)).exists() for pid, _ in newest) or (
+                    time.monotonic() - started > self.READY_WAIT):
+                self._reload_started = None
+                return True
+            return False
+
+        def reload(self):
+            self._reload_started = time.monotonic()
+            super().reload()
+
+    class VolbotServer(BaseApplication):
+        def load_config(self):
+            from bot import gunicorn_conf
+
+            for name in dir(gunicorn_conf):
+                if name in self.cfg.settings and not name.startswith("_"):
+                    self.cfg.set(name, getattr(gunicorn_conf, name))
+            for name, value in overrides.items():
+                self.cfg.set(name, value)
+
+        def load(self):
+            from bot.wsgi import app  # in the worker, after the fork
+
+            return app
+
+        def run(self):
+            GentleArbiter(self).run()
+
+    return VolbotServer()
+
+
+def register(main: click.Group) -> None:
+    @main.command()
+    @click.option("--bind", "-b", multiple=True, envvar="VOLBOT_BIND",
+                  help="host:port or unix:PATH (repeatable; env VOLBOT_BIND, default 127.0.0.1:8000).")
+    @click.option("--workers", "-w", type=int, envvar="WEB_CONCURRENCY",
+                  help="Worker processes (env WEB_CONCURRENCY; default two per core).")
+    @click.option("--threads", type=int, envvar="VOLBOT_THREADS", help="Threads per worker (default 8).")
+    @click.option("--access-log/--no-access-log", default=None, help="Log each request (path only, no query).")
+    @click.option("--control-socket", default=None, metavar="PATH",
+                  help="Enable gunicorn's control socket at PATH (off by default).")
+    @click.option("--pid", "pidfile", default=None, metavar="FILE", help="Write the master's pid to FILE.")
+    def serve(bind, workers, threads, access_log, control_socket, pidfile):
+        """Serve the webhook, console and /metrics with gunicorn (production)."""
+        from bot.config import load_config
+
+        config = load_config()  # a ConfigError here is the usual one line
+        os.environ["VOLBOT_INSTANCE"] = str(config.instance_path)
+        os.environ.setdefault("VOLBOT_LOG_FORMAT", "json")
+        embedded = None
+        if not config.redis_url:  # development: one embedded Redis shared by every worker
+            from store.redis import EmbeddedRedis
+
+            embedded = EmbeddedRedis(config.instance_path / "redis")
+            os.environ["REDIS_URL"] = embedded.url
+            os.environ["VOLBOT_EMBEDDED_REDIS"] = embedded.url[len("unix://"):]
+        try:
+            _check_configuration(dict(os.environ))
+            overrides = {}
+            if bind:
+                overrides["bind"] = [b for item in bind for b in item.split(",") if b]
+            if workers:
+                overrides["workers"] = workers
+            if threads:
+                overrides["threads"] = threads
+            if access_log is not None:  # read by bot.gunicorn_conf (it also sets the log level)
+                os.environ["VOLBOT_ACCESS_LOG"] = "1" if access_log else "0"
+            if control_socket:
+                overrides.update(control_socket_disable=False, control_socket=control_socket)
+            if pidfile:
+                overrides["pidfile"] = pidfile
+            sys.argv = [sys.argv[0]]  # gunicorn must not read volbot's own arguments
+            _gunicorn_app(overrides).run()
+        finally:
+            if embedded is not None:
+                embedded.shutdown()

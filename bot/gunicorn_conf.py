@@ -1,0 +1,109 @@
+"""gunicorn settings for the web processes (`volbot serve`, or
+`gunicorn -c python:bot.gunicorn_conf bot.wsgi:app` by hand).
+
+Every value can be changed from the environment (names below) or by `volbot serve`'s
+options. The reasoning:
+
+- `gthread` workers: a turn mostly waits on Redis and SQL, so a few threads per process
+  overlap those waits; processes give the CPU-bound parts (signature, AES, XML) both cores.
+- WeChat gives up on a reply after 5 s. The pipeline answers by `REPLY_DEADLINE` (4.5 s)
+  whatever happens, so `timeout` here is only gunicorn's watchdog for a *stuck* worker
+  (no heartbeat): long enough never to kill a worker that is merely busy.
+- `keepalive` is longer than the upstream keep-alive of the nginx site in deploy/, so nginx
+  (not gunicorn) closes idle connections and never sends a request into a closing one.
+- HUP: gunicorn re-reads this file, starts new workers (which import the code afresh: the
+  app is not preloaded) and lets the old ones finish their requests (`graceful_timeout`).
+  Plain gunicorn stops the old workers at once, before the new ones have loaded the app,
+  and requests wait in the backlog for seconds; `volbot serve` keeps the old ones serving
+  until every new worker has said it is ready (`post_worker_init` below).
+- No control socket: we steer by signals (systemd's `ExecReload=kill -HUP`), and two
+  instances on one host would clash on the default socket path.
+- The access log, when on, leaves the query string out: WeChat puts the openid there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip().isdigit() else default
+
+
+def default_workers(cores: int | None = None) -> int:
+    """Two processes per core (at least 2, at most 12)."""
+    cores = cores or os.cpu_count() or 1
+    return max(2, min(12, 2 * cores))
+
+
+def metrics_dir() -> Path:
+    """Where the web processes keep their Prometheus counters (multiprocess mode)."""
+    from bot.config import default_instance_path
+
+    return Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or default_instance_path() / "prometheus")
+
+
+# prometheus_client chooses its storage when first imported, so this must be set before any
+# worker imports it; workers inherit the master's environment.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir()))
+metrics_dir().mkdir(parents=True, exist_ok=True)
+os.environ.setdefault("VOLBOT_LOG_FORMAT", "json")
+
+bind = [b.strip() for b in os.environ.get("VOLBOT_BIND", "127.0.0.1:8000").split(",") if b.strip()]
+workers = _env_int("WEB_CONCURRENCY", default_workers())
+worker_class = "gthread"
+threads = _env_int("VOLBOT_THREADS", 8)
+timeout = _env_int("VOLBOT_WORKER_TIMEOUT", 30)
+graceful_timeout = _env_int("VOLBOT_GRACEFUL_TIMEOUT", 10)
+keepalive = _env_int("VOLBOT_KEEPALIVE", 65)
+# Recycle a worker now and then (jittered, so not all at once): bounds slow leaks.
+max_requests = _env_int("VOLBOT_MAX_REQUESTS", 20000)
+max_requests_jitter = max_requests // 10
+control_socket_disable = True
+preload_app = False
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+accesslog = "-" if os.environ.get("VOLBOT_ACCESS_LOG", "") not in ("", "0", "no") else None
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}o)s'
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"personal_data": {"()": "bot.observability.PersonalDataFilter"}},
+    "formatters": {"json": {"()": "bot.observability.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["personal_data"],
+                             "stream": "ext://sys.stderr"}},
+    "root": {"level": "INFO", "handlers": ["console"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        # gunicorn logs access lines whenever a logging config is given: the level decides.
+        "gunicorn.access": {"level": "INFO" if accesslog else "WARNING", "handlers": ["console"],
+                            "propagate": False},
+    },
+}
+
+
+def on_starting(server):
+    """Master start (not a HUP reload): counters of an earlier run are stale, start empty."""
+    for folder in (metrics_dir(), ready_dir()):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+def ready_dir() -> Path:
+    """Where each worker says it has loaded the app (`volbot serve` waits for it on HUP)."""
+    return metrics_dir().parent / "gunicorn-ready"
+
+
+def post_worker_init(worker):
+    ready_dir().mkdir(parents=True, exist_ok=True)
+    (ready_dir() / str(os.getpid())).touch()
+
+
+def child_exit(server, worker):
+    """A worker is gone: its live gauges no longer count (its counters still do)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+    (ready_dir() / str(worker.pid)).unlink(missing_ok=True)
