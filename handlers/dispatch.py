@@ -14,7 +14,7 @@ import re
 
 from sqlalchemy import select
 
-from dialogue.flows import Choice, Flow, Invalid, Step
+from dialogue.flows import Flow, Invalid, Step
 from dialogue.inputs import chinese_number, normalize, parse_int
 from dialogue.types import Reply
 from handlers import registry
@@ -94,7 +94,8 @@ def _offer_to_answer(ctx, vol: Volunteer, rest: str) -> Order | str:
     return "您现在没有待答复的派单。回复“我的任务”查看您的工单。"
 
 
-def accept(ctx, rest: str = ""):
+def _answer(ctx, rest: str, act, done) -> str:
+    """Answer an offer with `act(session, volunteer, order, now)`; `done(order)` says so."""
     vol = _volunteer(ctx)
     if vol is None:
         return NOT_VOLUNTEER
@@ -102,25 +103,20 @@ def accept(ctx, rest: str = ""):
     if isinstance(order, str):
         return order
     try:
-        dispatch.accept(ctx.session, vol, order, ctx.now)
+        act(ctx.session, vol, order, ctx.now)
     except dispatch.DispatchError as e:
         return e.message
-    return (f"接单成功，谢谢您！\n{service_text(order)}\n"
-            "到达后回复“开始服务”，服务结束后回复“完成服务”登记时长。")
+    return done(order)
+
+
+def accept(ctx, rest: str = ""):
+    return _answer(ctx, rest, dispatch.accept, lambda order: (
+        f"接单成功，谢谢您！\n{service_text(order)}\n到达后回复“开始服务”，服务结束后回复“完成服务”登记时长。"))
 
 
 def decline(ctx, rest: str = ""):
-    vol = _volunteer(ctx)
-    if vol is None:
-        return NOT_VOLUNTEER
-    order = _offer_to_answer(ctx, vol, rest)
-    if isinstance(order, str):
-        return order
-    try:
-        dispatch.decline(ctx.session, vol, order, ctx.now)
-    except dispatch.DispatchError as e:
-        return e.message
-    return f"好的，已婉拒工单 {order.number}，我们会安排其他志愿者。感谢您的回复！"
+    return _answer(ctx, rest, dispatch.decline, lambda order: (
+        f"好的，已婉拒工单 {order.number}，我们会安排其他志愿者。感谢您的回复！"))
 
 
 @registry.command("DISPATCH_ACCEPT", *ACCEPT_WORDS)

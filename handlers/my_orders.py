@@ -74,10 +74,10 @@ def actions(order: Order | None) -> list[Choice]:
     out = []
     if order.status in store.CANCELLABLE:
         out.append(Choice("cancel", "取消预约"))
-    if order.status == "completed":
-        out.append(Choice("confirm", "确认服务完成"))
     if order.status in store.RATABLE:
         out.append(Choice("rate", "评价服务"))
+    if order.status == "completed":  # confirming without rating; rating confirms too
+        out.append(Choice("confirm", "确认服务完成（暂不评价）"))
     return out
 
 

@@ -144,7 +144,8 @@ def run_pass(services, settings: PushSettings | None = None, *, recover: bool = 
     """One pass of the scheduler (see the module doc); returns what it did. `recover=False`
     only queues due rows (the cheap part, done every second)."""
     settings = settings or PushSettings.from_env()
-    done = {"reclaimed": 0, "requeued": 0}
+    done = {path: _run_due_work(services, path) for path in DUE_WORK}  # first: its pushes go out now
+    done.update(reclaimed=0, requeued=0)
     if recover:
         done.update(reclaimed=reclaim_expired(services, settings), requeued=requeue_lost(services, settings))
     done["queued"] = enqueue_due(services, settings)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import select
 
 import bot.cli  # noqa: F401 - the CLI first: its modules import it
 from bot.commands import dispatch as commands
 from store.models import Offer, Order, Volunteer
 from tests.seeds import apply
+from tests.test_activities_cli import env, run  # noqa: F401 - the same test database for the CLI
 from tests.test_dispatch import new_order
 
 
@@ -19,17 +19,6 @@ def volbot():
     group = click.Group("volbot")
     commands.register(group)
     return group
-
-
-@pytest.fixture
-def env(svc):
-    return {"DATABASE_URL": svc.config.database_url or svc.config.sqlalchemy_url, "REDIS_URL": svc.redis_url,
-            "VOLBOT_INSTANCE": str(svc.config.instance_path), "VOLBOT_ENV": "testing"}
-
-
-def run(volbot, env, *args):
-    result = CliRunner().invoke(volbot, list(args), env=env)
-    return result.exit_code, result.output
 
 
 def test_candidates_assign_and_offer_next(svc, volbot, env):
