@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import String, cast, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from pushes.outbox import notify
 from store import orders as order_rules
@@ -197,7 +197,9 @@ def rank(session: Session, order: Order, now: datetime, volunteers: list[Volunte
     if volunteers is None:
         volunteers = list(session.scalars(select(Volunteer).where(
             Volunteer.state == "active",
-            cast(Volunteer.skills, String).like(f'%"{order.category_code}"%'))))
+            cast(Volunteer.skills, String).like(f'%"{order.category_code}"%'))
+            # scoring reads each one's team, community and follower: load them in 3 queries, not 3 per volunteer
+            .options(selectinload(Volunteer.team).selectinload(Team.community), selectinload(Volunteer.follower))))
     pool = [v for v in volunteers if v.state == "active" and order.category_code in (v.skills or [])
             and not (order.follower_id is not None and v.follower_id == order.follower_id)]
     ids = [v.id for v in pool]
