@@ -7,7 +7,7 @@ subtree, every action written to the audit log.
 
 from console.web import console
 from console.views import (  # noqa: F401  (routes register on import)
-    activities, audit, auth, bus, dashboard, hours, orders, places, reports, volunteers,
+    account, activities, audit, auth, bus, dashboard, hours, orders, places, reports, volunteers,
 )
 
 __all__ = ["console"]

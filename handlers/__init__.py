@@ -22,3 +22,4 @@ from handlers import nearby  # noqa: E402,F401
 from handlers import review  # noqa: E402,F401
 from handlers import push_receipts  # noqa: E402,F401
 from handlers import bus  # noqa: E402,F401
+from handlers import console_bind  # noqa: E402,F401

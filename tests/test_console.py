@@ -298,8 +298,40 @@ def test_every_page_renders(base_url, world):
                  "/console/hours?state=approved", "/console/hours/new", "/console/volunteers",
                  f"/console/volunteers/{vid}", f"/console/volunteers/{vid}/certificate", "/console/activities",
                  "/console/activities?when=past", f"/console/activities/{aid}", "/console/activities/new",
-                 "/console/bus", "/console/places", "/console/reports", "/console/audit",
+                 "/console/bus", "/console/places", "/console/reports", "/console/audit", "/console/account",
                  "/console/static/console.css", "/console/static/console.js"):
         page = b.get(path)
         assert page.status_code == 200, path
         assert 'name="csrf_token" value=""' not in page.text, path  # every form carries the token
+
+
+# ---- binding the account to WeChat ----------------------------------------------------------
+
+def test_bind_the_account_to_a_wechat_follower(base_url, world, wechat):
+    import re
+
+    b = signed_in(base_url, "df_lead")
+    page = b.post("/console/account/bind-code").text
+    code = re.search(r'id="bind-code">(\d{6})<', page).group(1)
+    assert "请回复" in wechat.say("o_df_lead", "绑定管理员")
+    assert "绑定码不正确或已过期" in wechat.say("o_df_lead", "000000" if code != "000000" else "111111")
+    assert "已绑定管理员账号“东风小队长”" in wechat.say("o_df_lead", code)
+    with world.db.session() as s:
+        assert coordinator(s, "df_lead").follower.openid == "o_df_lead"
+    assert "已绑定" in b.get("/console/account").text
+    # a used code does not work twice, not even for someone else
+    wechat.say("o_other", "绑定管理员")
+    assert "绑定码不正确或已过期" in wechat.say("o_other", code)
+    b.post("/console/account/unbind")
+    with world.db.session() as s:
+        assert coordinator(s, "df_lead").follower_id is None
+
+
+def test_a_bind_code_expires(base_url, world, wechat_plain):
+    import re
+
+    b = signed_in(base_url, "df_lead")
+    code = re.search(r'id="bind-code">(\d{6})<', b.post("/console/account/bind-code").text).group(1)
+    world.clock.advance(minutes=11)
+    wechat_plain.say("o_late", "绑定管理员")
+    assert "绑定码不正确或已过期" in wechat_plain.say("o_late", code)

@@ -6,7 +6,7 @@ One module per domain; each helper module registers its tables on the shared `Ba
 from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.audit import AuditLog
 from store.models.base import Base, UTCDateTime, utcnow
-from store.models.console import ServiceCertificate
+from store.models.console import CoordinatorBindCode, ServiceCertificate
 from store.models.bus import BusRoute, BusSubscription, BusVisit
 from store.models.district import Community, Team
 from store.models.dispatch import Offer, TimePayment
@@ -26,6 +26,7 @@ __all__ = [
     "Place",
     "AuditLog",
     "ServiceCertificate",
+    "CoordinatorBindCode",
     "Base",
     "UTCDateTime",
     "utcnow",

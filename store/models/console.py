@@ -1,4 +1,5 @@
-"""What only the coordinators' console keeps: issued certificates of service.
+"""What only the coordinators' console keeps: issued certificates of service, and the
+one-time codes that bind a console account to its owner's WeChat follower.
 
 A certificate of service (志愿服务记录证明) gets a number that is never reused, and the
 figures printed on it are kept, so a certificate shown later can be checked against
@@ -30,3 +31,17 @@ class ServiceCertificate(Base):
     issued_on: Mapped[date] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+
+
+class CoordinatorBindCode(Base):
+    """A one-time code a coordinator shows in the console and sends in chat, which binds
+    their console account to the WeChat follower who sent it (pushes and chat approvals
+    then reach them). Valid for a few minutes; deleted when used or replaced."""
+
+    __tablename__ = "coordinator_bind_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(8), unique=True)
+    coordinator_id: Mapped[int] = mapped_column(ForeignKey("coordinators.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

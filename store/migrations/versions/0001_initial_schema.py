@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 17:26:45.620750
+Create Date: 2026-11-28 17:29:25.363350
 """
 from alembic import op
 import sqlalchemy as sa
@@ -336,6 +336,19 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_audit_log_created_at'), ['created_at'], unique=False)
         batch_op.create_index('ix_audit_log_entity', ['entity', 'entity_id'], unique=False)
         batch_op.create_index('ix_audit_log_team_path_created', ['team_path', 'created_at'], unique=False)
+
+    op.create_table('coordinator_bind_codes',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('code', sa.String(length=8), nullable=False),
+    sa.Column('coordinator_id', sa.Integer(), nullable=False),
+    sa.Column('expires_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.Column('created_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['coordinator_id'], ['coordinators.id'], name=op.f('fk_coordinator_bind_codes_coordinator_id_coordinators'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_coordinator_bind_codes')),
+    sa.UniqueConstraint('code', name=op.f('uq_coordinator_bind_codes_code'))
+    )
+    with op.batch_alter_table('coordinator_bind_codes', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_coordinator_bind_codes_coordinator_id'), ['coordinator_id'], unique=False)
 
     op.create_table('order_events',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -674,6 +687,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_order_events_order_id'))
 
     op.drop_table('order_events')
+    with op.batch_alter_table('coordinator_bind_codes', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_coordinator_bind_codes_coordinator_id'))
+
+    op.drop_table('coordinator_bind_codes')
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.drop_index('ix_audit_log_team_path_created')
         batch_op.drop_index('ix_audit_log_entity')
