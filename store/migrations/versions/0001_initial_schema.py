@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 17:29:25.363350
+Create Date: 2026-11-28 17:34:02.269123
 """
 from alembic import op
 import sqlalchemy as sa
