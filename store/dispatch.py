@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session, selectinload
 from pushes.outbox import notify
 from store import orders as order_rules
 from store import timebank, volunteering
+from store.models.dispatch import OFFER_STATES
 from store.models import (
     Community, Coordinator, Follower, HourRecord, Offer, Order, Team, TimeBankFamily, TimePayment, Volunteer,
 )
@@ -270,6 +271,7 @@ def offer_next(session: Session, order: Order, now: datetime, settings: Settings
     """Ask the best candidate not asked yet. Nobody left: escalate (unless `escalate` is
     False, as when an order is just placed: the scheduler's pass escalates it then)."""
     settings = settings or Settings.from_env()
+    _lock(session, order)
     if order.status not in ACCEPTING or live_offer(session, order) or accepted_offer(session, order):
         return None
     best = next((c for c in rank(session, order, now) if c.offerable), None)
@@ -308,6 +310,13 @@ def _escalate(session: Session, order: Order, now: datetime, actor: Actor) -> No
                dedup_key=f"dispatch:escalate:{event.id}:{coord.id}")
 
 
+def _lock(session: Session, order: Order) -> None:
+    """Take the order's row lock (pending changes written first). Every dispatch step takes
+    it before touching offers, always in that order, so concurrent steps queue, never deadlock."""
+    session.flush()
+    session.refresh(order, with_for_update=True)
+
+
 def _offer_of(session: Session, volunteer: Volunteer, order: Order, states: tuple[str, ...]) -> Offer | None:
     return session.scalar(select(Offer).where(Offer.order_id == order.id, Offer.volunteer_id == volunteer.id,
                                               Offer.state.in_(states)).order_by(Offer.id.desc()).limit(1))
@@ -327,17 +336,23 @@ def _decide(session: Session, offer: Offer, from_states: tuple[str, ...], to: st
 
 def accept(session: Session, volunteer: Volunteer, order: Order, now: datetime) -> Offer:
     """Take the order. An offer that timed out may still be taken while nobody else has."""
-    session.flush()
-    session.refresh(order, with_for_update=True)  # two acceptances queue here; the second sees the first
-    offer = _offer_of(session, volunteer, order, ("offered", "expired", "accepted"))
+    _lock(session, order)  # two acceptances queue here; the second sees the first
+    offer = _offer_of(session, volunteer, order, OFFER_STATES)
     if offer is None:
         raise DispatchError(f"没有找到派给您的工单 {order.number}。回复“我的任务”查看。")
     if offer.state == "accepted":
         raise DispatchError(f"您已经接了工单 {order.number}，无需重复回复。")
-    if order.status not in ACCEPTING or accepted_offer(session, order) is not None:
+    if order.status in ("cancelled", "expired"):
+        raise DispatchError(f"工单 {order.number} 已经取消了，谢谢您。")
+    taken = accepted_offer(session, order)
+    if order.status not in ACCEPTING or taken is not None:
         if offer.state == "offered":
             _decide(session, offer, ("offered",), "withdrawn", now, "已由其他志愿者接单")
         raise DispatchError(f"谢谢您！工单 {order.number} 已经有其他志愿者接了，这次不用麻烦您了。")
+    if offer.state == "declined":
+        raise DispatchError(f"您已婉拒工单 {order.number}。")
+    if offer.state == "withdrawn":
+        raise DispatchError(f"工单 {order.number} 已由协调员另行安排，谢谢您。")
     if not _decide(session, offer, ("offered", "expired"), "accepted", now):
         raise DispatchError(f"工单 {order.number} 的派单已经结束，谢谢您。")
     for other in session.scalars(select(Offer).where(Offer.order_id == order.id, Offer.state == "offered")):
@@ -350,10 +365,10 @@ def accept(session: Session, volunteer: Volunteer, order: Order, now: datetime) 
 def decline(session: Session, volunteer: Volunteer, order: Order, now: datetime, reason: str = "",
             settings: Settings | None = None) -> Offer | None:
     """Say no to a live offer; the next candidate is asked at once. Returns the next offer."""
+    _lock(session, order)
     offer = _offer_of(session, volunteer, order, ("offered",))
     if offer is None or not _decide(session, offer, ("offered",), "declined", now, reason or "婉拒"):
         raise DispatchError(f"没有待您答复的工单 {order.number}。")
-    session.refresh(order)
     return offer_next(session, order, now, settings)
 
 
@@ -362,6 +377,7 @@ def expire(session: Session, offer_id: int, now: datetime, settings: Settings | 
     offer = session.get(Offer, offer_id)
     if offer is None or offer.due_at is None or offer.due_at > now:
         return False
+    _lock(session, offer.order)
     if not _decide(session, offer, ("offered",), "expired", now, "超时未回复"):
         return False
     offer_next(session, offer.order, now, settings)
@@ -378,8 +394,7 @@ def assign(session: Session, order: Order, volunteer: Volunteer, now: datetime, 
         raise DispatchError("这名志愿者不在您管理的队伍范围内。")
     if volunteer.state != "active":
         raise DispatchError(f"志愿者 {volunteer.number} 不是在册状态，不能派单。")
-    session.flush()
-    session.refresh(order, with_for_update=True)
+    _lock(session, order)
     if order.status not in ASSIGNABLE:
         raise DispatchError(f"订单{order.number}当前{order_rules.STATES[order.status]}，不能派单。")
     actor = Actor("coordinator", coordinator.id) if coordinator else Actor("coordinator")
@@ -525,6 +540,7 @@ def approve_claimed_minutes(session: Session, order: Order, now: datetime, *,
 def cancel(session: Session, order: Order, *, actor: Actor, reason: str, now: datetime):
     """Cancel through the order rules; a volunteer who had accepted is told, open offers end
     and a time payment not yet taken is dropped."""
+    _lock(session, order)
     told = [o for o in session.scalars(select(Offer).where(Offer.order_id == order.id,
                                                            Offer.state.in_(("offered", "accepted"))))]
     event = order_rules.cancel_order(session, order, actor=actor, reason=reason, now=now)
