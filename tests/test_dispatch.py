@@ -310,3 +310,36 @@ def test_the_order_form_offers_time_payment_only_to_those_who_can_pay(world, wec
     assert "支付：时间银行" in done
     with world.db.transaction() as s:
         assert s.scalar(select(TimePayment.state)) == "pending"
+
+
+def test_time_payment_short_balance_is_refused_in_the_form(world, wechat_plain):
+    with world.db.transaction() as s:
+        give_balance(s, vol(s, "KW2026100004"), 30, world.clock.now())  # a repair takes 60
+    w = wechat_plain
+    for text in ("预约", "8", "1", "卫生间水管接头漏水", "樱园小区3号楼2单元501", "1", "明天下午", "13812345678"):
+        w.say("o_dv_qian", text)
+    refused = w.say("o_dv_qian", "1")
+    assert "时间银行余额不足：这项服务需要1小时，余额0.5小时" in refused and "不使用" in refused
+    assert "请核对您的预约" in w.say("o_dv_qian", "2")
+
+
+def test_an_escalated_order_is_assigned_by_a_coordinator_in_chat(world, wechat_plain):
+    with world.db.transaction() as s:
+        for v in s.scalars(select(Volunteer)):
+            v.skills = []  # nobody can be asked
+        order = new_order(s, world.clock.now())
+        number = order.number
+    dispatch.run_due(world, SETTINGS)
+    with world.db.transaction() as s:
+        assert s.scalar(select(Order.status)) == "escalated"
+        vol(s, "KW2026100003").skills = ["08"]
+    assert "已将工单" in wechat_plain.say("o_dc_top", f"派单 {number} KW2026100003")
+    assert "不在您管理的队伍范围内" in wechat_plain.say("o_dc_gw", f"派单 {number} KW2026100005")  # 北海 is 北苑's
+    assert "接单成功" in wechat_plain.say("o_dv_zhao", "接单")
+    with world.db.transaction() as s:
+        assert s.scalar(select(Order.status)) == "accepted"
+
+
+def test_words_that_only_start_like_an_answer_are_left_to_other_journeys(world, wechat_plain):
+    reply = wechat_plain.say("o_dres", "接孩子放学需要帮忙")
+    assert "不是在册志愿者" not in reply
