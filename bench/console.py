@@ -250,7 +250,9 @@ def main() -> None:
     svc = Services(config)
     svc.redis.flushdb()
     if not args.no_seed:
-        svc.db.drop_all()
+        with svc.db.engine.begin() as conn:  # a dedicated database: start from an empty schema
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
         svc.db.create_all()
         print(f"seeding {args.volunteers:,} volunteers, {args.hours:,} hour records, {args.orders:,} orders …", flush=True)
         seeded = seed(svc, args.volunteers, args.hours, args.orders)

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from console.views.common import CHINA, args_builder, int_or_none, page_number, paged, parse_day
 from console.web import audit, console, flash, render
 from store import access, activities as activity_rules
+from store.audit import snapshot
 from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.places import Place
 from store.models import Volunteer
@@ -109,7 +110,7 @@ def activity_new():
                 shifts=[(values["starts_at"], values["ends_at"], "全程")], capacity=values["capacity"],
                 place=place, now=g.now)
             audit("activity.create", entity="activity", entity_id=activity.id,
-                  after={k: getattr(activity, k) for k in AUDITED})
+                  after=snapshot(activity, AUDITED))
             g.db.commit()
             flash(f"已发布活动“{activity.title}”。")
             return redirect(url_for("console.activity_detail", activity_id=activity.id))
@@ -126,10 +127,10 @@ def activity_edit(activity_id: int):
         form = request.form
         values, error = _form_errors(form, projects, places)
         if values:
-            before = {k: getattr(activity, k) for k in AUDITED}
+            before = snapshot(activity, AUDITED)
             _apply(activity, values, places)
             audit("activity.edit", entity="activity", entity_id=activity.id, before=before,
-                  after={k: getattr(activity, k) for k in AUDITED})
+                  after=snapshot(activity, AUDITED))
             g.db.commit()
             flash("已保存。")
             return redirect(url_for("console.activity_detail", activity_id=activity.id))

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from console.views.common import CHINA, parse_day
 from console.web import audit, console, flash, needs, render
 from store import access, bus as bus_rules
+from store.audit import snapshot
 from store.models import BusVisit, Community, Push
 
 FINISHED = ("sent", "delivered", "failed", "cancelled")
@@ -80,7 +81,7 @@ def bus_schedule():
         g.db.rollback()
         flash(str(e), "error")
         return redirect(url_for("console.bus"))
-    audit("bus.schedule", entity="bus_visit", entity_id=visit.id, after={k: getattr(visit, k) for k in AUDITED})
+    audit("bus.schedule", entity="bus_visit", entity_id=visit.id, after=snapshot(visit, AUDITED))
     g.db.commit()
     flash(f"已安排志愿巴士到{community.name}，正在通知订阅者。")
     return redirect(url_for("console.bus_visit", visit_id=visit.id))
@@ -101,7 +102,7 @@ def bus_visit(visit_id: int):
 def _update_visit(visit_id: int, action: str, done: str, apply):
     """Change or cancel a visit through `store.bus`, audit it, and go back to its page."""
     visit = access.get(g.db, g.scope, BusVisit, visit_id, for_update=True)
-    before = {k: getattr(visit, k) for k in AUDITED}
+    before = snapshot(visit, AUDITED)
     try:
         apply(visit)
     except bus_rules.BusError as e:
@@ -109,7 +110,7 @@ def _update_visit(visit_id: int, action: str, done: str, apply):
         flash(str(e), "error")
         return redirect(url_for("console.bus_visit", visit_id=visit_id))
     audit(action, entity="bus_visit", entity_id=visit.id, before=before,
-          after={k: getattr(visit, k) for k in AUDITED}, reason=visit.note)
+          after=snapshot(visit, AUDITED), reason=visit.note)
     g.db.commit()
     flash(done)
     return redirect(url_for("console.bus_visit", visit_id=visit.id))

@@ -25,11 +25,6 @@ def paged(session, stmt, page: int, size: int = PAGE_SIZE):
     return rows[:size], len(rows) > size
 
 
-def paged_rows(session, stmt, page: int, size: int = PAGE_SIZE):
-    rows = list(session.execute(stmt.limit(size + 1).offset((page - 1) * size)))
-    return rows[:size], len(rows) > size
-
-
 def args_builder():
     """`args(page=2)`: the current query string with some values replaced."""
     def build(**changes) -> str:

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from console.views.common import CHINA, args_builder, page_number, paged, parse_day, int_or_none
 from console.web import audit, back, console, flash, render
 from store import access, volunteering
+from store.audit import snapshot
 from store.models import Coordinator, HourRecord, Team, Volunteer
 
 STATES = {"pending": "待审核", "approved": "已通过", "rejected": "已驳回"}
@@ -68,7 +69,7 @@ def hours_decide():
     # Two-person rule: a manual entry is approved by someone other than who entered it.
     own_manual = [r.id for r in records if approve and r.source == "manual" and r.recorded_by == scope.coordinator_id]
     allowed = [r for r in records if r.id not in own_manual]
-    before = {r.id: {k: getattr(r, k) for k in AUDITED} for r in allowed}
+    before = {r.id: snapshot(r, AUDITED) for r in allowed}
     try:
         decisions = volunteering.decide_hours(g.db, [r.id for r in allowed], approve=approve, now=g.now,
                                               coordinator=g.coordinator, reason=reason)
@@ -80,7 +81,7 @@ def hours_decide():
     for d in done:
         record = g.db.get(HourRecord, d.record_id)
         audit("hours.approve" if approve else "hours.reject", entity="hour_record", entity_id=d.record_id,
-              before=before[d.record_id], after={k: getattr(record, k) for k in AUDITED}, reason=reason or None)
+              before=before[d.record_id], after=snapshot(record, AUDITED), reason=reason or None)
     g.db.commit()
     verb = "通过" if approve else "驳回"
     message = f"已{verb} {len(done)} 条记录。"

@@ -12,6 +12,7 @@ from flask import g, redirect, request, url_for
 from console.views.common import args_builder, page_number, paged
 from console.web import audit, console, flash, needs, render
 from store import access, places as place_rules
+from store.audit import snapshot
 from store.models.places import PLACE_KINDS, Place
 
 AUDITED = ("opening_times", "services", "description", "active")
@@ -42,14 +43,14 @@ def place_detail(place_id: int):
 
 @needs("places.manage")
 def place_save(place: Place):
-    before = {k: getattr(place, k) for k in AUDITED}
+    before = snapshot(place, AUDITED)
     place.opening_times = (request.form.get("opening_times") or "").strip()[:255]
     place.services = place_rules.split_list(request.form.get("services") or "")
     place.description = (request.form.get("description") or "").strip()
     place.active = request.form.get("active") == "1"
     place.updated_at = g.now
     audit("place.edit", entity="place", entity_id=place.id, before=before,
-          after={k: getattr(place, k) for k in AUDITED})
+          after=snapshot(place, AUDITED))
     g.db.commit()
     flash("已保存。")
     return redirect(url_for("console.place_detail", place_id=place.id))
