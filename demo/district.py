@@ -96,7 +96,7 @@ def seed(session: Session, *, now: datetime, pii_key: str, volunteers: int = 300
     _teams(session, communities, summary)
     _places(session, rng, communities, now, summary)
     coordinators = _coordinators(session, rng, now, summary)
-    _volunteers(session, rng, now, pii_key, coordinators, volunteers, summary)
+    _volunteers(session, rng, now, pii_key, communities, coordinators, volunteers, summary)
     from demo import schedule
 
     schedule.seed(session, rng, now, summary)
@@ -275,8 +275,19 @@ def _history(session: Session, volunteer: Volunteer, hours: int, now: datetime, 
     return ids
 
 
-def _volunteers(session: Session, rng: random.Random, now: datetime, pii_key: str,
+def resident_community(communities: list, i: int):
+    """The community demo resident `i` (1-based) lives in."""
+    return communities[(i * 7) % len(communities)]
+
+
+NEIGHBOUR = 1  # index of the volunteer who lives near resident 1 and can do anything asked
+
+
+def _volunteers(session: Session, rng: random.Random, now: datetime, pii_key: str, communities: list,
                 coordinators: dict[str, Coordinator], count: int, summary: Summary) -> None:
+    """Volunteers with past hours. The first one (o_demo_vol_001) serves in the squad whose
+    leader takes the tour; the second (o_demo_vol_002) is resident 1's neighbour, in the
+    squad of their community with every skill and time, so the tour's order goes to them."""
     from store import volunteering
 
     rule = volunteering.rules()
@@ -285,18 +296,23 @@ def _volunteers(session: Session, rng: random.Random, now: datetime, pii_key: st
                                                      Team.kind.in_(("squad", "professional")))
                                   .order_by(Team.code)))
     tour_squad = next(t for t in squads if t.code == f"{PREFIX}-S001")
+    home = resident_community(communities, 1)
+    neighbour_squad = next(t for t in squads if t.community_id == home.id)
     today = now.astimezone(CHINA).date()
-    skills_pool = [s.code for c in _catalog_categories() for s in c.subs]
+    skills_pool = [c.code for c in _catalog_categories()]  # volunteers' skills are categories
     availability = [a.code for a in rule.availability]
     stars = [0] * len(STAR_HOURS)
     for i in range(count):
         # The first volunteers cover every star level (3 each); the rest are mostly newer.
         level = (5 - i // 3) if i < 18 else rng.choices(range(6), weights=(70, 12, 8, 5, 3, 2))[0]
-        team = tour_squad if i % 12 == 0 else rng.choice(squads)
+        team = tour_squad if i % 12 == 0 else neighbour_squad if i == NEIGHBOUR else rng.choice(squads)
+        skills, free = rng.sample(skills_pool, rng.randint(1, 3)), rng.sample(availability, 2)
+        if i == NEIGHBOUR:
+            skills, free = list(skills_pool), list(availability)
         v = volunteering.register(
             session, pii_key=pii_key, follower=None, name=names.name(rng), phone=names.mobile(rng),
             id_number=names.id_number(rng, today, min_age=20), team=team, now=now - timedelta(days=400),
-            skills=rng.sample(skills_pool, 2), availability=rng.sample(availability, 2), rule=rule)
+            skills=skills, availability=free, rule=rule)
         v.state = "active"  # the history predates the account: every demo sign-up was approved
         v.is_demo = True
         _, low, high = STAR_HOURS[level]
@@ -340,7 +356,7 @@ def _residents(session: Session, rng: random.Random, communities, now: datetime,
     from store import bus
 
     for i in range(1, 13):
-        c = communities[(i * 7) % len(communities)]
+        c = resident_community(communities, i)
         openid = f"o_demo_res_{i:03d}"
         bus.subscribe(session, _follower(session, openid, now, c.id), c, source="cli")
         if i <= 3:

@@ -60,6 +60,17 @@ def test_seeded_district_has_the_source_shape_and_obeys_the_rules(svc):
         # Some recent service waits for the tour's squad leader.
         squad_leader = s.scalar(select(Coordinator).where(Coordinator.username == "demo_squad"))
         assert volunteering.pending_hours(s, squad_leader)
+        # Skills are needs-menu categories (what dispatch matches on); resident 1's
+        # neighbour can do everything and serves in their community's squad.
+        from menus import catalog
+
+        categories = {c.code for c in catalog.load().categories}
+        for skills in s.scalars(select(Volunteer.skills)):
+            assert skills and set(skills) <= categories
+        neighbour = s.scalar(select(Volunteer).join(Follower, Volunteer.follower_id == Follower.id)
+                             .where(Follower.openid == "o_demo_vol_002"))
+        resident = s.scalar(select(Follower).where(Follower.openid == "o_demo_res_001"))
+        assert set(neighbour.skills) == categories and neighbour.team.community_id == resident.community_id
         # History imported before following: nobody was pushed about old stars.
         assert count(s, Push) == 0
         # Personas and logins the simulator and banner show.

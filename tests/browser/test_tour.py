@@ -13,6 +13,7 @@ Skipped with a reason when /usr/bin/chromium or Python Playwright is missing.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,7 +32,8 @@ CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "tour"
 RESIDENT = "o_demo_res_001"
-VOLUNTEER = "o_demo_vol_001"
+VOLUNTEER = "o_demo_vol_001"  # in the squad whose leader approves the recent hours
+NEIGHBOUR = "o_demo_vol_002"  # lives near the resident, every skill: the order is offered to them
 
 pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} "
@@ -138,6 +140,13 @@ class Phone:
         self.page.click(f".menu-btn:text-is('{top}')")
         return self._sent(lambda: self.page.click(f".sub-btn:text-is('{item}')"))
 
+    def wait_for_push(self, text: str, timeout_ms: int = 40000) -> str:
+        """The first template-push card that mentions `text` (sent by the worker through the
+        WeChat API emulator and polled by the page)."""
+        card = self.page.locator(".push-card", has_text=text).first
+        card.wait_for(timeout=timeout_ms)
+        return card.inner_text()
+
     def send_location_on_map(self) -> str:
         if self.page.locator("#keyboard").is_hidden():
             self.page.click("#mode-toggle")
@@ -197,7 +206,28 @@ def test_guided_tour(demo, browser):
     assert "预约已提交" in confirmation
     phone.shot("resident-gets-an-order-number", phone_only=True)
 
-    # 2. (A volunteer accepts the order: dispatch comes with issue 8.)
+    # 2. The order is offered to the neighbour volunteer by push; they accept, serve, finish.
+    number = re.search(r"订单号：(\S+)", confirmation).group(1)
+    phone.open(NEIGHBOUR)
+    offer = phone.wait_for_push(number)
+    assert "接单" in offer or number in offer
+    phone.shot("volunteer-gets-the-order-offer")
+    accepted = phone.say("接单")
+    assert number in accepted, accepted
+    phone.shot("volunteer-accepts", phone_only=True)
+    phone.say("开始服务")
+    asked = phone.say("完成服务")
+    assert "多少分钟" in asked, asked
+    done = phone.say("90")
+    phone.shot("volunteer-finishes-the-service")
+
+    # The resident confirms and rates; the volunteer's hours wait for approval.
+    phone.open(RESIDENT)
+    confirmed = phone.say("确认完成")
+    assert "服务完成" in confirmed, confirmed
+    phone.say("5")
+    phone.say("志愿者很耐心，谢谢！")
+    phone.shot("resident-confirms-and-rates")
 
     # 3. A volunteer checks hours, star level and time bank.
     phone.open(VOLUNTEER)
@@ -205,12 +235,15 @@ def test_guided_tour(demo, browser):
     assert "星" in hours and "时间银行" in hours, hours
     phone.shot("volunteer-checks-hours-and-star", phone_only=True)
 
-    # 4. The squad leader approves pending hours in the console.
+    # 4. The street's coordinator approves the order's hours in the console.
     console = browser.new_page(viewport={"width": 1100, "height": 790})
     shots = Phone(console, demo["web"])
     shots.step = phone.step
-    log_in(console, demo["web"], "demo_squad")
-    console.goto(demo["web"] + "/console/hours")
+    log_in(console, demo["web"], "demo_street")
+    console.goto(demo["web"] + "/console/hours?source=order")
+    rows = console.locator("input[name=ids]")
+    rows.first.wait_for(timeout=10000)
+    assert rows.count() == 1, console.locator("main").inner_text()[:1500]
     console.locator("input[name=ids]").first.check()
     shots.shot("coordinator-selects-pending-hours")
     console.click("button[name=decision][value=approve]")
