@@ -238,7 +238,7 @@ def finish_done(ctx, answers):
         return e.message
     lines = [f"已登记：{order.number} 服务{hours_text(offer.claimed_minutes)}。"]
     if offer.claimed_minutes > offer.minutes:
-        lines.append(f"超过上限，先按{hours_text(offer.minutes)}记录，已提交协调员核准。")
+        lines.append(f"超过这项服务的上限，先按{hours_text(offer.minutes)}记录；超出部分需协调员核准（记录已标注）。")
     lines.append("居民确认后，时长会提交审核，通过后记入“我的时长”。谢谢您的服务！")
     return "\n".join(lines)
 
