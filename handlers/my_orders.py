@@ -147,7 +147,7 @@ def finish(ctx, answers):
             store.rate_order(ctx.session, order, actor=actor, stars=answers["stars"],
                              comment=answers.get("comment"), now=ctx.now)
             return f"感谢您的评价（{'★' * answers['stars']}）！您的意见会转给服务的志愿者和工作人员。"
-    except (store.OrderError, dispatch.DispatchError) as e:
+    except store.OrderError as e:  # dispatch's refusals are OrderErrors too
         return e.message
     return detail(order) + "\n\n回复“我的订单”查看其他订单。"
 

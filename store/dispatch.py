@@ -68,12 +68,9 @@ ASSIGNABLE = ("submitted", "offered", "accepted", "escalated")
 ACCEPTING = ("submitted", "offered", "escalated")  # order states an offer may still be taken in
 
 
-class DispatchError(Exception):
-    """A refused dispatch step; `message` is fit to show in chat."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+class DispatchError(OrderError):
+    """A refused dispatch step; `message` is fit to show in chat (an `OrderError`, so a
+    journey catching the order rules' refusals catches these too)."""
 
 
 @dataclass(frozen=True)
