@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from flask import g, request
 from sqlalchemy import String, cast, func, select
+from sqlalchemy.orm import selectinload
 
 from console.views.common import args_builder, day_bounds, int_or_none, page_number, paged, parse_day
 from console.web import audit, back, console, flash, render
@@ -19,6 +20,7 @@ from store import access, dispatch, orders as order_rules
 from store.models import Community, Offer, Order, Team, Volunteer
 
 CANDIDATE_LIMIT = 20
+POOL_LIMIT = 300
 OFFER_STATES = {"offered": "待答复", "accepted": "已接单", "declined": "已婉拒", "expired": "超时未答",
                 "withdrawn": "已撤回"}
 
@@ -64,10 +66,19 @@ def current_assignees(order_ids) -> dict[int, Volunteer]:
 
 
 def candidates_for(order: Order) -> list[dispatch.Candidate]:
-    """`store.dispatch.rank` over the subtree's active volunteers with the order's skill."""
-    pool = list(g.db.scalars(access.volunteers(g.scope).where(
-        Volunteer.state == "active", cast(Volunteer.skills, String).like(f'%"{order.category_code}"%'))))
-    return dispatch.rank(g.db, order, g.now, pool)[:CANDIDATE_LIMIT]
+    """`store.dispatch.rank` over the subtree's active volunteers with the order's skill.
+
+    At the district level that is thousands of people; the pool is the `POOL_LIMIT` nearest
+    by team (the order's community, then its street, then the rest), which holds everyone
+    who can earn the ranking's area points, loaded with their teams and followers at once."""
+    street = order.community.street if order.community is not None else ""
+    stmt = (access.volunteers(g.scope).join(Team, Team.id == Volunteer.team_id)
+            .where(Volunteer.state == "active", cast(Volunteer.skills, String).like(f'%"{order.category_code}"%'))
+            .order_by((Team.community_id == order.community_id).desc() if order.community_id else Volunteer.id,
+                      (Team.street == street).desc() if street else Volunteer.id, Volunteer.id)
+            .options(selectinload(Volunteer.follower), selectinload(Volunteer.team).selectinload(Team.community))
+            .limit(POOL_LIMIT))
+    return dispatch.rank(g.db, order, g.now, list(g.db.scalars(stmt)))[:CANDIDATE_LIMIT]
 
 
 @console.get("/orders/<int:order_id>")
