@@ -489,6 +489,7 @@ def confirm(session: Session, order: Order, *, actor: Actor, now: datetime, reas
     if offer is not None and offer.minutes:
         record = _record_hours(session, offer, offer.minutes, now, suffix="")
         offer.hour_record_id = record.id
+        _tell_volunteer(session, offer, "服务已确认", f"{offer.minutes}分钟待审核", now)
     _debit(session, order, now)
     return record
 

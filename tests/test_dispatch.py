@@ -255,6 +255,8 @@ def test_no_answer_in_48_hours_confirms_and_records_pending_hours(world):
         assert order.status == "confirmed" and order.events[-1].actor_kind == "system"
         r = s.scalar(select(HourRecord))
         assert (r.minutes, r.state, r.source, r.source_ref) == (50, "pending", "order", f"order:{order.number}")
+        told = s.scalar(select(Push).where(Push.openid == "o_dv_li", Push.title == "服务已确认"))
+        assert told.data["备注"] == "50分钟待审核"
         [decision] = volunteering.decide_hours(s, [r.id], approve=True, now=world.clock.now(), coordinator=None)
         assert decision.outcome == "approved"
         assert timebank.balance(s, vol(s, "KW2026100001")) == 50
