@@ -117,8 +117,10 @@ class ApiClient(WeChatClient):
             res.raise_for_status()
             result = res.json()
         except Exception as e:  # noqa: BLE001 - network, HTTP or JSON: all "try again later"
+            count_api_error(self.redis, "stable_token", None)
             raise WeChatError(None, f"stable_token: {type(e).__name__}") from e
         if result.get("errcode"):
+            count_api_error(self.redis, "stable_token", int(result["errcode"]))
             raise WeChatError(int(result["errcode"]), result.get("errmsg", ""))
         return result
 
