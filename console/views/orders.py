@@ -21,6 +21,7 @@ from store.models import Community, Offer, Order, Team, Volunteer
 
 CANDIDATE_LIMIT = 20
 POOL_LIMIT = 300
+ACTORS = {"resident": "居民", "volunteer": "志愿者", "coordinator": "管理员", "system": "系统"}
 OFFER_STATES = {"offered": "待答复", "accepted": "已接单", "declined": "已婉拒", "expired": "超时未答",
                 "withdrawn": "已撤回"}
 
@@ -90,7 +91,7 @@ def order_detail(order_id: int):
     assignable = order.status in dispatch.ASSIGNABLE
     teams = dict(g.db.execute(access.teams(g.scope, select(Team.id, Team.name))).all())
     return render("order.html", order=order, states=order_rules.STATES, slots=order_rules.SLOTS,
-                  current=current, offers=offers, offer_states=OFFER_STATES, teams=teams,
+                  current=current, offers=offers, offer_states=OFFER_STATES, teams=teams, actors=ACTORS,
                   masked_phone=masks.phone(order.phone),
                   candidates=candidates_for(order) if assignable else [], assignable=assignable)
 

@@ -9,6 +9,7 @@ from flask import Response, g, redirect, request, url_for
 from sqlalchemy import select
 
 from console.views.common import args_builder, int_or_none, page_number, paged
+from console.views.hours import STATES as HOUR_STATES
 from console.web import audit, back, console, flash, render
 from dialogue import masks
 from store import access, pii, volunteering
@@ -58,7 +59,7 @@ def volunteer_detail(volunteer_id: int):
     certificates = list(g.db.scalars(select(ServiceCertificate).where(
         ServiceCertificate.volunteer_id == volunteer.id).order_by(ServiceCertificate.id.desc())))
     shifts = shifts_of(volunteer)
-    return render("volunteer.html", v=volunteer, summary=summary, states=STATES,
+    return render("volunteer.html", v=volunteer, summary=summary, states=STATES, hour_states=HOUR_STATES,
                   masked_phone=masks.phone(volunteer.phone),
                   masked_id=pii.mask_id_tail(volunteer.id_number_tail),
                   certificates=certificates, shifts=shifts)
@@ -109,7 +110,8 @@ def hour_totals_by_volunteer(volunteer_ids) -> dict[int, int]:
 def certificate_form(volunteer_id: int):
     """Choose the period, then issue a numbered certificate and download its PDF."""
     from console import certificate
-    from console.views.common import parse_day
+    from console.views.hours import STATES as HOUR_STATES
+from console.views.common import parse_day
 
     volunteer = access.get(g.db, g.scope, Volunteer, volunteer_id)
     error = None
