@@ -110,8 +110,7 @@ def hour_totals_by_volunteer(volunteer_ids) -> dict[int, int]:
 def certificate_form(volunteer_id: int):
     """Choose the period, then issue a numbered certificate and download its PDF."""
     from console import certificate
-    from console.views.hours import STATES as HOUR_STATES
-from console.views.common import parse_day
+    from console.views.common import parse_day
 
     volunteer = access.get(g.db, g.scope, Volunteer, volunteer_id)
     error = None
