@@ -109,7 +109,7 @@ def wait_done(svc, batch: str, total: int, procs, *, on_progress=None, timeout: 
             on_progress(done)
         if done >= total:
             return time.perf_counter() - started
-        time.sleep(0.2)
+        time.sleep(1.0)  # the count takes SQLite's write lock too: poll gently
     raise SystemExit(f"timed out: {dict(batch_counts(svc, batch))}")
 
 

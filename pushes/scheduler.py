@@ -5,7 +5,8 @@ A pass:
 1. due pending rows (new pushes, retries whose backoff ended, reminders whose day came)
    → queued, in chunks, one RQ job per chunk (committed first, then enqueued: a crash in
    between leaves rows whose job does not exist, which step 2 finds);
-2. queued rows whose job is gone (Redis lost, flushed, or the job failed) → a new job;
+2. queued rows whose job is gone (Redis lost, flushed, the job failed, or it has been
+   "started" for two leases: its worker died) → a new job;
 3. sending rows whose lease ran out (a worker died mid-send) → queued again; the worker
    resends within WeChat's client_msg_id window or gives the row up as unknown;
 4. parked delivery receipts whose push is now sent → applied.
@@ -21,7 +22,7 @@ import importlib
 import logging
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from rq import Queue
 from rq.job import Job, JobStatus
@@ -85,15 +86,28 @@ DEAD_JOB_STATES = {JobStatus.FAILED.value, JobStatus.STOPPED.value, JobStatus.CA
                    JobStatus.FINISHED.value}
 
 
-def _lost_jobs(services, job_ids: list[str | None]) -> list[str | None]:
-    """The job ids (of rows still queued) whose RQ job is gone or over: one Redis round
-    trip for all of them."""
+def _lost_jobs(services, job_ids: list[str | None], stalled_after: float) -> list[str | None]:
+    """The job ids (of rows still queued) whose RQ job is gone, over, or "started" for
+    longer than `stalled_after` seconds (its worker died: RQ only notices much later).
+    One Redis round trip for all of them; re-queueing a live job's rows is harmless, the
+    claim lets only one job send each row."""
     with services.redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.hget(Job.key_for(job_id), "status") if job_id else pipe.echo(b"")
-        statuses = pipe.execute()
-    return [j for j, status in zip(job_ids, statuses)
-            if not j or not status or status.decode() in DEAD_JOB_STATES]
+            pipe.hmget(Job.key_for(job_id), "status", "started_at") if job_id else pipe.echo(b"")
+        answers = pipe.execute()
+    now = datetime.now(timezone.utc)  # RQ stamps jobs with real time
+    lost = []
+    for job_id, answer in zip(job_ids, answers):
+        status, started_at = answer if isinstance(answer, list) else (None, None)
+        if not job_id or not status or status.decode() in DEAD_JOB_STATES:
+            lost.append(job_id)
+        elif status.decode() == JobStatus.STARTED.value and started_at:
+            started = datetime.fromisoformat(started_at.decode().replace("Z", "+00:00"))
+            if started.tzinfo is None:
+                started = started.replace(tzinfo=timezone.utc)
+            if (now - started).total_seconds() > stalled_after:
+                lost.append(job_id)
+    return lost
 
 
 def requeue_lost(services, settings: PushSettings) -> int:
@@ -102,7 +116,7 @@ def requeue_lost(services, settings: PushSettings) -> int:
         job_ids = session.scalars(select(Push.job_id).distinct()
                                   .where(Push.state == "queued",
                                          Push.queued_at < now - timedelta(seconds=LOST_JOB_GRACE))).all()
-    lost = _lost_jobs(services, list(job_ids))
+    lost = _lost_jobs(services, list(job_ids), stalled_after=2 * settings.lease_seconds)
     if not lost:
         return 0
     with services.db.transaction() as session:

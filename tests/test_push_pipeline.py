@@ -205,3 +205,18 @@ def test_every_kind_renders_into_its_template():
     assert tid == "volbot-star-level" and data["keyword1"] == {"value": "KW1"}
     for kind in templates.kinds:
         assert templates.for_kind(kind).template_id
+
+
+def test_rows_of_a_job_whose_worker_died_are_queued_again(svc, dispatcher, emulator):
+    from rq.job import Job
+
+    ids = [record(svc, openid=f"o_push_user{i}", key=f"d{i}") for i in range(3)]
+    run_pass(svc)
+    [job_id] = {push(svc, i).job_id for i in ids}
+    queue = push_queue(svc.redis)
+    queue.remove(job_id)  # a worker took it and was SIGKILLed before claiming any row
+    svc.redis.hset(Job.key_for(job_id), mapping={"status": "started", "started_at": "2020-01-01T00:00:00.000000Z"})
+    svc.clock.advance(seconds=31)
+    assert run_pass(svc)["requeued"] == 3
+    drain(svc)
+    assert {m["openid"] for m in emulator.messages()} == {f"o_push_user{i}" for i in range(3)}

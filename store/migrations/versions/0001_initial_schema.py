@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 17:34:02.269123
+Create Date: 2026-11-28 17:49:11.988953
 """
 from alembic import op
 import sqlalchemy as sa
