@@ -188,7 +188,8 @@ def create_emulator(apps: dict[str, str], *, token: str = "volbot-dev-token", ae
         code = code or state.use_custom_window(openid)
         if code:
             return reply("custom", code, openid=openid, request=data)
-        state.custom_messages.append({"at": state.now(), **data})
+        with state.lock:
+            state.custom_messages.append({"at": state.now(), **data})
         return reply("custom", 0, openid=openid, request=data)
 
     @app.post("/cgi-bin/message/subscribe/bizsend")
@@ -203,7 +204,8 @@ def create_emulator(apps: dict[str, str], *, token: str = "volbot-dev-token", ae
             code = 40037
         if code:
             return reply("bizsend", code, openid=openid, request=data)
-        state.notices.append({"at": state.now(), **data})
+        with state.lock:
+            state.notices.append({"at": state.now(), **data})
         return reply("bizsend", 0, openid=openid, request=data)
 
     # ---- menu and QR codes ----------------------------------------------------------------
