@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 
 from flask import Response, g, redirect, request, url_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from console.views.common import args_builder, int_or_none, page_number, paged
+from console import certificate
+from console.views import activities
+from console.views.common import args_builder, int_or_none, page_number, paged, parse_day
 from console.views.hours import STATES as HOUR_STATES
 from console.web import audit, back, console, flash, render
 from dialogue import masks
@@ -58,18 +60,11 @@ def volunteer_detail(volunteer_id: int):
     summary = volunteering.summary(g.db, volunteer, g.now, latest=20)
     certificates = list(g.db.scalars(select(ServiceCertificate).where(
         ServiceCertificate.volunteer_id == volunteer.id).order_by(ServiceCertificate.id.desc())))
-    shifts = shifts_of(volunteer)
+    shifts = activities.signups_of(g.db, volunteer.id)
     return render("volunteer.html", v=volunteer, summary=summary, states=STATES, hour_states=HOUR_STATES,
                   masked_phone=masks.phone(volunteer.phone),
                   masked_id=pii.mask_id_tail(volunteer.id_number_tail),
                   certificates=certificates, shifts=shifts)
-
-
-def shifts_of(volunteer: Volunteer) -> list:
-    """The volunteer's shift sign-ups, newest first (empty until activities exist)."""
-    from console.views import activities
-
-    return activities.signups_of(g.db, volunteer.id)
 
 
 @console.post("/volunteers/<int:volunteer_id>/decide")
@@ -96,8 +91,6 @@ def volunteer_decide(volunteer_id: int):
 
 
 def hour_totals_by_volunteer(volunteer_ids) -> dict[int, int]:
-    from sqlalchemy import func
-
     if not volunteer_ids:
         return {}
     rows = g.db.execute(select(HourRecord.volunteer_id, func.sum(HourRecord.minutes)).where(
@@ -109,9 +102,6 @@ def hour_totals_by_volunteer(volunteer_ids) -> dict[int, int]:
 @console.route("/volunteers/<int:volunteer_id>/certificate", methods=["GET", "POST"])
 def certificate_form(volunteer_id: int):
     """Choose the period, then issue a numbered certificate and download its PDF."""
-    from console import certificate
-    from console.views.common import parse_day
-
     volunteer = access.get(g.db, g.scope, Volunteer, volunteer_id)
     error = None
     if request.method == "POST":
@@ -135,8 +125,6 @@ def certificate_form(volunteer_id: int):
 
 @console.get("/certificates/<int:certificate_id>.pdf")
 def certificate_pdf(certificate_id: int):
-    from console import certificate
-
     cert = g.db.get(ServiceCertificate, certificate_id)
     if cert is None:
         raise access.OutOfScope(certificate_id)
