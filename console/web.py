@@ -117,7 +117,8 @@ def bad_request(e):
 
 
 def _error(status: int, message: str):
-    g.db.rollback() if "db" in g else None
+    if "db" in g:
+        g.db.rollback()
     if request.path.endswith(".json") or request.accept_mimetypes.best == "application/json":
         return jsonify(error=message), status
     return render_template("console/error.html", status=status, message=message), status
