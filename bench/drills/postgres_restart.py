@@ -26,9 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.drills.support import (  # noqa: E402
-    BUSY_TEXT, Client, Resident, Stack, load_average, orders_by_openid, percentile, report_residents, timeline,
-)
+from bench.drills.support import BUSY_TEXT, Client, Conversations, Stack, load_average, percentile  # noqa: E402
 
 
 def background(port: int, stop: threading.Event, seen: Counter, latencies: list, n: int) -> None:
@@ -53,31 +51,24 @@ def main() -> int:
           f"threads of background pushes; {load_average()}")
     with Stack("drill-pg", postgres="private") as stack:
         stack.create_schema()
-        url = stack.serve(workers=2, threads=8)
-        port = int(url.rsplit(":", 1)[1])
-        residents = [Resident(Client(port), n) for n in range(args.residents)]
-        t0 = time.monotonic()
-        until = t0 + 90
-        threads = [threading.Thread(target=r.run, args=(until, 0.2)) for r in residents]
+        port = int(stack.serve(workers=2, threads=8).rsplit(":", 1)[1])
+        chats = Conversations(stack, args.residents)
         bg_seen, bg_lat, bg_stop = Counter(), [], threading.Event()
         bg = [threading.Thread(target=background, args=(port, bg_stop, bg_seen, bg_lat, n))
               for n in range(args.load_threads)]
-        for t in threads + bg:
+        chats.start()
+        for t in bg:
             t.start()
         time.sleep(args.at)
-        marks = {"postgres restart begins": time.monotonic()}
+        down = chats.mark("postgres stopped")
         stack.postgres.stop()  # -m fast: connections cut, open transactions rolled back
         time.sleep(args.down)
         stack.postgres.start()
-        marks["postgres back"] = time.monotonic()
-        print(f"PostgreSQL was down {marks['postgres back'] - marks['postgres restart begins']:.1f} s")
-        for t in threads:
-            t.join()
+        print(f"PostgreSQL was down {chats.mark('postgres back') - down:.1f} s")
+        ok = chats.finish()
         bg_stop.set()
         for t in bg:
             t.join()
-        timeline(residents, t0, marks)
-        ok = report_residents(residents, orders_by_openid(stack))
         print(f"background pushes: {dict(bg_seen)}; p50 {percentile(bg_lat, 50) * 1000:.0f} ms, "
               f"p99 {percentile(bg_lat, 99) * 1000:.0f} ms, max {max(bg_lat) * 1000:.0f} ms")
         ok = ok and not any(k.startswith(("http", "timeout")) for k in bg_seen) and max(bg_lat) < 5

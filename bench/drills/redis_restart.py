@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.drills.support import (  # noqa: E402
-    Client, Resident, Stack, load_average, orders_by_openid, report_residents, timeline,
-)
+from bench.drills.support import Conversations, Stack, load_average  # noqa: E402
 
 
 def main() -> int:
@@ -39,24 +36,16 @@ def main() -> int:
           f"{load_average()}")
     with Stack("drill-redis") as stack:
         stack.create_schema()
-        url = stack.serve(workers=2, threads=8)
-        port = int(url.rsplit(":", 1)[1])
-        residents = [Resident(Client(port), n) for n in range(args.residents)]
-        t0 = time.monotonic()
-        until = t0 + 90
-        threads = [threading.Thread(target=r.run, args=(until, 0.2)) for r in residents]
-        for t in threads:
-            t.start()
+        stack.serve(workers=2, threads=8)
+        chats = Conversations(stack, args.residents)
+        chats.start()
         time.sleep(args.at)
-        marks = {"redis stopped": time.monotonic()}
+        chats.mark("redis stopped")
         stack.redis.stop()
         time.sleep(args.down)
         stack.redis.start()
-        marks["redis started (empty)"] = time.monotonic()
-        for t in threads:
-            t.join()
-        timeline(residents, t0, marks)
-        ok = report_residents(residents, orders_by_openid(stack))
+        chats.mark("redis started (empty)")
+        ok = chats.finish()
         server_errors = stack.log_tail("serve", 10**7).count('"level": "error"')
         print(f"volbot serve logged {server_errors} error lines (turns that failed while Redis was away)")
         print(f"{load_average()}; RESULT: {'PASS' if ok else 'FAIL'}")

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -393,3 +394,31 @@ def timeline(residents: list[Resident], t0: float, marks: dict[str, float], step
         notes = ", ".join(name for name, at in marks.items() if t <= at < t + step)
         print(f"  {t - t0:6.0f} {window['ok']:>3} {window['busy']:>5} {window['error']:>7}   {notes}")
         t += step
+
+
+class Conversations:
+    """`count` residents ordering by chat against the stack's web server, each on its own
+    thread, and the drill's own events (`mark`) for the timeline."""
+
+    def __init__(self, stack: Stack, count: int, think: float = 0.2, limit: float = 90.0):
+        self.stack = stack
+        self.residents = [Resident(Client(stack.web_port), n) for n in range(count)]
+        self.t0 = time.monotonic()
+        until = self.t0 + limit
+        self.threads = [threading.Thread(target=r.run, args=(until, think)) for r in self.residents]
+        self.marks: dict[str, float] = {}
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def mark(self, event: str) -> float:
+        self.marks[event] = time.monotonic()
+        return self.marks[event]
+
+    def finish(self) -> bool:
+        """Wait for every resident, print the timeline and the outcome; True if all is well."""
+        for t in self.threads:
+            t.join()
+        timeline(self.residents, self.t0, self.marks)
+        return report_residents(self.residents, orders_by_openid(self.stack))
