@@ -103,9 +103,12 @@ def decide_hours(ctx, coord, ids, approve, reason) -> list[str]:
     results = volunteering.decide_hours(ctx.session, ids, approve=approve, now=ctx.now,
                                         coordinator=coord, reason=reason)
     done = [r for r in results if r.outcome in ("approved", "rejected")]
+    own = [r for r in results if r.outcome == "own_entry"]
     lines = [f"已{'通过' if approve else '驳回'} {len(done)} 条。"]
-    if len(results) > len(done):
-        lines.append(f"{len(results) - len(done)} 条已被其他协调员处理，未重复操作。")
+    if own:
+        lines.append(f"{len(own)} 条补录由您本人录入，需另一位协调员审核。")
+    if len(results) > len(done) + len(own):
+        lines.append(f"{len(results) - len(done) - len(own)} 条已被其他协调员处理，未重复操作。")
     for r in results:
         if r.star:
             vol = ctx.session.get(HourRecord, r.record_id).volunteer

@@ -274,7 +274,7 @@ def pending_hours(session: Session, coordinator: Coordinator, limit: int = 20) -
 @dataclass
 class Decision:
     record_id: int
-    outcome: str  # approved | rejected | already | forbidden | missing
+    outcome: str  # approved | rejected | already | forbidden | own_entry | missing
     star: int | None = None  # a star level newly reached
 
 
@@ -297,6 +297,11 @@ def decide_hours(session: Session, record_ids: list[int], *, approve: bool, now:
             continue
         if coordinator is not None and not can_act(coordinator, record.volunteer.team):
             results.append(Decision(rid, "forbidden"))
+            continue
+        if (approve and coordinator is not None and record.source == "manual"
+                and record.recorded_by == coordinator.id):
+            # Two-person rule: a manual entry is approved by someone other than its author.
+            results.append(Decision(rid, "own_entry"))
             continue
         won = session.execute(
             update(HourRecord).where(HourRecord.id == rid, HourRecord.state == "pending")

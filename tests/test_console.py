@@ -243,6 +243,29 @@ def test_create_and_edit_an_activity_with_a_second_shift(base_url, world):
     assert one(world, select(func.count()).select_from(Shift).where(Shift.activity_id == aid)) == 2
 
 
+def test_cancelling_an_activity_tells_everyone_signed_up(base_url, world):
+    from store import activities as activity_rules
+    from store.models import Follower
+
+    with world.db.transaction() as s:
+        vol = s.scalar(select(Volunteer).where(Volunteer.number == "KW2026000100"))
+        activity = s.scalar(select(Activity).where(Activity.title == "DF周末课堂"))
+        shift = activity.shifts[0]
+        activity_rules.sign_up(s, vol, shift.id, world.clock.now())
+        openid = s.get(Follower, vol.follower_id).openid
+        aid = activity.id
+    b = signed_in(base_url, "df_lead")
+    r = b.post(f"/console/activities/{aid}/cancel", {"reason": "场地维修"})
+    assert r.status_code == 302
+    assert one(world, select(Activity.state).where(Activity.id == aid)) == "cancelled"
+    told = one(world, select(func.count()).select_from(Push).where(
+        Push.kind == "activity_cancelled", Push.openid == openid))
+    assert told == 1
+    # A second cancel changes nothing and tells nobody again.
+    b.post(f"/console/activities/{aid}/cancel", {"reason": "场地维修"})
+    assert one(world, select(func.count()).select_from(Push).where(Push.kind == "activity_cancelled")) == 1
+
+
 # ---- reports, exports, certificate, audit ---------------------------------------------------
 
 def test_reports_with_charts_and_exports(base_url, world):

@@ -69,6 +69,22 @@ def test_manual_entry_rules(seeded):
                                   recorded_by=c, now=NOW)
 
 
+def test_a_manual_entry_is_approved_by_a_second_coordinator(seeded):
+    with seeded.db.transaction() as s:
+        v, author = vol(s, "KW2026000902"), coord(s)
+        second = Coordinator(team_id=author.team_id, name="第二审核人", role="detachment")
+        s.add(second)
+        s.flush()
+        start = NOW - timedelta(hours=5)
+        r = volunteering.record_hours(s, v, source="manual", started_at=start, ended_at=start + timedelta(hours=1),
+                                      recorded_by=author, now=NOW)
+        own = volunteering.decide_hours(s, [r.id], approve=True, now=NOW, coordinator=author)
+        assert [d.outcome for d in own] == ["own_entry"] and r.state == "pending"
+        # The author may still reject their own mistake; approval needs the second person.
+        ok = volunteering.decide_hours(s, [r.id], approve=True, now=NOW, coordinator=second)
+        assert [d.outcome for d in ok] == ["approved"]
+
+
 def test_only_approved_hours_count_and_reasons_are_kept(seeded):
     with seeded.db.transaction() as s:
         v, c = vol(s), coord(s)

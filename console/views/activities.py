@@ -194,11 +194,13 @@ def activity_cancel(activity_id: int):
     activity = access.get(g.db, g.scope, Activity, activity_id)
     if activity.state != "cancelled":
         before = {"state": activity.state}
-        activity.state = "cancelled"
+        reason = (request.form.get("reason") or "").strip()
+        # The domain withdraws reminders and tells everyone signed or waiting, once.
+        told = activity_rules.cancel_activity(g.db, activity.id, g.now, reason)
         audit("activity.cancel", entity="activity", entity_id=activity.id, before=before,
-              after={"state": "cancelled"}, reason=(request.form.get("reason") or "").strip() or None)
+              after={"state": "cancelled", "told": told}, reason=reason or None)
         g.db.commit()
-        flash("活动已取消。")
+        flash(f"活动已取消，已通知 {told} 位志愿者。")
     return redirect(url_for("console.activity_detail", activity_id=activity.id))
 
 

@@ -66,12 +66,9 @@ def hours_decide():
     if not approve and not reason:
         flash("驳回需要填写原因。", "error")
         return back("console.hours")
-    # Two-person rule: a manual entry is approved by someone other than who entered it.
-    own_manual = [r.id for r in records if approve and r.source == "manual" and r.recorded_by == scope.coordinator_id]
-    allowed = [r for r in records if r.id not in own_manual]
-    before = {r.id: snapshot(r, AUDITED) for r in allowed}
+    before = {r.id: snapshot(r, AUDITED) for r in records}
     try:
-        decisions = volunteering.decide_hours(g.db, [r.id for r in allowed], approve=approve, now=g.now,
+        decisions = volunteering.decide_hours(g.db, [r.id for r in records], approve=approve, now=g.now,
                                               coordinator=g.coordinator, reason=reason)
     except volunteering.VolunteerError as e:
         g.db.rollback()
@@ -85,7 +82,9 @@ def hours_decide():
     g.db.commit()
     verb = "通过" if approve else "驳回"
     message = f"已{verb} {len(done)} 条记录。"
-    skipped = len(decisions) - len(done)
+    # Two-person rule (kept by decide_hours): own manual entries need another coordinator.
+    own_manual = [d for d in decisions if d.outcome == "own_entry"]
+    skipped = len(decisions) - len(done) - len(own_manual)
     if skipped:
         message += f" {skipped} 条已被他人处理。"
     if own_manual:
