@@ -248,35 +248,60 @@ def main() -> None:
 
 
 def profile_worker(stack: Stack, seconds: float) -> None:
-    """py-spy one gunicorn worker for `seconds`; the top functions go to the output."""
+    """py-spy every gunicorn worker for `seconds` (at once); the top functions over all of
+    them go to the output, with how the samples spread over the workers."""
     import psutil
 
     master = next(p for p in stack.procs if getattr(p, "name", "") == "serve")
     children = [c for c in psutil.Process(master.pid).children() if "redis" not in c.name()]
-    if not children:
-        return
-    out = stack.folder / "profile.txt"
-    subprocess.run([str(BIN / "py-spy"), "record", "--pid", str(children[0].pid), "--duration", str(int(seconds)),
-                    "--format", "raw", "--output", str(out), "--nonblocking"], capture_output=True)
-    print(f"py-spy profile of worker {children[0].pid}: {out}")
-    summarize_profile(out)
+    spies = []
+    for child in children:
+        out = stack.folder / f"profile-{child.pid}.txt"
+        spies.append((out, subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(child.pid), "--duration",
+                                             str(int(seconds)), "--format", "raw", "--output", str(out),
+                                             "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+    for _, spy in spies:
+        spy.wait()
+    merged = stack.folder / "profile.txt"
+    per_worker = []
+    with open(merged, "w") as f:
+        for out, _ in spies:
+            text = out.read_text() if out.exists() else ""
+            per_worker.append(sum(int(r.rpartition(" ")[2]) for r in text.splitlines() if r.rpartition(" ")[2].isdigit()))
+            f.write(text)
+    print(f"py-spy profile of {len(spies)} workers (samples per worker: {per_worker}): {merged}")
+    summarize_profile(merged)
 
 
-def summarize_profile(path: Path, top: int = 25) -> None:
-    """Print the functions with the most samples on-stack (inclusive), from py-spy's raw output."""
+PROJECT = ("bot/", "dialogue/", "handlers/", "store/", "pushes/", "console/")
+WAITS = {"Connection.wait (psycopg/": "waiting for PostgreSQL", "_read_from_socket (redis/": "waiting for Redis"}
+
+
+def summarize_profile(path: Path, top: int = 20) -> None:
+    """From py-spy's raw output: the project's functions by share of samples with them on
+    the stack (inclusive), and how much of the time was spent waiting on each backend."""
     if not path.exists():
         print("  (no profile: py-spy failed)")
         return
-    inclusive, total = Counter(), 0
+    inclusive, waits, total = Counter(), Counter(), 0
     for row in path.read_text().splitlines():
         stack_text, _, count = row.rpartition(" ")
         if not count.isdigit():
             continue
         n = int(count)
         total += n
-        for frame in set(stack_text.split(";")):
-            inclusive[frame] += n
-    print(f"  {total} samples; functions by share of samples on the stack:")
+        frames = stack_text.split(";")
+        for frame in set(frames):
+            if any(p in frame for p in PROJECT):
+                inclusive[frame] += n
+        for marker, what in WAITS.items():
+            if marker in stack_text:
+                waits[what] += n
+    if not total:
+        print("  (no samples)")
+        return
+    print(f"  {total} samples; {', '.join(f'{what} {n / total:.0%}' for what, n in waits.items())}; "
+          "project functions by share of samples on the stack:")
     for frame, n in inclusive.most_common(top):
         print(f"  {n / total:6.1%}  {frame[:140]}")
 
