@@ -77,3 +77,15 @@ def notify_many(session: Session, pushes: list[dict], *, chunk: int = 1000) -> i
             session.execute(insert(Push), rows)
             recorded += len(rows)
     return recorded
+
+
+def withdraw(session: Session, *where, reason: str) -> int:
+    """Cancel the pushes matching `where` that no worker has started sending (pending or
+    queued; a queued job finds its row cancelled and skips it). Returns how many."""
+    from sqlalchemy import update
+
+    result = session.execute(
+        update(Push).where(Push.state.in_(("pending", "queued")), *where)
+        .values(state="cancelled", last_error=reason)
+        .execution_options(synchronize_session=False))
+    return result.rowcount or 0

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from pushes.outbox import notify
+from pushes.outbox import notify, withdraw
 from store.models import HourRecord, Push, Team, Volunteer
 from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.places import DEFAULT_RADIUS_M, Place
@@ -313,9 +313,8 @@ def _schedule_reminder(session: Session, signup: SignUp, shift: Shift, volunteer
 
 
 def _cancel_reminder(session: Session, signup: SignUp) -> None:
-    session.execute(update(Push).where(Push.dedup_key.startswith(_reminder_prefix(signup)),
-                                       Push.kind == "shift_reminder", Push.state == "pending")
-                    .values(state="cancelled").execution_options(synchronize_session=False))
+    withdraw(session, Push.dedup_key.startswith(_reminder_prefix(signup)), Push.kind == "shift_reminder",
+             reason="sign-up cancelled or shift moved")
 
 
 def shift_changed(session: Session, shift_id: int, now: datetime) -> list[SignUp]:
@@ -400,6 +399,12 @@ def close_overdue(session: Session, now: datetime, volunteer_id: int | None = No
         _close(session, attendance, credited_from=_credited_start(attendance), credited_to=shift.ends_at,
                closed_at=shift.ends_at, now=now, method="auto", distance_m=None, flags=["no_checkout"])
     return closed
+
+
+def run_due(services) -> int:
+    """Called by the scheduler each pass: close check-ins whose check-out was forgotten."""
+    with services.db.transaction() as session:
+        return len(close_overdue(session, services.clock.now()))
 
 
 def _credited_start(attendance: Attendance) -> datetime:

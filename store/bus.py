@@ -17,11 +17,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import yaml
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pushes.outbox import notify_many
+from pushes.outbox import notify_many, withdraw
 from store.models import BusRoute, BusSubscription, BusVisit, Community, Follower, Push
 
 CHINA = ZoneInfo("Asia/Shanghai")
@@ -246,7 +246,4 @@ def announce(session: Session, visit: BusVisit, kind: str, title: str, now: date
 
 def _cancel_reminders(session: Session, visit: BusVisit) -> None:
     """The reminder of the previous announcement must not go out any more."""
-    session.execute(update(Push).where(Push.batch == f"{batch_id(visit)}-reminder",
-                                       or_(Push.state == "pending", Push.state == "queued"))
-                    .values(state="cancelled", last_error="visit changed or cancelled")
-                    .execution_options(synchronize_session=False))
+    withdraw(session, Push.batch == f"{batch_id(visit)}-reminder", reason="visit changed or cancelled")

@@ -86,6 +86,16 @@ def test_forgotten_check_out_closes_at_the_shift_end_flagged(svc, shift):
     assert check(svc, T + timedelta(hours=4), activity_id)[:2] == ("done", 110)
 
 
+def test_the_scheduler_closes_forgotten_check_outs(svc, shift):
+    from pushes.scheduler import run_pass
+
+    activity_id, _ = shift
+    check(svc, T + timedelta(minutes=10), activity_id)
+    svc.clock.offset = (T + timedelta(hours=3)) - datetime.now(timezone.utc)
+    run_pass(svc, recover=False)  # the scheduler's pass runs store.activities.run_due
+    assert records(svc) == [(110, acts.NO_CHECKOUT_NOTE)]
+
+
 def test_a_scan_long_after_the_end_closes_the_forgotten_attendance_first(svc, shift):
     activity_id, _ = shift
     check(svc, T, activity_id)

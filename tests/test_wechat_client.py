@@ -107,6 +107,10 @@ def test_cli_pushes_the_custom_menu_and_makes_qr_codes(emulator, svc):
     out = CliRunner().invoke(main, ["menu", "push"], env=env)
     assert out.exit_code == 0, out.output
     assert emulator.state.menu == custom_menu.load()
+    from store.models import Community
+
+    with svc.db.transaction() as s:  # `volbot qr` checks the scene names a real place
+        s.add(Community(code="KW001", name="测试社区"))
     out = CliRunner().invoke(main, ["qr", "cm:KW001"], env=env)
     assert out.exit_code == 0 and "showqrcode?ticket=" in out.output
     emulator.fault(endpoint="menu_create", errcode=40018)

@@ -2,23 +2,14 @@
 
 from importlib import import_module
 
-# Keep alphabetical; each module adds its click commands/groups to the main group.
+# Keep alphabetical; each module adds its click commands to the main group, using
+# `shared_group` for a group several domains add to (`import`, `menu`, `order`, …).
 MODULES: list[str] = ["activities", "backup", "catalog", "console", "demo", "dispatch", "pushes", "serve", "volunteers"]
 
 
 def register_all(main) -> None:
-    import click
-
     for name in MODULES:
-        before = {k: v for k, v in main.commands.items() if isinstance(v, click.Group)}
         import_module(f"bot.commands.{name}").register(main)
-        # A module that declares a group another module already made (`menu`, `import`)
-        # replaces it; the earlier module's sub-commands move into the new group.
-        for key, old in before.items():
-            new = main.commands.get(key)
-            if new is not old and isinstance(new, click.Group):
-                for sub_name, sub in old.commands.items():
-                    new.commands.setdefault(sub_name, sub)
 
 
 def shared_group(main, name: str, help_text: str):

@@ -7,6 +7,8 @@ from datetime import date, time
 
 import click
 
+from bot.commands import shared_group
+
 
 def _services():
     from bot.cli import build_services
@@ -258,9 +260,7 @@ def register(main: click.Group) -> None:
 
     # ---- the custom menu and QR codes ----------------------------------------------------------
 
-    @main.group()
-    def menu():
-        """The custom menu at the bottom of the chat."""
+    menu = shared_group(main, "menu", "The custom menu at the bottom of the chat.")
 
     @menu.command("push")
     def menu_push():
@@ -274,22 +274,6 @@ def register(main: click.Group) -> None:
             click.echo(f"menu created: {', '.join(b['name'] for b in data['button'])}")
         except WeChatError as e:
             raise click.ClickException(f"WeChat refused the menu: {e}")
-        finally:
-            services.close()
-
-    @main.command("qr")
-    @click.argument("scene")
-    @click.option("--temporary", is_flag=True, help="A 30-day code instead of a permanent one.")
-    def qr(scene, temporary):
-        """Create a QR code for SCENE (e.g. cm:KW001 binds followers to a community)."""
-        from pushes.client import WeChatError, client_for
-
-        services = _services()
-        try:
-            ticket = client_for(services.config, services.redis).create_qr_ticket(scene, permanent=not temporary)
-            click.echo(f"{scene}: {ticket['image_url']}\n(the code encodes {ticket['url']})")
-        except WeChatError as e:
-            raise click.ClickException(f"WeChat refused the QR code: {e}")
         finally:
             services.close()
 
