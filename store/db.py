@@ -120,4 +120,8 @@ def regenerate_baseline() -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = alembic_config(f"sqlite:///{tmp}/empty.sqlite3")
         command.revision(cfg, message="initial schema", autogenerate=True, rev_id="0001")
-    return next(versions.glob("0001_*.py"))
+    path = next(versions.glob("0001_*.py"))
+    # No creation date: regenerating an unchanged schema leaves the file unchanged.
+    text = path.read_text("utf-8")
+    path.write_text("\n".join(l for l in text.split("\n") if not l.startswith("Create Date:")), "utf-8")
+    return path

@@ -2,7 +2,6 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 17:50:08.270867
 """
 from alembic import op
 import sqlalchemy as sa
