@@ -212,9 +212,18 @@ def read_phone(ctx, arg, answers):
 
 # ---- paying with time (only for followers who may spend a time-bank balance) ------------
 
+def _payable(ctx):
+    """The follower's payable time-bank accounts, queried once per turn: the engine asks
+    the pay step's `when` several times in one turn (next step, summary, confirm)."""
+    key = ("payable_accounts", ctx.openid)
+    if key not in ctx.session.info:
+        ctx.session.info[key] = dispatch.payable_accounts(ctx.session, ctx.follower)
+    return ctx.session.info[key]
+
+
 def pay_choices(ctx, answers):
     out = []
-    for vol, minutes in dispatch.payable_accounts(ctx.session, ctx.follower):
+    for vol, minutes in _payable(ctx):
         whose = "本人" if vol.follower_id == ctx.follower.id else f"{vol.name[:1]}**的"
         out.append(Choice({"vol": vol.id, "label": f"{whose}时间银行"},
                           f"用{whose}时间银行支付（余额{hours_text(minutes)}）"))
@@ -290,8 +299,9 @@ def submit(ctx, answers):
     if created:
         if pay:
             dispatch.pay_with_time(ctx.session, order, ctx.session.get(Volunteer, pay), follower, ctx.now)
-        # The best volunteer is asked at once; with nobody to ask, the scheduler escalates.
-        dispatch.offer_next(ctx.session, order, ctx.now, escalate=False)
+        # The first volunteer is asked by the scheduler's next pass (store.dispatch.run_due:
+        # "orders still waiting with nobody asked", about a second later), not here: ranking
+        # every volunteer inside the resident's turn made 确认 the slowest turn by far.
     return Reply("\n".join([
         "预约已提交！" if created else "这份预约已经提交过了。",
         f"订单号：{order.number}",
@@ -333,7 +343,7 @@ ORDER_FLOW = registry.flow(Flow(
         Step("phone", ask_phone, label="联系电话", parse=read_phone, default=phone_default,
              default_label=mask_phone, show=mask_phone, help="手机号11位；座机请加区号，如 0536-8888000。"),
         Step("pay", ask_pay, label="时间银行", choices=pay_choices, parse=read_pay, show=lambda v: v["label"],
-             when=lambda ctx, a: bool(dispatch.payable_accounts(ctx.session, ctx.follower)),
+             when=lambda ctx, a: bool(_payable(ctx)),
              help="时间银行是您（或家人）做志愿服务存下的时长，可以用来支付这次服务。"),
     ],
 ))

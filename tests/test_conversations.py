@@ -3,7 +3,8 @@ the real Flask app over HTTP as signed WeChat XML, once in plain and once in saf
 mode unless the case restricts `modes:`. The format is documented in `tests/README.md`.
 
 Each turn sends at most one push (say, voice, location, click, scan, subscribe,
-unsubscribe, image, event, resend) or moves the clock (advance), then checks what it was
+unsubscribe, image, event, resend), moves the clock (advance) or runs one scheduler pass
+(scheduler: due work such as the first offer of a new order, then due pushes), then checks what it was
 told to: the reply (`expect`), the user's Redis state (`state`) and SQL (`db`). A failure
 names the file, the case, the turn number, what was sent and the full reply.
 """
@@ -32,7 +33,7 @@ MODES = ("plain", "safe")
 CUT_SIZE = 1800
 
 ACTIONS = ("say", "voice", "location", "click", "scan", "subscribe", "unsubscribe", "image",
-           "event", "advance", "resend")
+           "event", "advance", "resend", "scheduler")
 CHECKS = ("expect", "state", "db")
 MODIFIERS = ("as", "note")
 EXPECT_KEYS = ("contains", "not_contains", "regex", "not_regex", "same_reply", "empty", "equals")
@@ -174,6 +175,11 @@ class Player:
                 self.fail(n, turn, "advance takes a mapping such as {minutes: 31}")
             self.svc.clock.advance(**value)
             self.transcript.append(f"#{n} (clock +{value})")
+            return None
+        if action == "scheduler":
+            from pushes.scheduler import run_pass  # the pass `volbot scheduler` runs every second
+            done = run_pass(self.svc, recover=False)
+            self.transcript.append(f"#{n} (scheduler pass: {done})")
             return None
         if action == "resend":
             if self.last_fields is None:
