@@ -7,7 +7,8 @@ a push to the resident. Residents create, cancel and rate; dispatch (offer, acce
 complete) plugs into the same function.
 
 Order numbers are `D` + the local (Asia/Shanghai) date + a 4-digit serial of that day,
-taken with one atomic upsert on `order_serials`, so concurrent confirms never share one.
+taken with one atomic upsert on `order_serials`, so concurrent confirms never share one (on
+PostgreSQL in its own short transaction, like a sequence: see `next_number`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from menus.catalog import Catalog, Sub, from_dict, load
@@ -90,12 +92,33 @@ SYSTEM = Actor("system")
 
 # ---- the needs menu in use ----------------------------------------------------------------
 
+# Parsed needs menus by content hash. A stored version never changes (a new import is a new
+# row), so this holds immutable data only: every process still asks SQL which version is in
+# use, once per transaction, and parses a version the first time it sees it.
+_PARSED: dict[str, Catalog] = {}
+_PARSED_MAX = 8
+
+
 def current_catalog(session: Session) -> Catalog:
-    """The newest imported needs menu, or the one shipped in `menus/needs.yaml`."""
+    """The newest imported needs menu, or the one shipped in `menus/needs.yaml`. Looked up
+    once per transaction (kept in `session.info`), parsed once per process per version."""
+    menu = session.info.get("catalog")
+    if menu is not None:
+        return menu
     row = session.execute(
-        select(CatalogVersion.data).order_by(CatalogVersion.id.desc()).limit(1)
-    ).scalar_one_or_none()
-    return load() if row is None else from_dict(row)
+        select(CatalogVersion.id, CatalogVersion.sha256).order_by(CatalogVersion.id.desc()).limit(1)
+    ).first()
+    if row is None:
+        menu = load()  # parsed once per file content (menus.catalog.parse_text)
+    else:
+        menu = _PARSED.get(row.sha256)
+        if menu is None:
+            menu = from_dict(session.scalar(select(CatalogVersion.data).where(CatalogVersion.id == row.id)))
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            _PARSED[row.sha256] = menu
+    session.info["catalog"] = menu
+    return menu
 
 
 def import_catalog(session: Session, catalog: Catalog, source: str = "") -> CatalogVersion:
@@ -105,6 +128,7 @@ def import_catalog(session: Session, catalog: Catalog, source: str = "") -> Cata
     version = CatalogVersion(district=catalog.district, data=data, sha256=digest, source=source[:255])
     session.add(version)
     session.flush()
+    session.info.pop("catalog", None)  # this transaction now sees the new menu
     return version
 
 
@@ -122,7 +146,18 @@ def next_number(session: Session, now: datetime) -> str:
     stmt = stmt.on_conflict_do_update(
         index_elements=[OrderSerial.day], set_={"last": OrderSerial.last + 1}
     ).returning(OrderSerial.last)
-    serial = session.execute(stmt).scalar_one()
+    bind = session.get_bind()
+    if dialect == "postgresql" and isinstance(bind, Engine):
+        # Like a sequence: the serial is taken in its own short transaction, so the day's
+        # row lock is held for one statement, not until the order's turn commits (every
+        # 确认 in the district would queue behind the one before). A turn that rolls back
+        # leaves a gap in the day's numbers; numbers stay unique.
+        with bind.begin() as conn:
+            serial = conn.execute(stmt).scalar_one()
+    else:
+        # SQLite has one writer at a time anyway; a session bound to a connection (an outer
+        # transaction) keeps the serial in it.
+        serial = session.execute(stmt).scalar_one()
     return f"D{day:%Y%m%d}-{serial:04d}"
 
 
