@@ -5,6 +5,12 @@ the annual rankings for the awards (volunteers by hours, projects by reach).
 Each report returns a `Table` (title, column names, rows of plain values) so the console
 shows, charts and exports (CSV, XLSX) the same figures. Months are local (Asia/Shanghai)
 months; minutes are exact integers and shown as hours by the caller.
+
+The hour reports read running totals (`store.models.rollups`) instead of the million hour
+records: `count_approved` adds an approved record to them in the approving transaction,
+`rebuild` recomputes them from `hour_records`, and `audit` proves they match. Volunteers do
+not change teams, so a team's total is the same whether taken at approval or now; should
+that ever change, `rebuild` re-attributes the totals to the current teams.
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ from datetime import date, datetime, time
 from statistics import median
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import Float, Integer, case, cast, delete, distinct, func, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from store import access
 from store.models import HourRecord, Order, OrderEvent, Team, Volunteer
 from store.models.activities import Activity, Attendance, Project, Shift
+from store.models.rollups import HourMonthTotal, HourYearTotal
 
 CHINA = ZoneInfo("Asia/Shanghai")
 
@@ -38,12 +46,112 @@ def year_bounds(year: int) -> tuple[datetime, datetime]:
             datetime.combine(date(year + 1, 1, 1), time(0), tzinfo=CHINA))
 
 
-def local_month(session: Session, column):
-    """The local (UTC+8) month number of a UTC timestamp column, on either database."""
+def local_part(session: Session, column, part: str):
+    """The local (UTC+8) year or month number of a UTC timestamp column, on either database."""
     if session.bind.dialect.name == "sqlite":
-        return func.strftime("%m", column, "+8 hours")  # "01".."12"
-    return func.extract("month", func.timezone("Asia/Shanghai", func.timezone("UTC", column)))
+        return cast(func.strftime("%Y" if part == "year" else "%m", column, "+8 hours"), Integer)
+    return cast(func.extract(part, func.timezone("Asia/Shanghai", func.timezone("UTC", column))), Integer)
 
+
+# ---- running totals of approved hours ----------------------------------------------------
+
+def count_approved(session: Session, record: HourRecord) -> None:
+    """Add a just-approved record to the running totals, in the caller's transaction.
+    An upsert (`minutes = minutes + …`), so two approvals of the same month both count."""
+    local = record.started_at.astimezone(CHINA)
+    team_id = record.volunteer.team_id
+    _add(session, HourMonthTotal, dict(team_id=team_id, year=local.year, month=local.month),
+         record.minutes)
+    _add(session, HourYearTotal, dict(volunteer_id=record.volunteer_id, year=local.year), record.minutes)
+
+
+def _add(session: Session, model, key: dict, minutes: int) -> None:
+    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(model).values(**key, minutes=minutes, records=1)
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={"minutes": model.minutes + stmt.excluded.minutes, "records": model.records + 1}))
+
+
+def _no_time_limit(session: Session) -> None:
+    """A full pass over the hour records outlasts the requests' statement timeout: lift it
+    for this transaction only (an operator's command, not a page)."""
+    if session.bind.dialect.name == "postgresql":
+        session.execute(text("SET LOCAL statement_timeout = 0"))
+
+
+def _recomputed(session: Session):
+    """The running totals recomputed from `hour_records`: (month rows, year rows) as selects."""
+    _no_time_limit(session)
+    year = local_part(session, HourRecord.started_at, "year")
+    month = local_part(session, HourRecord.started_at, "month")
+    approved = (select(Volunteer.team_id.label("team_id"), HourRecord.volunteer_id.label("volunteer_id"),
+                       year.label("year"), month.label("month"), HourRecord.minutes.label("minutes"))
+                .select_from(HourRecord).join(Volunteer, Volunteer.id == HourRecord.volunteer_id)
+                .where(HourRecord.state == "approved").subquery())
+    months = select(approved.c.team_id, approved.c.year, approved.c.month, func.sum(approved.c.minutes),
+                    func.count()).group_by(approved.c.team_id, approved.c.year, approved.c.month)
+    years = select(approved.c.volunteer_id, approved.c.year, func.sum(approved.c.minutes),
+                   func.count()).group_by(approved.c.volunteer_id, approved.c.year)
+    return months, years
+
+
+def rebuild(session: Session) -> tuple[int, int]:
+    """Recompute the running totals from `hour_records` (for data written before they
+    existed, or bulk-loaded). Holds the approvals' lock, so no approval is lost meanwhile.
+    Returns the number of (team, month) and (volunteer, year) rows."""
+    from store import timebank
+
+    timebank.lock_issuing(session)
+    months, years = _recomputed(session)
+    session.execute(delete(HourMonthTotal))
+    session.execute(delete(HourYearTotal))
+    session.execute(insert(HourMonthTotal).from_select(
+        ["team_id", "year", "month", "minutes", "records"], months))
+    session.execute(insert(HourYearTotal).from_select(["volunteer_id", "year", "minutes", "records"], years))
+    return (session.scalar(select(func.count()).select_from(HourMonthTotal)),
+            session.scalar(select(func.count()).select_from(HourYearTotal)))
+
+
+@dataclass
+class RollupAudit:
+    month_rows: int
+    year_rows: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def audit(session: Session, limit: int = 20) -> RollupAudit:
+    """Compare the running totals with a recomputation from `hour_records`; every
+    difference (at most `limit` of each kind) is a problem."""
+    months, years = _recomputed(session)
+    problems: list[str] = []
+    for label, expected_stmt, stored_stmt in (
+            ("team", months, select(HourMonthTotal.team_id, HourMonthTotal.year, HourMonthTotal.month,
+                                    HourMonthTotal.minutes, HourMonthTotal.records)),
+            ("volunteer", years, select(HourYearTotal.volunteer_id, HourYearTotal.year, HourYearTotal.minutes,
+                                        HourYearTotal.records))):
+        expected = {tuple(r[:-2]): (int(r[-2]), int(r[-1])) for r in session.execute(expected_stmt)}
+        stored = {tuple(r[:-2]): (int(r[-2]), int(r[-1])) for r in session.execute(stored_stmt)
+                  if r[-2] or r[-1]}
+        found = 0
+        for key in sorted(expected.keys() | stored.keys()):
+            if expected.get(key) != stored.get(key):
+                found += 1
+                if found <= limit:
+                    problems.append(f"{label} {'/'.join(map(str, key))}: stored (minutes, records) "
+                                    f"{stored.get(key, (0, 0))}, recomputed {expected.get(key, (0, 0))}")
+        if found > limit:
+            problems.append(f"… and {found - limit} more {label} differences")
+    return RollupAudit(
+        session.scalar(select(func.count()).select_from(HourMonthTotal)),
+        session.scalar(select(func.count()).select_from(HourYearTotal)), problems)
+
+
+# ---- the reports -------------------------------------------------------------------------
 
 def _groups(session: Session, scope: access.Scope) -> tuple[dict[int, str], dict[int, int]]:
     """The teams right below the coordinator's own (their own team when it is a leaf),
@@ -61,18 +169,16 @@ def _groups(session: Session, scope: access.Scope) -> tuple[dict[int, str], dict
 
 
 def hours_by_team_month(session: Session, scope: access.Scope, year: int) -> Table:
-    start, end = year_bounds(year)
-    month = local_month(session, HourRecord.started_at)
-    stmt = access.hour_records(scope, select(Volunteer.team_id, month.label("m"), func.sum(HourRecord.minutes))) \
-        .where(HourRecord.state == "approved", HourRecord.started_at >= start, HourRecord.started_at < end) \
-        .group_by(Volunteer.team_id, month)
+    stmt = access.teams(scope, select(HourMonthTotal.team_id, HourMonthTotal.month, HourMonthTotal.minutes)
+                        .join(Team, Team.id == HourMonthTotal.team_id)) \
+        .where(HourMonthTotal.year == year, HourMonthTotal.minutes > 0)
     names, owner = _groups(session, scope)
     grid: dict[int, list[int]] = {}
     for team_id, m, minutes in session.execute(stmt):
         row = grid.setdefault(owner.get(team_id, scope.team_id), [0] * 12)
         row[int(m) - 1] += int(minutes or 0)
     rows = [[names[tid]] + [round(x / 60, 1) for x in months] + [round(sum(months) / 60, 1)]
-            for tid, months in sorted(grid.items(), key=lambda kv: -sum(kv[1]))]
+            for tid, months in sorted(grid.items(), key=lambda kv: (-sum(kv[1]), names[kv[0]]))]
     return Table("hours", f"{year}年各队伍认证服务时长（小时）", ["队伍"] + [f"{i}月" for i in range(1, 13)] + ["合计"], rows)
 
 
@@ -91,39 +197,60 @@ def orders_by_category_state(session: Session, scope: access.Scope, year: int) -
     return Table("orders", f"{year}年工单：类别 × 状态", ["类别"] + [STATES[s] for s in states] + ["合计"], rows)
 
 
-def _first_event(session: Session, scope: access.Scope, to_status: str, start, end):
-    return dict(session.execute(
-        access.orders(scope, select(Order.id, func.min(OrderEvent.at)))
-        .join(OrderEvent, OrderEvent.order_id == Order.id)
-        .where(Order.created_at >= start, Order.created_at < end, OrderEvent.to_status == to_status)
-        .group_by(Order.id)).all())
+def _hours_between(session: Session, later, earlier):
+    """Hours from `earlier` to `later` as a float, from the seconds to the microsecond, on
+    either database (the same figure as Python's `timedelta.total_seconds() / 3600`)."""
+    if session.bind.dialect.name == "sqlite":
+        return func.round((func.julianday(later) - func.julianday(earlier)) * 86400.0, 6) / 3600.0
+    return cast(func.extract("epoch", later - earlier), Float) / 3600.0
 
 
 def response_times(session: Session, scope: access.Scope, year: int) -> Table:
     """Per local month: orders, median and mean hours from ordering to acceptance and
-    from ordering to completion."""
+    from ordering to completion. One pass over the year's orders and their first
+    acceptance and completion events. PostgreSQL aggregates the months itself (a median is
+    `percentile_cont(0.5)`, the mean of the middle two as in `statistics.median`); SQLite,
+    which has no median, hands the durations to Python as plain numbers."""
     start, end = year_bounds(year)
-    created = dict(session.execute(access.orders(scope, select(Order.id, Order.created_at))
-                                   .where(Order.created_at >= start, Order.created_at < end)).all())
-    accepted = _first_event(session, scope, "accepted", start, end)
-    completed = _first_event(session, scope, "completed", start, end)
-    by_month: dict[int, dict[str, list[float]]] = {}
-    for oid, at in created.items():
-        m = at.astimezone(CHINA).month
-        bucket = by_month.setdefault(m, {"n": [], "acc": [], "done": []})
-        bucket["n"].append(1)
-        if oid in accepted:
-            bucket["acc"].append((accepted[oid] - at).total_seconds() / 3600)
-        if oid in completed:
-            bucket["done"].append((completed[oid] - at).total_seconds() / 3600)
+    firsts = access.orders(scope, select(
+        Order.id.label("id"), Order.created_at.label("created_at"),
+        func.min(case((OrderEvent.to_status == "accepted", OrderEvent.at))).label("accepted_at"),
+        func.min(case((OrderEvent.to_status == "completed", OrderEvent.at))).label("completed_at"))) \
+        .outerjoin(OrderEvent, (OrderEvent.order_id == Order.id) & OrderEvent.to_status.in_(("accepted", "completed"))) \
+        .where(Order.created_at >= start, Order.created_at < end) \
+        .group_by(Order.id, Order.created_at).subquery()
+    durations = select(local_part(session, firsts.c.created_at, "month").label("m"),
+                       _hours_between(session, firsts.c.accepted_at, firsts.c.created_at).label("acc"),
+                       _hours_between(session, firsts.c.completed_at, firsts.c.created_at).label("done"),
+                       firsts.c.id).subquery()
 
-    def stats(values):
-        return (round(median(values), 1), round(sum(values) / len(values), 1)) if values else ("", "")
+    def shown(n, mid, mean):
+        return (round(float(mid), 1), round(float(mean), 1)) if n else ("", "")
 
     rows = []
-    for m in sorted(by_month):
-        b = by_month[m]
-        rows.append([f"{m}月", len(b["n"]), len(b["acc"]), *stats(b["acc"]), len(b["done"]), *stats(b["done"])])
+    if session.bind.dialect.name == "postgresql":
+        def mid(column):
+            return func.percentile_cont(0.5).within_group(column)
+
+        stmt = select(durations.c.m, func.count(), func.count(durations.c.acc), mid(durations.c.acc),
+                      func.avg(durations.c.acc), func.count(durations.c.done), mid(durations.c.done),
+                      func.avg(durations.c.done)).group_by(durations.c.m).order_by(durations.c.m)
+        for m, n, n_acc, mid_acc, mean_acc, n_done, mid_done, mean_done in session.execute(stmt):
+            rows.append([f"{m}月", n, n_acc, *shown(n_acc, mid_acc, mean_acc),
+                         n_done, *shown(n_done, mid_done, mean_done)])
+    else:
+        by_month: dict[int, dict[str, list[float]]] = {}
+        for m, to_accept, to_complete, _id in session.execute(select(durations).order_by(durations.c.id)):
+            bucket = by_month.setdefault(int(m), {"n": [], "acc": [], "done": []})
+            bucket["n"].append(1)
+            for key, value in (("acc", to_accept), ("done", to_complete)):
+                if value is not None:
+                    bucket[key].append(float(value))
+        for m in sorted(by_month):
+            b = by_month[m]
+            acc, done = b["acc"], b["done"]
+            rows.append([f"{m}月", len(b["n"]), len(acc), *shown(acc, acc and median(acc), acc and sum(acc) / len(acc)),
+                         len(done), *shown(done, done and median(done), done and sum(done) / len(done))])
     return Table("response", f"{year}年响应时间（小时）",
                  ["月份", "工单数", "已接单", "接单中位数", "接单平均", "已完成", "完成中位数", "完成平均"], rows)
 
@@ -146,12 +273,11 @@ def satisfaction(session: Session, scope: access.Scope, year: int) -> Table:
 
 
 def volunteer_ranking(session: Session, scope: access.Scope, year: int, limit: int = 100) -> Table:
-    start, end = year_bounds(year)
-    total = func.sum(HourRecord.minutes)
-    stmt = access.hour_records(scope, select(Volunteer.number, Volunteer.name, Volunteer.team_id, total.label("t"))) \
-        .where(HourRecord.state == "approved", HourRecord.started_at >= start, HourRecord.started_at < end) \
-        .group_by(Volunteer.id, Volunteer.number, Volunteer.name, Volunteer.team_id) \
-        .order_by(total.desc(), Volunteer.number).limit(limit)
+    stmt = access.volunteers(scope, select(Volunteer.number, Volunteer.name, Volunteer.team_id,
+                                           HourYearTotal.minutes)
+                             .select_from(HourYearTotal).join(Volunteer, Volunteer.id == HourYearTotal.volunteer_id)) \
+        .where(HourYearTotal.year == year, HourYearTotal.minutes > 0) \
+        .order_by(HourYearTotal.minutes.desc(), Volunteer.number).limit(limit)
     team_names = dict(session.execute(access.teams(scope, select(Team.id, Team.name))).all())
     rows = [[i, number, name, team_names.get(team_id, ""), round(int(t) / 60, 1)]
             for i, (number, name, team_id, t) in enumerate(session.execute(stmt), 1)]

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from menus import load_yaml
 from pushes.outbox import notify
-from store import pii, timebank
+from store import pii, reports, timebank
 from store.models import (
     Coordinator, Follower, HourRecord, Team, Volunteer, VolunteerSerial, VolunteerStar,
 )
@@ -318,6 +318,7 @@ def decide_hours(session: Session, record_ids: list[int], *, approve: bool, now:
             results.append(Decision(rid, "rejected"))
             continue
         timebank.deposit_for_hours(session, record, actor=actor, now=now, rules=rule.bank)
+        reports.count_approved(session, record)  # the reports' running totals, same transaction
         results.append(Decision(rid, "approved", check_stars(session, record.volunteer, now, rule, record)))
     return results
 

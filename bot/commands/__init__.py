@@ -4,7 +4,7 @@ from importlib import import_module
 
 # Keep alphabetical; each module adds its click commands to the main group, using
 # `shared_group` for a group several domains add to (`import`, `menu`, `order`, …).
-MODULES: list[str] = ["activities", "backup", "catalog", "console", "demo", "dispatch", "pushes", "serve", "volunteers"]
+MODULES: list[str] = ["activities", "backup", "catalog", "console", "demo", "dispatch", "pushes", "reports", "serve", "volunteers"]
 
 
 def register_all(main) -> None:

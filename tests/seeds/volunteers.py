@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta, timezone
 from sqlalchemy import select
 
 from dialogue.context import Settings
-from store import pii, teams
+from store import pii, reports, teams
 from store.models import Coordinator, Follower, HourRecord, Team, Volunteer
 from tests.seeds import seed
 
@@ -78,6 +78,8 @@ def add_hours(session, vol: Volunteer, minutes: int, state: str, days_ago: int, 
                    description="社区服务")
     session.add(r)
     session.flush()
+    if state == "approved":  # set directly (no time bank credit), so count it as decide_hours would
+        reports.count_approved(session, r)
     return r
 
 

@@ -202,6 +202,15 @@ def upgrade() -> None:
     with op.batch_alter_table('coordinators', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_coordinators_team_id'), ['team_id'], unique=False)
 
+    op.create_table('hour_month_totals',
+    sa.Column('team_id', sa.Integer(), nullable=False),
+    sa.Column('year', sa.Integer(), nullable=False),
+    sa.Column('month', sa.Integer(), nullable=False),
+    sa.Column('minutes', sa.Integer(), nullable=False),
+    sa.Column('records', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['team_id'], ['teams.id'], name=op.f('fk_hour_month_totals_team_id_teams')),
+    sa.PrimaryKeyConstraint('team_id', 'year', 'month', name=op.f('pk_hour_month_totals'))
+    )
     op.create_table('orders',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('number', sa.String(length=16), nullable=False),
@@ -426,6 +435,17 @@ def upgrade() -> None:
     with op.batch_alter_table('hour_records', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_hour_records_state'), ['state'], unique=False)
         batch_op.create_index('ix_hour_records_volunteer_state', ['volunteer_id', 'state', 'started_at'], unique=False)
+
+    op.create_table('hour_year_totals',
+    sa.Column('volunteer_id', sa.Integer(), nullable=False),
+    sa.Column('year', sa.Integer(), nullable=False),
+    sa.Column('minutes', sa.Integer(), nullable=False),
+    sa.Column('records', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['volunteer_id'], ['volunteers.id'], name=op.f('fk_hour_year_totals_volunteer_id_volunteers')),
+    sa.PrimaryKeyConstraint('volunteer_id', 'year', name=op.f('pk_hour_year_totals'))
+    )
+    with op.batch_alter_table('hour_year_totals', schema=None) as batch_op:
+        batch_op.create_index('ix_hour_year_totals_year_minutes', ['year', 'minutes'], unique=False)
 
     op.create_table('service_certificates',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -672,6 +692,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_service_certificates_volunteer_id'))
 
     op.drop_table('service_certificates')
+    with op.batch_alter_table('hour_year_totals', schema=None) as batch_op:
+        batch_op.drop_index('ix_hour_year_totals_year_minutes')
+
+    op.drop_table('hour_year_totals')
     with op.batch_alter_table('hour_records', schema=None) as batch_op:
         batch_op.drop_index('ix_hour_records_volunteer_state')
         batch_op.drop_index(batch_op.f('ix_hour_records_state'))
@@ -720,6 +744,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_orders_community_id'))
 
     op.drop_table('orders')
+    op.drop_table('hour_month_totals')
     with op.batch_alter_table('coordinators', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_coordinators_team_id'))
 
