@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 
 from bot import observability as metrics
 from dialogue.context import Ctx
-from dialogue.types import BUSY, Message, Reply
+from dialogue.types import BUSY, SILENT, TEMPLATE_FINISH, Message, Reply
+from pushes.callbacks import queue_receipt, record_receipt
 from store.ephemeral import Deliveries, Dedup, LockTimeout, StaleState, StateStore, UserLock
 
 log = logging.getLogger("volbot.pipeline")
@@ -36,6 +37,8 @@ class Pipeline:
 
     def handle(self, message: Message) -> Reply:
         """The reply for `message`, within the configured deadline."""
+        if message.is_event and message.event == TEMPLATE_FINISH:
+            return self._receipt(message)
         deadline = time.monotonic() + self.services.config.reply_deadline
         # The turn thread runs in a copy of this context: its log lines keep the request id.
         future = self.executor.submit(contextvars.copy_context().run, self._deliver, message, deadline)
@@ -49,6 +52,24 @@ class Pipeline:
             log.exception("turn failed", extra={"event": message.event or message.kind})
             metrics.BUSY.labels("error").inc()
             return BUSY
+
+    def _receipt(self, message: Message) -> Reply:
+        """A template message's delivery receipt skips the turn (no dedup claim, lock, state
+        or engine: applying one twice is harmless): queued in Redis for the scheduler's next
+        pass and answered at once. Without Redis it is recorded in SQL right here."""
+        now = self.services.clock.now()
+        try:
+            queue_receipt(self.services.redis, message.key, message.text, now)
+        except Exception:  # noqa: BLE001 - Redis down: one small SQL transaction instead
+            log.warning("receipt not queued, recorded directly", exc_info=True)
+            try:
+                with self.services.db.transaction() as session:
+                    record_receipt(session, message.key, message.text, now)
+            except Exception:  # noqa: BLE001 - both stores down: WeChat keeps its own record
+                log.exception("receipt lost")
+                metrics.BUSY.labels("error").inc()
+                return BUSY
+        return SILENT
 
     # ---- the delivery: dedup, then lock, then the turn -----------------------------------
 

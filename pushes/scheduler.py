@@ -10,7 +10,8 @@ A pass:
 3. sending rows whose lease ran out (a worker died mid-send) → queued again; the worker
    resends within WeChat's client_msg_id window or gives the row up as unknown;
 4. parked delivery receipts whose push is now sent → applied.
-Steps 2-4 (recovery) run every ten seconds; step 1 every pass.
+Steps 2-4 (recovery) run every ten seconds; step 1 every pass, and so does applying the
+delivery receipts the webhook queued in Redis (pushes.callbacks.apply_queued_receipts).
 
 Nothing is timed in memory: every decision is a query on `state` and `due_at`, so any
 number of schedulers may run (PostgreSQL rows are taken with SKIP LOCKED).
@@ -28,7 +29,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from sqlalchemy import select, update
 
-from pushes.callbacks import sweep_receipts
+from pushes.callbacks import apply_queued_receipts, sweep_receipts
 from pushes.worker import LOST, PushSettings, push_queue, send_chunk
 from store.models import Push
 
@@ -163,6 +164,7 @@ def run_pass(services, settings: PushSettings | None = None, *, recover: bool = 
     if recover:
         done.update(reclaimed=reclaim_expired(services, settings), requeued=requeue_lost(services, settings))
     done["queued"] = enqueue_due(services, settings)
+    done["receipts_queued"] = apply_queued_receipts(services)
     if recover:
         with services.db.transaction() as session:
             done["receipts"] = sweep_receipts(session, services.clock.now())

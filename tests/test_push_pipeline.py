@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from pushes.callbacks import QUEUE_KEY
 from pushes.outbox import notify, notify_many
 from pushes.ratelimit import TokenBucket
 from pushes.scheduler import run_pass
 from pushes.worker import push_queue, send_chunk
-from store.models import Follower, Push
+from store.models import Follower, Push, PushReceipt
 from tests.pushes_fixtures import api, dispatcher, drain, emulator, emulator_server  # noqa: F401
 
 
@@ -166,6 +167,46 @@ def test_delivery_receipts_update_state_and_block_refusers(svc, dispatcher, emul
     assert push(svc, refused).state == "failed" and "user block" in push(svc, refused).last_error
     with svc.db.transaction() as s:
         assert s.scalar(select(Follower.push_blocked).where(Follower.openid == "o_push_refuser"))
+
+
+def test_receipts_skip_the_turn_and_the_scheduler_applies_them_in_bulk(svc, wechat):
+    delivered, also, early = (record(svc, key="fast1"), record(svc, openid="o_push_user3", key="fast3"),
+                              record(svc, openid="o_push_user2", key="fast2"))
+    with svc.db.transaction() as s:
+        s.execute(update(Push).where(Push.id == delivered).values(state="sent", wechat_msgid="9001"))
+        s.execute(update(Push).where(Push.id == also).values(state="sending", wechat_msgid="9004"))
+        s.execute(update(Push).where(Push.id == early).values(state="sending"))
+    for _ in range(2):  # WeChat's retry of a receipt is the same receipt again: harmless
+        assert wechat.event("o_push_user1", "TEMPLATESENDJOBFINISH", None, MsgID=9001, Status="success") == ""
+    assert wechat.event("o_push_user3", "TEMPLATESENDJOBFINISH", None, MsgID=9004, Status="success") == ""
+    assert wechat.event("o_push_user2", "TEMPLATESENDJOBFINISH", None, MsgID=9002, Status="success") == ""
+    # Answered without a turn: no dedup claim, no user lock, nothing written to SQL yet.
+    assert svc.redis.keys("volbot:dedup:*") == [] and svc.redis.keys("volbot:lock:*") == []
+    assert push(svc, delivered).state == "sent" and svc.redis.llen(QUEUE_KEY) == 4
+    assert run_pass(svc, recover=False)["receipts_queued"] == 3
+    assert [push(svc, p).state for p in (delivered, also)] == ["delivered", "delivered"]
+    assert svc.redis.llen(QUEUE_KEY) == 0
+    # 9002 beat the worker's "sent" commit: parked, applied by the pass after the push has it.
+    with svc.db.transaction() as s:
+        assert s.get(PushReceipt, "9002").status == "success"
+        s.execute(update(Push).where(Push.id == early).values(state="sent", wechat_msgid="9002"))
+    assert run_pass(svc)["receipts"] == 1
+    assert push(svc, early).state == "delivered"
+
+
+def test_a_receipt_redis_refuses_is_recorded_in_sql_at_once(svc, wechat_plain, monkeypatch):
+    import bot.pipeline
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("redis down")
+
+    monkeypatch.setattr(bot.pipeline, "queue_receipt", refused)
+    pid = record(svc, key="direct")
+    with svc.db.transaction() as s:
+        s.execute(update(Push).where(Push.id == pid).values(state="sent", wechat_msgid="9003"))
+    assert wechat_plain.event("o_push_user1", "TEMPLATESENDJOBFINISH", None, MsgID=9003,
+                              Status="failed:user block") == ""
+    assert push(svc, pid).state == "failed"
 
 
 def test_fan_out_records_in_bulk_and_skips_known_keys(svc):
