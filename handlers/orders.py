@@ -135,8 +135,21 @@ def read_room(ctx, arg, answers):
     return text
 
 
+def _per_turn(ctx, key: tuple, compute):
+    """`compute()` once per turn (the turn's session): the engine calls a step's question,
+    choices and `when` several times in one turn, each of which would repeat the queries."""
+    if key not in ctx.session.info:
+        ctx.session.info[key] = compute()
+    return ctx.session.info[key]
+
+
 def community_choices(ctx, answers):
     address = answers.get("address") or {}
+    return _per_turn(ctx, ("community_choices", ctx.openid, repr(sorted(address.items()))),
+                     lambda: _community_choices(ctx, address))
+
+
+def _community_choices(ctx, address):
     found: list[Community] = []
     if address.get("lat") is not None:
         found = [c for c, _ in store.communities_near(ctx.session, address["lat"], address["lng"])]
@@ -213,12 +226,9 @@ def read_phone(ctx, arg, answers):
 # ---- paying with time (only for followers who may spend a time-bank balance) ------------
 
 def _payable(ctx):
-    """The follower's payable time-bank accounts, queried once per turn: the engine asks
-    the pay step's `when` several times in one turn (next step, summary, confirm)."""
-    key = ("payable_accounts", ctx.openid)
-    if key not in ctx.session.info:
-        ctx.session.info[key] = dispatch.payable_accounts(ctx.session, ctx.follower)
-    return ctx.session.info[key]
+    """The follower's payable time-bank accounts (asked by the pay step's `when`)."""
+    return _per_turn(ctx, ("payable_accounts", ctx.openid),
+                     lambda: dispatch.payable_accounts(ctx.session, ctx.follower))
 
 
 def pay_choices(ctx, answers):
