@@ -215,7 +215,8 @@ def pages(svc) -> list[str]:
             "/console/volunteers?q=KW2025000123", f"/console/volunteers/{vid}", "/console/orders",
             "/console/orders?state=completed&category=05", f"/console/orders/{oid}", "/console/activities",
             f"/console/activities/{aid}", "/console/bus", "/console/places", "/console/audit",
-            f"/console/reports?year={year}", f"/console/reports/hours.xlsx?year={year}",
+            f"/console/reports?year={year}", f"/console/reports?year={year}&fresh=1",  # fresh: every load computes
+            f"/console/reports/hours.xlsx?year={year}",
             f"/console/reports/volunteer_ranking.csv?year={year}"]
 
 

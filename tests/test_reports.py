@@ -10,12 +10,21 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, func, select, update
 
 from bot.cli import main
 from store import access, reports, volunteering
-from store.models import HourMonthTotal, HourRecord, HourYearTotal, Order, OrderEvent, Team, Volunteer
+from store.models import (
+    HourMonthTotal,
+    HourRecord,
+    HourYearTotal,
+    Order,
+    OrderEvent,
+    Team,
+    Volunteer,
+)
 from tests import seeds
 from tests.conftest import reset_data
 from tests.seeds.console import coordinator
