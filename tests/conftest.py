@@ -59,7 +59,17 @@ def reset_data(svc: Services) -> None:
             for name in tables:
                 conn.execute(text(f'DELETE FROM "{name}"'))
         else:
-            conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in tables) + " RESTART IDENTITY CASCADE"))
+            # Truncating only the tables a test wrote to is several times faster than all of
+            # them; sequences restart everywhere (a rolled-back insert advances one too).
+            used = [n for n in tables if conn.execute(text(f'SELECT EXISTS (SELECT 1 FROM "{n}")')).scalar()]
+            if used:
+                conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in used) + " CASCADE"))
+            conn.execute(text("""
+                DO $$ DECLARE s record; BEGIN
+                  FOR s IN SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema() LOOP
+                    EXECUTE format('ALTER SEQUENCE %I RESTART', s.sequencename);
+                  END LOOP;
+                END $$"""))
     svc.redis.flushdb()
     svc.clock.offset = type(svc.clock.offset)()
 
