@@ -1,5 +1,6 @@
 """Sub-commands of `volbot`, one module per domain; each defines `register(main)`."""
 
+from contextlib import contextmanager
 from importlib import import_module
 
 # Keep alphabetical; each module adds its click commands to the main group, using
@@ -22,3 +23,16 @@ def shared_group(main, name: str, help_text: str):
     group = click.Group(name, help=help_text)
     main.add_command(group)
     return group
+
+
+@contextmanager
+def operator_session():
+    """Services and one transaction for a command; everything is closed afterwards."""
+    from bot.cli import build_services  # bot.cli imports this package
+
+    svc = build_services()
+    try:
+        with svc.db.transaction() as s:
+            yield svc, s
+    finally:
+        svc.close()

@@ -16,7 +16,7 @@ import sys
 import click
 from sqlalchemy import func, select
 
-from bot.cli import build_services
+from bot.commands import operator_session
 
 PASSWORD_ENV = "VOLBOT_CONSOLE_PASSWORD"
 
@@ -57,16 +57,13 @@ def register(main) -> None:
         from console.accounts import AccountError, create_account
 
         password = _password()
-        svc = build_services()
         try:
-            with svc.db.transaction() as s:
+            with operator_session() as (_, s):
                 coordinator = create_account(s, team_code=team_code, username=username, role=role,
                                              password=password, name=name)
                 click.echo(f"created console user {coordinator.username} ({role}) for team {team_code}")
         except AccountError as e:
             _fail(str(e))
-        finally:
-            svc.close()
 
     @console_group.command("set-password")
     @click.option("--username", required=True)
@@ -75,25 +72,18 @@ def register(main) -> None:
         from console.accounts import AccountError, clear_throttle, hash_password
 
         password = _password()
-        svc = build_services()
         try:
-            with svc.db.transaction() as s:
+            with operator_session() as (svc, s):
                 _by_username(s, username).password_hash = hash_password(password)
-            clear_throttle(svc.redis, username)
+                clear_throttle(svc.redis, username)
             click.echo(f"password set for {username}")
         except AccountError as e:
             _fail(str(e))
-        finally:
-            svc.close()
 
     @console_group.command("deactivate")
     @click.option("--username", required=True)
     def deactivate(username):
         """Stop a login at once (open sessions end on their next request)."""
-        svc = build_services()
-        try:
-            with svc.db.transaction() as s:
-                _by_username(s, username).active = False
-            click.echo(f"deactivated {username}")
-        finally:
-            svc.close()
+        with operator_session() as (_, s):
+            _by_username(s, username).active = False
+        click.echo(f"deactivated {username}")

@@ -14,8 +14,7 @@ from __future__ import annotations
 import click
 from sqlalchemy import select
 
-from bot.commands import shared_group
-from bot.commands.volunteers import operator_session
+from bot.commands import operator_session, shared_group
 
 
 def _order(session, number: str):

@@ -13,25 +13,12 @@ Output never contains an ID number or a full phone number.
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 from datetime import datetime
 
 import click
 from sqlalchemy import select
 
-from bot.cli import build_services
-from bot.commands import shared_group
-
-
-@contextmanager
-def operator_session():
-    """Services and one transaction for a command; everything is closed afterwards."""
-    svc = build_services()
-    try:
-        with svc.db.transaction() as s:
-            yield svc, s
-    finally:
-        svc.close()
+from bot.commands import operator_session, shared_group
 
 
 def _local(text: str) -> datetime:
