@@ -36,3 +36,16 @@ def operator_session():
             yield svc, s
     finally:
         svc.close()
+
+
+def finish_audit(problems: list[str], summary: str) -> None:
+    """Print an audit's problems and its one-line summary; exit 1 when there were any."""
+    import sys
+
+    import click
+
+    for problem in problems:
+        click.echo(problem)
+    click.echo(summary + (": OK" if not problems else f": {len(problems)} problem(s)"))
+    if problems:
+        sys.exit(1)

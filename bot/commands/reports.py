@@ -6,12 +6,11 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import click
 
-from bot.cli import build_services
+from bot.commands import finish_audit, operator_session
 
 
 def register(main) -> None:
@@ -24,13 +23,9 @@ def register(main) -> None:
         """Recompute the totals from hour_records in one transaction (approvals wait meanwhile)."""
         from store import reports
 
-        svc = build_services()
-        try:
-            started = time.perf_counter()
-            with svc.db.transaction() as s:
-                months, years = reports.rebuild(s)
-        finally:
-            svc.close()
+        started = time.perf_counter()
+        with operator_session() as (_, s):
+            months, years = reports.rebuild(s)
         click.echo(f"rebuilt: {months} team-month rows, {years} volunteer-year rows "
                    f"in {time.perf_counter() - started:.1f} s")
 
@@ -39,15 +34,7 @@ def register(main) -> None:
         """Compare the totals with a recomputation from hour_records; exit 1 on any difference."""
         from store import reports
 
-        svc = build_services()
-        try:
-            with svc.db.transaction() as s:
-                result = reports.audit(s)
-        finally:
-            svc.close()
-        for problem in result.problems:
-            click.echo(problem)
-        click.echo(f"report totals: {result.month_rows} team-month rows, {result.year_rows} volunteer-year rows, "
-                   + ("OK" if result.ok else f"{len(result.problems)} problem(s)"))
-        if not result.ok:
-            sys.exit(1)
+        with operator_session() as (_, s):
+            result = reports.audit(s)
+        finish_audit(result.problems,
+                     f"report totals: {result.month_rows} team-month rows, {result.year_rows} volunteer-year rows")

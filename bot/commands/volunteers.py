@@ -12,13 +12,12 @@ Output never contains an ID number or a full phone number.
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime
 
 import click
 from sqlalchemy import select
 
-from bot.commands import operator_session, shared_group
+from bot.commands import finish_audit, operator_session, shared_group
 
 
 def _local(text: str) -> datetime:
@@ -175,12 +174,7 @@ def register(main: click.Group) -> None:
 
         with operator_session() as (svc, s):
             report = timebank.audit(s)
-        for p in report.problems:
-            click.echo(p)
-        click.echo(f"time bank: {report.accounts} accounts, {report.transactions} transactions, "
-                   + ("OK" if report.ok else f"{len(report.problems)} problem(s)"))
-        if not report.ok:
-            sys.exit(1)
+        finish_audit(report.problems, f"time bank: {report.accounts} accounts, {report.transactions} transactions")
 
     @bank.command("family")
     @click.option("--volunteer", "number", required=True)
