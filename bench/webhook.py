@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/webhook.py [--seconds 10] [--concurrency 16]
 
-Starts, one after the other, gunicorn (2 workers, gthread) serving
+Starts, one after the other, gunicorn (2 workers, `volbot serve`'s settings) serving
 - the bot (`bot.wsgi:app`) on PostgreSQL + Redis: verify, (decrypt), parse, dedup, lock,
   state, one SQL transaction, the dialogue engine, (encrypt) the reply;
 - a bare Flask app (`bench.webhook:bare_app`) that only checks the signature and returns
@@ -69,6 +69,15 @@ def bare_receive():
 
 # ---- running servers -----------------------------------------------------------------------
 
+def gunicorn_command(target: str, port: int, workers: int = 2, threads: int = 8) -> list[str]:
+    """gunicorn serving `target` with `volbot serve`'s settings (bot/gunicorn_conf.py: the
+    worker class, a socket per worker, time-outs): the bare app and the bot are measured
+    under the same server. Run it with cwd and PYTHONPATH at the repository."""
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    return [str(gunicorn), "-c", "python:bot.gunicorn_conf", "--bind", f"127.0.0.1:{port}", "--workers",
+            str(workers), "--threads", str(threads), "--log-level", "warning", target]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,12 +87,9 @@ def free_port() -> int:
 class Gunicorn:
     def __init__(self, target: str, env: dict, workers: int = 2, threads: int = 8):
         self.port = free_port()
-        gunicorn = Path(sys.executable).with_name("gunicorn")
-        self.proc = subprocess.Popen(
-            [str(gunicorn), "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
-             "--bind", f"127.0.0.1:{self.port}", "--no-control-socket", "--log-level", "warning",
-             "--chdir", str(REPO), target],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(gunicorn_command(target, self.port, workers, threads),
+                                     env={**env, "PYTHONPATH": str(REPO)}, cwd=REPO,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

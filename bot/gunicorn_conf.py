@@ -6,6 +6,8 @@ options. The reasoning:
 
 - `gthread` workers: a turn mostly waits on Redis and SQL, so a few threads per process
   overlap those waits; processes give the CPU-bound parts (signature, AES, XML) both cores.
+  Each worker listens on a socket of its own (`reuse_port`, bot/gunicorn_worker.py): with
+  one shared socket a single worker took almost every kept-alive connection.
 - WeChat gives up on a reply after 5 s. The pipeline answers by `REPLY_DEADLINE` (4.5 s)
   whatever happens, so `timeout` here is only gunicorn's watchdog for a *stuck* worker
   (no heartbeat): long enough never to kill a worker that is merely busy.
@@ -15,7 +17,7 @@ options. The reasoning:
   app is not preloaded) and lets the old ones finish their requests (`graceful_timeout`).
   Plain gunicorn stops the old workers at once, before the new ones have loaded the app,
   and requests wait in the backlog for seconds; `volbot serve` keeps the old ones serving
-  until every new worker has said it is ready (`post_worker_init` below).
+  until every new worker listens (it says so in `ready_dir()`, bot/gunicorn_worker.py).
 - No control socket: we steer by signals (systemd's `ExecReload=kill -HUP`), and two
   instances on one host would clash on the default socket path.
 - The access log, when on, leaves the query string out: WeChat puts the openid there.
@@ -39,6 +41,14 @@ def default_workers(cores: int | None = None) -> int:
     return max(2, min(12, 2 * cores))
 
 
+def reuse_port_for(binds: list[str]) -> bool:
+    """A listening socket per worker (SO_REUSEPORT, see bot/gunicorn_worker.py) for TCP
+    binds; a unix socket or an inherited fd is one shared listener. VOLBOT_REUSE_PORT=0
+    turns it off."""
+    tcp = all(not b.startswith(("unix:", "fd://")) for b in binds)
+    return tcp and os.environ.get("VOLBOT_REUSE_PORT", "1").strip() not in ("0", "no", "false")
+
+
 def metrics_dir() -> Path:
     """Where the web processes keep their Prometheus counters (multiprocess mode)."""
     from bot.config import default_instance_path
@@ -53,8 +63,9 @@ metrics_dir().mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("VOLBOT_LOG_FORMAT", "json")
 
 bind = [b.strip() for b in os.environ.get("VOLBOT_BIND", "127.0.0.1:8000").split(",") if b.strip()]
+reuse_port = reuse_port_for(bind)
 workers = _env_int("WEB_CONCURRENCY", default_workers())
-worker_class = "gthread"
+worker_class = "bot.gunicorn_worker.BalancedThreadWorker"
 threads = _env_int("VOLBOT_THREADS", 8)
 timeout = _env_int("VOLBOT_WORKER_TIMEOUT", 30)
 graceful_timeout = _env_int("VOLBOT_GRACEFUL_TIMEOUT", 10)
@@ -65,6 +76,7 @@ max_requests_jitter = max_requests // 10
 control_socket_disable = True
 preload_app = False
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+logger_class = "bot.gunicorn_worker.Logger"
 accesslog = "-" if os.environ.get("VOLBOT_ACCESS_LOG", "") not in ("", "0", "no") else None
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}o)s'
 logconfig_dict = {
@@ -92,13 +104,9 @@ def on_starting(server):
 
 
 def ready_dir() -> Path:
-    """Where each worker says it has loaded the app (`volbot serve` waits for it on HUP)."""
+    """Where each worker says it has loaded the app and listens (`volbot serve` waits for
+    it on HUP; the drills wait for every worker before they start)."""
     return metrics_dir().parent / "gunicorn-ready"
-
-
-def post_worker_init(worker):
-    ready_dir().mkdir(parents=True, exist_ok=True)
-    (ready_dir() / str(os.getpid())).touch()
 
 
 def child_exit(server, worker):
@@ -107,3 +115,4 @@ def child_exit(server, worker):
 
     multiprocess.mark_process_dead(worker.pid)
     (ready_dir() / str(worker.pid)).unlink(missing_ok=True)
+

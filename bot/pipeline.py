@@ -18,6 +18,8 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 
+from sqlalchemy.exc import DBAPIError
+
 from bot import observability as metrics
 from dialogue.context import Ctx
 from dialogue.types import BUSY, SILENT, TEMPLATE_FINISH, Message, Reply
@@ -121,20 +123,33 @@ class Pipeline:
         if state is None:
             state = self.states.load(message.openid)
         before = _snapshot(state)
-        with services.db.transaction() as session:
-            ctx = Ctx(openid=message.openid, message=message, session=session,
-                      now=services.clock.now(), settings=services.settings, state=state)
-            reply = services.engine.handle(ctx)
-            session.flush()  # a failing SQL write surfaces before the state moves on
-            # The state is saved before the commit: if Redis fails here the turn's SQL work
-            # rolls back, so a form can never be committed while its saved state still
-            # shows it open (the next 确认 would commit it a second time).
+        for attempt in (1, 2):
+            saving = False
             try:
-                if _snapshot(ctx.state) != before:  # an unchanged state needs no write
-                    self.states.save(message.openid, ctx.state)
-            except StaleState:
-                # Only possible if the lock expired mid-turn; the newer state wins.
-                log.warning("stale conversation state not saved")
+                with services.db.transaction() as session:
+                    ctx = Ctx(openid=message.openid, message=message, session=session,
+                              now=services.clock.now(), settings=services.settings,
+                              state=state if attempt == 1 else json.loads(before))
+                    reply = services.engine.handle(ctx)
+                    session.flush()  # a failing SQL write surfaces before the state moves on
+                    # The state is saved before the commit: if Redis fails here the turn's SQL
+                    # work rolls back, so a form can never be committed while its saved state
+                    # still shows it open (the next 确认 would commit it a second time).
+                    saving = True
+                    try:
+                        if _snapshot(ctx.state) != before:  # an unchanged state needs no write
+                            self.states.save(message.openid, ctx.state)
+                    except StaleState:
+                        # Only possible if the lock expired mid-turn; the newer state wins.
+                        log.warning("stale conversation state not saved")
+                break
+            except DBAPIError as e:
+                # A pooled connection the database dropped (a restart) fails on first use;
+                # the pool has now dropped its peers too. Before the state is saved nothing
+                # of the turn is kept anywhere, so it runs once more on a new connection.
+                if attempt == 2 or saving or not e.connection_invalidated:
+                    raise
+                log.warning("database connection lost; the turn runs again on a new one")
         try:
             ctx.run_after_commit()
         except Exception:  # noqa: BLE001 - committed: the reply stands, a retry must not redo it

@@ -2,22 +2,25 @@
 
 SQLite (the default) runs in WAL mode with a busy timeout so a web worker and a queue
 worker can share the file; PostgreSQL gets short connect and statement timeouts so a slow
-database turns into a fast "busy" answer instead of a WeChat time-out.
+database turns into a fast "busy" answer instead of a WeChat time-out, and a pooled
+connection is checked before use only when it has sat idle (see `_ping_when_idle`).
 """
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, exc, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.models import Base
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+IDLE_PING_SECONDS = 1.0
 
 
 class Database:
@@ -96,15 +99,44 @@ def make_engine(url: str, *, statement_timeout_ms: int = 4000, echo: bool = Fals
     connect_args = {"connect_timeout": 3}
     if statement_timeout_ms:
         connect_args["options"] = f"-c statement_timeout={statement_timeout_ms}"
-    return create_engine(
+    engine = create_engine(
         url,
         echo=echo,
-        pool_pre_ping=True,
         pool_size=10,
         max_overflow=20,
         pool_timeout=3,
         connect_args=connect_args,
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's `pool_pre_ping`, but only for a connection that sat in the pool for
+    IDLE_PING_SECONDS or more: under load a connection is reused within milliseconds, and a
+    ping before each use was one more round trip per turn. A connection found dead makes
+    the pool drop every connection as old and open a new one, as pre-ping does. A restart
+    can still break a connection that was in use a moment ago: its first statement fails
+    with `connection_invalidated`, and the webhook runs such a turn once more
+    (bot.pipeline)."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn, record, proxy):
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return  # a new connection, or one in use a moment ago
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as e:
+            if not engine.dialect.is_disconnect(e, dbapi_conn, None):
+                raise
+            alive = False
+        if not alive:
+            raise exc.InvalidatePoolError("connection found closed on checkout")
 
 
 def regenerate_baseline() -> Path:

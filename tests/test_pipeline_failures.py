@@ -139,3 +139,29 @@ def test_startup_check_fails_fast_with_one_line(svc, override):
     message = str(e.value)
     assert "\n" not in message
     assert message.startswith("REDIS_URL" if override == "redis" else "DATABASE_URL")
+
+
+@pytest.mark.parametrize("pause, retried", [(0, True), (1.2, False)], ids=["in-use", "idle"])
+def test_connections_the_database_dropped_are_replaced_without_a_busy_answer(svc, wechat_plain, caplog,
+                                                                             pause, retried):
+    """A PostgreSQL restart leaves the pool holding dead connections. One used a moment ago
+    fails on its first statement and the turn runs again on a new one; one idle for a second
+    or more is pinged at checkout and replaced before use. Either way the user gets the
+    answer, not 系统繁忙."""
+    if svc.db.is_sqlite:
+        pytest.skip("PostgreSQL connections only")
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    assert "1." in wechat_plain.say("o_pg_drop", "菜单")
+    admin = create_engine(svc.db.engine.url, poolclass=NullPool)
+    with admin.connect() as conn:
+        dropped = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+    admin.dispose()
+    assert dropped >= 1
+    time.sleep(pause)
+    with caplog.at_level(logging.WARNING, logger="volbot.pipeline"):
+        reply = wechat_plain.say("o_pg_drop", "我的订单")  # reads the follower row
+    assert reply != BUSY.text and "还没有" in reply, reply
+    assert ("runs again on a new one" in caplog.text) == retried

@@ -162,3 +162,40 @@ def test_a_bad_setting_stops_serve_with_one_line(tmp_path):
                           text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "REDIS_URL: cannot connect" in done.stderr
+
+
+def test_kept_alive_connections_are_spread_over_the_workers(svc, tmp_path):
+    """Each worker listens on a socket of its own (bot/gunicorn_worker.py): connections
+    opened at once, and kept alive, land on every worker, not all on the first awake."""
+    served = Served(serve_env(svc, tmp_path), "--workers", "2", "--threads", "2")
+    try:
+        ready = Path(tmp_path) / "gunicorn-ready"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(ready.iterdir())) < 2:
+            time.sleep(0.1)
+        # A listening socket per worker (its own inode), none in the master.
+        listeners = {pid: {os.readlink(f"/proc/{pid}/fd/{c.fd}") for c in psutil.Process(pid).net_connections("tcp")
+                           if c.status == psutil.CONN_LISTEN and c.laddr.port == served.port}
+                     for pid in served.workers() | {served.proc.pid}}
+        assert listeners.pop(served.proc.pid) == set()
+        assert all(len(own) == 1 for own in listeners.values()) and len(set.union(*listeners.values())) == 2
+        sessions = [requests.Session() for _ in range(16)]
+        for s in sessions:
+            assert s.get(served.url + "/healthz", timeout=10).status_code == 200
+        holding = {pid: sum(1 for c in psutil.Process(pid).net_connections("tcp")
+                            if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == served.port)
+                   for pid in served.workers()}
+        assert sum(holding.values()) == 16 and min(holding.values()) >= 2, holding
+        for s in sessions:
+            s.close()
+    finally:
+        assert served.stop() == 0, served.output()
+
+
+def test_a_socket_per_worker_only_for_tcp_binds(monkeypatch):
+    from bot.gunicorn_conf import reuse_port_for
+
+    assert reuse_port_for(["127.0.0.1:8000", "[::1]:8000"])
+    assert not reuse_port_for(["unix:/run/volbot.sock"]) and not reuse_port_for(["fd://3"])
+    monkeypatch.setenv("VOLBOT_REUSE_PORT", "0")
+    assert not reuse_port_for(["127.0.0.1:8000"])

@@ -68,12 +68,11 @@ def start_bare(stack: Stack, workers: int) -> int:
     """bench/webhook.py's bare app (signature check, constant answer) under the same gunicorn."""
     import subprocess
 
-    from bench.drills.support import BIN, ROOT, free_port, wait_for
+    from bench.drills.support import ROOT, free_port, wait_for
+    from bench.webhook import gunicorn_command
 
     port = free_port()
-    proc = subprocess.Popen([str(BIN / "gunicorn"), "--workers", str(workers), "--worker-class", "gthread",
-                             "--threads", "8", "--bind", f"127.0.0.1:{port}", "--no-control-socket",
-                             "--log-level", "warning", "bench.webhook:bare_app"], env=stack.env, cwd=ROOT)
+    proc = subprocess.Popen(gunicorn_command("bench.webhook:bare_app", port, workers), env=stack.env, cwd=ROOT)
     stack.procs.append(proc)
     wait_for(lambda: Client(port).post_raw("/wechat", b"")[0] == 403, 60, "the bare app")
     return port

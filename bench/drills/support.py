@@ -185,7 +185,15 @@ class Stack:
                    str(threads), name="serve", **env)
         url = f"http://127.0.0.1:{self.web_port}"
         wait_for(lambda: _get(self.web_port, "/healthz") == 200, 90, "volbot serve")
+        # Every worker listening (a socket each): a client connecting earlier would stay on
+        # the first workers for the whole run.
+        self.wait_workers(workers)
         return url
+
+    def wait_workers(self, workers: int) -> None:
+        """Until `workers` gunicorn workers listen (each says so in the instance folder)."""
+        ready = Path(self.env["VOLBOT_INSTANCE"]) / "gunicorn-ready"
+        wait_for(lambda: len(list(ready.iterdir())) >= workers, 90, f"{workers} workers")
 
     def stop(self, proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 30) -> int:
         if proc.poll() is None:

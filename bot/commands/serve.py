@@ -114,7 +114,10 @@ def register(main: click.Group) -> None:
             _check_configuration(dict(os.environ))
             overrides = {}
             if bind:
+                from bot.gunicorn_conf import reuse_port_for
+
                 overrides["bind"] = [b for item in bind for b in item.split(",") if b]
+                overrides["reuse_port"] = reuse_port_for(overrides["bind"])
             if workers:
                 overrides["workers"] = workers
             if threads:
