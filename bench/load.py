@@ -29,7 +29,8 @@ are built and signed before the clock starts.
 
 Prints, in one run on the same machine: the generator's own ceiling (the same requests as
 fast as they are answered, closed loop, against a bare app that only checks the signature,
-under the same gunicorn settings); then the bot's achieved rate, p50/p90/p99 and errors
+under the same gunicorn settings) and its latency at the run's rate against that bare app
+(what the generator and the machine add by themselves); then the bot's achieved rate, p50/p90/p99 and errors
 (non-200 answers, time-outs, 系统繁忙), the orders and followers written against the
 visits sent, the CPU time each process kind spent per push (web workers, PostgreSQL, Redis,
 the generator) — the one figure a shared, noisy machine does not blur — and the load
@@ -304,9 +305,12 @@ def main() -> None:
         stack.procs.append(bare)
         stack.wait_workers(workers)
         bare_result = drive(port, plan, args.baseline_seconds)
+        # ... and at the run's own rate: the latency the generator and machine add by themselves.
+        bare_paced = drive(port, plan, args.baseline_seconds, args.rate)
         stack.stop(bare)
         print(f"generator ceiling (bare app, signature check only, closed loop): {bare_result['rps']:.0f} req/s, "
-              f"p50 {bare_result['p50']:.1f} ms, p99 {bare_result['p99']:.1f} ms; {load_average()}")
+              f"p50 {bare_result['p50']:.1f} ms, p99 {bare_result['p99']:.1f} ms; at {args.rate:g}/s: "
+              f"p50 {bare_paced['p50']:.1f} ms, p99 {bare_paced['p99']:.1f} ms; {load_average()}")
 
         url = stack.serve(workers=workers, threads=args.threads, VOLBOT_LOG_FORMAT="json")
         web_port = int(url.rsplit(":", 1)[1])
@@ -335,6 +339,7 @@ def main() -> None:
         print(f"{'run':<22}{'requests':>8}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non200':>7}"
               f"{'timeouts':>9}{'busy':>6}")
         print(line("bare app (ceiling)", bare_result))
+        print(line(f"bare app @{args.rate:g}/s", bare_paced))
         print(line(f"volbot serve @{args.rate:g}/s", result))
         print("latency over the run (by planned moment):\n" + timeline(result))
         print(f"sent late (lane still waiting for an answer) by > {LATE_MS} ms: {result['late']}; "

@@ -88,7 +88,18 @@ def test_pages_of_another_subtree_are_not_found(base_url, rows, username, path):
 @pytest.mark.parametrize("path", PAGES)
 def test_the_district_sees_them(base_url, rows, path):
     r = signed_in(base_url, "admin").get(path.format(**rows))
-    assert r.status_code == 200, path
+    assert r.status_code == (200 if not path.endswith(".pdf") or has_cjk_font() else 503), path
+
+
+def has_cjk_font() -> bool:
+    """Without one a certificate PDF is 503 (console.certificate), never a page of boxes."""
+    from console.certificate import FontMissing, find_font
+
+    try:
+        find_font()
+    except FontMissing:
+        return False
+    return True
 
 
 def test_a_parent_sees_its_children(base_url, rows):
