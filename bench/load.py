@@ -267,13 +267,14 @@ def main() -> None:
     ap.add_argument("--baseline-seconds", type=float, default=10)
     ap.add_argument("--clients", type=int, default=64, help="client threads (lanes)")
     ap.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: volbot serve's)")
-    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=None, help="threads per worker (default: volbot serve's)")
     ap.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/volbot_load")
     ap.add_argument("--profile", type=float, default=0, help="py-spy the workers for this many seconds mid-run")
     args = ap.parse_args()
-    from bot.gunicorn_conf import default_workers
+    from bot.gunicorn_conf import default_workers, threads
 
     workers = args.workers or default_workers()
+    args.threads = args.threads or threads
     seconds = args.seconds or args.users * 20 / args.rate
     print(f"load test: {args.users} users at {args.rate:g} pushes/s from {args.clients} client threads for "
           f"{seconds:g} s; volbot serve: {workers} workers x {args.threads} threads; {load_average()}")

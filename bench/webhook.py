@@ -69,13 +69,13 @@ def bare_receive():
 
 # ---- running servers -----------------------------------------------------------------------
 
-def gunicorn_command(target: str, port: int, workers: int = 2, threads: int = 8) -> list[str]:
+def gunicorn_command(target: str, port: int, workers: int = 2, threads: int | None = None) -> list[str]:
     """gunicorn serving `target` with `volbot serve`'s settings (bot/gunicorn_conf.py: the
-    worker class, a socket per worker, time-outs): the bare app and the bot are measured
-    under the same server. Run it with cwd and PYTHONPATH at the repository."""
+    worker class, a socket per worker, threads, time-outs): the bare app and the bot are
+    measured under the same server. Run it with cwd and PYTHONPATH at the repository."""
     gunicorn = Path(sys.executable).with_name("gunicorn")
     return [str(gunicorn), "-c", "python:bot.gunicorn_conf", "--bind", f"127.0.0.1:{port}", "--workers",
-            str(workers), "--threads", str(threads), "--log-level", "warning", target]
+            str(workers), *(["--threads", str(threads)] if threads else []), "--log-level", "warning", target]
 
 
 def free_port() -> int:
@@ -85,7 +85,7 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    def __init__(self, target: str, env: dict, workers: int = 2, threads: int = 8):
+    def __init__(self, target: str, env: dict, workers: int = 2, threads: int | None = None):
         self.port = free_port()
         self.proc = subprocess.Popen(gunicorn_command(target, self.port, workers, threads),
                                      env={**env, "PYTHONPATH": str(REPO)}, cwd=REPO,
@@ -204,7 +204,9 @@ def main() -> None:
             server.stop()
     results = {k: sorted(v, key=lambda r: r["rps"])[len(v) // 2] for k, v in runs.items()}
 
-    print(f"gunicorn 2 workers (gthread x8) each, concurrency {args.concurrency}, median of {args.rounds} "
+    from bot.gunicorn_conf import threads
+
+    print(f"gunicorn 2 workers (gthread x{threads}, a socket each) each, concurrency {args.concurrency}, median of {args.rounds} "
           f"alternating {args.seconds:g} s runs, PostgreSQL + Redis, {os.cpu_count()} CPUs, "
           f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}")
     print(f"{'app':<6}{'mode':<7}{'requests':>9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'busy':>6}{'share':>8}")

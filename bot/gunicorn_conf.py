@@ -4,8 +4,11 @@
 Every value can be changed from the environment (names below) or by `volbot serve`'s
 options. The reasoning:
 
-- `gthread` workers: a turn mostly waits on Redis and SQL, so a few threads per process
-  overlap those waits; processes give the CPU-bound parts (signature, AES, XML) both cores.
+- `gthread` workers, two per core, two threads each: a turn is about 2 ms of Python and 1 ms
+  of waiting on Redis and SQL on one host, so a second thread overlaps the waits, while more
+  only queue behind the process's GIL (bench/load.py at 500 pushes/s, 4 workers: p99 about
+  0.2 s with 2 threads, 0.25–0.27 s with 4, 0.6 s with 8). Processes give the Python both
+  cores. With the database across a network turns wait longer: raise VOLBOT_THREADS.
   Each worker listens on a socket of its own (`reuse_port`, bot/gunicorn_worker.py): with
   one shared socket a single worker took almost every kept-alive connection.
 - WeChat gives up on a reply after 5 s. The pipeline answers by `REPLY_DEADLINE` (4.5 s)
@@ -66,7 +69,7 @@ bind = [b.strip() for b in os.environ.get("VOLBOT_BIND", "127.0.0.1:8000").split
 reuse_port = reuse_port_for(bind)
 workers = _env_int("WEB_CONCURRENCY", default_workers())
 worker_class = "bot.gunicorn_worker.BalancedThreadWorker"
-threads = _env_int("VOLBOT_THREADS", 8)
+threads = _env_int("VOLBOT_THREADS", 2)
 timeout = _env_int("VOLBOT_WORKER_TIMEOUT", 30)
 graceful_timeout = _env_int("VOLBOT_GRACEFUL_TIMEOUT", 10)
 keepalive = _env_int("VOLBOT_KEEPALIVE", 65)

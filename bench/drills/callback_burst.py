@@ -118,15 +118,15 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=64)
     ap.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: volbot serve's)")
     args = ap.parse_args()
-    from bot.gunicorn_conf import default_workers
+    from bot.gunicorn_conf import default_workers, threads
 
     workers = args.workers or default_workers()
     print(f"drill: {args.callbacks} TEMPLATESENDJOBFINISH callbacks in {args.over:g} s, volbot serve "
-          f"{workers} workers x 8 threads; {load_average()}")
+          f"{workers} workers x {threads} threads; {load_average()}")
     with Stack("drill-burst", postgres="private") as stack:
         stack.create_schema()
         record_sent(stack, args.callbacks)
-        url = stack.serve(workers=workers, threads=8)
+        url = stack.serve(workers=workers)
         port = int(url.rsplit(":", 1)[1])
         client = Client(port)
         sender = client.sender

@@ -179,10 +179,11 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def serve(self, workers: int = 2, threads: int = 8, **env) -> str:
+    def serve(self, workers: int = 2, threads: int | None = None, **env) -> str:
+        """`volbot serve` on a free port (`threads` None: its default), once every worker listens."""
         self.web_port = free_port()
-        self.spawn("serve", "--bind", f"127.0.0.1:{self.web_port}", "--workers", str(workers), "--threads",
-                   str(threads), name="serve", **env)
+        self.spawn("serve", "--bind", f"127.0.0.1:{self.web_port}", "--workers", str(workers),
+                   *(["--threads", str(threads)] if threads else []), name="serve", **env)
         url = f"http://127.0.0.1:{self.web_port}"
         wait_for(lambda: _get(self.web_port, "/healthz") == 200, 90, "volbot serve")
         # Every worker listening (a socket each): a client connecting earlier would stay on
