@@ -36,7 +36,7 @@ def main() -> int:
           f"{load_average()}")
     with Stack("drill-redis") as stack:
         stack.create_schema()
-        stack.serve(workers=2, threads=8)
+        stack.serve(workers=2)
         chats = Conversations(stack, args.residents)
         chats.start()
         time.sleep(args.at)
