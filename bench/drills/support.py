@@ -407,9 +407,11 @@ def timeline(residents: list[Resident], t0: float, marks: dict[str, float], step
 
 class Conversations:
     """`count` residents ordering by chat against the stack's web server, each on its own
-    thread, and the drill's own events (`mark`) for the timeline."""
+    thread, answering `think` seconds after each reply (a person reads the question: the
+    conversations last several seconds, so a fault a couple of seconds in finds them
+    mid-form), and the drill's own events (`mark`) for the timeline."""
 
-    def __init__(self, stack: Stack, count: int, think: float = 0.2, limit: float = 90.0):
+    def __init__(self, stack: Stack, count: int, think: float = 0.6, limit: float = 90.0):
         self.stack = stack
         self.residents = [Resident(Client(stack.web_port), n) for n in range(count)]
         self.t0 = time.monotonic()
