@@ -73,9 +73,13 @@ threads = _env_int("VOLBOT_THREADS", 2)
 timeout = _env_int("VOLBOT_WORKER_TIMEOUT", 30)
 graceful_timeout = _env_int("VOLBOT_GRACEFUL_TIMEOUT", 10)
 keepalive = _env_int("VOLBOT_KEEPALIVE", 65)
-# Recycle a worker now and then (jittered, so not all at once): bounds slow leaks.
-max_requests = _env_int("VOLBOT_MAX_REQUESTS", 20000)
-max_requests_jitter = max_requests // 10
+# Recycling a worker after N requests (VOLBOT_MAX_REQUESTS) bounds slow leaks, but it is
+# off by default: with a socket per worker, workers that recycle at the same moment leave
+# the port with no listener for the second a new one takes to load, and connections are
+# refused (seen in bench/webhook.py with 2 workers). If you set it, the wide jitter keeps
+# the workers' turns apart; use it with 3 or more workers.
+max_requests = _env_int("VOLBOT_MAX_REQUESTS", 0)
+max_requests_jitter = max_requests // 2
 control_socket_disable = True
 preload_app = False
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -9,7 +9,7 @@ all of them on one core while the others idled (seen in bench/load.py: one worke
 100% CPU, the machine a third idle). With `reuse_port` each worker binds its own
 SO_REUSEPORT socket and the kernel hashes each new connection to one of them.
 
-Two details keep a reload or a worker recycle (`max_requests`) from dropping connections:
+Two details keep a reload or a stopping worker from dropping connections:
 
 - the socket is bound only once the application is loaded: a fresh worker is never handed
   connections it cannot answer for the second or two its imports take;
