@@ -45,6 +45,8 @@ class BalancedThreadWorker(ThreadWorker):
     def run(self):
         if self.cfg.reuse_port:
             self.sockets = sock.create_sockets(self.cfg, self.log)
+            # The master has no socket of its own then: each worker says where it listens.
+            self.log.info("Listening at: %s", ",".join(str(s) for s in self.sockets))
         # Loaded and listening: `volbot serve` may now stop the workers this one replaces.
         ready_dir().mkdir(parents=True, exist_ok=True)
         (ready_dir() / str(os.getpid())).touch()
