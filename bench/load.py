@@ -269,7 +269,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: volbot serve's)")
     ap.add_argument("--threads", type=int, default=None, help="threads per worker (default: volbot serve's)")
     ap.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/volbot_load")
-    ap.add_argument("--profile", type=float, default=0, help="py-spy the workers for this many seconds mid-run")
+    ap.add_argument("--profile", type=float, default=0,
+                    help="py-spy the workers' Python CPU (--gil) for this many seconds mid-run")
     args = ap.parse_args()
     from bot.gunicorn_conf import default_workers, threads
 
@@ -361,8 +362,10 @@ def main() -> None:
 
 
 def profile_worker(stack: Stack, seconds: float) -> None:
-    """py-spy every gunicorn worker for `seconds` (at once); the top functions over all of
-    them go to the output, with how the samples spread over the workers."""
+    """py-spy every gunicorn worker for `seconds` (at once), sampling only the thread that
+    holds the GIL — the Python CPU time; waiting threads are not told apart from idle ones
+    on every machine. The top functions over all workers go to the output, with how the
+    samples spread over the workers."""
     import psutil
 
     master = next(p for p in stack.procs if getattr(p, "name", "") == "serve")
@@ -372,7 +375,7 @@ def profile_worker(stack: Stack, seconds: float) -> None:
         out = stack.folder / f"profile-{child.pid}.txt"
         spies.append((out, subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(child.pid), "--duration",
                                              str(int(seconds)), "--format", "raw", "--output", str(out),
-                                             "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+                                             "--gil", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
     for _, spy in spies:
         spy.wait()
     merged = stack.folder / "profile.txt"
@@ -387,16 +390,15 @@ def profile_worker(stack: Stack, seconds: float) -> None:
 
 
 PROJECT = ("bot/", "dialogue/", "handlers/", "store/", "pushes/", "console/")
-WAITS = {"Connection.wait (psycopg/": "waiting for PostgreSQL", "_read_from_socket (redis/": "waiting for Redis"}
 
 
 def summarize_profile(path: Path, top: int = 20) -> None:
     """From py-spy's raw output: the project's functions by share of samples with them on
-    the stack (inclusive), and how much of the time was spent waiting on each backend."""
+    the stack (inclusive)."""
     if not path.exists():
         print("  (no profile: py-spy failed)")
         return
-    inclusive, waits, total = Counter(), Counter(), 0
+    inclusive, total = Counter(), 0
     for row in path.read_text().splitlines():
         stack_text, _, count = row.rpartition(" ")
         if not count.isdigit():
@@ -407,14 +409,10 @@ def summarize_profile(path: Path, top: int = 20) -> None:
         for frame in set(frames):
             if any(p in frame for p in PROJECT):
                 inclusive[frame] += n
-        for marker, what in WAITS.items():
-            if marker in stack_text:
-                waits[what] += n
     if not total:
         print("  (no samples)")
         return
-    print(f"  {total} samples; {', '.join(f'{what} {n / total:.0%}' for what, n in waits.items())}; "
-          "project functions by share of samples on the stack:")
+    print(f"  {total} samples of the GIL holder; project functions by share of samples on the stack:")
     for frame, n in inclusive.most_common(top):
         print(f"  {n / total:6.1%}  {frame[:140]}")
 
