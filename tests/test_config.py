@@ -92,7 +92,7 @@ def test_defaults_and_url_spellings(tmp_path):
     assert config == Config(instance_path=tmp_path.resolve())
     assert not config.safe_mode and config.sqlalchemy_url == f"sqlite:///{tmp_path.resolve()}/volbot.sqlite3"
     assert load_config(tmp_path, environ={"DATABASE_URL": "postgres://u@h/db"}).sqlalchemy_url == \
-        "postgresql+psycopg://u@h/db"
+        "postgresql+psycopg2://u@h/db"
     assert load_config(tmp_path, environ={"WECHAT_AES_KEY": ""}).wechat_aes_key is None
 
 
