@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -93,32 +94,54 @@ SYSTEM = Actor("system")
 # ---- the needs menu in use ----------------------------------------------------------------
 
 # Parsed needs menus by content hash. A stored version never changes (a new import is a new
-# row), so this holds immutable data only: every process still asks SQL which version is in
-# use, once per transaction, and parses a version the first time it sees it.
+# row), so this holds immutable data only; a version is parsed the first time it is seen.
 _PARSED: dict[str, Catalog] = {}
 _PARSED_MAX = 8
 
+# Which menu is in use, as this process last read it from SQL, per database: (when, menu).
+# Asking SQL on every turn that shows the menu was one more statement (and often the turn's
+# only one) for a row that changes a few times a year; an import in another process is
+# seen here within RECHECK_SECONDS, an import in this process at once.
+RECHECK_SECONDS = 1.0
+_IN_USE: dict[str, tuple[float, Catalog]] = {}
+
 
 def current_catalog(session: Session) -> Catalog:
-    """The newest imported needs menu, or the one shipped in `menus/needs.yaml`. Looked up
-    once per transaction (kept in `session.info`), parsed once per process per version."""
+    """The newest imported needs menu, or the one shipped in `menus/needs.yaml`: read from
+    SQL at most once per RECHECK_SECONDS per process, kept for the transaction in
+    `session.info`, parsed once per process per version."""
     menu = session.info.get("catalog")
     if menu is not None:
         return menu
+    database = str(session.get_bind().engine.url)
+    read = _IN_USE.get(database)
+    if read is not None and time.monotonic() - read[0] < RECHECK_SECONDS:
+        menu = read[1]
+    else:
+        menu = _catalog_in_use(session)
+        _IN_USE[database] = (time.monotonic(), menu)
+    session.info["catalog"] = menu
+    return menu
+
+
+def _catalog_in_use(session: Session) -> Catalog:
     row = session.execute(
         select(CatalogVersion.id, CatalogVersion.sha256).order_by(CatalogVersion.id.desc()).limit(1)
     ).first()
     if row is None:
-        menu = load()  # parsed once per file content (menus.catalog.parse_text)
-    else:
-        menu = _PARSED.get(row.sha256)
-        if menu is None:
-            menu = from_dict(session.scalar(select(CatalogVersion.data).where(CatalogVersion.id == row.id)))
-            if len(_PARSED) >= _PARSED_MAX:
-                _PARSED.clear()
-            _PARSED[row.sha256] = menu
-    session.info["catalog"] = menu
+        return load()  # parsed once per file content (menus.catalog.parse_text)
+    menu = _PARSED.get(row.sha256)
+    if menu is None:
+        menu = from_dict(session.scalar(select(CatalogVersion.data).where(CatalogVersion.id == row.id)))
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[row.sha256] = menu
     return menu
+
+
+def forget_catalog_in_use() -> None:
+    """Read the menu in use from SQL on next use (an import here, or tables emptied)."""
+    _IN_USE.clear()
 
 
 def import_catalog(session: Session, catalog: Catalog, source: str = "") -> CatalogVersion:
@@ -129,6 +152,7 @@ def import_catalog(session: Session, catalog: Catalog, source: str = "") -> Cata
     session.add(version)
     session.flush()
     session.info.pop("catalog", None)  # this transaction now sees the new menu
+    forget_catalog_in_use()  # and so does every later one in this process
     return version
 
 
@@ -329,15 +353,21 @@ def distance_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
 
 def communities_near(session: Session, lat: float, lng: float, limit: int = 5,
                      within_m: float = 5000) -> list[tuple[Community, float]]:
-    # A district has a few hundred communities: a bounding box in SQL, distances here.
+    """The `limit` communities nearest to a point, within `within_m`, with their distances.
+
+    SQL picks them inside a bounding box by a flat-earth distance (exact enough to rank
+    places a few kilometres apart, and plain arithmetic on both SQLite and PostgreSQL), so
+    only those few rows become objects; their great-circle distances are computed here."""
     box = within_m / 111000.0
-    rows = session.scalars(select(Community).where(
-        Community.lat.between(lat - box, lat + box),
-        Community.lng.between(lng - box * 1.5, lng + box * 1.5)))
+    squeeze = math.cos(math.radians(lat)) ** 2  # a degree of longitude is shorter than one of latitude
+    dlat, dlng = Community.lat - lat, Community.lng - lng
+    rows = session.scalars(
+        select(Community)
+        .where(Community.lat.between(lat - box, lat + box), Community.lng.between(lng - box * 1.5, lng + box * 1.5))
+        .order_by(dlat * dlat + squeeze * dlng * dlng, Community.id)
+        .limit(limit))
     found = [(c, distance_m(lat, lng, c.lat, c.lng)) for c in rows]
-    found = [f for f in found if f[1] <= within_m]
-    found.sort(key=lambda f: f[1])
-    return found[:limit]
+    return sorted((f for f in found if f[1] <= within_m), key=lambda f: f[1])
 
 
 def communities_named(session: Session, text: str, limit: int = 8) -> list[Community]:

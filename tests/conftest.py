@@ -19,6 +19,7 @@ from bot.config import load_config
 from bot.sender import WeChatSender
 from bot.services import Services
 from store.models import Base
+from store.orders import forget_catalog_in_use
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "wechat-samples"
 if not SAMPLES.exists():  # CI lays shared/ beside the clone
@@ -71,6 +72,7 @@ def reset_data(svc: Services) -> None:
                   END LOOP;
                 END $$"""))
     svc.redis.flushdb()
+    forget_catalog_in_use()
     svc.clock.offset = type(svc.clock.offset)()
 
 
