@@ -25,6 +25,7 @@ from dialogue.context import Ctx
 from dialogue.types import BUSY, SILENT, TEMPLATE_FINISH, Message, Reply
 from pushes.callbacks import queue_receipt, record_receipt
 from store.ephemeral import Deliveries, Dedup, LockTimeout, StaleState, StateStore, UserLock
+from store.redis import PerThreadRedis
 
 log = logging.getLogger("volbot.pipeline")
 
@@ -33,9 +34,10 @@ class Pipeline:
     def __init__(self, services, max_workers: int = 32):
         self.services = services
         self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="turn")
-        self.dedup = Dedup(services.redis, services.config.dedup_ttl)
-        self.states = StateStore(services.redis)
-        self.deliveries = Deliveries(services.redis, self.dedup, self.states)
+        self.redis = PerThreadRedis(services.redis)  # the turn threads' own connections
+        self.dedup = Dedup(self.redis, services.config.dedup_ttl)
+        self.states = StateStore(self.redis)
+        self.deliveries = Deliveries(self.redis, self.dedup, self.states)
 
     def handle(self, message: Message) -> Reply:
         """The reply for `message`, within the configured deadline."""
@@ -77,7 +79,7 @@ class Pipeline:
 
     def _deliver(self, message: Message, deadline: float) -> Reply:
         key = message.dedup_key
-        lock = UserLock(self.services.redis, message.openid)
+        lock = UserLock(self.redis, message.openid)
         # One round trip claims the delivery, takes the free lock and reads the state.
         opened = self.deliveries.open(key, lock)
         if not opened.claimed:

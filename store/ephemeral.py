@@ -118,6 +118,9 @@ class StateStore:
     client: redis.Redis
     ttl: int = 7 * 24 * 3600  # garbage collection only; expiry is decided by the engine
 
+    def __post_init__(self):
+        self._cas = self.client.register_script(_CAS_SCRIPT)
+
     def _key(self, openid: str) -> str:
         return f"{PREFIX}state:{openid}"
 
@@ -140,7 +143,7 @@ class StateStore:
         expected = int(state.get("version", 0))
         new = dict(state, version=expected + 1)
         payload = json.dumps(new, ensure_ascii=False, separators=(",", ":"))
-        ok = self.client.eval(_CAS_SCRIPT, 1, self._key(openid), expected, payload, self.ttl)
+        ok = self._cas(keys=[self._key(openid)], args=[expected, payload, self.ttl])
         if not ok:
             raise StaleState(openid)
         return new
@@ -160,6 +163,20 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then
   return {1, 0, false}
 end
 return {0, 0, redis.call('GET', KEYS[1])}
+"""
+
+# Release the user's lock if it is still ours; then remember the reply, or (no reply: the
+# turn did nothing) forget the claim so that a retry may run it.
+_CLOSE_SCRIPT = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+end
+return 1
 """
 
 
@@ -183,6 +200,7 @@ class Deliveries:
         self.dedup = dedup
         self.states = states
         self._open = client.register_script(_OPEN_SCRIPT)
+        self._close = client.register_script(_CLOSE_SCRIPT)
 
     def open(self, key: str, lock: UserLock) -> Opened:
         claimed, locked, value = self._open(
@@ -195,11 +213,4 @@ class Deliveries:
     def close(self, key: str, lock: UserLock, reply: bytes | None) -> None:
         """Release the lock and either remember the reply (done) or forget the claim
         (nothing happened, so a retry may try again) — one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        # Plain EVAL: a registered script in a pipeline costs an extra SCRIPT EXISTS trip.
-        pipe.eval(_RELEASE_SCRIPT, 1, lock.key, lock.token)
-        if reply is None:
-            pipe.delete(self.dedup._key(key))
-        else:
-            pipe.set(self.dedup._key(key), reply, ex=self.dedup.ttl)
-        pipe.execute()
+        self._close(keys=[self.dedup._key(key), lock.key], args=[lock.token, reply or b"", self.dedup.ttl])

@@ -8,9 +8,11 @@ and reuses it, so the demo runs as one process tree without an installed Redis.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import redis
+from redis.commands.core import Script
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -44,6 +46,37 @@ class EmbeddedRedis:
 
 def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, retry=_retry(), **CLIENT_OPTIONS)
+
+
+class PerThreadRedis:
+    """`client`'s commands, each thread on a connection of its own that it keeps.
+
+    A command through a shared pool checks a connection out and back in, and redis-py 8's
+    checkout asks the OS for the process id and tries a non-blocking read on the socket
+    every time: on the webhook's path (three commands a turn) that was a tenth of the turn's
+    CPU. A pipeline's threads are few and long-lived (bot.pipeline), so each holds one
+    connection of the same pool, with the same time-outs and retry."""
+
+    def __init__(self, client: redis.Redis):
+        self.shared = client
+        self._local = threading.local()
+
+    def own(self) -> redis.Redis:
+        """This thread's client (made on first use)."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = redis.Redis(connection_pool=self.shared.connection_pool,
+                                                      single_connection_client=True)
+        return client
+
+    def register_script(self, script: str) -> Script:
+        return Script(self, script)  # runs on the calling thread's connection
+
+    def get_encoder(self):
+        return self.shared.get_encoder()  # without connecting: Redis may be down at start-up
+
+    def __getattr__(self, name):
+        return getattr(self.own(), name)
 
 
 def resolve_url(redis_url: str | None, instance_path: Path) -> tuple[str, EmbeddedRedis | None]:
