@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 # Punctuation and spaces people wrap answers in: "1。", "「确认」", " 是的！ "
 _WRAP = " \t\r\n\u3000。．.，,！!？?；;：:、~～…\"'“”‘’「」『』()（）[]【】<>《》"
@@ -20,9 +21,11 @@ _CN_DIGITS = {"幺": 1, "零": 0, "〇": 0, "一": 1, "壹": 1, "二": 2, "两":
 _CN_UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1000}
 
 
+@lru_cache(maxsize=4096)
 def normalize(text: str) -> str:
     """NFKC (full-width → ASCII, ① → 1), drop keycap marks (1️⃣ → 1), collapse spaces,
-    strip wrapping punctuation."""
+    strip wrapping punctuation. Remembered: one turn reads the same message several times
+    (global words, yes/no, a number, the step's own parser)."""
     text = unicodedata.normalize("NFKC", text or "")
     text = _KEYCAP.sub("", text)
     text = re.sub(r"\s+", " ", text)
