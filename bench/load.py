@@ -33,8 +33,8 @@ under the same gunicorn settings) and its latency at the run's rate against that
 (what the generator and the machine add by themselves); then the bot's achieved rate, p50/p90/p99 and errors
 (non-200 answers, time-outs, 系统繁忙), the orders and followers written against the
 visits sent, the CPU time each process kind spent per push (web workers, PostgreSQL, Redis,
-the generator) — the one figure a shared, noisy machine does not blur — and the load
-average.
+the generator) — the one figure a shared, noisy machine does not blur — beside the bare
+app's web CPU per push at the same rate, and the load average.
 """
 
 from __future__ import annotations
@@ -308,7 +308,10 @@ def main() -> None:
         stack.wait_workers(workers)
         bare_result = drive(port, plan, args.baseline_seconds)
         # ... and at the run's own rate: the latency the generator and machine add by themselves.
+        bare_meter = CpuMeter(stack, bare)
+        bare_meter.start()
         bare_paced = drive(port, plan, args.baseline_seconds, args.rate)
+        bare_web = bare_meter.stop()["web workers"] * 1000 / max(bare_paced["n"], 1)
         stack.stop(bare)
         print(f"generator ceiling (bare app, signature check only, closed loop): {bare_result['rps']:.0f} req/s, "
               f"p50 {bare_result['p50']:.1f} ms, p99 {bare_result['p99']:.1f} ms; at {args.rate:g}/s: "
@@ -354,6 +357,8 @@ def main() -> None:
         whole = sum(per_push.values())
         print("CPU per push: " + ", ".join(f"{kind} {ms:.2f} ms" for kind, ms in per_push.items())
               + f"; {whole:.2f} ms in all, so {cores} cores could carry at most {cores * 1000 / whole:.0f} pushes/s")
+        print(f"the bare app's web workers at {args.rate:g}/s: {bare_web:.2f} ms per push (gunicorn, HTTP, Flask, "
+              f"the signature: what every push costs before the bot's own work)")
         # Kept pace: the achieved rate is the planned one (within the 1% the last answers'
         # latency adds to the window).
         ok = (args.rate >= TARGET_RPS and result["rps"] >= 0.99 * args.rate and result["p99"] < TARGET_P99_MS
