@@ -4,11 +4,14 @@
 Every value can be changed from the environment (names below) or by `volbot serve`'s
 options. The reasoning:
 
-- `gthread` workers, two per core, two threads each: a turn is about 2 ms of Python and 1 ms
-  of waiting on Redis and SQL on one host, so a second thread overlaps the waits, while more
-  only queue behind the process's GIL (bench/load.py at 500 pushes/s, 4 workers: p99 about
-  0.2 s with 2 threads, 0.25–0.27 s with 4, 0.6 s with 8). Processes give the Python both
-  cores. With the database across a network turns wait longer: raise VOLBOT_THREADS.
+- `gthread` workers, one per core, two threads each: a turn is about 1.5 ms of Python and
+  a few short waits on Redis and SQL on one host, so a second thread overlaps the waits,
+  while more only queue behind the process's GIL. With PostgreSQL, Redis and the web on
+  one 2-core host, more processes than cores preempt each other and each request pays
+  for it (bench/load.py at 500 pushes/s: 2.55 ms of web CPU per push and p99 0.54 s with
+  2 workers x 2 threads; 2.9-3.1 ms and p99 1.8-4.3 s with 4 x 2; 2 x 4 and 2 or 3 x 1
+  were worse too). With the database across a network turns wait longer: raise
+  VOLBOT_THREADS or WEB_CONCURRENCY.
   Each worker listens on a socket of its own (`reuse_port`, bot/gunicorn_worker.py): with
   one shared socket a single worker took almost every kept-alive connection.
 - WeChat gives up on a reply after 5 s. The pipeline answers by `REPLY_DEADLINE` (4.5 s)
@@ -39,9 +42,10 @@ def _env_int(name: str, default: int) -> int:
 
 
 def default_workers(cores: int | None = None) -> int:
-    """Two processes per core (at least 2, at most 12)."""
+    """One process per core (at least 2, so that one is always there while another
+    restarts; at most 12)."""
     cores = cores or os.cpu_count() or 1
-    return max(2, min(12, 2 * cores))
+    return max(2, min(12, cores))
 
 
 def reuse_port_for(binds: list[str]) -> bool:
