@@ -7,7 +7,7 @@ A `Ctx` lives for exactly one inbound message. Everything a handler writes goes 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 

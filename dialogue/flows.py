@@ -9,11 +9,11 @@ the numbered summary with edit-by-number, and the one transaction at the end.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from dialogue.inputs import normalize, parse_int, yes_no
-from dialogue.types import Message, Reply
+from dialogue.types import Reply
 
 PAGE_SIZE = 8
 
