@@ -73,9 +73,12 @@ def gunicorn_command(target: str, port: int, workers: int = 2, threads: int | No
     """gunicorn serving `target` with `volbot serve`'s settings (bot/gunicorn_conf.py: the
     worker class, a socket per worker, threads, time-outs): the bare app and the bot are
     measured under the same server. Run it with cwd and PYTHONPATH at the repository."""
+    from bot.gunicorn_conf import worker_class_for
+
     gunicorn = Path(sys.executable).with_name("gunicorn")
+    pool = ["--threads", str(threads), "--worker-class", worker_class_for(threads)] if threads else []
     return [str(gunicorn), "-c", "python:bot.gunicorn_conf", "--bind", f"127.0.0.1:{port}", "--workers",
-            str(workers), *(["--threads", str(threads)] if threads else []), "--log-level", "warning", target]
+            str(workers), *pool, "--log-level", "warning", target]
 
 
 def free_port() -> int:

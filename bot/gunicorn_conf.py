@@ -48,6 +48,12 @@ def default_workers(cores: int | None = None) -> int:
     return max(2, min(12, cores))
 
 
+def worker_class_for(threads: int) -> str:
+    """One thread: each worker serves its requests on its event loop (bot/gunicorn_worker.py,
+    `LoopWorker`). More: gunicorn's gthread pool of that many threads, behind the same loop."""
+    return "bot.gunicorn_worker.LoopWorker" if threads <= 1 else "bot.gunicorn_worker.BalancedThreadWorker"
+
+
 def reuse_port_for(binds: list[str]) -> bool:
     """A listening socket per worker (SO_REUSEPORT, see bot/gunicorn_worker.py) for TCP
     binds; a unix socket or an inherited fd is one shared listener. VOLBOT_REUSE_PORT=0
@@ -72,8 +78,8 @@ os.environ.setdefault("VOLBOT_LOG_FORMAT", "json")
 bind = [b.strip() for b in os.environ.get("VOLBOT_BIND", "127.0.0.1:8000").split(",") if b.strip()]
 reuse_port = reuse_port_for(bind)
 workers = _env_int("WEB_CONCURRENCY", default_workers())
-worker_class = "bot.gunicorn_worker.BalancedThreadWorker"
-threads = _env_int("VOLBOT_THREADS", 2)
+threads = _env_int("VOLBOT_THREADS", 1)
+worker_class = worker_class_for(threads)
 timeout = _env_int("VOLBOT_WORKER_TIMEOUT", 30)
 graceful_timeout = _env_int("VOLBOT_GRACEFUL_TIMEOUT", 10)
 keepalive = _env_int("VOLBOT_KEEPALIVE", 65)

@@ -1,6 +1,8 @@
-"""The gunicorn classes of `volbot serve`: gunicorn's `gthread` worker with a listening
-socket of its own, so the kernel spreads connections over the workers; and its logger,
-which builds no access line while the access log is off.
+"""The gunicorn classes of `volbot serve`: a worker with a listening socket of its own, so
+the kernel spreads connections over the workers — `LoopWorker` (the default: requests run
+on the worker's event loop, one at a time) or `BalancedThreadWorker` (gunicorn's `gthread`
+pool, with `--threads` above 1); and the logger, which builds no access line while the
+access log is off.
 
 Why: with one shared listener, the first worker to wake takes every connection that
 arrives while it is awake, and a kept-alive connection stays with the worker that took it.
@@ -27,8 +29,14 @@ from __future__ import annotations
 
 import os
 
-from gunicorn import glogging, sock
-from gunicorn.workers.gthread import ThreadWorker
+import errno
+import selectors
+import time
+from collections import deque
+from functools import partial
+
+from gunicorn import glogging, http, sock
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from bot.gunicorn_conf import ready_dir
 
@@ -67,6 +75,126 @@ class BalancedThreadWorker(ThreadWorker):
         self.sockets = []
 
 
+class LoopWorker(BalancedThreadWorker):
+    """gthread's event loop (kept-alive connections, timeouts, graceful stop, a socket per
+    worker) without its thread pool: a connection that becomes readable is served right
+    there, on the loop's thread, and goes back to the poller.
+
+    Why: a push is a few milliseconds of Python, and gthread hands each request from the
+    poller to a pool thread and back through a pipe — four thread switches and a dozen
+    system calls per request, on top of the pipeline's own hand-off to its turn thread
+    (which keeps the hard reply deadline, bot/pipeline.py). Measured with bench/load.py's
+    bare app at 500 pushes/s on 2 cores: 0.64-0.72 ms of web CPU per push here against
+    0.94-1.13 ms under gthread.
+
+    A worker serves one request at a time, so concurrency is the number of workers (the
+    default is two per core, bot/gunicorn_conf.py). Reading a request (line, headers, body
+    and the drain of an unread body) has `READ_TIMEOUT` seconds in all: a client that stops
+    or trickles half-way through ties the worker up for that long at most, and is then
+    closed (werkzeug answers a body that stops short with 400). nginx in front (deploy/)
+    buffers whole requests before it passes them on, so behind it this never happens.
+    """
+
+    READ_TIMEOUT = 2.0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._ready: deque = deque()
+        self._serving = False
+
+    def get_thread_pool(self):
+        # gthread shuts its pool down on exit; this one never gets work, so never a thread.
+        from concurrent.futures import ThreadPoolExecutor
+
+        return ThreadPoolExecutor(max_workers=1)
+
+    def accept(self, listener):
+        """A new connection waits in the poller for its first bytes (gthread would block a
+        pool thread on it)."""
+        try:
+            client, addr = listener.accept()
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        conn = TConn(self.cfg, _TimedSocket(client), addr, listener.getsockname())
+        conn.timeout = time.monotonic() + self.cfg.keepalive
+        self.pending_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+
+    def enqueue_req(self, conn):
+        """Serve `conn` now. A request already read ahead (pipelined) comes back here from
+        `finish_request`: queued, not recursed into."""
+        self._ready.append(conn)
+        if self._serving:
+            return
+        self._serving = True
+        try:
+            while self._ready:
+                conn = self._ready.popleft()
+                conn.data_ready = True
+                self.finish_request(conn, _Served(self.handle(conn)))
+        finally:
+            self._serving = False
+
+    def handle(self, conn):
+        """One HTTP/1.1 request on `conn`: True to keep the connection for the next one."""
+        req = None
+        conn.sock.deadline = time.monotonic() + self.READ_TIMEOUT
+        try:
+            conn.init()
+            req = next(conn.parser)
+            if not req:
+                return False
+            keepalive = self.handle_request(req, conn)
+            return keepalive and bool(conn.parser.finish_body(deadline=conn.sock.deadline))
+        except (http.errors.NoMoreData, StopIteration):
+            self.log.debug("Closing connection.")
+        except TimeoutError:
+            self.log.debug("Request not received within %s s: connection closed.", self.READ_TIMEOUT)
+        except OSError as e:
+            if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.exception("Socket error processing request.")
+        except Exception as e:  # noqa: BLE001 - a bad request: gunicorn answers it (400, ...)
+            self.handle_error(req, conn.sock, conn.client, e)
+        return False
+
+
+class _TimedSocket:
+    """A client socket whose reads share one deadline (set per request by `LoopWorker`)."""
+
+    __slots__ = ("_sock", "deadline")
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.deadline = 0.0  # no request being read: a read now fails at once
+
+    def recv(self, size: int) -> bytes:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request not received in time")
+        self._sock.settimeout(left)
+        return self._sock.recv(size)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class _Served:
+    """The outcome of a request served inline, in the shape `finish_request` reads from
+    gthread's futures."""
+
+    def __init__(self, keepalive: bool):
+        self.keepalive = keepalive
+
+    def cancelled(self) -> bool:
+        return False
+
+    def result(self) -> bool:
+        return self.keepalive
+
+
 class Logger(glogging.Logger):
     """gunicorn's logger, but an access line is built only when the access log is on.
     gunicorn builds it whenever a logging configuration is given (ours always is) and
@@ -74,3 +202,4 @@ class Logger(glogging.Logger):
 
     def _compute_access_log_enabled(self):
         return bool(self.cfg.accesslog)
+

@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import psutil
 import pytest
@@ -77,8 +79,9 @@ def say(url: str, openid: str, text: str) -> requests.Response:
     return requests.post(url + "/wechat", params=params, data=body, timeout=10)
 
 
-def test_serve_answers_counts_across_workers_reloads_on_hup_and_stops_on_term(svc, tmp_path):
-    served = Served(serve_env(svc, tmp_path), "--workers", "2", "--threads", "2")
+@pytest.mark.parametrize("pool", [(), ("--threads", "2")], ids=["loop", "gthread"])
+def test_serve_answers_counts_across_workers_reloads_on_hup_and_stops_on_term(svc, tmp_path, pool):
+    served = Served(serve_env(svc, tmp_path), "--workers", "2", *pool)
     try:
         assert served.proc.pid not in served.workers() and len(served.workers()) == 2
         for i in range(8):
@@ -134,7 +137,7 @@ def test_readyz_and_replies_when_redis_dies_under_gunicorn(svc, tmp_path):
             if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0:
                 break
             time.sleep(0.1)
-        served = Served(serve_env(svc, tmp_path, redis_url=url), "--workers", "2", "--threads", "2")
+        served = Served(serve_env(svc, tmp_path, redis_url=url), "--workers", "2")
         try:
             assert requests.get(served.url + "/readyz", timeout=10).status_code == 200
             redis_proc.terminate()
@@ -167,7 +170,7 @@ def test_a_bad_setting_stops_serve_with_one_line(tmp_path):
 def test_kept_alive_connections_are_spread_over_the_workers(svc, tmp_path):
     """Each worker listens on a socket of its own (bot/gunicorn_worker.py): connections
     opened at once, and kept alive, land on every worker, not all on the first awake."""
-    served = Served(serve_env(svc, tmp_path), "--workers", "2", "--threads", "2")
+    served = Served(serve_env(svc, tmp_path), "--workers", "2")
     try:
         ready = Path(tmp_path) / "gunicorn-ready"
         deadline = time.monotonic() + 60
@@ -199,3 +202,101 @@ def test_a_socket_per_worker_only_for_tcp_binds(monkeypatch):
     assert not reuse_port_for(["unix:/run/volbot.sock"]) and not reuse_port_for(["fd://3"])
     monkeypatch.setenv("VOLBOT_REUSE_PORT", "0")
     assert not reuse_port_for(["127.0.0.1:8000"])
+
+
+# ---- the default worker serves requests on its event loop (bot/gunicorn_worker.LoopWorker) --
+
+def _raw(port: int, data: bytes, timeout: float = 10) -> socket.socket:
+    conn = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    conn.sendall(data)
+    return conn
+
+
+def _read_responses(conn: socket.socket, count: int) -> list[bytes]:
+    """`count` HTTP responses (status line + headers + Content-Length body) off `conn`."""
+    buf, out = b"", []
+    while len(out) < count:
+        while b"\r\n\r\n" not in buf:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return out
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        length = int(next((line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), b"0"))
+        while len(rest) < length:
+            rest += conn.recv(65536)
+        out.append(head + b"\r\n\r\n" + rest[:length])
+        buf = rest[length:]
+    return out
+
+
+def _get(path: str, close: bool = False) -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: t\r\n" + ("Connection: close\r\n" if close else "") + "\r\n").encode()
+
+
+def test_the_loop_worker_keeps_connections_serves_pipelined_requests_and_refuses_bad_ones(svc, tmp_path):
+    served = Served(serve_env(svc, tmp_path), "--workers", "2")
+    try:
+        # Kept alive: many requests on one connection, one worker serving them all.
+        with requests.Session() as s:
+            for i in range(20):
+                assert say_on(s, served.url, f"o_loop_{i}", "菜单").status_code == 200
+        # Pipelined: three requests in one write get three answers, in order.
+        conn = _raw(served.port, _get("/healthz") + _get("/readyz") + _get("/healthz", close=True))
+        answers = _read_responses(conn, 3)
+        conn.close()
+        assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 3
+        assert b'"database"' in answers[1]
+        # A malformed request line: 400, and the worker goes on serving.
+        conn = _raw(served.port, b"NOT A REQUEST\r\n\r\n")
+        assert _read_responses(conn, 1)[0].startswith(b"HTTP/1.1 400")
+        conn.close()
+        assert requests.get(served.url + "/healthz", timeout=5).status_code == 200
+    finally:
+        assert served.stop() == 0, served.output()
+
+
+def say_on(session: requests.Session, url: str, openid: str, text: str) -> requests.Response:
+    sender = WeChatSender(TEST_TOKEN, TEST_APPID)
+    params, body = sender.request(sender.text(openid, text), encrypt=False)
+    return session.post(url + "/wechat", params=params, data=body, timeout=10)
+
+
+def test_idle_and_stalled_clients_do_not_hold_up_the_loop_worker(svc, tmp_path):
+    """One worker, so every connection is on it. Connections that send nothing wait in the
+    poller; one that stops half-way through its request holds the worker for the read
+    time-out at most and is then closed; the others are answered."""
+    from bot.gunicorn_worker import LoopWorker
+
+    served = Served(serve_env(svc, tmp_path), "--workers", "1")
+    try:
+        idle = [socket.create_connection(("127.0.0.1", served.port), timeout=10) for _ in range(20)]
+        started = time.monotonic()
+        for _ in range(5):
+            assert requests.get(served.url + "/healthz", timeout=5).status_code == 200
+        assert time.monotonic() - started < 1.0  # nothing waited for the idle ones
+
+        sender = WeChatSender(TEST_TOKEN, TEST_APPID)
+        params, body = sender.request(sender.text("o_loop_stall", "菜单"), encrypt=False)
+        head = (f"POST /wechat?{urlencode(params)} HTTP/1.1\r\nHost: t\r\nContent-Type: text/xml\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        stalled_head = _raw(served.port, head[: len(head) // 2])
+        stalled_body = _raw(served.port, head + body[:10])
+        started = time.monotonic()
+        assert requests.get(served.url + "/healthz", timeout=10).status_code == 200
+        assert time.monotonic() - started < 2 * LoopWorker.READ_TIMEOUT + 1
+        # The stalled ones were given up on: the head closed, the short body answered 400.
+        stalled_head.settimeout(10)
+        assert stalled_head.recv(65536) == b""
+        assert _read_responses(stalled_body, 1)[0].startswith(b"HTTP/1.1 400")
+        stalled_body.settimeout(10)
+        assert stalled_body.recv(65536) == b""  # and closed: where the next request starts is unknown
+        for conn in (stalled_head, stalled_body):
+            conn.close()
+        for conn in idle:
+            conn.close()
+        assert requests.get(served.url + "/healthz", timeout=5).status_code == 200
+        assert "Traceback" not in served.output(), served.output()
+    finally:
+        assert served.stop() == 0, served.output()

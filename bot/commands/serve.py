@@ -121,7 +121,9 @@ def register(main: click.Group) -> None:
             if workers:
                 overrides["workers"] = workers
             if threads:
-                overrides["threads"] = threads
+                from bot.gunicorn_conf import worker_class_for
+
+                overrides.update(threads=threads, worker_class=worker_class_for(threads))
             if access_log is not None:  # read by bot.gunicorn_conf (it also sets the log level)
                 os.environ["VOLBOT_ACCESS_LOG"] = "1" if access_log else "0"
             if control_socket:
