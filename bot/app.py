@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
+from flask.sessions import SecureCookieSessionInterface
 
 from bot.config import Config, load_config
 from bot.pipeline import Pipeline
@@ -20,6 +21,7 @@ def create_app(config: Config | None = None, services: Services | None = None) -
         MAX_CONTENT_LENGTH=config.max_body,
         VOLBOT=config,
     )
+    app.session_interface = CookieSessionsOffTheWebhook()
     app.extensions["volbot"] = services
     app.extensions["volbot.pipeline"] = Pipeline(services)
     logging.basicConfig(level=logging.INFO)
@@ -52,3 +54,13 @@ def create_app(config: Config | None = None, services: Services | None = None) -
         return jsonify(status="ok" if ok else "unavailable", **checks), (200 if ok else 503)
 
     return app
+
+
+class CookieSessionsOffTheWebhook(SecureCookieSessionInterface):
+    """The console's signed-cookie sessions. WeChat's pushes carry no cookie: the webhook
+    gets Flask's null session, without a signer built and a cookie looked for on every push."""
+
+    def open_session(self, app, request):
+        if request.path == "/wechat":
+            return None  # Flask substitutes its null session and never saves it
+        return super().open_session(app, request)

@@ -36,7 +36,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import String, cast, func, select, update
+from sqlalchemy import String, bindparam, cast, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from pushes.outbox import notify
@@ -555,6 +555,10 @@ def cancel(session: Session, order: Order, *, actor: Actor, reason: str, now: da
 
 # ---- paying with time ---------------------------------------------------------------------
 
+_FAMILY_ACCOUNTS = (select(Volunteer).join(TimeBankFamily, TimeBankFamily.volunteer_id == Volunteer.id)
+                    .where(TimeBankFamily.follower_id == bindparam("follower_id")).order_by(Volunteer.id))
+
+
 def payable_accounts(session: Session, follower: Follower) -> list[tuple[Volunteer, int]]:
     """Volunteers whose time this follower may spend (themself, or as designated family),
     with their balances, those with minutes first."""
@@ -562,8 +566,7 @@ def payable_accounts(session: Session, follower: Follower) -> list[tuple[Volunte
     own = volunteering.volunteer_of(session, follower)
     if own is not None:
         vols.append(own)
-    vols += list(session.scalars(select(Volunteer).join(TimeBankFamily, TimeBankFamily.volunteer_id == Volunteer.id)
-                                 .where(TimeBankFamily.follower_id == follower.id).order_by(Volunteer.id)))
+    vols += list(session.scalars(_FAMILY_ACCOUNTS, {"follower_id": follower.id}))
     out = [(v, timebank.balance(session, v)) for v in vols]
     return [(v, b) for v, b in out if b > 0]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Float, Integer, bindparam, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -194,6 +194,9 @@ class Preferred:
     at: datetime | None = None  # an exact time (aware), when one was given
 
 
+_ORDER_BY_FORM = select(Order).where(Order.form_token == bindparam("form_token"))
+
+
 def create_order(
     session: Session,
     *,
@@ -213,7 +216,7 @@ def create_order(
     """Record a new order (status submitted). Returns (order, created); a second call with
     the same `form_token` returns the first order and False."""
     if form_token:
-        existing = session.scalar(select(Order).where(Order.form_token == form_token))
+        existing = session.scalar(_ORDER_BY_FORM, {"form_token": form_token})
         if existing is not None:
             return existing, False
     if preferred.slot not in SLOTS:
@@ -300,11 +303,12 @@ def rate_order(session: Session, order: Order, *, actor: Actor, stars: int, comm
 
 # ---- reading --------------------------------------------------------------------------------
 
+_ORDERS_OF = (select(Order).where(Order.follower_id == bindparam("follower_id"))
+              .order_by(Order.created_at.desc(), Order.id.desc()).limit(bindparam("limit", type_=Integer)))
+
+
 def orders_of(session: Session, follower_id: int, limit: int = 8) -> list[Order]:
-    return list(session.scalars(
-        select(Order).where(Order.follower_id == follower_id)
-        .order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
-    ))
+    return list(session.scalars(_ORDERS_OF, {"follower_id": follower_id, "limit": limit}))
 
 
 def order_of(session: Session, follower_id: int, number: str) -> Order | None:
@@ -351,6 +355,15 @@ def distance_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
     return 2 * r * math.asin(math.sqrt(a))
 
 
+_DLAT, _DLNG = Community.lat - bindparam("lat", type_=Float), Community.lng - bindparam("lng", type_=Float)
+_COMMUNITIES_NEAR = (
+    select(Community)
+    .where(Community.lat.between(bindparam("lat_lo", type_=Float), bindparam("lat_hi", type_=Float)),
+           Community.lng.between(bindparam("lng_lo", type_=Float), bindparam("lng_hi", type_=Float)))
+    .order_by(_DLAT * _DLAT + bindparam("squeeze", type_=Float) * _DLNG * _DLNG, Community.id)
+    .limit(bindparam("limit", type_=Integer)))
+
+
 def communities_near(session: Session, lat: float, lng: float, limit: int = 5,
                      within_m: float = 5000) -> list[tuple[Community, float]]:
     """The `limit` communities nearest to a point, within `within_m`, with their distances.
@@ -360,12 +373,9 @@ def communities_near(session: Session, lat: float, lng: float, limit: int = 5,
     only those few rows become objects; their great-circle distances are computed here."""
     box = within_m / 111000.0
     squeeze = math.cos(math.radians(lat)) ** 2  # a degree of longitude is shorter than one of latitude
-    dlat, dlng = Community.lat - lat, Community.lng - lng
-    rows = session.scalars(
-        select(Community)
-        .where(Community.lat.between(lat - box, lat + box), Community.lng.between(lng - box * 1.5, lng + box * 1.5))
-        .order_by(dlat * dlat + squeeze * dlng * dlng, Community.id)
-        .limit(limit))
+    rows = session.scalars(_COMMUNITIES_NEAR, {
+        "lat": lat, "lng": lng, "squeeze": squeeze, "limit": limit,
+        "lat_lo": lat - box, "lat_hi": lat + box, "lng_lo": lng - box * 1.5, "lng_hi": lng + box * 1.5})
     found = [(c, distance_m(lat, lng, c.lat, c.lng)) for c in rows]
     return sorted((f for f in found if f[1] <= within_m), key=lambda f: f[1])
 
@@ -386,6 +396,9 @@ def communities_named(session: Session, text: str, limit: int = 8) -> list[Commu
     return rows[:limit]
 
 
+_ANY_COMMUNITY = select(Community.id).limit(1)
+
+
 def has_communities(session: Session) -> bool:
-    return session.scalar(select(Community.id).limit(1)) is not None
+    return session.scalar(_ANY_COMMUNITY) is not None
 

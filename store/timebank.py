@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -68,9 +68,12 @@ def account_for(session: Session, volunteer: Volunteer, lock: bool = True) -> Ti
     return _account(session, f"vol:{volunteer.id}", volunteer_id=volunteer.id, lock=lock)
 
 
+_BALANCE = select(TimeAccount.balance).where(TimeAccount.volunteer_id == bindparam("volunteer_id"))
+
+
 def balance(session: Session, volunteer: Volunteer) -> int:
     """Minutes held (0 without an account); read from the cache the audit proves."""
-    value = session.scalar(select(TimeAccount.balance).where(TimeAccount.volunteer_id == volunteer.id))
+    value = session.scalar(_BALANCE, {"volunteer_id": volunteer.id})
     return value or 0
 
 

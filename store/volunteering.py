@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -119,8 +119,11 @@ def find_by_id_number(session: Session, pii_key: str, number: str) -> Volunteer 
     return session.scalar(select(Volunteer).where(Volunteer.id_number_hash == pii.lookup_hash(pii_key, number)))
 
 
+_VOLUNTEER_OF = select(Volunteer).where(Volunteer.follower_id == bindparam("follower_id"))
+
+
 def volunteer_of(session: Session, follower: Follower) -> Volunteer | None:
-    return session.scalar(select(Volunteer).where(Volunteer.follower_id == follower.id))
+    return session.scalar(_VOLUNTEER_OF, {"follower_id": follower.id})
 
 
 def register(session: Session, *, pii_key: str, follower: Follower | None, name: str, phone: str,
