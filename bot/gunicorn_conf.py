@@ -4,14 +4,17 @@
 Every value can be changed from the environment (names below) or by `volbot serve`'s
 options. The reasoning:
 
-- `gthread` workers, one per core, two threads each: a turn is about 1.5 ms of Python and
-  a few short waits on Redis and SQL on one host, so a second thread overlaps the waits,
-  while more only queue behind the process's GIL. With PostgreSQL, Redis and the web on
-  one 2-core host, more processes than cores preempt each other and each request pays
-  for it (bench/load.py at 500 pushes/s: 2.55 ms of web CPU per push and p99 0.54 s with
-  2 workers x 2 threads; 2.9-3.1 ms and p99 1.8-4.3 s with 4 x 2; 2 x 4 and 2 or 3 x 1
-  were worse too). With the database across a network turns wait longer: raise
-  VOLBOT_THREADS or WEB_CONCURRENCY.
+- `LoopWorker` workers (bot/gunicorn_worker.py), one per core plus one: each serves its
+  requests one at a time on its own event loop, with no hand-off to a thread pool. A turn
+  is about 2 ms of Python with a few short waits on Redis and SQL; the extra process
+  keeps the cores busy through those waits, while more processes only preempt each other
+  on a 2-core host shared with PostgreSQL and Redis (bench/load.py at 500 pushes/s: 2
+  workers fell behind, waiting; 3 and 4 held the rate at the same 2.4 ms of web CPU per
+  push, p99 0.36-0.42 s; before this worker, gthread's 2 workers x 2 threads needed 3.1
+  ms with the code of then and fell behind). With the database across a network turns
+  wait longer:
+  raise WEB_CONCURRENCY. `--threads N` above 1 (VOLBOT_THREADS) brings back gthread's
+  pool of N threads per worker.
   Each worker listens on a socket of its own (`reuse_port`, bot/gunicorn_worker.py): with
   one shared socket a single worker took almost every kept-alive connection.
 - WeChat gives up on a reply after 5 s. The pipeline answers by `REPLY_DEADLINE` (4.5 s)
@@ -42,10 +45,10 @@ def _env_int(name: str, default: int) -> int:
 
 
 def default_workers(cores: int | None = None) -> int:
-    """One process per core (at least 2, so that one is always there while another
-    restarts; at most 12)."""
+    """One process per core and one more for the moments they wait on Redis and SQL (at
+    least 3, so that two are there while another restarts; at most 13)."""
     cores = cores or os.cpu_count() or 1
-    return max(2, min(12, cores))
+    return max(3, min(13, cores + 1))
 
 
 def worker_class_for(threads: int) -> str:

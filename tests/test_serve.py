@@ -79,10 +79,12 @@ def say(url: str, openid: str, text: str) -> requests.Response:
     return requests.post(url + "/wechat", params=params, data=body, timeout=10)
 
 
-@pytest.mark.parametrize("pool", [(), ("--threads", "2")], ids=["loop", "gthread"])
-def test_serve_answers_counts_across_workers_reloads_on_hup_and_stops_on_term(svc, tmp_path, pool):
+@pytest.mark.parametrize("pool, worker", [((), "LoopWorker"), (("--threads", "2"), "BalancedThreadWorker")],
+                         ids=["loop", "gthread"])
+def test_serve_answers_counts_across_workers_reloads_on_hup_and_stops_on_term(svc, tmp_path, pool, worker):
     served = Served(serve_env(svc, tmp_path), "--workers", "2", *pool)
     try:
+        assert f"Using worker: bot.gunicorn_worker.{worker}" in Path(served.log.name).read_text()
         assert served.proc.pid not in served.workers() and len(served.workers()) == 2
         for i in range(8):
             resp = say(served.url, f"o_serve_{i}", "菜单")
@@ -193,6 +195,14 @@ def test_kept_alive_connections_are_spread_over_the_workers(svc, tmp_path):
             s.close()
     finally:
         assert served.stop() == 0, served.output()
+
+
+def test_default_workers_and_worker_class():
+    from bot.gunicorn_conf import default_workers, worker_class_for
+
+    assert [default_workers(c) for c in (1, 2, 4, 64)] == [3, 3, 5, 13]
+    assert worker_class_for(1) == "bot.gunicorn_worker.LoopWorker"
+    assert worker_class_for(4) == "bot.gunicorn_worker.BalancedThreadWorker"
 
 
 def test_a_socket_per_worker_only_for_tcp_binds(monkeypatch):

@@ -90,8 +90,8 @@ def register(main: click.Group) -> None:
     @click.option("--bind", "-b", multiple=True, envvar="VOLBOT_BIND",
                   help="host:port or unix:PATH (repeatable; env VOLBOT_BIND, default 127.0.0.1:8000).")
     @click.option("--workers", "-w", type=int, envvar="WEB_CONCURRENCY",
-                  help="Worker processes (env WEB_CONCURRENCY; default one per core, at least 2).")
-    @click.option("--threads", type=int, envvar="VOLBOT_THREADS", help="Threads per worker (default 2).")
+                  help="Worker processes (env WEB_CONCURRENCY; default one per core plus one, at least 3).")
+    @click.option("--threads", type=int, envvar="VOLBOT_THREADS", help="Threads per worker: 1 (default) serves on each worker's event loop, more use gthread's pool.")
     @click.option("--access-log/--no-access-log", default=None, help="Log each request (path only, no query).")
     @click.option("--control-socket", default=None, metavar="PATH",
                   help="Enable gunicorn's control socket at PATH (off by default).")
