@@ -12,9 +12,8 @@ options. The reasoning:
   workers fell behind, waiting; 3 and 4 held the rate at the same 2.4 ms of web CPU per
   push, p99 0.36-0.42 s; before this worker, gthread's 2 workers x 2 threads needed 3.1
   ms with the code of then and fell behind). With the database across a network turns
-  wait longer:
-  raise WEB_CONCURRENCY. `--threads N` above 1 (VOLBOT_THREADS) brings back gthread's
-  pool of N threads per worker.
+  wait longer: raise WEB_CONCURRENCY. `--threads N` above 1 (VOLBOT_THREADS) brings back
+  gthread's pool of N threads per worker.
   Each worker listens on a socket of its own (`reuse_port`, bot/gunicorn_worker.py): with
   one shared socket a single worker took almost every kept-alive connection.
 - WeChat gives up on a reply after 5 s. The pipeline answers by `REPLY_DEADLINE` (4.5 s)
