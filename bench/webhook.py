@@ -207,9 +207,9 @@ def main() -> None:
             server.stop()
     results = {k: sorted(v, key=lambda r: r["rps"])[len(v) // 2] for k, v in runs.items()}
 
-    from bot.gunicorn_conf import threads
+    from bot.gunicorn_conf import worker_class
 
-    print(f"gunicorn 2 workers (gthread x{threads}, a socket each) each, concurrency {args.concurrency}, median of {args.rounds} "
+    print(f"gunicorn 2 workers ({worker_class.rsplit('.', 1)[1]}, a socket each) each, concurrency {args.concurrency}, median of {args.rounds} "
           f"alternating {args.seconds:g} s runs, PostgreSQL + Redis, {os.cpu_count()} CPUs, "
           f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}")
     print(f"{'app':<6}{'mode':<7}{'requests':>9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'busy':>6}{'share':>8}")

@@ -27,9 +27,8 @@ port above 1023 (nginx in front, as deploy/ does), not 80/443.
 
 from __future__ import annotations
 
-import os
-
 import errno
+import os
 import selectors
 import time
 from collections import deque
@@ -88,19 +87,26 @@ class LoopWorker(BalancedThreadWorker):
     0.94-1.13 ms under gthread.
 
     A worker serves one request at a time, so concurrency is the number of workers (the
-    default is two per core, bot/gunicorn_conf.py). Reading a request (line, headers, body
-    and the drain of an unread body) has `READ_TIMEOUT` seconds in all: a client that stops
+    default is one per core plus one, bot/gunicorn_conf.py). Reading a request (line,
+    headers and body) has `READ_TIMEOUT` seconds in all: a client that stops
     or trickles half-way through ties the worker up for that long at most, and is then
     closed (werkzeug answers a body that stops short with 400). nginx in front (deploy/)
     buffers whole requests before it passes them on, so behind it this never happens.
     """
 
     READ_TIMEOUT = 2.0
+    DRAIN_TIMEOUT = 0.2
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._ready: deque = deque()
         self._serving = False
+
+    @classmethod
+    def check_config(cls, cfg, log):
+        if cfg.is_ssl:  # TConn would wrap our timed socket, which is no real socket
+            raise SystemExit("LoopWorker serves plain HTTP: terminate TLS in nginx (deploy/) or use --threads 2")
+        super().check_config(cfg, log)
 
     def get_thread_pool(self):
         # gthread shuts its pool down on exit; this one never gets work, so never a thread.
@@ -147,8 +153,13 @@ class LoopWorker(BalancedThreadWorker):
             req = next(conn.parser)
             if not req:
                 return False
-            keepalive = self.handle_request(req, conn)
-            return keepalive and bool(conn.parser.finish_body(deadline=conn.sock.deadline))
+            if not self.handle_request(req, conn):
+                return False
+            # A body the app left unread is drained before the next request, in time of its
+            # own (the turn may have used up the first), short: a client that sent its whole
+            # body has it waiting in the socket already.
+            conn.sock.deadline = time.monotonic() + self.DRAIN_TIMEOUT
+            return bool(conn.parser.finish_body(deadline=conn.sock.deadline))
         except (http.errors.NoMoreData, StopIteration):
             self.log.debug("Closing connection.")
         except TimeoutError:

@@ -128,12 +128,13 @@ class Pipeline:
         for attempt in (1, 2):
             saving = False
             try:
-                with services.db.transaction() as session:
+                with services.db.turn_transaction() as session:
                     ctx = Ctx(openid=message.openid, message=message, session=session,
                               now=services.clock.now(), settings=services.settings,
                               state=state if attempt == 1 else json.loads(before))
                     reply = services.engine.handle(ctx)
-                    session.flush()  # a failing SQL write surfaces before the state moves on
+                    if session.opened:  # a failing SQL write surfaces before the state moves on
+                        session.flush()
                     # The state is saved before the commit: if Redis fails here the turn's SQL
                     # work rolls back, so a form can never be committed while its saved state
                     # still shows it open (the next 确认 would commit it a second time).

@@ -40,6 +40,24 @@ class Database:
             with session.begin():
                 yield session
 
+    @contextmanager
+    def turn_transaction(self) -> Iterator["OnDemandSession"]:
+        """`transaction()` for a chat turn: the session is opened (and begun) only when the
+        turn first uses it, so the many turns that need no SQL (an answer kept in the form
+        state) cost no Session, BEGIN or COMMIT."""
+        lazy = OnDemandSession(self.Session)
+        try:
+            yield lazy
+            if lazy.opened:
+                lazy.opened.commit()
+        except BaseException:
+            if lazy.opened:
+                lazy.opened.rollback()
+            raise
+        finally:
+            if lazy.opened:
+                lazy.opened.close()
+
     def session(self) -> Session:
         return self.Session()
 
@@ -70,6 +88,32 @@ def alembic_config(url: str):
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
+
+
+class OnDemandSession:
+    """Stands for a `Session` that does not exist yet: the first attribute asked of it
+    opens one and begins its transaction; from then on everything goes to that session.
+    Its `info` (the per-transaction cache of store/ and handlers/) and `get_bind()` need no
+    session: the turns that only read the cached needs menu open none."""
+
+    __slots__ = ("_factory", "opened", "info")
+
+    def __init__(self, factory):
+        self._factory = factory
+        self.opened: Session | None = None
+        self.info: dict = {}
+
+    def get_bind(self, *args, **kwargs):
+        if self.opened is not None:
+            return self.opened.get_bind(*args, **kwargs)
+        return self._factory.kw["bind"]
+
+    def __getattr__(self, name):
+        session = self.opened
+        if session is None:
+            session = self.opened = self._factory()
+            session.begin()
+        return getattr(session, name)
 
 
 def make_engine(url: str, *, statement_timeout_ms: int = 4000, echo: bool = False) -> Engine:
