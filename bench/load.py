@@ -144,7 +144,7 @@ def drive(port: int, plan: list, seconds: float, rate: float | None = None) -> d
     stop_at = start + seconds
     lanes = [_Lane(port, k, pushes) for k, pushes in enumerate(plan)]
     results = {"lat": [], "when": [], "kinds": Counter(), "http": Counter(), "busy": 0, "timeouts": 0, "late": 0,
-               "confirms": 0}
+               "confirms": 0, "answers": Counter()}
     sel = selectors.DefaultSelector()
     due: list[tuple[float, int]] = []  # (planned moment, lane) of each lane's next push
 
@@ -268,6 +268,7 @@ class _Lane:
         results["lat"].append(at - self.planned_at)
         results["when"].append(self.planned_at - start)
         results["kinds"][kind] += 1
+        results["answers"][(status, body[:30])] += 1
         if status == 0:
             results["timeouts"] += 1
         elif status != 200:
