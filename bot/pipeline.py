@@ -63,7 +63,7 @@ class Pipeline:
         pass and answered at once. Without Redis it is recorded in SQL right here."""
         now = self.services.clock.now()
         try:
-            queue_receipt(self.services.redis, message.key, message.text, now)
+            queue_receipt(self.redis, message.key, message.text, now)
         except Exception:  # noqa: BLE001 - Redis down: one small SQL transaction instead
             log.warning("receipt not queued, recorded directly", exc_info=True)
             try:

@@ -73,6 +73,26 @@ class PerThreadRedis:
     def register_script(self, script: str) -> "OwnConnectionScript":
         return OwnConnectionScript(self, script)
 
+    def direct(self, *command):
+        """`command` sent and its reply read on this thread's connection directly, with the
+        client's one retry after a dropped connection. redis-py's dispatch (the
+        single-connection lock, the retry closure, the timing and error records of its
+        observability hooks, the response callbacks) cost about 40 of the 105 us of CPU a
+        command took here; the webhook's hot path (its scripts, a receipt's RPUSH) comes
+        this way, so its replies are the server's raw ones."""
+        conn = self.own().connection
+        packed = conn.pack_command(*command)
+        try:
+            conn.send_packed_command(packed)
+            return conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()  # one more try on a new connection, as the client's Retry does
+            conn.send_packed_command(packed)
+            return conn.read_response()
+
+    def rpush(self, key: str, *values):
+        return self.direct("RPUSH", key, *values)
+
     def get_encoder(self):
         return self.shared.get_encoder()  # without connecting: Redis may be down at start-up
 
@@ -81,34 +101,18 @@ class PerThreadRedis:
 
 
 class OwnConnectionScript:
-    """A Lua script run on the calling thread's own connection (`PerThreadRedis`): EVALSHA
-    packed, sent and read on that connection directly, with the client's one retry after a
-    dropped connection and a fall-back to EVAL when the server has not cached the script.
-
-    Why: redis-py's command dispatch — the single-connection lock, the retry closure, the
-    timing and error records of its observability hooks, the response callbacks — cost
-    about 40 of the 105 us of CPU an EVALSHA took here, and the webhook runs two or three
-    scripts a push (store.ephemeral)."""
+    """A Lua script run on the calling thread's own connection (`PerThreadRedis.direct`):
+    EVALSHA, and EVAL when the server has not cached the script (a new or restarted one)."""
 
     def __init__(self, owner: PerThreadRedis, script: str):
         self.owner = owner
         self.script = Script(owner.shared, script)  # its sha, and EVAL's text
 
     def __call__(self, keys=(), args=()):
-        conn = self.owner.own().connection
         try:
-            return self._run(conn, keys, args)
-        except (redis.ConnectionError, redis.TimeoutError):
-            conn.disconnect()  # one more try on a new connection, as the client's Retry does
-            return self._run(conn, keys, args)
-
-    def _run(self, conn, keys, args):
-        try:
-            conn.send_packed_command(conn.pack_command("EVALSHA", self.script.sha, len(keys), *keys, *args))
-            return conn.read_response()
-        except redis.exceptions.NoScriptError:  # a new or restarted server: EVAL caches it
-            conn.send_packed_command(conn.pack_command("EVAL", self.script.script, len(keys), *keys, *args))
-            return conn.read_response()
+            return self.owner.direct("EVALSHA", self.script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:  # EVAL caches it again
+            return self.owner.direct("EVAL", self.script.script, len(keys), *keys, *args)
 
 
 def resolve_url(redis_url: str | None, instance_path: Path) -> tuple[str, EmbeddedRedis | None]:

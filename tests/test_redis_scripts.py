@@ -47,3 +47,11 @@ def test_each_thread_keeps_a_connection_of_its_own(svc):
         t.join()
     assert all(len(v) == 1 for v in ids.values())  # one connection per thread, kept
     assert len(set.union(*ids.values())) == 3  # and none shared
+
+
+def test_rpush_goes_straight_to_the_connection_and_retries_once(svc):
+    own = PerThreadRedis(svc.redis)
+    assert own.rpush("volbot:t:list", "a", "b") == 2
+    svc.redis.client_kill_filter(_id=own.client_id())
+    assert own.rpush("volbot:t:list", "c") == 3
+    assert svc.redis.lrange("volbot:t:list", 0, -1) == [b"a", b"b", b"c"]
