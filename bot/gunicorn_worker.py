@@ -125,7 +125,9 @@ class LoopWorker(BalancedThreadWorker):
             return
         self.nr_conns += 1
         conn = TConn(self.cfg, _TimedSocket(client), addr, listener.getsockname())
-        conn.timeout = time.monotonic() + self.cfg.keepalive
+        # Its first request has as long as a kept-alive connection's next one (at least the
+        # read time-out: with keep-alive off, 0 would close it before it could speak).
+        conn.timeout = time.monotonic() + max(self.cfg.keepalive, self.READ_TIMEOUT)
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
@@ -140,7 +142,12 @@ class LoopWorker(BalancedThreadWorker):
             while self._ready:
                 conn = self._ready.popleft()
                 conn.data_ready = True
-                self.finish_request(conn, _Served(self.handle(conn)))
+                keepalive = self.handle(conn)
+                if not keepalive:
+                    # gthread's graceful close lingers for the client's FIN: here it takes
+                    # what has arrived and waits for nothing, the loop has others to serve.
+                    conn.sock.deadline = 0.0
+                self.finish_request(conn, _Served(keepalive))
         finally:
             self._serving = False
 
@@ -162,7 +169,7 @@ class LoopWorker(BalancedThreadWorker):
             return bool(conn.parser.finish_body(deadline=conn.sock.deadline))
         except (http.errors.NoMoreData, StopIteration):
             self.log.debug("Closing connection.")
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             self.log.debug("Request not received within %s s: connection closed.", self.READ_TIMEOUT)
         except OSError as e:
             if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
@@ -173,19 +180,18 @@ class LoopWorker(BalancedThreadWorker):
 
 
 class _TimedSocket:
-    """A client socket whose reads share one deadline (set per request by `LoopWorker`)."""
+    """A client socket whose reads share one deadline (set per request by `LoopWorker`):
+    a read waits for data until then at most; past it, a read takes only what has already
+    arrived (BlockingIOError when nothing has)."""
 
     __slots__ = ("_sock", "deadline")
 
     def __init__(self, sock):
         self._sock = sock
-        self.deadline = 0.0  # no request being read: a read now fails at once
+        self.deadline = 0.0  # no request being read: a read waits for nothing
 
     def recv(self, size: int) -> bytes:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("request not received in time")
-        self._sock.settimeout(left)
+        self._sock.settimeout(max(0.0, self.deadline - time.monotonic()))
         return self._sock.recv(size)
 
     def __getattr__(self, name):

@@ -267,6 +267,17 @@ def test_the_loop_worker_keeps_connections_serves_pipelined_requests_and_refuses
         assert served.stop() == 0, served.output()
 
 
+def test_the_loop_worker_with_keep_alive_off_answers_and_closes(svc, tmp_path):
+    served = Served({**serve_env(svc, tmp_path), "VOLBOT_KEEPALIVE": "0"}, "--workers", "2")
+    try:
+        for _ in range(3):
+            resp = requests.get(served.url + "/healthz", timeout=5)
+            assert resp.status_code == 200 and resp.headers["Connection"].lower() == "close"
+        assert say(served.url, "o_loop_close", "菜单").status_code == 200
+    finally:
+        assert served.stop() == 0, served.output()
+
+
 def say_on(session: requests.Session, url: str, openid: str, text: str) -> requests.Response:
     sender = WeChatSender(TEST_TOKEN, TEST_APPID)
     params, body = sender.request(sender.text(openid, text), encrypt=False)
