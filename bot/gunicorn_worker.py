@@ -219,4 +219,3 @@ class Logger(glogging.Logger):
 
     def _compute_access_log_enabled(self):
         return bool(self.cfg.accesslog)
-

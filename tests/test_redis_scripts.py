@@ -34,11 +34,13 @@ def test_each_thread_keeps_a_connection_of_its_own(svc):
     own = PerThreadRedis(svc.redis)
     echo = own.register_script(ECHO)
     ids: dict[str, set[int]] = {}
+    together = threading.Barrier(3)
 
     def work(name):
         for _ in range(5):
             assert echo(keys=[f"volbot:t:{name}"], args=[name]) == name.encode()
             ids.setdefault(name, set()).add(own.client_id())
+            together.wait(10)  # all three threads alive, each with its connection, at once
 
     threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(3)]
     for t in threads:
@@ -46,7 +48,7 @@ def test_each_thread_keeps_a_connection_of_its_own(svc):
     for t in threads:
         t.join()
     assert all(len(v) == 1 for v in ids.values())  # one connection per thread, kept
-    assert len(set.union(*ids.values())) == 3  # and none shared
+    assert len(set.union(*ids.values())) == 3  # and none shared while they all live
 
 
 def test_rpush_goes_straight_to_the_connection_and_retries_once(svc):
