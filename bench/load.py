@@ -12,7 +12,7 @@ cancelled, 志愿活动, a reported LOCATION event. That is 14 text turns inside
 menus (70%), 4 clicks (20%), 2 locations/events (10%).
 
 WeChat sends a push when a person types, whatever our earlier answers took: the load is an
-open loop at `--rate` pushes a second. `--clients` client threads (lanes) share the rate.
+open loop at `--rate` pushes a second. `--clients` lanes (kept-alive connections) share the rate.
 Each lane's users join one per round and then send one push each per round, so after the
 first 20 rounds the 20 users active on a lane are at the 20 steps of the visit: the mix
 holds from second to second, not only over the run (64 lanes: 1,280 users in the middle
@@ -312,6 +312,21 @@ def reset_database(url: str) -> None:
     engine.dispose()
 
 
+def row_counts(stack: Stack) -> tuple[int, int]:
+    """(orders, followers) in SQL now."""
+    from sqlalchemy import func, select
+
+    from store.models import Follower, Order
+
+    svc = stack.services()
+    try:
+        with svc.db.transaction() as session:
+            return (session.scalar(select(func.count()).select_from(Order)),
+                    session.scalar(select(func.count()).select_from(Follower)))
+    finally:
+        svc.close()
+
+
 def analyze(url: str) -> None:
     """VACUUM ANALYZE after the bulk seed, as after any bulk load: otherwise autovacuum
     does it during the run, on the same two cores."""
@@ -371,7 +386,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None, help="stop early (default: when every visit is done)")
     ap.add_argument("--baseline-seconds", type=float, default=10)
     ap.add_argument("--warmup", type=float, default=20, help="seconds of other users' pushes before the run (0: none)")
-    ap.add_argument("--clients", type=int, default=64, help="client threads (lanes)")
+    ap.add_argument("--clients", type=int, default=64, help="lanes: kept-alive client connections")
     ap.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: volbot serve's)")
     ap.add_argument("--threads", type=int, default=None, help="threads per worker (default: volbot serve's)")
     ap.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/volbot_load")
@@ -383,7 +398,7 @@ def main() -> None:
     workers = args.workers or default_workers()
     args.threads = args.threads or threads
     seconds = args.seconds or args.users * 20 / args.rate
-    print(f"load test: {args.users} users at {args.rate:g} pushes/s from {args.clients} client threads for "
+    print(f"load test: {args.users} users at {args.rate:g} pushes/s on {args.clients} connections for "
           f"{seconds:g} s; volbot serve: {workers} workers x {args.threads} threads; {load_average()}")
     reset_database(args.database_url)
     with Stack("load", database_url=args.database_url) as stack:
@@ -434,6 +449,7 @@ def main() -> None:
                          args.warmup, args.rate)
             print(f"warm-up (not counted): {warm['n']} pushes of other users at {args.rate:g}/s, "
                   f"p99 {warm['p99']:.0f} ms; {load_average()}")
+        rows_before = row_counts(stack)  # the warm-up's users wrote theirs
         profiler = None
         if args.profile:
             profiler = threading.Timer(seconds / 3, profile_worker, args=(stack, args.profile))
@@ -444,17 +460,7 @@ def main() -> None:
         cpu = meter.stop()
         if profiler:
             profiler.join()
-        svc = stack.services()
-        try:
-            from sqlalchemy import func, select
-
-            from store.models import Follower, Order
-
-            with svc.db.transaction() as session:
-                orders = session.scalar(select(func.count()).select_from(Order))
-                followers = session.scalar(select(func.count()).select_from(Follower))
-        finally:
-            svc.close()
+        orders, followers = (after - before for after, before in zip(row_counts(stack), rows_before))
         print(f"{load_average()} at the end")
         print(f"{'run':<22}{'requests':>8}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non200':>7}"
               f"{'timeouts':>9}{'busy':>6}")
