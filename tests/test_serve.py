@@ -120,12 +120,26 @@ def test_serve_answers_counts_across_workers_reloads_on_hup_and_stops_on_term(sv
         stop.set()
         thread.join()
         assert not served.workers() & old and len(served.workers()) == 2, served.output()
-        assert failures == [] and answered[0] > 0
+        assert answered[0] > 0
+        if _migrates_requests():
+            assert failures == []
+        else:
+            # Without deploy/sysctl/90-volbot.conf a connection reaching a stopping worker's
+            # socket in the instant it closes is reset by the kernel: resets only, never an
+            # HTTP error.
+            assert set(failures) <= {"ConnectionError"} and len(failures) <= 2, failures
         assert say(served.url, "o_serve_after", "菜单").status_code == 200
     finally:
         code = served.stop()
     assert code == 0, served.output()
     assert "Shutting down: Master" in served.output()
+
+
+def _migrates_requests() -> bool:
+    try:
+        return Path("/proc/sys/net/ipv4/tcp_migrate_req").read_text().strip() == "1"
+    except OSError:
+        return False
 
 
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server to kill one")
