@@ -257,8 +257,7 @@ class _Lane:
         if head_end < 0:
             return None
         head = self.buf[:head_end].lower()
-        at = head.find(b"content-length:")
-        length = int(head[at + 15:head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None]) if at >= 0 else 0
+        length = next((int(line[15:]) for line in head.split(b"\r\n") if line.startswith(b"content-length:")), 0)
         if len(self.buf) < head_end + 4 + length:
             return None
         status = int(self.buf[9:12])
@@ -298,18 +297,25 @@ def line(name: str, r: dict) -> str:
             f"{sum(r['http'].values()):>7}{r['timeouts']:>9}{r['busy']:>6}")
 
 
-def reset_database(url: str) -> None:
+def run_outside_transactions(url: str, *statements: str) -> None:
+    """`statements` on an autocommit connection (what DROP/CREATE DATABASE and VACUUM need)."""
     from sqlalchemy import create_engine, text
 
     from bot.config import normalise_database_url
 
-    admin_url = url.rsplit("/", 1)[0] + "/postgres"
-    name = url.rsplit("/", 1)[1]
-    engine = create_engine(normalise_database_url(admin_url), isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
+    engine = create_engine(normalise_database_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def reset_database(url: str) -> None:
+    base, name = url.rsplit("/", 1)
+    run_outside_transactions(base + "/postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                             f'CREATE DATABASE "{name}"')
 
 
 def row_counts(stack: Stack) -> tuple[int, int]:
@@ -330,14 +336,7 @@ def row_counts(stack: Stack) -> tuple[int, int]:
 def analyze(url: str) -> None:
     """VACUUM ANALYZE after the bulk seed, as after any bulk load: otherwise autovacuum
     does it during the run, on the same two cores."""
-    from sqlalchemy import create_engine, text
-
-    from bot.config import normalise_database_url
-
-    engine = create_engine(normalise_database_url(url), isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("VACUUM ANALYZE"))
-    engine.dispose()
+    run_outside_transactions(url, "VACUUM ANALYZE")
 
 
 def cpu_seconds(root) -> float:

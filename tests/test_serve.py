@@ -73,10 +73,11 @@ class Served:
             self.log.close()
 
 
-def say(url: str, openid: str, text: str) -> requests.Response:
+def say(url: str, openid: str, text: str, session=requests) -> requests.Response:
+    """A signed text push; on `session`'s kept-alive connection when one is given."""
     sender = WeChatSender(TEST_TOKEN, TEST_APPID)
     params, body = sender.request(sender.text(openid, text), encrypt=False)
-    return requests.post(url + "/wechat", params=params, data=body, timeout=10)
+    return session.post(url + "/wechat", params=params, data=body, timeout=10)
 
 
 @pytest.mark.parametrize("pool, worker", [((), "LoopWorker"), (("--threads", "2"), "BalancedThreadWorker")],
@@ -265,7 +266,7 @@ def test_the_loop_worker_keeps_connections_serves_pipelined_requests_and_refuses
         # Kept alive: many requests on one connection, one worker serving them all.
         with requests.Session() as s:
             for i in range(20):
-                assert say_on(s, served.url, f"o_loop_{i}", "菜单").status_code == 200
+                assert say(served.url, f"o_loop_{i}", "菜单", session=s).status_code == 200
         # Pipelined: three requests in one write get three answers, in order.
         conn = _raw(served.port, _get("/healthz") + _get("/readyz") + _get("/healthz", close=True))
         answers = _read_responses(conn, 3)
@@ -290,12 +291,6 @@ def test_the_loop_worker_with_keep_alive_off_answers_and_closes(svc, tmp_path):
         assert say(served.url, "o_loop_close", "菜单").status_code == 200
     finally:
         assert served.stop() == 0, served.output()
-
-
-def say_on(session: requests.Session, url: str, openid: str, text: str) -> requests.Response:
-    sender = WeChatSender(TEST_TOKEN, TEST_APPID)
-    params, body = sender.request(sender.text(openid, text), encrypt=False)
-    return session.post(url + "/wechat", params=params, data=body, timeout=10)
 
 
 def test_idle_and_stalled_clients_do_not_hold_up_the_loop_worker(svc, tmp_path):
