@@ -15,7 +15,8 @@ options. The reasoning:
   wait longer: raise WEB_CONCURRENCY. `--threads N` above 1 (VOLBOT_THREADS) brings back
   gthread's pool of N threads per worker.
   Each worker listens on a socket of its own (`reuse_port`, bot/gunicorn_worker.py): with
-  one shared socket a single worker took almost every kept-alive connection.
+  one shared socket a single worker took almost every kept-alive connection. The workers
+  also keep even shares of the connections (`ConnectionShare`, same module).
 - WeChat gives up on a reply after 5 s. The pipeline answers by `REPLY_DEADLINE` (4.5 s)
   whatever happens, so `timeout` here is only gunicorn's watchdog for a *stuck* worker
   (no heartbeat): long enough never to kill a worker that is merely busy.
@@ -132,6 +133,9 @@ def child_exit(server, worker):
     """A worker is gone: its live gauges no longer count (its counters still do)."""
     from prometheus_client import multiprocess
 
+    from bot.gunicorn_worker import SHARE
+
     multiprocess.mark_process_dead(worker.pid)
     (ready_dir() / str(worker.pid)).unlink(missing_ok=True)
+    SHARE.release(getattr(worker, "share_slot", -1))
 

@@ -23,11 +23,21 @@ Two details keep a reload or a stopping worker from dropping connections:
 
 Binding after the load happens after gunicorn drops privileges (`user`/`group`): bind a
 port above 1023 (nginx in front, as deploy/ does), not 80/443.
+
+The kernel's hash is random, not even: 64 kept-alive connections over 3 workers came to
+26, 21 and 17 in bench/load.py, and since a worker serves one request at a time, the one
+with 26 fell behind first (p99 0.41 s on its connections against 0.15 s on the one with
+17, at 400 pushes/s). So the workers also keep their shares even (`ConnectionShare`): a
+worker holding more than its share of the open connections answers one kept-alive
+connection's next request with `Connection: close`, and the client's new connection is
+hashed anew.
 """
 
 from __future__ import annotations
 
 import errno
+import math
+import mmap
 import os
 import selectors
 import time
@@ -40,7 +50,86 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from bot.gunicorn_conf import ready_dir
 
 
+class ConnectionShare:
+    """How many connections each worker holds, in memory the master maps before it forks,
+    so that every worker (of every generation, across HUPs: this module is imported once,
+    by the master) reads every other's.
+
+    Only the master, which is single-threaded, hands slots out (when it builds a worker,
+    before the fork) and takes them back (when the worker has exited: `child_exit` in
+    bot/gunicorn_conf.py). A slot counts from the moment its worker listens until it stops
+    accepting (`retire`). Each worker writes only its own slot; reading the others' without
+    a lock is fine for a share that is checked again a moment later.
+    """
+
+    SLOTS = 64  # workers alive at once, old and new during a reload included
+    CHECK_EVERY = 0.25  # seconds between two looks at the others (and at most one close)
+
+    def __init__(self):
+        self._map = mmap.mmap(-1, self.SLOTS * 16)  # anonymous and MAP_SHARED: kept across fork
+        self._cells = memoryview(self._map).cast("q")  # per slot: pid (0 free, -1 not counted), connections
+        self._next_check = 0.0
+
+    def claim(self) -> int:
+        """A free slot, reserved for a worker about to be forked (in the master)."""
+        for slot in range(self.SLOTS):
+            if self._cells[2 * slot] == 0:
+                self._cells[2 * slot], self._cells[2 * slot + 1] = -1, 0
+                return slot
+        return -1  # more workers than slots: this one is not balanced
+
+    def join(self, slot: int, pid: int) -> None:
+        """The worker in `slot` listens: from now on it counts."""
+        if slot >= 0:
+            self._cells[2 * slot + 1], self._cells[2 * slot] = 0, pid
+
+    def retire(self, slot: int) -> None:
+        """The worker in `slot` stops accepting: it no longer counts (its slot is still its own)."""
+        if slot >= 0:
+            self._cells[2 * slot], self._cells[2 * slot + 1] = -1, 0
+
+    def release(self, slot: int) -> None:
+        """The worker in `slot` has exited (in the master)."""
+        if slot >= 0:
+            self._cells[2 * slot], self._cells[2 * slot + 1] = 0, 0
+
+    def fair_share(self) -> int:
+        """The most connections a listening worker should hold: the mean, rounded up."""
+        cells, total, live = self._cells, 0, 0
+        for slot in range(self.SLOTS):
+            if cells[2 * slot] > 0:
+                live += 1
+                total += cells[2 * slot + 1]
+        return math.ceil(total / live) if live else 0
+
+    def over(self, slot: int, conns: int) -> bool:
+        """Record that `slot` holds `conns` connections; True when it holds more than its
+        share and should close one (at most once per `CHECK_EVERY`, so that the counts of
+        the others catch up with the connections it has closed)."""
+        if slot < 0:
+            return False
+        self._cells[2 * slot + 1] = conns
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + self.CHECK_EVERY
+        return conns > self.fair_share()
+
+
+SHARE = ConnectionShare()
+
+
 class BalancedThreadWorker(ThreadWorker):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # In the master, before the fork (see ConnectionShare).
+        self.share_slot = SHARE.claim() if self.cfg.reuse_port else -1
+
+    def handle_request(self, req, conn):
+        if self.alive and SHARE.over(self.share_slot, self.nr_conns):
+            req.must_close = True  # answered with "Connection: close": the client reconnects
+        return super().handle_request(req, conn)
+
     def init_process(self):
         if self.cfg.reuse_port:
             # The arbiter bound our socket right after the fork; nothing is loaded yet.
@@ -54,6 +143,7 @@ class BalancedThreadWorker(ThreadWorker):
             self.sockets = sock.create_sockets(self.cfg, self.log)
             # The master has no socket of its own then: each worker says where it listens.
             self.log.info("Listening at: %s", ",".join(str(s) for s in self.sockets))
+            SHARE.join(self.share_slot, os.getpid())
         # Loaded and listening: `volbot serve` may now stop the workers this one replaces.
         ready_dir().mkdir(parents=True, exist_ok=True)
         (ready_dir() / str(os.getpid())).touch()
@@ -64,6 +154,7 @@ class BalancedThreadWorker(ThreadWorker):
         if enabled or self.alive or not self.cfg.reuse_port:
             return
         # Stopping for good: drain the queue, then leave the kernel's balancing group.
+        SHARE.retire(self.share_slot)
         for listener in self.sockets:
             while True:
                 before = self.nr_conns
