@@ -97,8 +97,8 @@ def visit(sender, user: int, created: int) -> list[tuple[str, dict]]:
     ][:20]
 
 
-def build(users: range) -> list[list[tuple[str, str, bytes]]]:
-    """Per user: the visit as (kind, path with signed query, body), ready to send."""
+def build(users: range) -> list[list[tuple[str, str, bytes, int]]]:
+    """Per user: the visit as (kind, path with signed query, body, step), ready to send."""
     from bot.sender import WeChatSender
 
     sender = WeChatSender(TOKEN, APPID)
@@ -106,9 +106,9 @@ def build(users: range) -> list[list[tuple[str, str, bytes]]]:
     out = []
     for user in users:
         script = []
-        for kind, fields in visit(sender, user, created):
+        for step, (kind, fields) in enumerate(visit(sender, user, created)):
             params, body = sender.request(fields, encrypt=False)
-            script.append((kind, "/wechat?" + urlencode(params), body))
+            script.append((kind, "/wechat?" + urlencode(params), body, step))
         out.append(script)
     return out
 
@@ -148,7 +148,8 @@ def drive(port: int, plan: list, seconds: float, rate: float | None = None) -> d
     stop_at = start + seconds
     lanes = [_Lane(port, k, pushes) for k, pushes in enumerate(plan)]
     results = {"lat": [], "when": [], "kinds": Counter(), "http": Counter(), "busy": 0, "timeouts": 0, "late": 0,
-               "confirms": 0, "answers": Counter()}
+               "confirms": 0, "answers": Counter(), "steps": [], "lanes": [], "owners": owners(lanes),
+               "reconnects": 0}
     sel = selectors.DefaultSelector()
     due: list[tuple[float, int]] = []  # (planned moment, lane) of each lane's next push
 
@@ -183,6 +184,7 @@ def drive(port: int, plan: list, seconds: float, rate: float | None = None) -> d
             sel.unregister(key.fileobj)
             if lane.closed:
                 lane.reconnect()
+                results["reconnects"] += 1
             lane.record(status, body, at, start, results)
             plan_next(lane, at)
         now = time.perf_counter()
@@ -196,6 +198,7 @@ def drive(port: int, plan: list, seconds: float, rate: float | None = None) -> d
                 lane.record(0, b"", now, start, results)
                 lane.reconnect()
                 plan_next(lane, now)
+    results["owners_at_end"] = owners(lanes)
     for lane in lanes:
         lane.sock.close()
     elapsed = time.perf_counter() - start
@@ -215,7 +218,8 @@ class _Lane:
         self.port, self.k, self.j = port, k, 0
         self.sock = None
         self.pushes = [(kind, (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
-                               f"Content-Length: {len(body)}\r\n\r\n").encode() + body) for kind, path, body in pushes]
+                               f"Content-Length: {len(body)}\r\n\r\n").encode() + body, step)
+                       for kind, path, body, step in pushes]
         self.reconnect()
 
     def reconnect(self) -> None:
@@ -266,10 +270,12 @@ class _Lane:
         return status, body
 
     def record(self, status: int, body: bytes, at: float, start: float, results: dict) -> None:
-        kind = self.pushes[self.j][0]
+        kind, _, step = self.pushes[self.j]
         self.j += 1
         results["lat"].append(at - self.planned_at)
         results["when"].append(self.planned_at - start)
+        results["steps"].append(step)
+        results["lanes"].append(self.k)
         results["kinds"][kind] += 1
         results["answers"][(status, body[:30])] += 1
         if status == 0:
@@ -292,9 +298,72 @@ def timeline(r: dict, step: float = 10) -> str:
                      f"p99 {percentile(v, 99) * 1000:7.1f}  max {max(v) * 1000:7.1f} ms" for k, v in sorted(buckets.items()))
 
 
+def owners(lanes: list) -> dict[int, int]:
+    """Which server process holds each lane's connection (lane -> pid), from the kernel's
+    socket table: a worker that got more than its share of connections shows in `by_worker`."""
+    import psutil
+
+    port_of = {lane.sock.getsockname()[1]: lane.k for lane in lanes}
+    server = lanes[0].port
+    out = {}
+    for c in psutil.net_connections("tcp"):
+        if c.raddr and c.laddr.port == server and c.raddr.port in port_of and c.pid:
+            out[port_of[c.raddr.port]] = c.pid
+    return out
+
+
+def by_worker(r: dict) -> str:
+    """Per server process: its lanes (kept-alive connections) at the start and at the end
+    (the workers close connections beyond their share, bot/gunicorn_worker.py), and the
+    p50/p99 of the pushes of the lanes it held at the start."""
+    groups: dict[int, list[float]] = {}
+    for lane, took in zip(r["lanes"], r["lat"]):
+        groups.setdefault(r["owners"].get(lane, 0), []).append(took)
+    at_start, at_end = Counter(r["owners"].values()), Counter(r["owners_at_end"].values())
+    return "\n".join(f"  pid {pid:>7}  {at_start[pid]:>3} lanes at the start, {at_end[pid]:>3} at the end; "
+                      f"{len(v):>7} pushes  p50 {percentile(v, 50) * 1000:7.1f}  p99 {percentile(v, 99) * 1000:7.1f} ms"
+                      for pid, v in sorted(groups.items(), key=lambda kv: -len(kv[1]))) + (
+        f"\n  connections closed by the server and opened again: {r['reconnects']}")
+
+
+def by_step(r: dict) -> str:
+    """p50/p99 of each step of the visit (bench/load.py's `visit`): which push makes the tail."""
+    steps: dict[int, list[float]] = {}
+    for step, took in zip(r["steps"], r["lat"]):
+        steps.setdefault(step, []).append(took)
+    return "\n".join(f"  {k:>2} {STEP_NAMES[k]:<14} p50 {percentile(v, 50) * 1000:7.1f}  p99 {percentile(v, 99) * 1000:7.1f} ms"
+                     for k, v in sorted(steps.items()))
+
+
+STEP_NAMES = ["follow", "click ORDER", "category", "service", "need", "location", "room", "community",
+              "time", "phone", "确认", "click MY_ORDERS", "菜单", "4", "click ORDER", "category", "service",
+              "need", "取消", "click ACTIVITIES"]
+
+
 def line(name: str, r: dict) -> str:
     return (f"{name:<22}{r['n']:>8}{r['rps']:>9.0f}{r['p50']:>9.1f}{r['p90']:>9.1f}{r['p99']:>9.1f}"
             f"{sum(r['http'].values()):>7}{r['timeouts']:>9}{r['busy']:>6}")
+
+
+def reply_buckets(url: str) -> dict[str, float]:
+    """The server's own reply-time histogram (`volbot_reply_seconds`, from the request's
+    arrival in the app to its reply) from /metrics: cumulative counts by upper bound."""
+    from urllib.request import urlopen
+
+    out = {}
+    for row in urlopen(url + "/metrics", timeout=10).read().decode().splitlines():
+        if row.startswith("volbot_reply_seconds_bucket"):
+            le = row.split('le="', 1)[1].split('"', 1)[0]
+            out[le] = out.get(le, 0.0) + float(row.rpartition(" ")[2])
+    return out
+
+
+def server_side(before: dict, after: dict) -> str:
+    total = after.get("+Inf", 0) - before.get("+Inf", 0)
+    if not total:
+        return "(no replies counted)"
+    return ", ".join(f"<= {le} s {(after[le] - before.get(le, 0)) / total:.1%}" for le in ("0.01", "0.025", "0.05", "0.1", "0.25")
+                     if le in after)
 
 
 def run_outside_transactions(url: str, *statements: str) -> None:
@@ -418,7 +487,7 @@ def main() -> None:
         plan = lanes(scripts, args.clients)
         total = sum(len(s) for s in scripts)
         print(f"set-up: {total} requests built and signed in {time.monotonic() - t0:.1f} s "
-              f"({Counter(k for s in scripts for k, _, _ in s)})")
+              f"({Counter(k for s in scripts for k, _, _, _ in s)})")
 
         # The generator's ceiling: the same requests against a bare app under the same gunicorn.
         port = free_port()
@@ -454,9 +523,11 @@ def main() -> None:
             profiler = threading.Timer(seconds / 3, profile_worker, args=(stack, args.profile))
             profiler.start()
         meter = CpuMeter(stack, next(p for p in stack.procs if getattr(p, "name", "") == "serve"))
+        buckets = reply_buckets(url)
         meter.start()
         result = drive(web_port, plan, seconds, args.rate)
         cpu = meter.stop()
+        buckets = server_side(buckets, reply_buckets(url))
         if profiler:
             profiler.join()
         orders, followers = (after - before for after, before in zip(row_counts(stack), rows_before))
@@ -467,6 +538,9 @@ def main() -> None:
         print(line(f"bare app @{args.rate:g}/s", bare_paced))
         print(line(f"volbot serve @{args.rate:g}/s", result))
         print("latency over the run (by planned moment):\n" + timeline(result))
+        print("latency by step of the visit:\n" + by_step(result))
+        print("latency by web worker (the process holding each lane's connection):\n" + by_worker(result))
+        print(f"the server's own reply time (volbot_reply_seconds, arrival in the app to reply): {buckets}")
         print(f"sent late (lane still waiting for an answer) by > {LATE_MS} ms: {result['late']}; "
               f"mix sent: {dict(result['kinds'])}")
         print(f"rows written: {orders} orders for {result['confirms']} confirmations answered "

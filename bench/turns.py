@@ -57,7 +57,7 @@ def environs(scripts: list) -> list[tuple[str, dict]]:
     from werkzeug.test import EnvironBuilder
 
     return [(kind, EnvironBuilder(path=path, method="POST", data=body, content_type="text/xml").get_environ())
-            for kind, path, body in lanes(scripts, 1)[0]]
+            for kind, path, body, _ in lanes(scripts, 1)[0]]
 
 
 def replay(app, envs: list[tuple[str, dict]]) -> dict[str, list[float]]:
