@@ -84,7 +84,7 @@ def burst(port: int, planned: list, lanes: int, over: float) -> dict:
     """Post `planned` (offset, path, body) open-loop on `lanes` connections; what came back."""
     from bench.load import drive
 
-    plan = [[("receipt", path, body) for _, path, body in planned[k::lanes]] for k in range(lanes)]
+    plan = [[("receipt", path, body, None) for _, path, body in planned[k::lanes]] for k in range(lanes)]
     r = drive(port, plan, over + 60, rate=len(planned) / over)
     outcomes = Counter()
     for (status, body), n in r["answers"].items():
