@@ -288,14 +288,24 @@ class _Lane:
             results["confirms"] += 1
 
 
+def grouped(keys, r: dict) -> dict:
+    """The run's latencies grouped by `keys` (one key per push, in `r["lat"]`'s order)."""
+    groups: dict = {}
+    for key, took in zip(keys, r["lat"]):
+        groups.setdefault(key, []).append(took)
+    return groups
+
+
+def _p50_p99(v: list[float]) -> str:
+    return f"p50 {percentile(v, 50) * 1000:7.1f}  p99 {percentile(v, 99) * 1000:7.1f}"
+
+
 def timeline(r: dict, step: float = 10) -> str:
     """p50/p99/max of the pushes planned in each `step` seconds of the run: a stall shows
     where it happened."""
-    buckets: dict[int, list[float]] = {}
-    for at, took in zip(r["when"], r["lat"]):
-        buckets.setdefault(int(at // step), []).append(took)
-    return "\n".join(f"  {k * step:>4.0f}-{(k + 1) * step:<4.0f}s {len(v):>6} pushes  p50 {percentile(v, 50) * 1000:7.1f}  "
-                     f"p99 {percentile(v, 99) * 1000:7.1f}  max {max(v) * 1000:7.1f} ms" for k, v in sorted(buckets.items()))
+    buckets = grouped((int(at // step) for at in r["when"]), r)
+    return "\n".join(f"  {k * step:>4.0f}-{(k + 1) * step:<4.0f}s {len(v):>6} pushes  {_p50_p99(v)}  "
+                     f"max {max(v) * 1000:7.1f} ms" for k, v in sorted(buckets.items()))
 
 
 def owners(lanes: list) -> dict[int, int]:
@@ -316,28 +326,26 @@ def by_worker(r: dict) -> str:
     """Per server process: its lanes (kept-alive connections) at the start and at the end
     (the workers close connections beyond their share, bot/gunicorn_worker.py), and the
     p50/p99 of the pushes of the lanes it held at the start."""
-    groups: dict[int, list[float]] = {}
-    for lane, took in zip(r["lanes"], r["lat"]):
-        groups.setdefault(r["owners"].get(lane, 0), []).append(took)
+    groups = grouped((r["owners"].get(lane, 0) for lane in r["lanes"]), r)
     at_start, at_end = Counter(r["owners"].values()), Counter(r["owners_at_end"].values())
     return "\n".join(f"  pid {pid:>7}  {at_start[pid]:>3} lanes at the start, {at_end[pid]:>3} at the end; "
-                      f"{len(v):>7} pushes  p50 {percentile(v, 50) * 1000:7.1f}  p99 {percentile(v, 99) * 1000:7.1f} ms"
+                      f"{len(v):>7} pushes  {_p50_p99(v)} ms"
                       for pid, v in sorted(groups.items(), key=lambda kv: -len(kv[1]))) + (
         f"\n  connections closed by the server and opened again: {r['reconnects']}")
 
 
 def by_step(r: dict) -> str:
-    """p50/p99 of each step of the visit (bench/load.py's `visit`): which push makes the tail."""
-    steps: dict[int, list[float]] = {}
-    for step, took in zip(r["steps"], r["lat"]):
-        steps.setdefault(step, []).append(took)
-    return "\n".join(f"  {k:>2} {STEP_NAMES[k]:<14} p50 {percentile(v, 50) * 1000:7.1f}  p99 {percentile(v, 99) * 1000:7.1f} ms"
-                     for k, v in sorted(steps.items()))
+    """p50/p99 of each step of the visit: which push makes the tail."""
+    from bot.sender import WeChatSender
+
+    names = [step_name(kind, fields) for kind, fields in visit(WeChatSender(TOKEN, APPID), 0, 0)]
+    return "\n".join(f"  {k:>2} {names[k]:<16} {_p50_p99(v)} ms" for k, v in sorted(grouped(r["steps"], r).items()))
 
 
-STEP_NAMES = ["follow", "click ORDER", "category", "service", "need", "location", "room", "community",
-              "time", "phone", "确认", "click MY_ORDERS", "菜单", "4", "click ORDER", "category", "service",
-              "need", "取消", "click ACTIVITIES"]
+def step_name(kind: str, fields: dict) -> str:
+    """A step of `visit` in a few characters: what was typed or clicked."""
+    return (fields.get("Content", "")[:8] or (f"click {fields['EventKey']}" if fields.get("EventKey") else "")
+            or fields.get("Event") or fields["MsgType"])
 
 
 def line(name: str, r: dict) -> str:
@@ -350,15 +358,19 @@ def reply_buckets(url: str) -> dict[str, float]:
     arrival in the app to its reply) from /metrics: cumulative counts by upper bound."""
     from urllib.request import urlopen
 
-    out = {}
-    for row in urlopen(url + "/metrics", timeout=10).read().decode().splitlines():
-        if row.startswith("volbot_reply_seconds_bucket"):
-            le = row.split('le="', 1)[1].split('"', 1)[0]
-            out[le] = out.get(le, 0.0) + float(row.rpartition(" ")[2])
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(urlopen(url + "/metrics", timeout=10).read().decode()):
+        for sample in family.samples:
+            if sample.name == "volbot_reply_seconds_bucket":
+                le = sample.labels["le"]
+                out[le] = out.get(le, 0.0) + sample.value
     return out
 
 
 def server_side(before: dict, after: dict) -> str:
+    """The share of the replies between two `reply_buckets` readings that took at most each bound."""
     total = after.get("+Inf", 0) - before.get("+Inf", 0)
     if not total:
         return "(no replies counted)"
