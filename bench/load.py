@@ -117,19 +117,27 @@ def lanes(scripts: list, n: int) -> list[list[tuple[str, str, bytes]]]:
     """The pushes of each of `n` lanes, in order. A lane's users (every n-th) join one per
     round and each active user sends one push per round, so once 20 have joined the users
     of a lane are at the 20 different steps of the visit: every round carries the visit's
-    mix (not 2,000 users at 确认 at once), and one user leaves as the next joins."""
+    mix (not 2,000 users at 确认 at once), and one user leaves as the next joins.
+
+    The lanes are staggered: lane k starts each round at a different one of its users, so
+    at any moment the lanes are at different steps. Every lane's n-th push goes out in the
+    same 1/rate-wide slot of the schedule, so without the stagger all 64 lanes sent the
+    same step within one lane interval (0.13 s at 500/s): 64 order confirmations at once,
+    every 2.6 s, and nothing else in between. WeChat's users are not in step like that.
+    A user's pushes stay in order whatever the order inside a round: each sends one a round."""
     out = []
     for k in range(n):
         waiting, active, pushes = list(scripts[k::n]), [], []
+        shift = k * 20 // n  # this lane's phase, in steps of the 20-push visit
         while waiting or active:
             if waiting:
                 active.append([waiting.pop(0), 0])
-            for entry in list(active):
+            first = shift % len(active)
+            for entry in active[first:] + active[:first]:
                 script, pos = entry
                 pushes.append(script[pos])
                 entry[1] += 1
-                if entry[1] == len(script):
-                    active.remove(entry)
+            active = [entry for entry in active if entry[1] < len(entry[0])]
         out.append(pushes)
     return out
 
@@ -286,6 +294,15 @@ class _Lane:
             results["busy"] += 1
         elif _CONFIRMED in body:
             results["confirms"] += 1
+
+
+def offered(plan: list, rate: float, seconds: float) -> float:
+    """The pushes a second the schedule offers over `seconds`: a lane with fewer users than
+    another runs out of pushes before the end (1,500 users on 64 lanes: 494.9/s over the
+    60 s), so a user count that is a multiple of the lanes (1,280) offers the rate itself."""
+    n = len(plan)
+    return sum(sum(1 for j in range(len(pushes)) if (j * n + k) / rate < seconds)
+               for k, pushes in enumerate(plan)) / seconds
 
 
 def grouped(keys, r: dict) -> dict:
@@ -498,8 +515,10 @@ def main() -> None:
         scripts = build(range(args.users))
         plan = lanes(scripts, args.clients)
         total = sum(len(s) for s in scripts)
+        offer = offered(plan, args.rate, seconds)
         print(f"set-up: {total} requests built and signed in {time.monotonic() - t0:.1f} s "
-              f"({Counter(k for s in scripts for k, _, _, _ in s)})")
+              f"({Counter(k for s in scripts for k, _, _, _ in s)}); offered over the run: "
+              f"{offer:.1f} pushes/s")
 
         # The generator's ceiling: the same requests against a bare app under the same gunicorn.
         port = free_port()
@@ -565,9 +584,9 @@ def main() -> None:
               + f"; {whole:.2f} ms in all, so {cores} cores could carry at most {cores * 1000 / whole:.0f} pushes/s")
         print(f"the bare app's web workers at {args.rate:g}/s: {bare_web:.2f} ms per push (gunicorn, HTTP, Flask, "
               f"the signature: what every push costs before the bot's own work)")
-        # Kept pace: the achieved rate is the planned one (within the 1% the last answers'
-        # latency adds to the window).
-        ok = (args.rate >= TARGET_RPS and result["rps"] >= 0.99 * args.rate and result["p99"] < TARGET_P99_MS
+        # Kept pace: the achieved rate is the offered one (within the 1% the last answers'
+        # latency adds to the window), and the offer was the target's.
+        ok = (offer >= 0.99 * TARGET_RPS and result["rps"] >= 0.99 * offer and result["p99"] < TARGET_P99_MS
               and result["errors"] == 0 and orders == result["confirms"])
         print(f"target >= {TARGET_RPS} msg/s, p99 < {TARGET_P99_MS:g} ms, 0 errors: {'met' if ok else 'NOT met'}")
 

@@ -99,11 +99,13 @@ class Pipeline:
             metrics.LOCK_WAIT_SECONDS.observe(lock.waited)
             state = None  # read after the lock, not before
         try:
-            reply = self.turn(message, state)
+            reply, unsaved = self.turn(message, state)
         except BaseException:
             self.deliveries.close(key, lock, None)
             raise
-        self.deliveries.close(key, lock, json.dumps(reply.to_dict(), ensure_ascii=False).encode("utf-8"))
+        if not self.deliveries.close(key, lock, json.dumps(reply.to_dict(), ensure_ascii=False).encode("utf-8"),
+                                     unsaved):
+            log.warning("stale conversation state not saved")  # as in turn(): the newer state wins
         return reply
 
     def _await_first(self, key: str, cached: bytes, deadline: float) -> Reply:
@@ -118,15 +120,17 @@ class Pipeline:
                 return BUSY
         return Reply.from_dict(json.loads(cached))
 
-    def turn(self, message: Message, state: dict | None = None) -> Reply:
+    def turn(self, message: Message, state: dict | None = None) -> tuple[Reply, dict | None]:
         """Run the engine in one SQL transaction, save the state (loaded here unless the
-        caller read it under the lock), commit."""
+        caller read it under the lock), commit. Returns the reply, and the new state when
+        the turn touched no SQL: that one the caller saves as it closes the delivery, in
+        the same Redis round trip (there is no transaction it must precede)."""
         services = self.services
         if state is None:
             state = self.states.load(message.openid)
         before = _snapshot(state)
         for attempt in (1, 2):
-            saving = False
+            saving, unsaved = False, None
             try:
                 with services.db.turn_transaction() as session:
                     ctx = Ctx(openid=message.openid, message=message, session=session,
@@ -139,12 +143,15 @@ class Pipeline:
                     # work rolls back, so a form can never be committed while its saved state
                     # still shows it open (the next 确认 would commit it a second time).
                     saving = True
-                    try:
-                        if _snapshot(ctx.state) != before:  # an unchanged state needs no write
+                    changed = _snapshot(ctx.state) != before  # an unchanged state needs no write
+                    if changed and not session.opened:
+                        unsaved = ctx.state  # no SQL for it to precede: saved as the delivery closes
+                    elif changed:
+                        try:
                             self.states.save(message.openid, ctx.state)
-                    except StaleState:
-                        # Only possible if the lock expired mid-turn; the newer state wins.
-                        log.warning("stale conversation state not saved")
+                        except StaleState:
+                            # Only possible if the lock expired mid-turn; the newer state wins.
+                            log.warning("stale conversation state not saved")
                 break
             except DBAPIError as e:
                 # A pooled connection the database dropped (a restart) fails on first use;
@@ -157,7 +164,7 @@ class Pipeline:
             ctx.run_after_commit()
         except Exception:  # noqa: BLE001 - committed: the reply stands, a retry must not redo it
             log.exception("after-commit hook failed")
-        return reply
+        return reply, unsaved
 
 
 def _snapshot(state: dict) -> str:

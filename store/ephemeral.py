@@ -16,24 +16,27 @@ import redis
 
 PREFIX = "volbot:"
 
-# Compare-and-set: write the new state only if the stored version is the one we read.
-_CAS_SCRIPT = """
-local cur = redis.call('GET', KEYS[1])
-local expected = tonumber(ARGV[1])
-local version = 0
-if cur then
-  version = tonumber(cjson.decode(cur)['version'] or 0)
+# Compare-and-set: write the new state only if the stored version is the one we read
+# (an empty payload deletes it). One Lua function, run alone or as part of closing a delivery.
+_CAS_FUNCTION = """
+local function cas(key, expected, payload, ttl)
+  local cur = redis.call('GET', key)
+  local version = 0
+  if cur then
+    version = tonumber(cjson.decode(cur)['version'] or 0)
+  end
+  if version ~= expected then
+    return 0
+  end
+  if payload == '' then
+    redis.call('DEL', key)
+  else
+    redis.call('SET', key, payload, 'EX', ttl)
+  end
+  return 1
 end
-if version ~= expected then
-  return 0
-end
-if ARGV[2] == '' then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
-end
-return 1
 """
+_CAS_SCRIPT = _CAS_FUNCTION + "return cas(KEYS[1], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]))"
 
 _RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -140,13 +143,18 @@ class StateStore:
 
     def save(self, openid: str, state: dict) -> dict:
         """Save `state` (read at `state['version']`); raises StaleState if it moved on."""
+        key, args, new = self.cas_arguments(openid, state)
+        if not self._cas(keys=[key], args=args):
+            raise StaleState(openid)
+        return new
+
+    def cas_arguments(self, openid: str, state: dict) -> tuple[str, list, dict]:
+        """The compare-and-set of `state` (read at `state['version']`): its key, the
+        script's arguments (expected version, new document, ttl) and the new state."""
         expected = int(state.get("version", 0))
         new = dict(state, version=expected + 1)
         payload = json.dumps(new, ensure_ascii=False, separators=(",", ":"))
-        ok = self._cas(keys=[self._key(openid)], args=[expected, payload, self.ttl])
-        if not ok:
-            raise StaleState(openid)
-        return new
+        return self._key(openid), [expected, payload, self.ttl], new
 
     def clear(self, openid: str) -> None:
         self.client.delete(self._key(openid))
@@ -165,9 +173,14 @@ end
 return {0, 0, redis.call('GET', KEYS[1])}
 """
 
-# Release the user's lock if it is still ours; then remember the reply, or (no reply: the
-# turn did nothing) forget the claim so that a retry may run it.
-_CLOSE_SCRIPT = """
+# Save the state if one is given (KEYS[3], compare-and-set: 0 if it moved on), release the
+# user's lock if it is still ours; then remember the reply, or (no reply: the turn did
+# nothing) forget the claim so that a retry may run it.
+_CLOSE_SCRIPT = _CAS_FUNCTION + """
+local saved = 1
+if KEYS[3] then
+  saved = cas(KEYS[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]))
+end
 if redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('DEL', KEYS[2])
 end
@@ -176,7 +189,7 @@ if ARGV[2] == '' then
 else
   redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
 end
-return 1
+return saved
 """
 
 
@@ -192,8 +205,9 @@ class Opened:
 
 class Deliveries:
     """Dedup, user lock and state of one delivery with two Redis round trips in the
-    common case (the lock is free): `open` at the start, `close` after the commit.
-    The state itself is saved by `StateStore.save` inside the turn's transaction."""
+    common case (the lock is free): `open` at the start, `close` after the commit. A turn
+    that wrote SQL saves its state by `StateStore.save` inside its transaction (before the
+    commit); a turn that touched no SQL hands its state to `close` instead."""
 
     def __init__(self, client: redis.Redis, dedup: Dedup, states: StateStore):
         self.client = client
@@ -210,7 +224,13 @@ class Deliveries:
             return Opened(False, value or Dedup.PENDING, False, None)
         return Opened(True, None, bool(locked), StateStore.decode(value) if locked else None)
 
-    def close(self, key: str, lock: UserLock, reply: bytes | None) -> None:
-        """Release the lock and either remember the reply (done) or forget the claim
-        (nothing happened, so a retry may try again) — one round trip."""
-        self._close(keys=[self.dedup._key(key), lock.key], args=[lock.token, reply or b"", self.dedup.ttl])
+    def close(self, key: str, lock: UserLock, reply: bytes | None, state: dict | None = None) -> bool:
+        """Save `state` if given, release the lock and either remember the reply (done) or
+        forget the claim (nothing happened, so a retry may try again) — one round trip.
+        False if the state was not saved because a newer one was (StateStore.save's case)."""
+        keys, args = [self.dedup._key(key), lock.key], [lock.token, reply or b"", self.dedup.ttl]
+        if state is not None:
+            state_key, cas_args, _ = self.states.cas_arguments(lock.openid, state)
+            keys.append(state_key)
+            args.extend(cas_args)
+        return bool(self._close(keys=keys, args=args))

@@ -124,3 +124,52 @@ def test_a_claim_whose_worker_died_expires_soon(svc):
     assert opened.claimed and opened.locked and opened.state == {"version": 0}
     assert 0 < svc.redis.ttl("volbot:dedup:m:1") <= Dedup.PENDING_TTL
     assert 0 < svc.redis.pttl("volbot:lock:o_x") <= 10_000
+
+
+def test_closing_a_delivery_saves_a_state_handed_to_it_by_compare_and_set(svc):
+    """A turn that touched no SQL hands its state to `close`: saved, lock released and reply
+    kept in one script; a state that another delivery moved on meanwhile is not saved."""
+    from store.ephemeral import Deliveries, Dedup, StateStore, UserLock
+
+    states = StateStore(svc.redis)
+    deliveries = Deliveries(svc.redis, Dedup(svc.redis, svc.config.dedup_ttl), states)
+    lock = UserLock(svc.redis, "o_close")
+    opened = deliveries.open("m:1", lock)
+    assert deliveries.close("m:1", lock, b'{"text":"1"}', dict(opened.state, step="room")) is True
+    assert states.load("o_close") == {"version": 1, "step": "room"}
+    assert svc.redis.get("volbot:lock:o_close") is None
+    assert svc.redis.get("volbot:dedup:m:1") == b'{"text":"1"}'
+
+    lock = UserLock(svc.redis, "o_close")
+    assert deliveries.open("m:2", lock).locked
+    stale = {"version": 0, "step": "time"}  # read before the saved version 1
+    assert deliveries.close("m:2", lock, b'{"text":"2"}', stale) is False
+    assert states.load("o_close") == {"version": 1, "step": "room"}
+    assert svc.redis.get("volbot:lock:o_close") is None
+    assert svc.redis.get("volbot:dedup:m:2") == b'{"text":"2"}'
+
+
+def _calls(svc, *commands: str) -> int:
+    """How many of `commands` the server has run (commands inside a script count too)."""
+    stats = svc.redis.info("commandstats")
+    return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in commands)
+
+
+def test_form_steps_without_sql_take_two_redis_round_trips_and_keep_their_state(wechat_plain, svc):
+    """Open (claim, lock, state) and close (state, lock, reply): the state goes with the
+    close when the turn opened no SQL transaction, and the next step sees it."""
+    from store.ephemeral import StateStore
+
+    user = "o_trips"
+    wechat_plain.send(wechat_plain.sender.event(user, "subscribe", ""))
+    wechat_plain.send(wechat_plain.sender.event(user, "CLICK", "ORDER"))
+    trips = []
+    for said, expected in (("8", "【便民维修】请选择服务项目"), ("1", "请简单说说需要什么帮助"),
+                           ("卫生间水管接头漏水，需要换个阀门", "请输入服务地址")):
+        before = _calls(svc, "evalsha", "eval")
+        reply = wechat_plain.send(wechat_plain.sender.text(user, said))
+        trips.append(_calls(svc, "evalsha", "eval") - before)
+        assert expected in reply.text
+    assert trips == [2, 2, 2]  # three before: the state had a script of its own
+    state = StateStore(svc.redis).load(user)
+    assert state["answers"]["need"].startswith("卫生间水管接头漏水")
