@@ -206,8 +206,8 @@ class Opened:
 class Deliveries:
     """Dedup, user lock and state of one delivery with two Redis round trips in the
     common case (the lock is free): `open` at the start, `close` after the commit. A turn
-    that wrote SQL saves its state by `StateStore.save` inside its transaction (before the
-    commit); a turn that touched no SQL hands its state to `close` instead."""
+    that used SQL saves its state by `StateStore.save` inside its transaction (before the
+    commit); a turn that opened no SQL transaction hands its state to `close` instead."""
 
     def __init__(self, client: redis.Redis, dedup: Dedup, states: StateStore):
         self.client = client
