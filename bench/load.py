@@ -126,9 +126,10 @@ def lanes(scripts: list, n: int) -> list[list[tuple[str, str, bytes]]]:
     every 2.6 s, and nothing else in between. WeChat's users are not in step like that.
     A user's pushes stay in order whatever the order inside a round: each sends one a round."""
     out = []
+    visit_length = len(scripts[0]) if scripts else 0
     for k in range(n):
         waiting, active, pushes = list(scripts[k::n]), [], []
-        shift = k * 20 // n  # this lane's phase, in steps of the 20-push visit
+        shift = k * visit_length // n  # this lane's phase, in steps of the visit
         while waiting or active:
             if waiting:
                 active.append([waiting.pop(0), 0])
