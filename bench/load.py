@@ -113,6 +113,17 @@ def build(users: range) -> list[list[tuple[str, str, bytes, int]]]:
     return out
 
 
+def stride(visit_length: int) -> int:
+    """The phase step from one lane to the next: prime to the visit's length (so that any
+    `visit_length` neighbouring lanes are at as many different steps) and near its golden
+    section (so that the steps of lanes close together are far apart: 7 for 20)."""
+    from math import gcd
+
+    best = max(1, round(visit_length * 0.382))
+    return next(s for s in sorted(range(1, visit_length + 1), key=lambda s: abs(s - best))
+                if gcd(s, visit_length) == 1) if visit_length > 1 else 1
+
+
 def lanes(scripts: list, n: int) -> list[list[tuple[str, str, bytes]]]:
     """The pushes of each of `n` lanes, in order. A lane's users (every n-th) join one per
     round and each active user sends one push per round, so once 20 have joined the users
@@ -124,12 +135,16 @@ def lanes(scripts: list, n: int) -> list[list[tuple[str, str, bytes]]]:
     same 1/rate-wide slot of the schedule, so without the stagger all 64 lanes sent the
     same step within one lane interval (0.13 s at 500/s): 64 order confirmations at once,
     every 2.6 s, and nothing else in between. WeChat's users are not in step like that.
+    Neighbouring lanes (whose pushes follow each other within the slot) are `STRIDE` steps
+    apart, not one: with phases rising lane by lane the slot swept through the visit in
+    order, and the six heavy steps of the order form (location to 确认) came as one burst
+    of a fifth of each slot.
     A user's pushes stay in order whatever the order inside a round: each sends one a round."""
     out = []
     visit_length = len(scripts[0]) if scripts else 0
     for k in range(n):
         waiting, active, pushes = list(scripts[k::n]), [], []
-        shift = k * visit_length // n  # this lane's phase, in steps of the visit
+        shift = k * stride(visit_length)  # this lane's phase, in steps of the visit
         while waiting or active:
             if waiting:
                 active.append([waiting.pop(0), 0])
@@ -156,6 +171,9 @@ def drive(port: int, plan: list, seconds: float, rate: float | None = None) -> d
     start = time.perf_counter() + 0.5
     stop_at = start + seconds
     lanes = [_Lane(port, k, pushes) for k, pushes in enumerate(plan)]
+    paces = intervals(plan, rate) if rate else [None] * n
+    for lane, pace in zip(lanes, paces):
+        lane.interval = pace
     results = {"lat": [], "when": [], "kinds": Counter(), "http": Counter(), "busy": 0, "timeouts": 0, "late": 0,
                "confirms": 0, "answers": Counter(), "steps": [], "lanes": [], "owners": owners(lanes),
                "reconnects": 0}
@@ -225,6 +243,7 @@ class _Lane:
 
     def __init__(self, port: int, k: int, pushes: list):
         self.port, self.k, self.j = port, k, 0
+        self.interval = 0.0  # seconds between two of this lane's pushes (open loop; set by drive)
         self.sock = None
         self.pushes = [(kind, (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
                                f"Content-Length: {len(body)}\r\n\r\n").encode() + body, step)
@@ -241,7 +260,7 @@ class _Lane:
         self.buf = b""
 
     def planned(self, start: float, n: int, rate: float | None, now: float) -> float:
-        return start + (self.j * n + self.k) / rate if rate else max(now, start)
+        return start + planned_at(self.j, self.k, n, self.interval) if rate else max(now, start)
 
     def send(self, planned: float, now: float, sel) -> None:
         self.planned_at, self.sent_at, self.buf = planned, now, b""
@@ -297,12 +316,34 @@ class _Lane:
             results["confirms"] += 1
 
 
+def duration(plan: list, rate: float) -> float:
+    """How long the whole plan takes at `rate`: every push once."""
+    return sum(len(pushes) for pushes in plan) / rate
+
+
+def intervals(plan: list, rate: float) -> list[float]:
+    """Each lane's time between two pushes, so that every lane sends its last push by the
+    plan's `duration` and the lanes together offer `rate` to the end. Users rarely divide
+    evenly over the lanes (5,000 over 64: 8 lanes of 79, 56 of 78); at one shared
+    interval the longer lanes went on alone after the others were done (2 s at an eighth
+    of the rate), or were cut at 200 s with 136 pushes unsent."""
+    whole = duration(plan, rate)
+    return [whole / len(pushes) if pushes else 0.0 for pushes in plan]
+
+
+def planned_at(j: int, k: int, n: int, interval: float) -> float:
+    """The moment (from the start) of lane k's j-th push: lane k of n goes k/n of an
+    interval after lane 0, so the lanes' pushes interleave evenly."""
+    return (j + k / n) * interval
+
+
 def offered(plan: list, rate: float, seconds: float) -> float:
-    """The pushes a second the schedule offers over `seconds`: a lane with fewer users than
-    another runs out of pushes before the end (1,500 users on 64 lanes: 494.9/s over the
-    60 s), so a user count that is a multiple of the lanes (1,280) offers the rate itself."""
+    """The pushes a second the schedule offers over `seconds` (the rate itself when
+    `seconds` is the plan's `duration`; less when a run is cut shorter than a lane's
+    interval allows for, or longer)."""
     n = len(plan)
-    return sum(sum(1 for j in range(len(pushes)) if (j * n + k) / rate < seconds)
+    paces = intervals(plan, rate)
+    return sum(sum(1 for j in range(len(pushes)) if planned_at(j, k, n, paces[k]) < seconds)
                for k, pushes in enumerate(plan)) / seconds
 
 
@@ -495,7 +536,7 @@ def main() -> None:
 
     workers = args.workers or default_workers()
     args.threads = args.threads or threads
-    seconds = args.seconds or args.users * 20 / args.rate
+    seconds = args.seconds or args.users * 20 / args.rate  # the plan's duration: every visit done
     print(f"load test: {args.users} users at {args.rate:g} pushes/s on {args.clients} connections for "
           f"{seconds:g} s; volbot serve: {workers} workers x {args.threads} threads; {load_average()}")
     reset_database(args.database_url)
