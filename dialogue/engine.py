@@ -12,9 +12,13 @@ Order of business for every message (the state document is `ctx.state`):
 
 State shape (JSON in Redis, saved compare-and-set on `version` by the pipeline):
 {version, flow, step, answers, retries, history, page, return_to, params, updated_at,
+ offered: {step, choices: [[value, label, aliases], ...]},
  paused: {flow, step, answers, history, return_to, params, updated_at, restart_params},
  pending: "resume" | "stuck" | "message", last_loc: [lat, lng, ts]}
-`step` is a step name or "__confirm__" (the numbered summary).
+`step` is a step name or "__confirm__" (the numbered summary). `offered` holds the choices
+the current step's question showed: the answer is read against them, so "1" means what the
+user saw even when the choices have moved on since (a time slot that began meanwhile, a
+community added), and the step's choices are not looked up again.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 from dialogue import types as t
 from dialogue.context import Ctx, as_reply
-from dialogue.flows import PAGE_SIZE, Flow, Invalid, Step, clip, match_choice, match_many, numbered
+from dialogue.flows import PAGE_SIZE, Choice, Flow, Invalid, Step, clip, match_choice, match_many, numbered
 from dialogue.inputs import normalize, parse_int, yes_no
 from dialogue.registry import Registry
 from dialogue.types import Message, Reply
@@ -160,6 +164,9 @@ class Engine:
         for key in ("updated_at", "retries", "page"):
             if not isinstance(state.get(key, 0), (int, float)):
                 state[key] = 0
+        offered = state.get("offered")
+        if offered is not None and not _valid_offer(offered):
+            state.pop("offered", None)
 
     def _valid_form(self, form: dict) -> bool:
         name, step = form.get("flow"), form.get("step")
@@ -205,7 +212,8 @@ class Engine:
 
     @staticmethod
     def _clear_form(state: dict) -> None:
-        for k in ("flow", "step", "answers", "history", "retries", "page", "return_to", "params", "pending"):
+        for k in ("flow", "step", "answers", "history", "retries", "page", "return_to", "params", "pending",
+                  "offered"):
             state.pop(k, None)
 
     def _restore(self, ctx: Ctx) -> Reply:
@@ -340,11 +348,17 @@ class Engine:
         state = ctx.state
         flow = self._flow(state)
         if state.get("step") == CONFIRM:
+            state.pop("offered", None)
             return Reply((hint + "\n" if hint else "") + self._summary(ctx, flow))
         step = flow.step(state["step"])
         answers = state.get("answers", {})
         parts = [intro, hint, step.question(ctx, answers)]
         choices = step.options(ctx, answers)
+        offer = [[c.value, c.label, list(c.aliases)] for c in choices]
+        if offer and jsonable(offer) is not None:
+            state["offered"] = {"step": step.name, "choices": offer}
+        else:  # none shown, or values the state cannot keep: read against the choices anew
+            state.pop("offered", None)
         if choices:
             pages = max(1, -(-len(choices) // PAGE_SIZE))
             page = min(max(0, state.get("page", 0)), pages - 1)
@@ -384,7 +398,7 @@ class Engine:
         norm = normalize(text)
         had = answers.get(step.name) not in (None, "", [])
 
-        choices = step.options(ctx, answers)
+        choices = self._offered(ctx, step, answers)
         if len(choices) > PAGE_SIZE and norm in NEXT_PAGE + PREV_PAGE:
             pages = -(-len(choices) // PAGE_SIZE)
             page = state.get("page", 0) + (1 if norm in NEXT_PAGE else -1)
@@ -400,6 +414,15 @@ class Engine:
             return self._wrong(ctx, e.hint or step.hint)
         answers[step.name] = value
         return self._advance(ctx, flow, step)
+
+    @staticmethod
+    def _offered(ctx: Ctx, step: Step, answers: dict) -> list[Choice]:
+        """The choices the step's question showed (kept in the state by `_ask`), or, for a
+        state saved before they were kept, the step's choices now."""
+        offered = ctx.state.get("offered")
+        if offered is not None and offered["step"] == step.name:
+            return [Choice(value, label, tuple(aliases)) for value, label, aliases in offered["choices"]]
+        return step.options(ctx, answers)
 
     def _read(self, ctx: Ctx, step: Step, msg: Message, text: str, choices, answers) -> Any:
         if msg.kind == t.LOCATION:
@@ -686,6 +709,14 @@ class Engine:
         if handler is not None:
             return as_reply(handler(ctx, msg))
         return Reply()
+
+
+def _valid_offer(offered) -> bool:
+    """An `offered` document as `_ask` writes it (anything else is dropped, not read)."""
+    return (isinstance(offered, dict) and isinstance(offered.get("step"), str)
+            and isinstance(offered.get("choices"), list)
+            and all(isinstance(c, list) and len(c) == 3 and isinstance(c[1], str) and isinstance(c[2], list)
+                    and all(isinstance(a, str) for a in c[2]) for c in offered["choices"]))
 
 
 def fit(reply: Reply, limit: int = REPLY_LIMIT) -> Reply:

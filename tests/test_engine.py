@@ -212,3 +212,36 @@ def test_fit_keeps_whole_lines():
     assert len(cut.text.encode("utf-8")) <= REPLY_LIMIT and cut.text.endswith("\n…")
     assert all(line in text.split("\n") for line in cut.text.split("\n")[:-1])
     assert fit(Reply("短")).text == "短"
+
+
+def test_an_answer_is_read_against_the_choices_its_question_showed(svc):
+    """The choices move between the question and the answer (a slot began, a place was
+    added): "1" is still the first choice the user saw, and they are not looked up again."""
+    shelf = ["苹果", "香蕉"]
+    looked_up = []
+    reg = Registry()
+    reg.flow(Flow(name="fruit", title="水果", confirm=False, done=lambda ctx, a: f"选了{a['fruit']}",
+                  steps=[Step("fruit", "选一个：",
+                              choices=lambda ctx, a: looked_up.append(1) or [Choice(f, f) for f in shelf])]))
+    reg.command("FRUIT", "水果")(lambda ctx, message: ctx.start("fruit"))
+    talk = Talk(svc, Engine(reg, main_menu()))
+    assert "1. 苹果" in talk.say("水果")
+    shelf.insert(0, "西瓜")
+    looked_up.clear()
+    assert talk.say("1") == "选了苹果"
+    assert looked_up == []
+
+
+def test_a_state_without_the_choices_shown_reads_them_anew(talk):
+    """A form saved before the choices were kept, or with a damaged copy of them."""
+    talk.say("选择")
+    for damage in (None, "garbage", {"step": "item", "choices": [[1, "选项1"]]},
+                   {"step": "item", "choices": [[1, 2, []]]}):
+        if damage is None:
+            talk.state.pop("offered")
+        else:
+            talk.state["offered"] = damage
+        assert "在哪里" in talk.say("3")
+        assert talk.state["answers"]["item"] == 3
+        talk.say("返回")
+        assert talk.state["step"] == "item" and talk.state["offered"]["step"] == "item"

@@ -224,6 +224,26 @@ def test_numbers_follow_the_local_day_and_a_time_that_passed_is_refused_at_confi
     assert count_orders(svc) == 2
 
 
+def test_a_number_picks_the_slot_that_was_shown_even_once_the_slots_have_moved_on(wechat_plain, svc):
+    """At 11:58 the first slot offered is 今天下午; the resident answers "1" at 12:01, when
+    今天下午 has begun and is no longer offered to a new question: they get what they saw."""
+    today = datetime.now(store.CHINA).date() + timedelta(days=3)
+    set_local_clock(svc, datetime.combine(today, time(11, 58), store.CHINA))
+    user = "o_slot"
+    wechat_plain.say(user, "冰箱坏了")
+    wechat_plain.say(user, "1")
+    wechat_plain.say(user, "冰箱不制冷了")
+    asked = wechat_plain.say(user, "樱园小区3号楼2单元501")
+    assert re.search(r"\n1\. 今天 \S+下午\n", asked), asked
+    svc.clock.advance(minutes=3)
+    assert re.search(r"预约时间：今天 \S+下午\n", wechat_plain.say(user, "1"))
+    summary = wechat_plain.say(user, "13800138000")
+    assert f"预约时间：{today.month}月{today.day}日" in summary and "下午" in summary, summary
+    assert "预约已提交" in wechat_plain.say(user, "确认")
+    with svc.db.transaction() as s:
+        assert s.scalar(select(Order.preferred_slot)) == "pm"
+
+
 def test_what_is_needed_is_4_to_500_characters(wechat_plain, svc):
     user = "o_long"
     wechat_plain.say(user, "冰箱坏了")
