@@ -36,7 +36,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import String, bindparam, cast, func, select, update
+from sqlalchemy import String, bindparam, case, cast, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from pushes.outbox import notify
@@ -44,7 +44,8 @@ from store import orders as order_rules
 from store import timebank, volunteering
 from store.models.dispatch import OFFER_STATES
 from store.models import (
-    Community, Coordinator, Follower, HourRecord, Offer, Order, Team, TimeBankFamily, TimePayment, Volunteer,
+    Community, Coordinator, Follower, HourRecord, Offer, Order, Team, TimeAccount, TimeBankFamily, TimePayment,
+    Volunteer,
 )
 from store.orders import CHINA, SLOTS, SYSTEM, Actor, OrderError, distance_m
 
@@ -555,20 +556,21 @@ def cancel(session: Session, order: Order, *, actor: Actor, reason: str, now: da
 
 # ---- paying with time ---------------------------------------------------------------------
 
-_FAMILY_ACCOUNTS = (select(Volunteer).join(TimeBankFamily, TimeBankFamily.volunteer_id == Volunteer.id)
-                    .where(TimeBankFamily.follower_id == bindparam("follower_id")).order_by(Volunteer.id))
+# One query: the follower's own volunteer record and those whose family they are, with a
+# balance above zero (an account holds one volunteer's balance), their own first.
+_PAYABLE = (select(Volunteer, TimeAccount.balance)
+            .join(TimeAccount, TimeAccount.volunteer_id == Volunteer.id)
+            .where(TimeAccount.balance > 0,
+                   or_(Volunteer.follower_id == bindparam("follower_id"),
+                       Volunteer.id.in_(select(TimeBankFamily.volunteer_id)
+                                        .where(TimeBankFamily.follower_id == bindparam("follower_id")))))
+            .order_by(case((Volunteer.follower_id == bindparam("follower_id"), 0), else_=1), Volunteer.id))
 
 
 def payable_accounts(session: Session, follower: Follower) -> list[tuple[Volunteer, int]]:
-    """Volunteers whose time this follower may spend (themself, or as designated family),
-    with their balances, those with minutes first."""
-    vols = []
-    own = volunteering.volunteer_of(session, follower)
-    if own is not None:
-        vols.append(own)
-    vols += list(session.scalars(_FAMILY_ACCOUNTS, {"follower_id": follower.id}))
-    out = [(v, timebank.balance(session, v)) for v in vols]
-    return [(v, b) for v, b in out if b > 0]
+    """Volunteers whose time this follower may spend (themself, or as designated family)
+    and who have minutes to spend, with their balances, the follower's own first."""
+    return [(vol, minutes) for vol, minutes in session.execute(_PAYABLE, {"follower_id": follower.id})]
 
 
 def pay_with_time(session: Session, order: Order, volunteer: Volunteer, follower: Follower, now: datetime) -> TimePayment:

@@ -298,6 +298,23 @@ def test_paying_with_time_is_refused_up_front_when_short_and_debited_on_confirma
         assert timebank.audit(s).ok
 
 
+def test_payable_accounts_are_ones_own_then_the_familys_with_minutes_only(world):
+    """钱医生 may spend her own balance and, as designated family, 王师傅's and 赵师傅's; 赵's
+    is empty and 李师傅 never named her: those are not offered."""
+    now = world.clock.now()
+    with world.db.transaction() as s:
+        qian, wang, zhao, li = (vol(s, n) for n in ("KW2026100004", "KW2026100002", "KW2026100003", "KW2026100001"))
+        for v, minutes in ((qian, 30), (wang, 90), (li, 60)):
+            give_balance(s, v, minutes, now)
+        for v in (zhao, wang):
+            timebank.designate_family(s, v, qian.follower)
+        assert [(v.number, m) for v, m in dispatch.payable_accounts(s, qian.follower)] == [
+            ("KW2026100004", 30), ("KW2026100002", 90)]
+        stranger = s.scalar(select(Follower).where(Follower.openid == "o_dres"))
+        assert dispatch.payable_accounts(s, stranger) == []
+        assert [v.number for v, _ in dispatch.payable_accounts(s, li.follower)] == ["KW2026100001"]
+
+
 def test_the_order_form_offers_time_payment_only_to_those_who_can_pay(world, wechat_plain):
     with world.db.transaction() as s:
         give_balance(s, vol(s, "KW2026100004"), 90, world.clock.now())
