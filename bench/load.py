@@ -395,10 +395,15 @@ def by_worker(r: dict) -> str:
 
 def by_step(r: dict) -> str:
     """p50/p99 of each step of the visit: which push makes the tail."""
+    names = step_names()
+    return "\n".join(f"  {k:>2} {names[k]:<16} {_p50_p99(v)} ms" for k, v in sorted(grouped(r["steps"], r).items()))
+
+
+def step_names() -> list[str]:
+    """Each step of `visit`, named as the tables name it."""
     from bot.sender import WeChatSender
 
-    names = [step_name(kind, fields) for kind, fields in visit(WeChatSender(TOKEN, APPID), 0, 0)]
-    return "\n".join(f"  {k:>2} {names[k]:<16} {_p50_p99(v)} ms" for k, v in sorted(grouped(r["steps"], r).items()))
+    return [step_name(kind, fields) for kind, fields in visit(WeChatSender(TOKEN, APPID), 0, 0)]
 
 
 def step_name(kind: str, fields: dict) -> str:

@@ -47,33 +47,33 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.drills.support import Stack  # noqa: E402
-from bench.load import build, reset_database  # noqa: E402
+from bench.load import build, reset_database, step_names  # noqa: E402
 
 
-def environs(scripts: list) -> list[tuple[str, dict]]:
-    """Every push of every visit as (kind, WSGI environ), users interleaved as in
+def environs(scripts: list) -> list[tuple[tuple[str, int], dict]]:
+    """Every push of every visit as ((kind, step), WSGI environ), users interleaved as in
     bench/load.py's lanes. Built before a replay: not part of what is measured."""
     from bench.load import lanes
     from werkzeug.test import EnvironBuilder
 
-    return [(kind, EnvironBuilder(path=path, method="POST", data=body, content_type="text/xml").get_environ())
-            for kind, path, body, _ in lanes(scripts, 1)[0]]
+    return [((kind, step), EnvironBuilder(path=path, method="POST", data=body, content_type="text/xml").get_environ())
+            for kind, path, body, step in lanes(scripts, 1)[0]]
 
 
-def replay(app, envs: list[tuple[str, dict]]) -> dict[str, list[float]]:
-    """Each push into `app`, one after the other; the CPU seconds of each push by kind."""
-    costs: dict[str, list[float]] = defaultdict(list)
+def replay(app, envs: list[tuple[tuple[str, int], dict]]) -> dict[tuple[str, int], list[float]]:
+    """Each push into `app`, one after the other; the CPU seconds of each push by (kind, step)."""
+    costs: dict[tuple[str, int], list[float]] = defaultdict(list)
     statuses: list[str] = []
 
     def start(status, headers, exc=None):
         statuses.append(status)
 
     clock = time.process_time
-    for kind, environ in envs:
+    for key, environ in envs:
         t0 = clock()
         for _ in app(environ, start):
             pass
-        costs[kind].append(clock() - t0)
+        costs[key].append(clock() - t0)
     bad = [s for s in statuses if not s.startswith("200")]
     if bad:
         raise SystemExit(f"{len(bad)} pushes were not answered 200: {bad[:3]}")
@@ -94,10 +94,15 @@ class InlineExecutor:
         return future
 
 
-def summary(costs: dict[str, list[float]]) -> tuple[float, dict[str, float]]:
+def summary(costs: dict[tuple[str, int], list[float]]) -> tuple[float, dict[str, float], dict[int, float]]:
+    """ms per push: over all pushes, by kind, and by step of the visit."""
     n = sum(len(v) for v in costs.values())
     whole = sum(sum(v) for v in costs.values()) * 1000 / n
-    return whole, {kind: sum(v) * 1000 / len(v) for kind, v in sorted(costs.items())}
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    for (kind, _), v in costs.items():
+        by_kind[kind].extend(v)
+    return (whole, {kind: sum(v) * 1000 / len(v) for kind, v in sorted(by_kind.items())},
+            {step: sum(v) * 1000 / len(v) for (_, step), v in sorted(costs.items(), key=lambda kv: kv[0][1])})
 
 
 def fresh_app(stack: Stack, url: str):
@@ -201,6 +206,10 @@ def main() -> None:
             print(f"{kind:<16}{ms:>12.3f}{bare[1][kind]:>14.3f}")
         print(f"{'all':<16}{best[0]:>12.3f}{bare[0]:>14.3f}")
         print(f"bot over bare: {best[0] - bare[0]:.3f} ms/push; bot rounds: {spread} ms/push")
+        labels = step_names()
+        print("by step of the visit (the best round), ms/push:")
+        for step, ms in best[2].items():
+            print(f"  {step:>2} {labels[step]:<16}{ms:>8.3f}")
 
         if args.profile:
             app, svc = fresh_app(stack, args.database_url)
