@@ -12,7 +12,7 @@ Order of business for every message (the state document is `ctx.state`):
 
 State shape (JSON in Redis, saved compare-and-set on `version` by the pipeline):
 {version, flow, step, answers, retries, history, page, return_to, params, updated_at,
- offered: {step, choices: [[value, label, aliases], ...]},
+ offered: {step, choices: [[value, label(, aliases)], ...]},
  paused: {flow, step, answers, history, return_to, params, updated_at, restart_params},
  pending: "resume" | "stuck" | "message", last_loc: [lat, lng, ts]}
 `step` is a step name or "__confirm__" (the numbered summary). `offered` holds the choices
@@ -354,10 +354,11 @@ class Engine:
         answers = state.get("answers", {})
         parts = [intro, hint, step.question(ctx, answers)]
         choices = step.options(ctx, answers)
-        offer = [[c.value, c.label, list(c.aliases)] for c in choices]
-        if offer and jsonable(offer) is not None:
-            state["offered"] = {"step": step.name, "choices": offer}
-        else:  # none shown, or values the state cannot keep: read against the choices anew
+        if choices:  # values are JSON already: a chosen one becomes an answer in the state
+            state["offered"] = {"step": step.name,
+                                "choices": [[c.value, c.label, *([list(c.aliases)] if c.aliases else [])]
+                                            for c in choices]}
+        else:
             state.pop("offered", None)
         if choices:
             pages = max(1, -(-len(choices) // PAGE_SIZE))
@@ -421,7 +422,7 @@ class Engine:
         state saved before they were kept, the step's choices now."""
         offered = ctx.state.get("offered")
         if offered is not None and offered["step"] == step.name:
-            return [Choice(value, label, tuple(aliases)) for value, label, aliases in offered["choices"]]
+            return [Choice(c[0], c[1], tuple(c[2]) if len(c) == 3 else ()) for c in offered["choices"]]
         return step.options(ctx, answers)
 
     def _read(self, ctx: Ctx, step: Step, msg: Message, text: str, choices, answers) -> Any:
@@ -715,8 +716,9 @@ def _valid_offer(offered) -> bool:
     """An `offered` document as `_ask` writes it (anything else is dropped, not read)."""
     return (isinstance(offered, dict) and isinstance(offered.get("step"), str)
             and isinstance(offered.get("choices"), list)
-            and all(isinstance(c, list) and len(c) == 3 and isinstance(c[1], str) and isinstance(c[2], list)
-                    and all(isinstance(a, str) for a in c[2]) for c in offered["choices"]))
+            and all(isinstance(c, list) and len(c) in (2, 3) and isinstance(c[1], str)
+                    and (len(c) == 2 or (isinstance(c[2], list) and all(isinstance(a, str) for a in c[2])))
+                    for c in offered["choices"]))
 
 
 def fit(reply: Reply, limit: int = REPLY_LIMIT) -> Reply:

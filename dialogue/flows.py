@@ -28,7 +28,7 @@ class Invalid(Exception):
 
 @dataclass(frozen=True)
 class Choice:
-    value: Any
+    value: Any  # a JSON value: the chosen one becomes an answer, and the shown ones are kept (engine: offered)
     label: str
     aliases: tuple[str, ...] = ()
     note: str = ""  # shown after the label, e.g. a description

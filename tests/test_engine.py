@@ -235,8 +235,8 @@ def test_an_answer_is_read_against_the_choices_its_question_showed(svc):
 def test_a_state_without_the_choices_shown_reads_them_anew(talk):
     """A form saved before the choices were kept, or with a damaged copy of them."""
     talk.say("选择")
-    for damage in (None, "garbage", {"step": "item", "choices": [[1, "选项1"]]},
-                   {"step": "item", "choices": [[1, 2, []]]}):
+    for damage in (None, "garbage", {"step": "item", "choices": [[1]]}, {"step": "item", "choices": [[1, 2]]},
+                   {"step": "item", "choices": [[1, "选项1", "别名"]]}, {"step": 3, "choices": []}):
         if damage is None:
             talk.state.pop("offered")
         else:
