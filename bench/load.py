@@ -137,8 +137,8 @@ def lanes(scripts: list, n: int) -> list[list[tuple[str, str, bytes]]]:
     every 2.6 s, and nothing else in between. WeChat's users are not in step like that.
     Neighbouring lanes (whose pushes follow each other within the slot) are `STRIDE` steps
     apart, not one: with phases rising lane by lane the slot swept through the visit in
-    order, and the six heavy steps of the order form (location to 确认) came as one burst
-    of a fifth of each slot.
+    order, and the five heavy steps of the order form (the room number to 确认) came as one
+    burst of a quarter of each slot.
     A user's pushes stay in order whatever the order inside a round: each sends one a round."""
     out = []
     visit_length = len(scripts[0]) if scripts else 0
