@@ -135,8 +135,8 @@ def lanes(scripts: list, n: int) -> list[list[tuple[str, str, bytes]]]:
     same 1/rate-wide slot of the schedule, so without the stagger all 64 lanes sent the
     same step within one lane interval (0.13 s at 500/s): 64 order confirmations at once,
     every 2.6 s, and nothing else in between. WeChat's users are not in step like that.
-    Neighbouring lanes (whose pushes follow each other within the slot) are `STRIDE` steps
-    apart, not one: with phases rising lane by lane the slot swept through the visit in
+    Neighbouring lanes (whose pushes follow each other within the slot) are `stride()` steps
+    apart (7 of the visit's 20), not a third of one: with phases rising lane by lane the slot swept through the visit in
     order, and the five heavy steps of the order form (the room number to 确认) came as one
     burst of a quarter of each slot.
     A user's pushes stay in order whatever the order inside a round: each sends one a round."""
@@ -171,7 +171,7 @@ def drive(port: int, plan: list, seconds: float, rate: float | None = None) -> d
     start = time.perf_counter() + 0.5
     stop_at = start + seconds
     lanes = [_Lane(port, k, pushes) for k, pushes in enumerate(plan)]
-    paces = intervals(plan, rate) if rate else [None] * n
+    paces = intervals(plan, rate) if rate else [0.0] * n  # closed loop: no schedule
     for lane, pace in zip(lanes, paces):
         lane.interval = pace
     results = {"lat": [], "when": [], "kinds": Counter(), "http": Counter(), "busy": 0, "timeouts": 0, "late": 0,

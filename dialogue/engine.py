@@ -354,13 +354,12 @@ class Engine:
         answers = state.get("answers", {})
         parts = [intro, hint, step.question(ctx, answers)]
         choices = step.options(ctx, answers)
-        if choices:  # values are JSON already: a chosen one becomes an answer in the state
+        state.pop("offered", None)
+        if choices:
+            # Values are JSON already (a chosen one becomes an answer in the state).
             state["offered"] = {"step": step.name,
                                 "choices": [[c.value, c.label, *([list(c.aliases)] if c.aliases else [])]
                                             for c in choices]}
-        else:
-            state.pop("offered", None)
-        if choices:
             pages = max(1, -(-len(choices) // PAGE_SIZE))
             page = min(max(0, state.get("page", 0)), pages - 1)
             chunk = choices[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
