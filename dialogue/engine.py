@@ -548,9 +548,10 @@ class Engine:
                 return None
             follower = ctx.follower
             active = self._active(state)
+            # Without an open form `step` means nothing (and a damaged state may hold anything there).
             ctx.session.add(CoordinatorMessage(
-                follower_id=follower.id, flow=state.get("flow") or "", step=state.get("step") or "",
-                text=text.strip()[:1000],
+                follower_id=follower.id, flow=state["flow"] if active else "",
+                step=state.get("step", "") if active else "", text=text.strip()[:1000],
             ))
             title = self._flow(state).title if active else ""
             self._pause(state)
