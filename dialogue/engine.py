@@ -347,14 +347,13 @@ class Engine:
     def _ask(self, ctx: Ctx, intro: str = "", hint: str = "") -> Reply:
         state = ctx.state
         flow = self._flow(state)
+        state.pop("offered", None)  # what this question shows replaces it
         if state.get("step") == CONFIRM:
-            state.pop("offered", None)
             return Reply((hint + "\n" if hint else "") + self._summary(ctx, flow))
         step = flow.step(state["step"])
         answers = state.get("answers", {})
         parts = [intro, hint, step.question(ctx, answers)]
         choices = step.options(ctx, answers)
-        state.pop("offered", None)
         if choices:
             # Values are JSON already (a chosen one becomes an answer in the state).
             state["offered"] = {"step": step.name,
