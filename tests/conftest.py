@@ -21,9 +21,6 @@ from bot.services import Services
 from store.models import Base
 from store.orders import forget_catalog_in_use
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "wechat-samples"
-if not SAMPLES.exists():  # CI lays shared/ beside the clone
-    SAMPLES = Path(os.environ.get("WECHAT_SAMPLES", Path(__file__).resolve().parents[1] / ".." / "shared" / "wechat-samples"))
 
 TEST_AES_KEY = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"
 TEST_TOKEN = "volbot-test-token"

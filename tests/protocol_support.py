@@ -8,7 +8,6 @@ Imported only by tests; the test command is registered on first use and only onc
 from __future__ import annotations
 
 import copy
-import os
 import socket
 import threading
 import time
@@ -28,15 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def find_samples() -> Path:
-    """The shared wechat-samples folder: $WECHAT_SAMPLES, or `shared/` beside the clone
-    (CI), or /work/shared. Raises (the suite fails, it does not skip) when none exists."""
-    candidates = [Path(p) for p in (os.environ.get("WECHAT_SAMPLES"),) if p]
-    candidates += [REPO.parent / "shared" / "wechat-samples", Path("/work/shared/wechat-samples")]
-    for path in candidates:
-        if (path / "fixtures" / "MANIFEST.json").is_file():
-            return path.resolve()
-    raise RuntimeError("WeChat sample vectors not found; looked in: "
-                       + ", ".join(str(p) for p in candidates) + " (set WECHAT_SAMPLES)")
+    """The WeChat vectors and fixtures shipped in tests/fixtures/wechat-samples (copied, with
+    their sources, from the official docs, wechatpy and WeRoBot: see its README)."""
+    path = REPO / "tests" / "fixtures" / "wechat-samples"
+    if not (path / "fixtures" / "MANIFEST.json").is_file():
+        raise RuntimeError(f"WeChat sample vectors missing from the repository: {path}")
+    return path
 
 
 def free_port() -> int:

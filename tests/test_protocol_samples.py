@@ -1,4 +1,4 @@
-"""The official and peer vectors in shared/wechat-samples, and every XML fixture there,
+"""The official and peer vectors in tests/fixtures/wechat-samples, and every XML fixture there,
 through `bot.protocol` and through the real app over HTTP (plain and safe mode)."""
 
 from __future__ import annotations
