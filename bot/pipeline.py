@@ -126,16 +126,16 @@ class Pipeline:
         the turn touched no SQL: that one the caller saves as it closes the delivery, in
         the same Redis round trip (there is no transaction it must precede)."""
         services = self.services
-        if state is None:
-            state = self.states.load(message.openid)
-        before = _snapshot(state)
+        doc = self.states.load(message.openid) if state is None else state
+        state = services.engine.read_state(doc)
+        before = _snapshot(doc)  # as stored: a state repaired on reading is written back
         for attempt in (1, 2):
             saving, unsaved = False, None
             try:
                 with services.db.turn_transaction() as session:
                     ctx = Ctx(openid=message.openid, message=message, session=session,
                               now=services.clock.now(), settings=services.settings,
-                              state=state if attempt == 1 else json.loads(before))
+                              state=state if attempt == 1 else services.engine.read_state(json.loads(before)))
                     reply = services.engine.handle(ctx)
                     if session.opened:  # a failing SQL write surfaces before the state moves on
                         session.flush()
@@ -143,12 +143,13 @@ class Pipeline:
                     # work rolls back, so a form can never be committed while its saved state
                     # still shows it open (the next 确认 would commit it a second time).
                     saving = True
-                    changed = _snapshot(ctx.state) != before  # an unchanged state needs no write
+                    after = ctx.state.encode()
+                    changed = _snapshot(after) != before  # an unchanged state needs no write
                     if changed and not session.opened:
-                        unsaved = ctx.state  # no SQL for it to precede: saved as the delivery closes
+                        unsaved = after  # no SQL for it to precede: saved as the delivery closes
                     elif changed:
                         try:
-                            self.states.save(message.openid, ctx.state)
+                            self.states.save(message.openid, after)
                         except StaleState:
                             # Only possible if the lock expired mid-turn; the newer state wins.
                             log.warning("stale conversation state not saved")

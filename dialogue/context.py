@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from dialogue.state import ConversationState
 from dialogue.types import Message, Reply
 from store.models import Follower
 
@@ -42,7 +43,7 @@ class Ctx:
     now: datetime  # aware UTC
     settings: Settings = field(default_factory=Settings)
     engine: Any = None  # dialogue.engine.Engine, to start flows
-    state: dict = field(default_factory=dict)
+    state: ConversationState = field(default_factory=ConversationState)
     _after_commit: list[Callable[[], None]] = field(default_factory=list)
     _follower: Follower | None = None
 

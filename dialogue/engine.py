@@ -2,23 +2,18 @@
 
 Order of business for every message (the state document is `ctx.state`):
 
-1. the state is checked (a flow or step that no longer exists after a deploy is dropped);
-   an open form idle longer than STATE_IDLE_SECONDS is set aside and offered back;
+1. an open form idle longer than STATE_IDLE_SECONDS is set aside and offered back;
 2. a pending question of the engine's own (resume? stuck? your message?) takes its answer;
 3. global words: 菜单, 取消/0, 返回/上一步, 帮助/?, 重复, 继续, 重新开始;
 4. an open form's current step reads the answer (a wrong one gets a hint and the question;
    the third wrong one in a row offers a message to a coordinator or a fresh start);
 5. otherwise events, QR scenes, menu numbers, command words and fallbacks route it.
 
-State shape (JSON in Redis, saved compare-and-set on `version` by the pipeline):
-{version, flow, step, answers, retries, history, page, return_to, params, updated_at,
- offered: {step, choices: [[value, label(, aliases)], ...]},
- paused: {flow, step, answers, history, return_to, params, updated_at, restart_params},
- pending: "resume" | "stuck" | "message", last_loc: [lat, lng, ts]}
-`step` is a step name or "__confirm__" (the numbered summary). `offered` holds the choices
-the current step's question showed: the answer is read against them, so "1" means what the
-user saw even when the choices have moved on since (a time slot that began meanwhile, a
-community added), and the step's choices are not looked up again.
+The state (`ctx.state`) is a `dialogue.state.ConversationState`: decoded and checked once when
+the shell loads it (`read_state`), encoded once when it is saved. `offered` on the open form
+holds the choices the current step's question showed: the answer is read against them, so "1"
+means what the user saw even when the choices have moved on since (a time slot that began
+meanwhile, a community added), and the step's choices are not looked up again.
 """
 
 from __future__ import annotations
@@ -32,6 +27,7 @@ from dialogue.context import Ctx, as_reply
 from dialogue.flows import PAGE_SIZE, Choice, Flow, Invalid, Step, clip, match_choice, match_many, numbered
 from dialogue.inputs import normalize, parse_int, yes_no
 from dialogue.registry import Registry
+from dialogue.state import CONFIRM, ConversationState, Form, Offered
 from dialogue.types import Message, Reply
 from menus import MainMenu
 from store.models import CoordinatorMessage
@@ -40,7 +36,6 @@ log = logging.getLogger("volbot.dialogue")
 
 MAX_WRONG = 3
 REPLY_LIMIT = 2048  # bytes of UTF-8 in one passive text reply
-CONFIRM = "__confirm__"
 VALUE_WIDTH = 40  # characters of an answer echoed back in a summary or "已填" line
 
 GLOBAL_WORDS = {
@@ -97,15 +92,13 @@ class Engine:
 
     # ---- entry point ------------------------------------------------------------------
 
+    def read_state(self, doc) -> ConversationState:
+        """A stored state document, checked against the flows registered now."""
+        return ConversationState.decode(doc, self.registry.flows)
+
     def handle(self, ctx: Ctx) -> Reply:
         ctx.engine = self
-        version = ctx.state.get("version", 0)
-        self._sanitize(ctx.state)
-        reply = self._handle(ctx)
-        # Handlers may clear the state (unsubscribe); the version read must survive so the
-        # compare-and-set save still matches.
-        ctx.state["version"] = version
-        return fit(reply)
+        return fit(self._handle(ctx))
 
     def _handle(self, ctx: Ctx) -> Reply:
         msg = ctx.message
@@ -117,14 +110,14 @@ class Engine:
             return Reply()  # the location_select event already answered with this place
         text = msg.text if msg.kind in (t.TEXT, t.VOICE) else ""
         if msg.kind == t.VOICE and not normalize(text) and text.strip() not in ("?", "？"):
-            if self._active(state):
+            if state.form:
                 return self._ask(ctx, hint=self.texts["voice_unclear"])
             return Reply(self.texts["voice_unclear"] + "\n" + self.menu.footer)
         word = global_word(text) if text else None
         if expired and word is None:
-            state["pending"] = "resume"
+            state.pending = "resume"
             return self._resume_offer(ctx)
-        pending = state.get("pending")
+        pending = state.pending
         if pending:
             reply = self._pending(ctx, pending, text, word)
             if reply is not None:
@@ -133,7 +126,7 @@ class Engine:
             reply = self._global(ctx, word)
             if reply is not None:
                 return reply
-        if self._active(state):
+        if state.form:
             return self._answer(ctx, msg, text)
         if msg.kind == t.LOCATION:
             return self._route_location(ctx, msg)
@@ -141,45 +134,8 @@ class Engine:
 
     # ---- state helpers ----------------------------------------------------------------
 
-    @staticmethod
-    def _active(state: dict) -> bool:
-        return bool(state.get("flow"))
-
-    def _flow(self, state: dict) -> Flow:
-        return self.registry.flows[state["flow"]]
-
-    def _touch(self, ctx: Ctx) -> None:
-        ctx.state["updated_at"] = ctx.now.timestamp()
-
-    def _sanitize(self, state: dict) -> None:
-        """Make a stored state safe to work on: flows and steps renamed or removed by a
-        deploy, or a damaged document, must never break a turn."""
-        if self._active(state) and not self._valid_form(state):
-            self._clear_form(state)
-        paused = state.get("paused")
-        if paused is not None and not (isinstance(paused, dict) and self._valid_form(paused)):
-            state.pop("paused", None)
-        if state.get("pending") not in (None, "resume", "stuck", "message"):
-            state.pop("pending", None)
-        for key in ("updated_at", "retries", "page"):
-            if not isinstance(state.get(key, 0), (int, float)):
-                state[key] = 0
-        offered = state.get("offered")
-        if offered is not None and not _valid_offer(offered):
-            state.pop("offered", None)
-
-    def _valid_form(self, form: dict) -> bool:
-        name, step = form.get("flow"), form.get("step")
-        flow = self.registry.flows.get(name) if isinstance(name, str) else None
-        if flow is None or not isinstance(step, str) or not isinstance(form.get("answers", {}), dict):
-            return False
-        if not isinstance(form.get("history", []), list) or not isinstance(form.get("updated_at", 0), (int, float)):
-            return False
-        names = {s.name for s in flow.steps}
-        history = form.get("history") or []
-        if any(not isinstance(h, str) or h not in names for h in history):
-            form["history"] = [h for h in history if isinstance(h, str) and h in names]
-        return step == CONFIRM or step in names
+    def _flow(self, form: Form) -> Flow:
+        return self.registry.flows[form.flow]
 
     def _expire(self, ctx: Ctx) -> bool:
         """Set aside an idle form; drop one set aside too long ago. True when a form has
@@ -187,53 +143,43 @@ class Engine:
         state, settings = ctx.state, ctx.settings
         now = ctx.now.timestamp()
         expired = False
-        if self._active(state) and now - state.get("updated_at", now) > settings.state_idle:
-            if any(v not in (None, "", []) for v in (state.get("answers") or {}).values()):
+        if state.form and now - _age_from(state.form, now) > settings.state_idle:
+            if state.form.answered:
                 self._pause(state)
                 expired = True
             else:
-                self._clear_form(state)  # nothing answered yet: nothing to offer back
-        paused = state.get("paused")
-        if paused and now - paused.get("updated_at", now) > settings.resume_window:
-            state.pop("paused", None)
+                state.form = None  # nothing answered yet: nothing to offer back
+        if state.paused and now - _age_from(state.paused, now) > settings.resume_window:
+            state.paused = None
             expired = False
-        if state.get("pending") in ("resume", "message") and not state.get("paused") and not self._active(state):
-            state.pop("pending", None)
-        if state.get("pending") == "stuck" and not self._active(state):
-            state.pop("pending", None)
+        if state.pending in ("resume", "message") and not state.paused and not state.form:
+            state.pending = None
+        if state.pending == "stuck" and not state.form:
+            state.pending = None
         return expired
 
-    def _pause(self, state: dict) -> None:
-        if not self._active(state):
+    @staticmethod
+    def _pause(state: ConversationState) -> None:
+        if state.form is None:
             return
-        state["paused"] = {k: state.get(k) for k in
-                           ("flow", "step", "answers", "history", "return_to", "params", "updated_at")}
-        self._clear_form(state)
+        state.paused = state.form.set_aside()
+        state.form = None
+        state.pending = None
 
     @staticmethod
-    def _clear_form(state: dict) -> None:
-        for k in ("flow", "step", "answers", "history", "retries", "page", "return_to", "params", "pending",
-                  "offered"):
-            state.pop(k, None)
+    def _clear_form(state: ConversationState) -> None:
+        state.form = None
+        state.pending = None
 
     def _restore(self, ctx: Ctx) -> Reply:
         state = ctx.state
-        paused = state.pop("paused")
-        paused.pop("restart_params", None)
-        self._clear_form(state)
-        state.update({k: v for k, v in paused.items() if v is not None})
-        state.setdefault("answers", {})
-        state.setdefault("history", [])
-        state["retries"] = 0
-        state["page"] = 0
-        self._touch(ctx)
+        state.form, state.paused, state.pending = state.paused.set_aside(), None, None
+        state.form.updated_at = ctx.now.timestamp()
         return self._ask(ctx)
 
     def _resume_offer(self, ctx: Ctx) -> Reply:
-        paused = ctx.state["paused"]
-        answered = [v for v in (paused.get("answers") or {}).values() if v not in (None, "", [])]
-        return Reply(self.texts["resume"].format(title=self.registry.flows[paused["flow"]].title,
-                                                 count=len(answered)))
+        paused = ctx.state.paused
+        return Reply(self.texts["resume"].format(title=self._flow(paused).title, count=paused.answered))
 
     # ---- starting and finishing flows -------------------------------------------------
 
@@ -250,36 +196,35 @@ class Engine:
             elif result is not None:
                 return as_reply(result)
         state = ctx.state
-        paused = state.get("paused")
-        if (not fresh and not self._active(state) and paused and paused.get("flow") == name
-                and any(v not in (None, "", []) for v in (paused.get("answers") or {}).values())):
-            paused["restart_params"] = jsonable(params)
-            state["pending"] = "resume"
+        paused = state.paused
+        if not fresh and not state.form and paused and paused.flow == name and paused.answered:
+            paused.restart_params = jsonable(params)
+            state.pending = "resume"
             return self._resume_offer(ctx)
-        if self._active(state) and state["flow"] != name:
+        if state.form and state.form.flow != name:
             self._pause(state)
         self._clear_form(state)
-        if (state.get("paused") or {}).get("flow") == name:
-            state.pop("paused")
-        state.update(flow=name, answers=answers, history=[], retries=0, page=0, params=jsonable(params))
-        self._touch(ctx)
+        if state.paused and state.paused.flow == name:
+            state.paused = None
+        form = state.form = Form(name, "", answers=answers, params=jsonable(params), updated_at=ctx.now.timestamp())
         nxt = self._next_step(ctx, flow, None)
         # Answers the starter already gave (a service picked while browsing, an order
         # number typed) are not asked again; 返回 still reaches them through the history.
         while nxt is not None and nxt.name in answers:
-            state["history"].append(nxt.name)
+            form.history.append(nxt.name)
             nxt = self._next_step(ctx, flow, nxt.name)
         if nxt is None:
             return self._finish_or_confirm(ctx, flow)
-        state["step"] = nxt.name
+        form.step = nxt.name
         return self._ask(ctx, intro=self.texts["intro"].format(title=flow.title))
 
-    def _restart(self, ctx: Ctx, name: str, params) -> Reply:
-        ctx.state.pop("pending", None)
-        return self.start_flow(ctx, name, params if isinstance(params, dict) else {}, fresh=True)
+    def _restart(self, ctx: Ctx, form: Form) -> Reply:
+        ctx.state.pending = None
+        params = form.restart_params if form.restart_params is not None else form.params
+        return self.start_flow(ctx, form.flow, params or {}, fresh=True)
 
     def _next_step(self, ctx: Ctx, flow: Flow, after: str | None) -> Step | None:
-        answers = ctx.state.get("answers", {})
+        answers = ctx.state.form.answers
         start = 0 if after is None else flow.index(after) + 1
         for step in flow.steps[start:]:
             if step.applies(ctx, answers):
@@ -288,37 +233,36 @@ class Engine:
         return None
 
     def _finish_or_confirm(self, ctx: Ctx, flow: Flow) -> Reply:
-        state = ctx.state
+        form = ctx.state.form
         if flow.confirm:
-            state["step"] = CONFIRM
-            state["return_to"] = None
+            form.step = CONFIRM
+            form.return_to = None
             return Reply(self._summary(ctx, flow))
         return self._complete(ctx, flow)
 
     def _complete(self, ctx: Ctx, flow: Flow) -> Reply:
-        answers = dict(ctx.state.get("answers", {}))
+        form = ctx.state.form
         try:
-            result = flow.done(ctx, answers)
+            result = flow.done(ctx, dict(form.answers))
         except Invalid as e:
             # The world changed since the answers were given (a shift filled up, an ID
             # number was registered meanwhile): say why and return to the summary.
             if flow.confirm:
-                ctx.state["step"] = CONFIRM
+                form.step = CONFIRM
                 return Reply(f"{e.hint}\n\n{self._summary(ctx, flow)}")
             # No summary to return to: ask the last question again.
-            history = ctx.state.get("history") or []
-            if history and history[-1] == ctx.state.get("step"):
-                history.pop()
+            if form.history and form.history[-1] == form.step:
+                form.history.pop()
             return self._ask(ctx, hint=e.hint)
         self._clear_form(ctx.state)
         return as_reply(result)
 
     def _summary_steps(self, ctx: Ctx, flow: Flow) -> list[Step]:
-        answers = ctx.state.get("answers", {})
+        answers = ctx.state.form.answers
         return [s for s in flow.steps if s.label and s.name in answers and s.applies(ctx, answers)]
 
     def _summary(self, ctx: Ctx, flow: Flow) -> str:
-        answers = ctx.state.get("answers", {})
+        answers = ctx.state.form.answers
         steps = self._summary_steps(ctx, flow)
         # Long answers are clipped harder until the whole summary, with its footer saying
         # how to confirm, fits one reply (with room for a hint above it).
@@ -345,22 +289,19 @@ class Engine:
     # ---- asking -----------------------------------------------------------------------
 
     def _ask(self, ctx: Ctx, intro: str = "", hint: str = "") -> Reply:
-        state = ctx.state
-        flow = self._flow(state)
-        state.pop("offered", None)  # what this question shows replaces it
-        if state.get("step") == CONFIRM:
+        form = ctx.state.form
+        flow = self._flow(form)
+        form.offered = None  # what this question shows replaces it
+        if form.step == CONFIRM:
             return Reply((hint + "\n" if hint else "") + self._summary(ctx, flow))
-        step = flow.step(state["step"])
-        answers = state.get("answers", {})
+        step = flow.step(form.step)
+        answers = form.answers
         parts = [intro, hint, step.question(ctx, answers)]
         choices = step.options(ctx, answers)
         if choices:
-            # Values are JSON already (a chosen one becomes an answer in the state).
-            state["offered"] = {"step": step.name,
-                                "choices": [[c.value, c.label, *([list(c.aliases)] if c.aliases else [])]
-                                            for c in choices]}
+            form.offered = Offered(step.name, list(choices))
             pages = max(1, -(-len(choices) // PAGE_SIZE))
-            page = min(max(0, state.get("page", 0)), pages - 1)
+            page = min(max(0, form.page), pages - 1)
             chunk = choices[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
             parts.append(numbered(chunk, start=page * PAGE_SIZE + 1))
             if pages > 1:
@@ -387,21 +328,21 @@ class Engine:
     # ---- answering --------------------------------------------------------------------
 
     def _answer(self, ctx: Ctx, msg: Message, text: str) -> Reply:
-        state = ctx.state
-        flow = self._flow(state)
+        form = ctx.state.form
+        flow = self._flow(form)
         self._touch(ctx)
-        if state.get("step") == CONFIRM:
+        if form.step == CONFIRM:
             return self._answer_confirm(ctx, flow, text)
-        step = flow.step(state["step"])
-        answers = state.setdefault("answers", {})
+        step = flow.step(form.step)
+        answers = form.answers
         norm = normalize(text)
         had = answers.get(step.name) not in (None, "", [])
 
         choices = self._offered(ctx, step, answers)
         if len(choices) > PAGE_SIZE and norm in NEXT_PAGE + PREV_PAGE:
             pages = -(-len(choices) // PAGE_SIZE)
-            page = state.get("page", 0) + (1 if norm in NEXT_PAGE else -1)
-            state["page"] = max(0, min(pages - 1, page))
+            page = form.page + (1 if norm in NEXT_PAGE else -1)
+            form.page = max(0, min(pages - 1, page))
             return self._ask(ctx)
         if norm in KEEP_WORDS and had:
             return self._advance(ctx, flow, step)
@@ -418,9 +359,9 @@ class Engine:
     def _offered(ctx: Ctx, step: Step, answers: dict) -> list[Choice]:
         """The choices the step's question showed (kept in the state by `_ask`), or, for a
         state saved before they were kept, the step's choices now."""
-        offered = ctx.state.get("offered")
-        if offered is not None and offered["step"] == step.name:
-            return [Choice(c[0], c[1], tuple(c[2]) if len(c) == 3 else ()) for c in offered["choices"]]
+        offered = ctx.state.form.offered
+        if offered is not None and offered.step == step.name:
+            return offered.choices
         return step.options(ctx, answers)
 
     def _read(self, ctx: Ctx, step: Step, msg: Message, text: str, choices, answers) -> Any:
@@ -466,39 +407,36 @@ class Engine:
         return step.parse(ctx, msg, answers)
 
     def _wrong(self, ctx: Ctx, hint: str) -> Reply:
-        state = ctx.state
-        state["retries"] = state.get("retries", 0) + 1
+        form = ctx.state.form
+        form.retries += 1
         hint = hint or self.texts["wrong"]
-        if state["retries"] >= MAX_WRONG:
-            state["retries"] = 0
-            state["pending"] = "stuck"
+        if form.retries >= MAX_WRONG:
+            form.retries = 0
+            ctx.state.pending = "stuck"
             return Reply(f"{hint}\n{self.texts['stuck']}")
-        if state["retries"] == MAX_WRONG - 1:
+        if form.retries == MAX_WRONG - 1:
             hint += self.texts["wrong_again"]  # the second miss: say where help is
         return self._ask(ctx, hint=hint)
 
     def _advance(self, ctx: Ctx, flow: Flow, step: Step) -> Reply:
-        state = ctx.state
-        state["retries"] = 0
-        state["page"] = 0
-        history = state.setdefault("history", [])
-        if state.get("return_to") == CONFIRM:
+        form = ctx.state.form
+        form.retries = form.page = 0
+        if form.return_to == CONFIRM:
             # An edit from the summary: steps that now apply and were never asked still
             # need answers; steps that no longer apply lose theirs.
-            answers = state.get("answers", {})
             for s in flow.steps:
-                if not s.applies(ctx, answers):
-                    answers.pop(s.name, None)
-                elif s.name not in answers:
-                    history.append(step.name)
-                    state["step"] = s.name
+                if not s.applies(ctx, form.answers):
+                    form.answers.pop(s.name, None)
+                elif s.name not in form.answers:
+                    form.history.append(step.name)
+                    form.step = s.name
                     return self._ask(ctx)
             return self._finish_or_confirm(ctx, flow)
         nxt = self._next_step(ctx, flow, step.name)
-        history.append(step.name)
+        form.history.append(step.name)
         if nxt is None:
             return self._finish_or_confirm(ctx, flow)
-        state["step"] = nxt.name
+        form.step = nxt.name
         return self._ask(ctx)
 
     def _answer_confirm(self, ctx: Ctx, flow: Flow, text: str) -> Reply:
@@ -508,9 +446,8 @@ class Engine:
         n = parse_int(norm)
         rows = self._summary_steps(ctx, flow)
         if n is not None and 1 <= n <= len(rows):
-            ctx.state["step"] = rows[n - 1].name
-            ctx.state["return_to"] = CONFIRM
-            ctx.state["page"] = 0
+            form = ctx.state.form
+            form.step, form.return_to, form.page = rows[n - 1].name, CONFIRM, 0
             return self._ask(ctx)
         return self._wrong(ctx, self.texts["confirm_hint"].format(count=len(rows)))
 
@@ -518,26 +455,26 @@ class Engine:
 
     def _pending(self, ctx: Ctx, pending: str, text: str, word: str | None) -> Reply | None:
         state = ctx.state
-        state.pop("pending", None)
+        state.pending = None
         norm = normalize(text)
         if pending == "resume":
-            paused = state.get("paused")
+            paused = state.paused
             if not paused or word not in (None, "resume", "restart"):
                 return None
             if norm == "1" or word == "resume":
                 return self._restore(ctx)
             if norm == "2" or word == "restart":
-                return self._restart(ctx, paused["flow"], paused.get("restart_params", paused.get("params")))
+                return self._restart(ctx, paused)
             return None
         if pending == "stuck":
-            if not self._active(state) or word:
+            if not state.form or word:
                 return None
             if norm == "1":
-                state["pending"] = "message"
+                state.pending = "message"
                 self._touch(ctx)
                 return Reply(self.texts["leave_message"])
             if norm == "2":
-                return self._restart(ctx, state["flow"], state.get("params"))
+                return self._restart(ctx, state.form)
             if norm in RETRY_WORDS:
                 self._touch(ctx)
                 return self._ask(ctx)
@@ -545,45 +482,40 @@ class Engine:
         if pending == "message":
             if word or not norm:
                 return None
-            follower = ctx.follower
-            active = self._active(state)
-            # Without an open form `step` means nothing (and a damaged state may hold anything there).
+            form = state.form
             ctx.session.add(CoordinatorMessage(
-                follower_id=follower.id, flow=state["flow"] if active else "",
-                step=state.get("step", "") if active else "", text=text.strip()[:1000],
+                follower_id=ctx.follower.id, flow=form.flow if form else "", step=form.step if form else "",
+                text=text.strip()[:1000],
             ))
-            title = self._flow(state).title if active else ""
+            title = self._flow(form).title if form else ""
             self._pause(state)
             return Reply(self.texts["message_left"].format(title=title))
         return None
 
     def _global(self, ctx: Ctx, word: str) -> Reply | None:
         state = ctx.state
-        active = self._active(state)
-        paused = state.get("paused")
+        form, paused = state.form, state.paused
         if word == "menu":
             self._pause(state)
             return self.main_menu_reply(ctx)
         if word == "cancel":
-            if active or paused:
+            if form or paused:
                 self._clear_form(state)
-                state.pop("paused", None)
+                state.paused = None
                 return Reply(self.texts["cancelled"] + "\n" + self.menu.footer)
             return None if self.registry.command_for_word(ctx.message.text) else self.main_menu_reply(ctx)
         if word == "resume":
-            if paused and not active:
+            if paused and not form:
                 return self._restore(ctx)
-            if active:
+            if form:
                 self._touch(ctx)
                 return self._ask(ctx)
             return None
         if word == "restart":
-            if active:
-                return self._restart(ctx, state["flow"], state.get("params"))
-            if paused:
-                return self._restart(ctx, paused["flow"], paused.get("restart_params", paused.get("params")))
+            if form or paused:
+                return self._restart(ctx, form or paused)
             return None
-        if not active:
+        if not form:
             if word == "help":
                 return self.run_command(ctx, "HELP", ctx.message)
             if word == "repeat":
@@ -593,27 +525,27 @@ class Engine:
         if word == "repeat":
             return self._ask(ctx)
         if word == "help":
-            flow = self._flow(state)
-            if state.get("step") == CONFIRM:
+            flow = self._flow(form)
+            if form.step == CONFIRM:
                 return Reply(self._summary(ctx, flow))
-            step = flow.step(state["step"])
+            step = flow.step(form.step)
             return self._ask(ctx, hint=step.help or flow.help or self.texts["help_default"])
         return self._back(ctx)
 
     def _back(self, ctx: Ctx) -> Reply:
-        state = ctx.state
-        state["retries"] = 0
-        state["page"] = 0
-        if state.get("return_to") == CONFIRM:
+        form = ctx.state.form
+        form.retries = form.page = 0
+        if form.return_to == CONFIRM:
             # Editing one field from the summary: 返回 goes back to the summary.
-            state["step"] = CONFIRM
-            state["return_to"] = None
+            form.step, form.return_to = CONFIRM, None
             return self._ask(ctx)
-        history = state.get("history") or []
-        if not history:
+        if not form.history:
             return self._ask(ctx, hint=self.texts["first_step"])
-        state["step"] = history.pop()
+        form.step = form.history.pop()
         return self._ask(ctx)
+
+    def _touch(self, ctx: Ctx) -> None:
+        ctx.state.form.updated_at = ctx.now.timestamp()
 
     # ---- routing outside forms ----------------------------------------------------------
 
@@ -623,9 +555,9 @@ class Engine:
         for i, item in enumerate(self.menu.items, 1):
             ready = item.key in self.registry.commands or item.key == "HELP"
             lines.append(f"{i}. {item.label}" + ("" if ready else self.menu.coming_soon))
-        paused = ctx.state.get("paused")
-        if paused and paused.get("flow") in self.registry.flows:
-            lines.append(self.texts["paused"].format(title=self.registry.flows[paused["flow"]].title))
+        paused = ctx.state.paused
+        if paused:
+            lines.append(self.texts["paused"].format(title=self._flow(paused).title))
         lines.append(self.menu.footer)
         return Reply("\n".join(lines))
 
@@ -671,8 +603,8 @@ class Engine:
     def _location_echo(self, ctx: Ctx, msg: Message) -> bool:
         """WeChat follows a location_select event with the same place as a location
         message; answering both would answer two steps with one tap."""
-        last = ctx.state.pop("last_loc", None)
-        if not (isinstance(last, list) and len(last) == 3 and msg.location):
+        last, ctx.state.last_loc = ctx.state.last_loc, None
+        if last is None or not msg.location:
             return False
         lat, lng, ts = last
         return (abs(lat - msg.location.lat) < 1e-4 and abs(lng - msg.location.lng) < 1e-4
@@ -684,15 +616,15 @@ class Engine:
         if event in (t.CLICK, t.SCANCODE) and msg.key:
             # A menu tap starts its journey, setting aside any open form.
             self._pause(state)
-            state.pop("pending", None)
+            state.pending = None
             reply = self.run_command(ctx, msg.key, msg)
             return reply if reply is not None else self.main_menu_reply(ctx)
         if event == t.LOCATION_SELECT and msg.location:
             located = Message(openid=msg.openid, kind=t.LOCATION, location=msg.location,
                               msg_id=msg.msg_id, create_time=msg.create_time)
-            state["last_loc"] = [msg.location.lat, msg.location.lng, ctx.now.timestamp()]
-            if self._active(state):
-                state.pop("pending", None)
+            state.last_loc = (msg.location.lat, msg.location.lng, ctx.now.timestamp())
+            if state.form:
+                state.pending = None
                 return self._answer(ctx, located, "")
             return self._route_location(ctx, located)
         if event in (t.SUBSCRIBE, t.SCAN) and msg.key:
@@ -711,13 +643,9 @@ class Engine:
         return Reply()
 
 
-def _valid_offer(offered) -> bool:
-    """An `offered` document as `_ask` writes it (anything else is dropped, not read)."""
-    return (isinstance(offered, dict) and isinstance(offered.get("step"), str)
-            and isinstance(offered.get("choices"), list)
-            and all(isinstance(c, list) and len(c) in (2, 3) and isinstance(c[1], str)
-                    and (len(c) == 2 or (isinstance(c[2], list) and all(isinstance(a, str) for a in c[2])))
-                    for c in offered["choices"]))
+def _age_from(form: Form, now: float) -> float:
+    """When a form was last touched; a document that never said counts as touched now."""
+    return now if form.updated_at is None else form.updated_at
 
 
 def fit(reply: Reply, limit: int = REPLY_LIMIT) -> Reply:

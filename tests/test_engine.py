@@ -58,7 +58,8 @@ def make_engine() -> tuple[Engine, list]:
 
 
 class Talk:
-    """One user talking to an engine, state kept between turns as the pipeline would."""
+    """One user talking to an engine, the state document kept between turns as the pipeline
+    keeps it (decoded when a turn starts, encoded when it ends)."""
 
     def __init__(self, svc, engine: Engine):
         self.svc, self.engine = svc, engine
@@ -67,9 +68,9 @@ class Talk:
     def send(self, message: Message) -> str:
         with self.svc.db.transaction() as session:
             ctx = Ctx(openid="o_unit", message=message, session=session, now=self.svc.clock.now(),
-                      settings=self.svc.settings, state=self.state)
+                      settings=self.svc.settings, state=self.engine.read_state(self.state))
             reply = self.engine.handle(ctx)
-        self.state = ctx.state
+        self.state = ctx.state.encode()  # the stored document, as the pipeline saves it
         assert len(reply.text.encode("utf-8")) <= REPLY_LIMIT
         return reply.text
 
