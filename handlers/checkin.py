@@ -100,7 +100,7 @@ def station_scene(ctx, message):
     return "\n".join(lines)
 
 
-@registry.on_location
+@registry.on_location(order=10)  # a check-in at a shift's place comes before the nearby list
 def location_checkin(ctx, message):
     """Check in or out by location; None when the sender has nothing to check into now."""
     loc = message.location

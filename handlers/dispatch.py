@@ -344,7 +344,7 @@ def assign_word(ctx, message):
     return assign(ctx, "")
 
 
-@registry.fallback
+@registry.fallback(order=10)  # before the need search: "接单 D2026…" is a volunteer's reply
 def word_with_number(ctx, message):
     """接单 D20261128-0001, 派单 D20261128-0001 KW2026000001, …"""
     m = ANSWER.match(normalize(message.text))

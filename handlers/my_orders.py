@@ -180,7 +180,7 @@ def my_orders(ctx, message):
     return ctx.start("my_orders")
 
 
-@registry.fallback
+@registry.fallback(order=30)  # an order number typed alone, last
 def order_number_typed(ctx, message):
     """An order number typed outside any form opens that order."""
     text = normalize(message.text)

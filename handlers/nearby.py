@@ -2,13 +2,12 @@
 the last position we know), with distance, opening times and services.
 
 A location message outside any form comes here after the check-in handler passed on it
-(`handlers.checkin` is imported first so its location handler runs first). Auto-reported
+(its place is 10, ours 20). Auto-reported
 LOCATION events only update the follower's position, in `handlers.welcome`.
 """
 
 from __future__ import annotations
 
-from handlers import checkin  # noqa: F401 - registers its location handler before ours
 from handlers import registry
 from store.models.places import Place
 from store.places import format_distance, nearest
@@ -52,7 +51,7 @@ def nearby_command(ctx, message):
     return nearest_reply(ctx, f.last_lat, f.last_lng, "按您最近一次的位置，离您最近的志愿服务站点：")
 
 
-@registry.on_location
+@registry.on_location(order=20)
 def nearby_location(ctx, message):
     loc = message.location
     if loc is None:

@@ -364,7 +364,7 @@ def order(ctx, message):
     return ctx.start("order")
 
 
-@registry.fallback
+@registry.fallback(order=20)  # a need in words, after dispatch's words with numbers
 def need_in_words(ctx, message):
     """A need typed outside any form ("老人没人照顾"): offer the matching services."""
     text = normalize(message.text)

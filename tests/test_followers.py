@@ -67,11 +67,11 @@ def test_unsubscribe_erases_personal_data_and_runs_erasers(wechat, svc):
     def eraser(ctx, who):
         erased.append(who.openid)
 
-    registry.erasers.append(eraser)
+    registry.eraser(eraser)
     try:
         assert wechat.event("o_f4", "unsubscribe") == ""  # nothing is shown to someone who left
     finally:
-        registry.erasers.remove(eraser)
+        del registry.eraser_names[f"{eraser.__module__}.{eraser.__qualname__}"]
     f = follower(svc, "o_f4")
     assert erased == ["o_f4"]
     assert not f.subscribed and f.unsubscribed_at is not None
