@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNTIME := $(VENV)/.installed-runtime
 
-.PHONY: install demo test schema clean
+.PHONY: install demo test migration clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required: none found on PATH" >&2; exit 1; }
@@ -38,9 +38,11 @@ demo: $(RUNTIME)
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Before the first release the schema is one baseline migration, rewritten from the models.
-schema: install
-	$(BIN)/python -c 'from store.db import regenerate_baseline as r; print(r())'
+# The next schema migration, generated from the models: `make migration MESSAGE="add x to y"`.
+# Review it, add any data migration by hand, and commit it; released migrations never change.
+migration: install
+	@test -n "$(MESSAGE)" || { echo 'usage: make migration MESSAGE="what changes"' >&2; exit 2; }
+	$(BIN)/python -c 'import sys; from store.db import new_migration as m; print(m(sys.argv[1]))' "$(MESSAGE)"
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

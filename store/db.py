@@ -183,21 +183,28 @@ def _ping_when_idle(engine: Engine) -> None:
             raise exc.InvalidatePoolError("connection found closed on checkout")
 
 
-def regenerate_baseline() -> Path:
-    """Rewrite the single baseline migration from the models (before the first release,
-    the schema is one migration; after it, changes get migrations of their own)."""
+# Each release's schema revision. A release's migrations are never rewritten: a district that
+# installed it upgrades through every migration after it (`volbot db upgrade`).
+RELEASES = {"0.1.0": "0001"}
+
+
+def new_migration(message: str) -> Path:
+    """Write the next migration (`NNNN_<message>.py`) from the difference between the models
+    and the schema the migrations so far build. Data migrations (stored values that change)
+    are added to its `upgrade()` by hand."""
+    import re
     import tempfile
 
     from alembic import command
+    from alembic.script import ScriptDirectory
 
-    versions = MIGRATIONS_DIR / "versions"
-    for old in versions.glob("0001_*.py"):
-        old.unlink()
+    slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")
+    if not slug:
+        raise ValueError("a migration needs a message (letters or digits)")
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = alembic_config(f"sqlite:///{tmp}/empty.sqlite3")
-        command.revision(cfg, message="initial schema", autogenerate=True, rev_id="0001")
-    path = next(versions.glob("0001_*.py"))
-    # No creation date: regenerating an unchanged schema leaves the file unchanged.
-    text = path.read_text("utf-8")
-    path.write_text("\n".join(l for l in text.split("\n") if not l.startswith("Create Date:")), "utf-8")
-    return path
+        cfg = alembic_config(f"sqlite:///{tmp}/current.sqlite3")
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        command.upgrade(cfg, "head")
+        rev_id = f"{int(head) + 1:04d}"
+        command.revision(cfg, message=slug, autogenerate=True, rev_id=rev_id)
+    return next((MIGRATIONS_DIR / "versions").glob(f"{rev_id}_*.py"))

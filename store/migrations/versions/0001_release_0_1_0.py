@@ -1,7 +1,9 @@
-"""initial schema
+"""The schema of release 0.1.0, the first release's baseline.
+
+Released: never rewritten. Every later change is a migration on top of it (`make migration`).
 
 Revision ID: 0001
-Revises: 
+Revises:
 """
 from alembic import op
 import sqlalchemy as sa
