@@ -42,8 +42,8 @@ from bot.app import create_app  # noqa: E402
 from bot.config import load_config, normalise_database_url  # noqa: E402
 from bot.services import Services  # noqa: E402
 from console.accounts import hash_password  # noqa: E402
-from store import reports  # noqa: E402
-from store import teams as team_rules  # noqa: E402
+from rules import reports  # noqa: E402
+from rules import teams as team_rules  # noqa: E402
 from store.models import Coordinator, Team  # noqa: E402
 
 TARGET_MS = 200
@@ -188,7 +188,7 @@ def seed(svc, volunteers: int, hours: int, orders: int) -> dict:
         raw.autocommit = True
         raw.execute("ANALYZE")
         raw.autocommit = False  # the connection goes back to the pool for sessions
-    # COPY bypasses store.volunteering.decide_hours, so the reports' running totals of
+    # COPY bypasses rules.volunteering.decide_hours, so the reports' running totals of
     # approved hours are computed once from the records, as `volbot reports rebuild` does.
     with svc.db.transaction() as s:
         reports.rebuild(s)

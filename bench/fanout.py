@@ -39,7 +39,7 @@ from bot.config import load_config  # noqa: E402
 from bot.services import Services  # noqa: E402
 from emulator import create_emulator, make_emulator_server  # noqa: E402
 from pushes.client import ApiClient  # noqa: E402
-from store import bus  # noqa: E402
+from rules import bus  # noqa: E402
 from store.models import BusSubscription, BusVisit, Community, Follower, Push  # noqa: E402
 
 VOLBOT = str(Path(sys.executable).with_name("volbot"))

@@ -1,5 +1,5 @@
 """The coordinators' web console (/console): server-rendered pages over the same domain
-rules as chat and the CLI, every query scoped by `store.access` to the coordinator's
+rules as chat and the CLI, every query scoped by `rules.access` to the coordinator's
 subtree, every action written to the audit log.
 
 `bot.app` registers `console` (the blueprint); importing the views registers their routes.

@@ -15,7 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from store.access import ROLE_TEAM_KINDS, ROLES
+from rules.access import ROLE_TEAM_KINDS, ROLES
 from store.models import Coordinator, Team
 
 USER_LIMIT = 5

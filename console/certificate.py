@@ -22,7 +22,7 @@ from fpdf import FPDF
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from store import pii
+from rules import pii
 from store.models import HourRecord, ServiceCertificate, Team, Volunteer
 
 CHINA = ZoneInfo("Asia/Shanghai")

@@ -10,7 +10,7 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 
-from store.reports import Table
+from rules.reports import Table
 
 
 def to_csv(table: Table) -> bytes:

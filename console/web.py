@@ -18,8 +18,8 @@ from urllib.parse import urlparse
 
 from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, url_for
 
-from store import access
-from store.audit import record
+from rules import access
+from rules.audit import record
 from store.models import Coordinator
 
 console = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",

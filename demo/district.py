@@ -125,7 +125,7 @@ def _communities(session: Session, rng: random.Random, summary: Summary) -> list
 def _catalog(session: Session, summary: Summary) -> None:
     """The district's 12/48 needs menu (menus/needs.yaml) as the menu in use."""
     from menus import catalog
-    from store import orders
+    from rules import orders
 
     menu = catalog.load()
     orders.import_catalog(session, menu, source="demo: menus/needs.yaml")
@@ -158,7 +158,7 @@ def team_rows(communities: list[Community]) -> list[dict]:
 
 
 def _teams(session: Session, communities: list[Community], summary: Summary) -> None:
-    from store import teams
+    from rules import teams
 
     rows = team_rows(communities)
     teams.import_rows(session, rows)
@@ -198,7 +198,7 @@ def place_rows(rng: random.Random, communities: list[Community]) -> list[dict]:
 
 
 def _places(session: Session, rng: random.Random, communities, now: datetime, summary: Summary) -> None:
-    from store import places
+    from rules import places
     from store.models.places import Place
 
     rows = place_rows(rng, communities)
@@ -259,7 +259,7 @@ def _quarter_spans(now: datetime, quarters: int):
 def _history(session: Session, volunteer: Volunteer, hours: int, now: datetime, by: Coordinator,
              rng: random.Random) -> list[int]:
     """Past service as quarterly totals (as a district imports its paper records), pending."""
-    from store import volunteering
+    from rules import volunteering
 
     ids, left = [], hours
     for start, end in _quarter_spans(now, 40):
@@ -288,7 +288,7 @@ def _volunteers(session: Session, rng: random.Random, now: datetime, pii_key: st
     """Volunteers with past hours. The first one (o_demo_vol_001) serves in the squad whose
     leader takes the tour; the second (o_demo_vol_002) is resident 1's neighbour, in the
     squad of their community with every skill and time, so the tour's order goes to them."""
-    from store import volunteering
+    from rules import volunteering
 
     rule = volunteering.rules()
     brigade = coordinators["demo_brigade"]
@@ -335,7 +335,7 @@ def _volunteers(session: Session, rng: random.Random, now: datetime, pii_key: st
 
 def _pending_shift(session: Session, volunteer: Volunteer, now: datetime, by: Coordinator, i: int) -> None:
     """A recent service waiting for the squad leader's approval (the tour approves it)."""
-    from store import volunteering
+    from rules import volunteering
 
     day = (now - timedelta(days=2 + i % 5)).astimezone(CHINA).replace(hour=9, minute=0, second=0, microsecond=0)
     volunteering.record_hours(session, volunteer, source="manual", started_at=day,
@@ -353,7 +353,7 @@ def _catalog_categories():
 def _residents(session: Session, rng: random.Random, communities, now: datetime, summary: Summary) -> None:
     """Residents who follow the account, bound to a community and subscribed to its bus
     visits (after the visits were scheduled, so seeding pushes nothing)."""
-    from store import bus
+    from rules import bus
 
     for i in range(1, 13):
         c = resident_community(communities, i)

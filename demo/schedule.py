@@ -1,5 +1,5 @@
 """The demo district's calendar: 150 volunteer projects with upcoming activities and shifts
-(through `store.activities.add_activity`), and the Volunteer Bus route with the next weeks'
+(through `rules.activities.add_activity`), and the Volunteer Bus route with the next weeks'
 visits (through the bus domain's scheduling functions when that domain is installed).
 """
 
@@ -51,7 +51,7 @@ def seed(session: Session, rng: random.Random, now: datetime, summary) -> None:
 
 
 def _projects(session: Session, rng: random.Random, now: datetime, summary) -> None:
-    from store import activities
+    from rules import activities
     from store.models.activities import Project
     from store.models.places import Place
 
@@ -93,10 +93,10 @@ BUS_WEEKS = 4
 
 
 def _bus(session: Session, rng: random.Random, now: datetime, summary) -> None:
-    """Two routes, three visits a week each for the next weeks, through `store.bus.schedule`.
+    """Two routes, three visits a week each for the next weeks, through `rules.bus.schedule`.
     Residents subscribe to their community afterwards (see `district._residents`), so the
     seeding itself pushes nothing; the tour's new visit is the first push they get."""
-    from store import bus
+    from rules import bus
     from store.models import Community
 
     services = [s.code for s in bus.services_catalog()]

@@ -106,10 +106,10 @@ def mobile(text: str) -> str | None:
 def id_number(text: str, today=None) -> str | None:
     """An 18-character resident ID number (MOD 11-2 check digit, real birth date not in
     the future, known province), upper-case without spaces; None otherwise. The rules live
-    in `store.pii` (which also encrypts and masks them); this is the form-step reader."""
+    in `rules.pii` (which also encrypts and masks them); this is the form-step reader."""
     from datetime import date
 
-    from store.pii import IdNumberError, parse_id_number
+    from rules.pii import IdNumberError, parse_id_number
 
     try:
         return parse_id_number(text, today or date.today()).number

@@ -5,7 +5,7 @@ phone or ID number. Use as a step's `show=`: `Step("phone", ..., show=masks.phon
 from __future__ import annotations
 
 from dialogue.inputs import normalize
-from store.pii import mask_id_number
+from rules.pii import mask_id_number
 
 
 def phone(value) -> str:
@@ -19,7 +19,7 @@ def phone(value) -> str:
 
 
 def id_number(value) -> str:
-    """11010519491231002X → 1101**********002X (the rule of `store.pii`, used everywhere)."""
+    """11010519491231002X → 1101**********002X (the rule of `rules.pii`, used everywhere)."""
     return mask_id_number(str(value or ""))
 
 

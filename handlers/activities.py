@@ -2,7 +2,7 @@
 full shift offers its waitlist), and see or cancel my sign-ups.
 
 Only active volunteers sign up; anyone else is told how to become one. The rules
-(capacity under concurrency, waitlist, promotion, reminders) live in `store.activities`.
+(capacity under concurrency, waitlist, promotion, reminders) live in `rules.activities`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from dialogue import Choice, Flow, Invalid, Step
 from dialogue.flows import YES_NO
 from dialogue import types as t
 from handlers import registry
-from store import activities as acts
+from rules import activities as acts
 from store.models.activities import SignUp
-from store.places import format_distance
-from store.volunteering import volunteer_of
+from rules.places import format_distance
+from rules.volunteering import volunteer_of
 
 NOT_VOLUNTEER = "报名志愿活动需要先注册成为志愿者。回复“注册”（或点菜单“志愿者注册”）即可开始，只需几分钟。"
 STATE_REFUSALS = {

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from dialogue import Choice, Flow, Invalid, Step
 from dialogue import types as t
 from handlers import registry
-from store import bus
+from rules import bus
 from store.models import Community
 
 MAX_LISTED = 5

@@ -2,7 +2,7 @@
 sending a location within the place's radius, checks a volunteer in, and the next time out.
 
 The rules (shift window, grace, forgotten check-outs, overlaps) are in
-`store.activities.check`; this module picks the target and words the answer. A station
+`rules.activities.check`; this module picks the target and words the answer. A station
 code scanned by someone with no shift there shows the station (and binds a resident to
 its community). A location message is a check-in only for a volunteer with a shift to
 check into or out of now; otherwise this handler passes (None) and "near me" answers.
@@ -14,10 +14,10 @@ from dataclasses import replace
 
 from handlers import registry
 from handlers.activities import active_volunteer, duration_text, shift_title
-from store import activities as acts
+from rules import activities as acts
 from store.models.activities import Activity
 from store.models.places import Place
-from store.places import format_distance, haversine_m
+from rules.places import format_distance, haversine_m
 
 
 def _scene_id(scene: str) -> int | None:

@@ -1,5 +1,5 @@
 """A coordinator binds their console account to this WeChat follower: "绑定管理员", then
-the 6-digit code the console shows (store.console_binding)."""
+the 6-digit code the console shows (rules.console_binding)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 from dialogue import Flow, Invalid, Step
 from handlers import registry
-from store import console_binding
+from rules import console_binding
 
 
 def read_code(ctx, message, answers):

@@ -5,7 +5,7 @@ or an order number after the word picks another — a bare digit is the main men
 完成服务 (a short form asking the minutes spent) run the service. Residents: 确认完成
 confirms a completed order and goes on to rating (the 我的订单 form). Coordinators:
 派单 <order no> shows the ranked candidates with their reasons; 派单 <order no> <volunteer
-no> assigns (or reassigns). The rules are in `store.dispatch`; this only reads and answers.
+no> assigns (or reassigns). The rules are in `rules.dispatch`; this only reads and answers.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from dialogue.types import Reply
 from handlers import registry
 from handlers.common import mask_address
 from handlers.my_orders import ORDER_NUMBER, canonical, preferred_text
-from store import dispatch, volunteering
+from rules import dispatch, volunteering
 from store.models import Offer, Order, Volunteer
-from store.orders import STATES, Actor
-from store.volunteering import hours_text
-from store.teams import subtree_ids
+from rules.orders import STATES, Actor
+from rules.volunteering import hours_text
+from rules.teams import subtree_ids
 
 NOT_VOLUNTEER = "您还不是在册志愿者。回复“注册”成为志愿者后，就可以接单服务了。"
 NOT_COORDINATOR = "抱歉，派单只对队伍的协调员开放。"
@@ -86,7 +86,7 @@ def _offer_to_answer(ctx, vol: Volunteer, rest: str) -> Order | str:
     offers = dispatch.open_offers(ctx.session, vol)
     if offers:
         return offers[0].order
-    # A late answer to an offer that timed out may still take the order (see store.dispatch).
+    # A late answer to an offer that timed out may still take the order (see rules.dispatch).
     late = ctx.session.scalar(select(Offer).where(Offer.volunteer_id == vol.id, Offer.state == "expired")
                               .order_by(Offer.id.desc()).limit(1))
     if late is not None and late.order.status in dispatch.ACCEPTING:

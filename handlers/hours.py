@@ -1,15 +1,15 @@
 """我的时长: a volunteer's approved and pending hours, star level and the way to the next
 star, this year's hours, the latest records and the time-bank balance.
 
-All totals come from one aggregate query (`store.volunteering.summary`), so a volunteer
+All totals come from one aggregate query (`rules.volunteering.summary`), so a volunteer
 with thousands of records gets the answer as fast as one with three.
 """
 
 from __future__ import annotations
 
 from handlers import registry
-from store import volunteering
-from store.volunteering import hours_text
+from rules import volunteering
+from rules.volunteering import hours_text
 
 SOURCE_NAMES = {"activity": "活动", "order": "订单服务", "manual": "补录"}
 STATE_NAMES = {"pending": "待审核", "approved": "已通过", "rejected": "未通过"}

@@ -16,8 +16,8 @@ from dialogue.types import Message
 from handlers import registry
 from handlers.common import mask_address, mask_phone
 from handlers.parsing import When
-from store import dispatch
-from store import orders as store
+from rules import dispatch
+from rules import orders as store
 from store.models import Order
 
 ORDER_NUMBER = re.compile(r"^D\d{8}-?\d{4}$", re.IGNORECASE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from handlers import registry
 from store.models.places import Place
-from store.places import format_distance, nearest
+from rules.places import format_distance, nearest
 
 HOW_TO_SEND = "请点输入框旁的“+”，选择“位置”，把您的位置发给我，我来找离您最近的志愿服务站和广场。"
 MAX_SERVICES = 6

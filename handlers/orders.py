@@ -19,10 +19,10 @@ from dialogue.types import Message, Reply
 from handlers import registry
 from handlers.common import mask_phone, parse_phone
 from handlers.parsing import TIME_HINT, When, parse_when, slot_choices
-from store import dispatch, timebank
-from store import orders as store
+from rules import dispatch, timebank
+from rules import orders as store
 from store.models import Community, Volunteer
-from store.volunteering import hours_text
+from rules.volunteering import hours_text
 
 # Words that make a message a request for help even when no service matches its words.
 ASKING_FOR_HELP = ("需要帮", "帮帮", "帮忙", "帮我", "求助", "找人", "有人能", "谁能", "上门", "志愿者来")
@@ -309,7 +309,7 @@ def submit(ctx, answers):
     if created:
         if pay:
             dispatch.pay_with_time(ctx.session, order, ctx.session.get(Volunteer, pay), follower, ctx.now)
-        # The first volunteer is asked by the scheduler's next pass (store.dispatch.run_due:
+        # The first volunteer is asked by the scheduler's next pass (rules.dispatch.run_due:
         # "orders still waiting with nobody asked", about a second later), not here: ranking
         # every volunteer inside the resident's turn made 确认 the slowest turn by far.
     return Reply("\n".join([

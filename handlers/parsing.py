@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta
 
 from dialogue.flows import Invalid
 from dialogue.inputs import chinese_number, normalize
-from store.orders import SLOTS
+from rules.orders import SLOTS
 
 # Parts of the day a volunteer can come, as local hours [start, end).
 SLOT_HOURS = {"am": (8, 12), "pm": (12, 18), "eve": (18, 21), "day": (8, 21)}

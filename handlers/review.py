@@ -13,9 +13,9 @@ from sqlalchemy import select
 from dialogue import Flow, Invalid, Step
 from dialogue.inputs import normalize
 from handlers import registry
-from store import volunteering
+from rules import volunteering
 from store.models import HourRecord, Volunteer
-from store.volunteering import CHINA, hours_text
+from rules.volunteering import CHINA, hours_text
 
 NOT_COORDINATOR = "抱歉，审核功能只对队伍的协调员开放。如需成为协调员，请联系所在街道分队。"
 LIST_LIMIT = 20

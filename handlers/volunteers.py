@@ -17,7 +17,7 @@ from dialogue.inputs import normalize, parse_int, yes_no
 from handlers import registry
 from handlers.common import mask_phone, parse_phone
 from menus import catalog
-from store import pii, teams, volunteering
+from rules import pii, teams, volunteering
 from store.models import Team, TimeBankFamily
 
 # ---- readers ------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def places(session: Session) -> list[dict]:
 
 def scan_codes(session: Session, now: datetime) -> list[dict]:
     """QR codes to pick from, each with the scene string WeChat would report."""
-    from store import activities
+    from rules import activities
     from store.models.places import Place
 
     out, seen = [], set()

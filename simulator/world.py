@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from demo import geography
-from store.access import ROLE_LABELS
+from rules.access import ROLE_LABELS
 from store.models import Community, Coordinator, Follower, Volunteer
 
 PERSONA_LIMIT = 8  # per role: enough to pick from, short enough to read

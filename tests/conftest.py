@@ -19,7 +19,7 @@ from bot.config import load_config
 from bot.sender import WeChatSender
 from bot.services import Services
 from store.models import Base
-from store.orders import forget_catalog_in_use
+from rules.orders import forget_catalog_in_use
 
 
 TEST_AES_KEY = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from store import activities as acts
+from rules import activities as acts
 from store.models import Activity, Project, Push, Shift, SignUp, Volunteer
 from tests import seeds
 from tests.seeds.activities import volunteer

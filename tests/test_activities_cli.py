@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 import bot.cli  # noqa: F401 - the CLI first: its modules import it
 from bot.commands import activities as commands
-from store import activities as acts
+from rules import activities as acts
 from store.models import Activity, Attendance, Place, Project
 from tests import seeds
 from tests.conftest import TEST_APPID

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from bot.cli import main
 from pushes.scheduler import run_pass
-from store import bus
+from rules import bus
 from store.models import BusVisit, Community, Follower, Push
 from tests import seeds
 from tests.seeds.bus import in_days

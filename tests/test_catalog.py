@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from menus import catalog as cat
-from store import orders as store
+from rules import orders as store
 
 
 @pytest.fixture(scope="module")

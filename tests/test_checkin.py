@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from store import activities as acts
+from rules import activities as acts
 from store.models import Attendance, HourRecord, Project, Volunteer
 from tests import seeds
 from tests.seeds.activities import volunteer
@@ -92,7 +92,7 @@ def test_the_scheduler_closes_forgotten_check_outs(svc, shift):
     activity_id, _ = shift
     check(svc, T + timedelta(minutes=10), activity_id)
     svc.clock.offset = (T + timedelta(hours=3)) - datetime.now(timezone.utc)
-    run_pass(svc, recover=False)  # the scheduler's pass runs store.activities.run_due
+    run_pass(svc, recover=False)  # the scheduler's pass runs rules.activities.run_due
     assert records(svc) == [(110, acts.NO_CHECKOUT_NOTE)]
 
 

@@ -244,7 +244,7 @@ def test_create_and_edit_an_activity_with_a_second_shift(base_url, world):
 
 
 def test_cancelling_an_activity_tells_everyone_signed_up(base_url, world):
-    from store import activities as activity_rules
+    from rules import activities as activity_rules
     from store.models import Follower
 
     with world.db.transaction() as s:

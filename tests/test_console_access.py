@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from console.certificate import issue
-from store import bus
+from rules import bus
 from store.models import (AuditLog, BusVisit, HourRecord, Offer, Order, OrderEvent, Push,
                           ServiceCertificate, Team, Volunteer)
 from store.models.activities import Activity, Project, Shift

@@ -1,4 +1,4 @@
-"""The bus page: scheduling through `store.bus`, the fan-out's progress counted from the
+"""The bus page: scheduling through `rules.bus`, the fan-out's progress counted from the
 push rows of the batch, and the real push worker (against the WeChat emulator) taking it to
 100%."""
 

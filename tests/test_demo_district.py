@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from sqlalchemy import func, select
 
 from demo import district, geography, names
-from store import volunteering
+from rules import volunteering
 from store.models import Community, Coordinator, Follower, HourRecord, Push, Team, Volunteer
 from store.models.activities import Activity, Project, Shift
 from store.models.places import Place

@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from menus.catalog import load
 from pushes.scheduler import run_pass
-from store import dispatch, timebank, volunteering
-from store import orders as order_rules
+from rules import dispatch, timebank, volunteering
+from rules import orders as order_rules
 from store.models import Community, Follower, HourRecord, Offer, Order, Push, TimePayment, Volunteer
 from tests.seeds import apply
 

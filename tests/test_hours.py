@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from bot.cli import main as volbot
-from store import timebank, volunteering
+from rules import timebank, volunteering
 from store.models import Coordinator, HourRecord, Push, TimeTransaction, Volunteer, VolunteerStar
-from store.volunteering import Rules, VolunteerError
+from rules.volunteering import Rules, VolunteerError
 from tests import seeds
 from tests.seeds.volunteers import add_volunteer, id_number
 from tests.test_teams import cli_env

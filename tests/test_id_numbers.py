@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from store.pii import REGION_PREFIXES, IdNumberError, check_digit, parse_id_number
+from rules.pii import REGION_PREFIXES, IdNumberError, check_digit, parse_id_number
 
 TODAY = date(2026, 11, 28)
 

@@ -116,7 +116,7 @@ def test_metrics_expose_the_named_series_and_count_requests(wechat_plain, base_u
 
 def test_pushes_by_state_and_wechat_errors_by_code(api, emulator, base_url, svc):  # noqa: F811
     from pushes.client import WeChatError
-    from pushes.outbox import notify
+    from store.outbox import notify
 
     with svc.db.transaction() as session:
         notify(session, openid="o_metrics_push", kind="bus_visit", title="巴士", fields={}, dedup_key="m-1")

@@ -10,7 +10,7 @@ from datetime import datetime, time, timedelta, timezone
 
 from sqlalchemy import func, select
 
-from store import orders as store
+from rules import orders as store
 from store.models import Follower, Order, OrderEvent
 from tests import seeds
 from tests.conftest import WeChat

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from store import orders as store
+from rules import orders as store
 from store.models import Follower, Order, OrderEvent, Push
 from tests.seeds.orders import place_order, resident
 

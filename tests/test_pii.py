@@ -6,7 +6,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from hypothesis import given, settings, strategies as st
 
-from store import pii
+from rules import pii
 
 KEY = "test-pii-key"
 

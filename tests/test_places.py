@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select, text
 
-from store import places
+from rules import places
 from store.models import Place
-from store.places import bounding_box, haversine_m, nearest
+from rules.places import bounding_box, haversine_m, nearest
 from tests import seeds
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=timezone.utc)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from pushes.callbacks import QUEUE_KEY
-from pushes.outbox import notify, notify_many
+from store.outbox import notify, notify_many
 from pushes.ratelimit import TokenBucket
 from pushes.scheduler import run_pass
 from pushes.worker import push_queue, send_chunk

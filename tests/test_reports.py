@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, func, select, update
 
 from bot.cli import main
-from store import access, reports, volunteering
+from rules import access, reports, volunteering
 from store.models import (
     HourMonthTotal,
     HourRecord,

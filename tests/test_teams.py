@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from bot.cli import main as volbot
-from store import teams
+from rules import teams
 from store.models import Community, Team
 from tests import seeds
 

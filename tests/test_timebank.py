@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import select
 
-from store import timebank, volunteering
+from rules import timebank, volunteering
 from store.models import Follower, HourRecord, TimeEntry, TimeTransaction, Volunteer
 from store.models.timebank import ImmutableLedger
-from store.timebank import BankRules, TimeBankError
-from store.volunteering import Rules
+from rules.timebank import BankRules, TimeBankError
+from rules.volunteering import Rules
 from tests import seeds
 from tests.conftest import reset_data
 from tests.seeds.volunteers import add_volunteer, follower, id_number

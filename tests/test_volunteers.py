@@ -9,7 +9,7 @@ from datetime import date, datetime, timezone
 import pytest
 from sqlalchemy import select
 
-from store import pii, teams, volunteering
+from rules import pii, teams, volunteering
 from store.models import Coordinator, Follower, Volunteer
 from tests import seeds
 from tests.seeds.volunteers import id_number

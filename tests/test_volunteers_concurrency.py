@@ -8,7 +8,7 @@ from datetime import date, datetime, timezone
 
 from sqlalchemy import func, select
 
-from store import pii, teams, volunteering
+from rules import pii, teams, volunteering
 from store.models import Follower, Volunteer
 from tests import seeds
 from tests.seeds.volunteers import id_number

@@ -36,7 +36,7 @@ from bench.drills.support import Client, Stack, load_average, wait_for  # noqa: 
 def record_sent(stack: Stack, n: int) -> None:
     from sqlalchemy import update
 
-    from pushes.outbox import notify_many
+    from store.outbox import notify_many
     from store.models import Push
 
     svc = stack.services()

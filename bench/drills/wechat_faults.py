@@ -49,7 +49,7 @@ class Switch:
 
 
 def record(stack: Stack, n: int, tag: str, prefix: str = "o_fault_") -> None:
-    from pushes.outbox import notify
+    from store.outbox import notify
 
     svc = stack.services()
     try:

@@ -75,7 +75,7 @@ def register(main: click.Group) -> None:
         Columns: code, name, kind (station|plaza), community (code or name), address, lat,
         lng, opening_times, team (code or name), services (separated by 、 or ,), radius_m,
         star_rating, description, active."""
-        from store import places
+        from rules import places
 
         svc = build_services()
         try:
@@ -96,8 +96,8 @@ def register(main: click.Group) -> None:
         ('YYYY-MM-DD HH:MM', China time), end ('HH:MM' or full), shift (name), capacity,
         skills, description, radius_m. Rows with the same project, title, place and day
         are one activity."""
-        from store import activities as acts
-        from store.places import BadFile, read_rows
+        from rules import activities as acts
+        from rules.places import BadFile, read_rows
 
         svc = build_services()
         try:
@@ -148,9 +148,9 @@ def register(main: click.Group) -> None:
     def activity_add(project_ref, title, place_code, address, lat, lng, shift_specs, capacity, skills,
                      radius_m, description):
         """Add an activity with its shifts; prints its QR scene."""
-        from store import activities as acts
+        from rules import activities as acts
         from store.models import Place
-        from store.places import split_list
+        from rules.places import split_list
 
         svc = build_services()
         try:
@@ -182,7 +182,7 @@ def register(main: click.Group) -> None:
     @activity.command("close-overdue")
     def close_overdue():
         """Close attendances whose check-out was forgotten (at the shift end, flagged)."""
-        from store import activities as acts
+        from rules import activities as acts
 
         svc = build_services()
         try:

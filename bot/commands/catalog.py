@@ -41,7 +41,7 @@ def register(main: click.Group) -> None:
         if dry_run:
             click.echo(f"{file}: valid ({summary})")
             return
-        from store.orders import import_catalog as store_import
+        from rules.orders import import_catalog as store_import
 
         svc = build_services()
         try:

@@ -1,4 +1,4 @@
-"""`volbot order` commands for dispatch (the rules are in `store.dispatch`).
+"""`volbot order` commands for dispatch (the rules are in `rules.dispatch`).
 
     volbot order candidates ORDER            the ranking, with each volunteer's reasons
     volbot order assign ORDER VOLUNTEER      offer it to that volunteer (reassigns if taken)
@@ -18,7 +18,7 @@ from bot.commands import operator_session, shared_group
 
 
 def _order(session, number: str):
-    from store import dispatch
+    from rules import dispatch
 
     order = dispatch.order_by_number(session, number.strip().upper())
     if order is None:
@@ -33,7 +33,7 @@ def register(main) -> None:
     @click.argument("number")
     def candidates(number):
         """Print the ranked candidates for ORDER with their scores and reasons."""
-        from store import dispatch
+        from rules import dispatch
 
         with operator_session() as (svc, s):
             order = _order(s, number)
@@ -53,7 +53,7 @@ def register(main) -> None:
     @click.option("--reason", default="", help="Why (shown in the order's history).")
     def assign(number, volunteer, reason):
         """Offer ORDER to VOLUNTEER (a volunteer number), as a coordinator would."""
-        from store import dispatch
+        from rules import dispatch
         from store.models import Volunteer
 
         with operator_session() as (svc, s):
@@ -71,7 +71,7 @@ def register(main) -> None:
     @click.argument("number")
     def offer_next(number):
         """Ask the best candidate of ORDER not asked yet; with nobody left, escalate."""
-        from store import dispatch
+        from rules import dispatch
 
         with operator_session() as (svc, s):
             order = _order(s, number)
@@ -85,7 +85,7 @@ def register(main) -> None:
     @click.argument("number")
     def approve_minutes(number):
         """Credit the minutes the volunteer claimed for ORDER above the cap."""
-        from store import dispatch
+        from rules import dispatch
 
         with operator_session() as (svc, s):
             order = _order(s, number)
@@ -99,7 +99,7 @@ def register(main) -> None:
     def due():
         """Expire unanswered offers, auto-confirm and offer waiting orders once."""
         from bot.cli import build_services
-        from store import dispatch
+        from rules import dispatch
 
         svc = build_services()
         try:

@@ -154,7 +154,7 @@ def register(main: click.Group) -> None:
 
     def bus_action(fn):
         """Run `fn(session, now)` in one transaction; a BusError is one clear line."""
-        from store.bus import BusError
+        from rules.bus import BusError
 
         services = _services()
         try:
@@ -166,14 +166,14 @@ def register(main: click.Group) -> None:
             services.close()
 
     def describe(visit) -> str:
-        from store import bus
+        from rules import bus
 
         return (f"#{visit.id} {visit.community.name}({visit.community.code}) {bus.when_text(visit)} "
                 f"{visit.place} [{bus.service_names(visit.services)}] {visit.state} change {visit.change_no}")
 
     def fanned(session, visit) -> str:
         from pushes.worker import status
-        from store import bus
+        from rules import bus
 
         n = sum(status(session, bus.batch_id(visit)).values())
         return f"{n} subscriber pushes recorded (batch {bus.batch_id(visit)}; `volbot push status --batch {bus.batch_id(visit)}`)"
@@ -188,7 +188,7 @@ def register(main: click.Group) -> None:
     @click.option("--route", default=None, help="Route code (created if new).")
     def bus_schedule(community, day, start, end, place, services, route):
         """Schedule a visit and announce it to the community's subscribers."""
-        from store import bus
+        from rules import bus
 
         def run(session, now):
             starts_at, ends_at = bus.local_span(_day(day), _time(start), _time(end))
@@ -209,7 +209,7 @@ def register(main: click.Group) -> None:
     @click.option("--reason", default="")
     def bus_change(visit_id, day, start, end, place, services, reason):
         """Change a visit; every subscriber is told once about this change."""
-        from store import bus
+        from rules import bus
         from store.models import BusVisit
 
         def run(session, now):
@@ -232,7 +232,7 @@ def register(main: click.Group) -> None:
     @click.option("--reason", default="")
     def bus_cancel(visit_id, reason):
         """Cancel a visit; every subscriber is told once."""
-        from store import bus
+        from rules import bus
         from store.models import BusVisit
 
         def run(session, now):
@@ -249,7 +249,7 @@ def register(main: click.Group) -> None:
     @click.option("--limit", default=20, type=int)
     def bus_list(community, limit):
         """Upcoming visits."""
-        from store import bus
+        from rules import bus
 
         def run(session, now):
             ids = [bus.community_by_code(session, community).id] if community else None

@@ -21,7 +21,7 @@ def register(main) -> None:
     @reports_group.command("rebuild")
     def reports_rebuild():
         """Recompute the totals from hour_records in one transaction (approvals wait meanwhile)."""
-        from store import reports
+        from rules import reports
 
         started = time.perf_counter()
         with operator_session() as (_, s):
@@ -32,7 +32,7 @@ def register(main) -> None:
     @reports_group.command("audit")
     def reports_audit():
         """Compare the totals with a recomputation from hour_records; exit 1 on any difference."""
-        from store import reports
+        from rules import reports
 
         with operator_session() as (_, s):
             result = reports.audit(s)

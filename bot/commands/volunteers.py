@@ -22,7 +22,7 @@ from bot.commands import finish_audit, operator_session, shared_group
 
 def _local(text: str) -> datetime:
     """'2026-11-28 09:00' in Beijing time → aware datetime."""
-    from store.volunteering import CHINA
+    from rules.volunteering import CHINA
 
     try:
         return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=CHINA)
@@ -61,7 +61,7 @@ def register(main: click.Group) -> None:
     @click.argument("file", type=click.Path(exists=True, dir_okay=False))
     def import_teams(file):
         """Create or update the team tree from a CSV or YAML FILE (by team code)."""
-        from store import teams
+        from rules import teams
 
         try:
             with operator_session() as (svc, s):
@@ -72,7 +72,7 @@ def register(main: click.Group) -> None:
                    f"communities: {result.communities} created")
 
     def decide_volunteers(numbers, approve, reason):
-        from store import volunteering
+        from rules import volunteering
 
         with operator_session() as (svc, s):
             for number in numbers:
@@ -107,7 +107,7 @@ def register(main: click.Group) -> None:
     @click.option("--description", default="")
     def hours_add(number, start, end, travel, coordinator_id, description):
         """Record a manual (补录) entry, pending approval."""
-        from store import volunteering
+        from rules import volunteering
 
         with operator_session() as (svc, s):
             vol = _volunteer(s, number)
@@ -121,7 +121,7 @@ def register(main: click.Group) -> None:
             click.echo(f"record {rec.id}: {vol.number} {rec.minutes} min pending")
 
     def decide_hours(ids, approve, reason, coordinator_id):
-        from store import volunteering
+        from rules import volunteering
 
         with operator_session() as (svc, s):
             try:
@@ -170,7 +170,7 @@ def register(main: click.Group) -> None:
     @bank.command("audit")
     def timebank_audit():
         """Prove every balance equals the sum of its entries; exit 1 on any problem."""
-        from store import timebank
+        from rules import timebank
 
         with operator_session() as (svc, s):
             report = timebank.audit(s)
@@ -182,7 +182,7 @@ def register(main: click.Group) -> None:
     @click.option("--relation", default="", help="e.g. 父亲, 母亲, 配偶")
     def timebank_family(number, openid, relation):
         """Let a family member pay orders with the volunteer's time."""
-        from store import timebank
+        from rules import timebank
         from store.models import Follower
 
         with operator_session() as (svc, s):
@@ -198,7 +198,7 @@ def register(main: click.Group) -> None:
     @click.option("--reason", required=True)
     def timebank_reverse(tx_id, reason):
         """Post the opposite of transaction TX_ID (a new entry; nothing is edited)."""
-        from store import timebank
+        from rules import timebank
         from store.models import TimeTransaction
 
         with operator_session() as (svc, s):
@@ -216,7 +216,7 @@ def register(main: click.Group) -> None:
     @click.option("--limit", default=20, type=int)
     def timebank_statement(number, limit):
         """A volunteer's balance and latest movements (存入 / 取出)."""
-        from store import timebank
+        from rules import timebank
 
         with operator_session() as (svc, s):
             vol = _volunteer(s, number)
@@ -231,7 +231,7 @@ def register(main: click.Group) -> None:
     @click.option("--role", default=None, help="brigade|detachment|squad (default: from the team)")
     def coordinator_add(team_code, openid, name, role):
         """Make the follower OPENID a coordinator of team CODE (its subtree)."""
-        from store import teams
+        from rules import teams
         from store.models import Coordinator, Follower
 
         with operator_session() as (svc, s):

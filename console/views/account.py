@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import g, redirect, url_for
 
 from console.web import audit, console, flash, render
-from store import console_binding
+from rules import console_binding
 
 
 @console.get("/account")

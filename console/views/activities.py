@@ -1,7 +1,7 @@
 """Activities and shifts: create and edit, the roster of each shift (signed and
 waitlisted), and attendance (check-in, check-out, credited minutes, flags).
 
-Creating goes through `store.activities.add_activity`; sign-ups, waitlist promotion and
+Creating goes through `rules.activities.add_activity`; sign-ups, waitlist promotion and
 check-in are that domain's (chat) and only shown here. Editing an activity's fields and
 adding a shift, which the domain has no function for yet, are done on the models.
 """
@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 
 from console.views.common import CHINA, args_builder, int_or_none, page_number, paged, parse_day
 from console.web import audit, console, flash, render
-from store import access, activities as activity_rules
-from store.audit import snapshot
+from rules import access, activities as activity_rules
+from rules.audit import snapshot
 from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.places import Place
 from store.models import Volunteer

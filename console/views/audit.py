@@ -8,7 +8,7 @@ from flask import g, request
 
 from console.views.common import args_builder, day_bounds, page_number, paged, parse_day
 from console.web import console, render
-from store import access
+from rules import access
 from store.models import AuditLog
 
 

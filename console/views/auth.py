@@ -10,8 +10,8 @@ from flask import g, make_response, redirect, request, url_for
 from console import accounts
 from console.web import (COOKIE, LOGIN_CSRF_COOKIE, console, end_session, render, safe_next,
                          services, set_session_cookie, start_session, client_ip)
-from store import access
-from store.audit import record
+from rules import access
+from rules.audit import record
 
 
 @console.route("/login", methods=["GET", "POST"])

@@ -1,7 +1,7 @@
 """The Volunteer Bus: schedule, change or cancel a visit (brigade and detachment
 coordinators), and watch each announcement's fan-out to the community's subscribers.
 
-The rules and the fan-out are `store.bus`'s: every announcement records one push per
+The rules and the fan-out are `rules.bus`'s: every announcement records one push per
 subscriber in batch `bus-<visit>-<change_no>`; the progress endpoint counts that batch's
 rows by state, so the bar moves as the push worker sends them.
 """
@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 
 from console.views.common import CHINA, parse_day
 from console.web import audit, console, flash, needs, render
-from store import access, bus as bus_rules
-from store.audit import snapshot
+from rules import access, bus as bus_rules
+from rules.audit import snapshot
 from store.models import BusVisit, Community, Push
 
 FINISHED = ("sent", "delivered", "failed", "cancelled")
@@ -100,7 +100,7 @@ def bus_visit(visit_id: int):
 
 
 def _update_visit(visit_id: int, action: str, done: str, apply):
-    """Change or cancel a visit through `store.bus`, audit it, and go back to its page."""
+    """Change or cancel a visit through `rules.bus`, audit it, and go back to its page."""
     visit = access.get(g.db, g.scope, BusVisit, visit_id, for_update=True)
     before = snapshot(visit, AUDITED)
     try:

@@ -2,7 +2,7 @@
 manual entries (补录), which a second coordinator must approve.
 
 The rules (atomic decisions, time-bank credit, star levels, overlaps) are
-`store.volunteering`'s; this page scopes, checks the two-person rule for manual entries,
+`rules.volunteering`'s; this page scopes, checks the two-person rule for manual entries,
 and writes the audit log.
 """
 
@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from console.views.common import CHINA, args_builder, page_number, paged, parse_day, int_or_none
 from console.web import audit, back, console, flash, render
-from store import access, volunteering
-from store.audit import snapshot
+from rules import access, volunteering
+from rules.audit import snapshot
 from store.models import Coordinator, HourRecord, Team, Volunteer
 
 STATES = {"pending": "待审核", "approved": "已通过", "rejected": "已驳回"}

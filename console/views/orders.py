@@ -2,8 +2,8 @@
 history and offers; assign or reassign it to a volunteer of the subtree, picked from the
 ranked candidates with the reasons for their rank.
 
-Ranking, offers and (re)assignment are `store.dispatch`'s (`rank`, `assign`); state changes
-go through `store.orders.transition` there. This page narrows the candidates to the
+Ranking, offers and (re)assignment are `rules.dispatch`'s (`rank`, `assign`); state changes
+go through `rules.orders.transition` there. This page narrows the candidates to the
 coordinator's subtree, and audits.
 """
 
@@ -16,7 +16,7 @@ from sqlalchemy.orm import selectinload
 from console.views.common import args_builder, day_bounds, int_or_none, page_number, paged, parse_day
 from console.web import audit, back, console, flash, render
 from dialogue import masks
-from store import access, dispatch, orders as order_rules
+from rules import access, dispatch, orders as order_rules
 from store.models import Community, Offer, Order, Team, Volunteer
 
 CANDIDATE_LIMIT = 20
@@ -67,7 +67,7 @@ def current_assignees(order_ids) -> dict[int, Volunteer]:
 
 
 def candidates_for(order: Order) -> list[dispatch.Candidate]:
-    """`store.dispatch.rank` over the subtree's active volunteers with the order's skill.
+    """`rules.dispatch.rank` over the subtree's active volunteers with the order's skill.
 
     At the district level that is thousands of people; the pool is the `POOL_LIMIT` nearest
     by team (the order's community, then its street, then the rest), which holds everyone

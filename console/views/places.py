@@ -1,7 +1,7 @@
 """Places: the subtree's volunteer service stations and star-rated plazas, with their
 opening times and services; brigade and detachment coordinators can edit them.
 
-Places are loaded in bulk with `volbot import places` (`store.places`); this page edits
+Places are loaded in bulk with `volbot import places` (`rules.places`); this page edits
 what changes week to week: opening times, services, description, and whether it is open.
 """
 
@@ -11,8 +11,8 @@ from flask import g, redirect, request, url_for
 
 from console.views.common import args_builder, page_number, paged
 from console.web import audit, console, flash, needs, render
-from store import access, places as place_rules
-from store.audit import snapshot
+from rules import access, places as place_rules
+from rules.audit import snapshot
 from store.models.places import PLACE_KINDS, Place
 
 AUDITED = ("opening_times", "services", "description", "active")

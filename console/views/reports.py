@@ -1,6 +1,6 @@
 """Reports with charts, their CSV and XLSX exports, and the annual rankings.
 
-The hour reports read running totals kept where hours are approved (`store.reports`), so
+The hour reports read running totals kept where hours are approved (`rules.reports`), so
 even a district-wide first load is computed in well under the 200 ms target. Each computed
 table is still kept in Redis for `CACHE_SECONDS` per (team, year, report) — it spares the
 orders' per-month medians on reloads — shown with the time it was computed, and recomputed
@@ -18,7 +18,7 @@ from flask import Response, abort, g, request
 from console import charts, exports
 from console.views.common import local_today
 from console.web import audit, console, render, services
-from store import access, reports
+from rules import access, reports
 
 
 def _year() -> int:

@@ -14,7 +14,7 @@ from console.views.common import args_builder, int_or_none, page_number, paged, 
 from console.views.hours import STATES as HOUR_STATES
 from console.web import audit, back, console, flash, render
 from dialogue import masks
-from store import access, pii, volunteering
+from rules import access, pii, volunteering
 from store.models import HourRecord, ServiceCertificate, Team, Volunteer
 
 STATES = {"pending": "待审核", "active": "在册", "rejected": "未通过", "suspended": "暂停"}

@@ -2,7 +2,7 @@
 
 A district has a million hour records; summing a year of them takes seconds. These two
 small tables hold the same sums, kept up to date in the transaction that approves a record
-(`store.reports.count_approved`, called by `store.volunteering.decide_hours`, the one place
+(`rules.reports.count_approved`, called by `rules.volunteering.decide_hours`, the one place
 that approves hours). Months and years are local (Asia/Shanghai), of the service's start.
 
 - `HourMonthTotal`: per team (the volunteer's team) and local month — a few thousand rows,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from store.activities import CHINA, add_activity
+from rules.activities import CHINA, add_activity
 from store.models import Follower, Place, Project, SignUp
 from tests.seeds import seed
 from tests.seeds.volunteers import add_volunteer, id_number, team, vol_teams

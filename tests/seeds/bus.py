@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta, timezone
 
-from store import bus
+from rules import bus
 from store.models import Community, Follower
 from tests.seeds import seed
 

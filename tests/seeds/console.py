@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from console.accounts import hash_password
-from store import activities
+from rules import activities
 from store.models import Coordinator
 from store.models.activities import Project
 from store.models.places import Place

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from store import teams
+from rules import teams
 from store.models import Community, Coordinator, Follower, Volunteer
 from tests.seeds import seed
 from tests.seeds.volunteers import PII_KEY, id_number
@@ -68,7 +68,7 @@ def _follower(session, openid: str, phone: str | None = None) -> Follower:
 
 @seed
 def dispatch_world(session):
-    from store import pii
+    from rules import pii
 
     for code, name, street, lat, lng in COMMUNITIES:
         session.add(Community(code=code, name=name, street=street, lat=lat, lng=lng))

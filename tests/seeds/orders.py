@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from menus.catalog import load
-from store import orders as store
+from rules import orders as store
 from store.models import Community, Follower
 from tests.seeds import seed
 

@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta, timezone
 from sqlalchemy import select
 
 from dialogue.context import Settings
-from store import pii, reports, teams
+from rules import pii, reports, teams
 from store.models import Coordinator, Follower, HourRecord, Team, Volunteer
 from tests.seeds import seed
 

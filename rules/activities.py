@@ -25,12 +25,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from pushes.outbox import notify, withdraw
+from store.outbox import notify, withdraw
 from store.models import HourRecord, Push, Team, Volunteer
 from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.places import DEFAULT_RADIUS_M, Place
-from store.places import haversine_m, in_box, split_list
-from store.volunteering import record_hours
+from rules.places import haversine_m, in_box, split_list
+from rules.volunteering import record_hours
 
 CHINA = ZoneInfo("Asia/Shanghai")
 WEEKDAYS = "一二三四五六日"

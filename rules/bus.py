@@ -21,7 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pushes.outbox import notify_many, withdraw
+from store.outbox import notify_many, withdraw
 from store.models import BusRoute, BusSubscription, BusVisit, Community, Follower, Push
 
 CHINA = ZoneInfo("Asia/Shanghai")

@@ -23,7 +23,7 @@ tells that volunteer). `start_service` / `complete_service` (minutes claimed, ca
 `cap_factor` × the sub-category's typical duration unless a coordinator approves more with
 `approve_claimed_minutes`), then `confirm` by the resident, or by `run_due` after
 `confirm_hours`: a pending hour record (source "order") and, for an order paid with time,
-the debit. Order states change only through `store.orders.transition`.
+the debit. Order states change only through `rules.orders.transition`.
 
 Two volunteers accepting at once (a late answer to an expired offer and the next
 volunteer's): `accept` locks the order row first, so exactly one wins; the other is told.
@@ -39,15 +39,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import String, bindparam, case, cast, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from pushes.outbox import notify
-from store import orders as order_rules
-from store import timebank, volunteering
+from store.outbox import notify
+from rules import orders as order_rules
+from rules import timebank, volunteering
 from store.models.dispatch import OFFER_STATES
 from store.models import (
     Community, Coordinator, Follower, HourRecord, Offer, Order, Team, TimeAccount, TimeBankFamily, TimePayment,
     Volunteer,
 )
-from store.orders import CHINA, SLOTS, SYSTEM, Actor, OrderError, distance_m
+from rules.orders import CHINA, SLOTS, SYSTEM, Actor, OrderError, distance_m
 
 log = logging.getLogger("volbot.dispatch")
 

@@ -1,4 +1,4 @@
-"""Reports for coordinators, always within their subtree (`store.access`): hours by team
+"""Reports for coordinators, always within their subtree (`rules.access`): hours by team
 and month, orders by category and state, time to accept and to complete, satisfaction, and
 the annual rankings for the awards (volunteers by hours, projects by reach).
 
@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from store import access
+from rules import access
 from store.models import HourRecord, Order, OrderEvent, Team, Volunteer
 from store.models.activities import Activity, Attendance, Project, Shift
 from store.models.rollups import HourMonthTotal, HourYearTotal
@@ -113,7 +113,7 @@ def rebuild(session: Session) -> tuple[int, int]:
     """Recompute the running totals from `hour_records` (for data written before they
     existed, or bulk-loaded). Holds the approvals' lock, so no approval is lost meanwhile.
     Returns the number of (team, month) and (volunteer, year) rows."""
-    from store import timebank
+    from rules import timebank
 
     timebank.lock_issuing(session)
     months, years = _recomputed(session)
@@ -197,7 +197,7 @@ def hours_by_team_month(session: Session, scope: access.Scope, year: int) -> Tab
 
 
 def orders_by_category_state(session: Session, scope: access.Scope, year: int) -> Table:
-    from store.orders import STATES
+    from rules.orders import STATES
 
     start, end = year_bounds(year)
     stmt = access.orders(scope, select(Order.category_name, Order.status, func.count())) \

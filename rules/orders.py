@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from menus.catalog import Catalog, Sub, from_dict, load
-from pushes.outbox import notify
+from store.outbox import notify
 from store.models import CatalogVersion, Community, Follower, Order, OrderEvent, OrderSerial
 
 CHINA = ZoneInfo("Asia/Shanghai")

@@ -25,12 +25,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from menus import load_yaml
-from pushes.outbox import notify
-from store import pii, reports, timebank
+from store.outbox import notify
+from rules import pii, reports, timebank
 from store.models import (
     Coordinator, Follower, HourRecord, Team, Volunteer, VolunteerSerial, VolunteerStar,
 )
-from store.teams import in_subtree, subtree_ids
+from rules.teams import in_subtree, subtree_ids
 
 CHINA = ZoneInfo("Asia/Shanghai")
 ADULT_AGE = 18

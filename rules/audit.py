@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from store.access import Scope
+from rules.access import Scope
 from store.models import AuditLog
 
 
