@@ -24,6 +24,7 @@ from bot import observability as metrics
 from dialogue.context import Ctx
 from dialogue.types import BUSY, SILENT, TEMPLATE_FINISH, Message, Reply
 from pushes.callbacks import queue_receipt, record_receipt
+from rules import followers
 from store.ephemeral import Deliveries, Dedup, LockTimeout, StaleState, StateStore, UserLock
 from store.redis import PerThreadRedis
 
@@ -134,7 +135,7 @@ class Pipeline:
             try:
                 with services.db.turn_transaction() as session:
                     ctx = Ctx(openid=message.openid, message=message, session=session,
-                              now=services.clock.now(), settings=services.settings,
+                              now=services.clock.now(), records=followers, settings=services.settings,
                               state=state if attempt == 1 else services.engine.read_state(json.loads(before)))
                     reply = services.engine.handle(ctx)
                     if session.opened:  # a failing SQL write surfaces before the state moves on

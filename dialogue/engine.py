@@ -25,12 +25,11 @@ from typing import Any
 from dialogue import types as t
 from dialogue.context import Ctx, as_reply
 from dialogue.flows import PAGE_SIZE, Choice, Flow, Invalid, Step, clip, match_choice, match_many, numbered
-from dialogue.inputs import normalize, parse_int, yes_no
+from rules.inputs import normalize, parse_int, yes_no
 from dialogue.registry import Registry
 from dialogue.state import CONFIRM, ConversationState, Form, Offered
 from dialogue.types import Message, Reply
 from menus import MainMenu
-from store.models import CoordinatorMessage
 
 log = logging.getLogger("volbot.dialogue")
 
@@ -483,10 +482,8 @@ class Engine:
             if word or not norm:
                 return None
             form = state.form
-            ctx.session.add(CoordinatorMessage(
-                follower_id=ctx.follower.id, flow=form.flow if form else "", step=form.step if form else "",
-                text=text.strip()[:1000],
-            ))
+            ctx.records.leave_message(ctx.session, ctx.follower, flow=form.flow if form else "",
+                                      step=form.step if form else "", text=text)
             title = self._flow(form).title if form else ""
             self._pause(state)
             return Reply(self.texts["message_left"].format(title=title))

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from dialogue.inputs import normalize, parse_int, yes_no
+from rules.inputs import normalize, parse_int, yes_no
 from dialogue.types import Reply
 
 PAGE_SIZE = 8

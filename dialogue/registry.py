@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from dialogue.flows import Flow
-from dialogue.inputs import normalize
+from rules.inputs import normalize
 
 Handler = Callable  # (ctx, message) -> Reply | str | None
 

@@ -1,6 +1,6 @@
 """Input readers every journey needs: phone numbers (mainland mobile or landline with area
 code) and their masked display, with a hint for each way a number can be wrong. Mobiles are
-read by `dialogue.inputs.mobile` and masked by `dialogue.masks.phone`; this adds landlines
+read by `rules.inputs.mobile` and masked by `rules.masks.phone`; this adds landlines
 and the hints, so a number is read and shown the same way in every journey.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
-from dialogue import masks
+from rules import masks
 from dialogue.flows import Invalid
-from dialogue.inputs import mobile, normalize
+from rules.inputs import mobile, normalize
 
 # Area codes: 010, 02X, or 03XX-09XX; local numbers have 7-8 digits and start with 2-9.
 LANDLINE = re.compile(r"^(010|02[0-9]|0[3-9][0-9]{2})([2-9][0-9]{6,7})$")

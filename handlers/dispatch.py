@@ -15,7 +15,7 @@ import re
 from sqlalchemy import select
 
 from dialogue.flows import Flow, Invalid, Step
-from dialogue.inputs import chinese_number, normalize, parse_int
+from rules.inputs import chinese_number, normalize, parse_int
 from dialogue.types import Reply
 from handlers import registry
 from handlers.common import mask_address

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from dialogue.flows import Choice, Flow, Invalid, Step
-from dialogue.inputs import normalize
+from rules.inputs import normalize
 from dialogue.types import Message
 from handlers import registry
 from handlers.common import mask_address, mask_phone

@@ -14,12 +14,12 @@ import uuid
 
 from dialogue import types as t
 from dialogue.flows import Choice, Flow, Invalid, Step
-from dialogue.inputs import normalize
+from rules.inputs import normalize
 from dialogue.types import Message, Reply
 from handlers import registry
 from handlers.common import mask_phone, parse_phone
 from handlers.parsing import TIME_HINT, When, parse_when, slot_choices
-from rules import dispatch, timebank
+from rules import dispatch, needs, timebank
 from rules import orders as store
 from store.models import Community, Volunteer
 from rules.volunteering import hours_text
@@ -55,10 +55,10 @@ def read_category(ctx, arg, answers):
     if value is not None:
         return value
     text = _text(arg)
-    cat = catalog(ctx).find_category(text)
+    cat = needs.find_category(catalog(ctx), text)
     if cat is not None:
         return {"code": cat.code, "name": cat.name}
-    hits = catalog(ctx).search(text)
+    hits = needs.search(catalog(ctx), text)
     if hits:
         answers["hits"] = [h.sub.code for h in hits]
         answers["query"] = text
@@ -88,7 +88,7 @@ def read_sub(ctx, arg, answers):
     value = _value(arg)
     if value is not None:
         return value
-    hits = catalog(ctx).search(_text(arg), limit=3)
+    hits = needs.search(catalog(ctx), _text(arg), limit=3)
     if hits and (len(hits) == 1 or hits[0].score > hits[1].score):
         return {"code": hits[0].sub.code, "name": hits[0].sub.name}
     raise Invalid("请回复序号选择服务项目。")
@@ -370,7 +370,7 @@ def need_in_words(ctx, message):
     text = normalize(message.text)
     if len(text) < 2 or len(text) > 100:
         return None
-    hits = catalog(ctx).search(text)
+    hits = needs.search(catalog(ctx), text)
     if hits:
         return ctx.start("order", hits=[h.sub.code for h in hits], query=text)
     if any(word in text for word in ASKING_FOR_HELP):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from dialogue.flows import Invalid
-from dialogue.inputs import chinese_number, normalize
+from rules.inputs import chinese_number, normalize
 from rules.orders import SLOTS
 
 # Parts of the day a volunteer can come, as local hours [start, end).

@@ -11,7 +11,7 @@ from typing import Callable
 from sqlalchemy import select
 
 from dialogue import Flow, Invalid, Step
-from dialogue.inputs import normalize
+from rules.inputs import normalize
 from handlers import registry
 from rules import volunteering
 from store.models import HourRecord, Volunteer

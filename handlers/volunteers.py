@@ -13,7 +13,7 @@ from datetime import date
 from sqlalchemy import delete
 
 from dialogue import Choice, Flow, Invalid, Step
-from dialogue.inputs import normalize, parse_int, yes_no
+from rules.inputs import normalize, parse_int, yes_no
 from handlers import registry
 from handlers.common import mask_phone, parse_phone
 from menus import catalog

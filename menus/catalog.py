@@ -1,29 +1,22 @@
-"""The needs menu (需求菜单): reading, checking and searching it.
+"""The needs menu (需求菜单): reading and checking it.
 
 `load()` reads `menus/needs.yaml` (or any file in that format) and `from_dict()` checks a
 parsed document: unique codes, sub-category codes under their category, the counts the
 file declares, name and description lengths, modes and durations. A bad file is refused
 as a whole with every problem listed (`CatalogError.problems`), so an import never leaves
-half a menu.
-
-`Catalog.search(text)` finds the sub-categories a resident's words point to ("家里水管坏了"
-→ 水电维修). The scorer is small and deterministic: keywords found in the text count by
-their length (longer words are more specific; a two-character keyword said with a word or
-two in between, 借…书, counts half), a category's keywords lift its
-sub-categories a little, and shared character pairs with the names and descriptions break
-ties and catch words nobody listed.
+half a menu. Finding what a resident's words point to is `rules.needs`.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
-from dialogue.inputs import normalize
 
 DEFAULT_PATH = Path(__file__).with_name("needs.yaml")
 MODES = {"onsite": "上门服务", "remote": "电话/线上服务"}
@@ -36,10 +29,6 @@ MAX_CATEGORIES = 20
 MAX_SUBS_PER_CATEGORY = 8
 
 # Words that say nothing about which service is wanted; dropped before scoring.
-FILLER = ("我想", "我要", "想要", "需要", "请问", "帮忙", "帮我", "一下", "家里", "我家", "有没有",
-          "能不能", "可以", "怎么办", "怎么", "谁能", "希望", "找人", "预约")
-FILLER_CHARS = "我你他她想要请帮的了吗呢啊吧呀么个在有是和"
-MIN_SCORE = 3
 
 
 class CatalogError(ValueError):
@@ -77,12 +66,6 @@ class Category:
 
 
 @dataclass(frozen=True)
-class Hit:
-    sub: Sub
-    score: int
-
-
-@dataclass(frozen=True)
 class Catalog:
     district: str
     categories: tuple[Category, ...]
@@ -99,37 +82,6 @@ class Catalog:
 
     def category_of(self, sub: Sub) -> Category:
         return next(c for c in self.categories if c.code == sub.category_code)
-
-    def search(self, text: str, limit: int = 5) -> list[Hit]:
-        """Sub-categories matching `text`, best first; [] when nothing fits well enough."""
-        query = _clean(text)
-        if len(query) < 2:
-            return []
-        pairs = _pairs(query)
-        hits = []
-        for cat in self.categories:
-            lift = sum(len(k) for k in cat.keywords if k in query)
-            if cat.name in query:
-                lift += 2 * len(cat.name)
-            for sub in cat.subs:
-                score = sum(2 * len(k) if k in query else len(k) if _loose(k, query) else 0
-                            for k in sub.keywords)
-                if sub.name in query:
-                    score += 3 * len(sub.name)
-                shared = pairs & _pairs(sub.name + sub.description + "".join(sub.keywords))
-                score += len(shared) + lift
-                if score >= MIN_SCORE and (score > lift or lift >= MIN_SCORE):
-                    hits.append(Hit(sub, score))
-        hits.sort(key=lambda h: -h.score)  # stable: equal scores keep menu order
-        return hits[:limit]
-
-    def find_category(self, text: str) -> Category | None:
-        """A category named (or nearly named) in `text`."""
-        t = normalize(text)
-        for c in self.categories:
-            if t and (t == c.name or t in c.name or c.name in t):
-                return c
-        return None
 
     def to_dict(self) -> dict:
         return {
@@ -151,27 +103,6 @@ def duration(minutes: int) -> str:
         return f"{minutes}分钟"
     hours, rest = divmod(minutes, 60)
     return f"{hours}小时" + (f"{rest}分钟" if rest else "")
-
-
-def _clean(text: str) -> str:
-    t = normalize(text)
-    t = re.sub(r"[\s\W_]+", "", t)
-    for word in FILLER:
-        t = t.replace(word, "")
-    return t
-
-
-def _loose(keyword: str, query: str) -> bool:
-    """A two-character word said with a little in between: 借…书 in "借几本书"."""
-    if len(keyword) != 2:
-        return False
-    at = query.find(keyword[0])
-    return at >= 0 and keyword[1] in query[at + 2:at + 4]
-
-
-def _pairs(text: str) -> set[str]:
-    t = "".join(ch for ch in text if ch not in FILLER_CHARS)
-    return {t[i:i + 2] for i in range(len(t) - 1)}
 
 
 # ---- reading and checking ---------------------------------------------------------------
@@ -288,4 +219,5 @@ def _keywords(raw: dict, where: str, problems: list[str]) -> tuple[str, ...]:
     if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
         problems.append(f"{where}: `keywords` must be a list of words")
         return ()
-    return tuple(normalize(w) for w in words)
+    # Kept canonical (NFKC, trimmed) so that matching them needs no second pass.
+    return tuple(unicodedata.normalize("NFKC", w).strip() for w in words)

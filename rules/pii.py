@@ -1,5 +1,5 @@
 """Personal data: resident ID numbers checked, encrypted at rest, found by a keyed hash and
-shown only masked (phones are masked by `dialogue.masks` / `handlers.common`).
+shown only masked (phones are masked by `rules.masks` / `handlers.common`).
 
 Keys are derived from `PII_KEY` with HKDF, one per purpose, so the encryption key and the
 lookup-hash key are independent. Encryption is AES-256-GCM with a random nonce; the stored

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 
-from dialogue import Choice, Flow, Invalid, Step, masks
+from dialogue import Choice, Flow, Invalid, Step
+from rules import masks
 from dialogue.flows import YES_NO
-from dialogue.inputs import id_number, mobile, parse_int
+from rules.inputs import id_number, mobile, parse_int
 from handlers import registry
 from store.models import CoordinatorMessage
 

@@ -16,6 +16,7 @@ from dialogue.engine import CONFIRM, REPLY_LIMIT, Engine, fit
 from dialogue.registry import Registry
 from dialogue.types import Reply
 from menus import main_menu
+from rules import followers
 
 
 def make_engine() -> tuple[Engine, list]:
@@ -68,7 +69,7 @@ class Talk:
     def send(self, message: Message) -> str:
         with self.svc.db.transaction() as session:
             ctx = Ctx(openid="o_unit", message=message, session=session, now=self.svc.clock.now(),
-                      settings=self.svc.settings, state=self.engine.read_state(self.state))
+                      records=followers, settings=self.svc.settings, state=self.engine.read_state(self.state))
             reply = self.engine.handle(ctx)
         self.state = ctx.state.encode()  # the stored document, as the pipeline saves it
         assert len(reply.text.encode("utf-8")) <= REPLY_LIMIT

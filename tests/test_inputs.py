@@ -4,9 +4,9 @@ from datetime import date
 
 import pytest
 
-from dialogue import masks
+from rules import masks
 from dialogue.flows import YES_NO, Choice, match_choice, match_many
-from dialogue.inputs import id_number, mobile, normalize, parse_int, yes_no
+from rules.inputs import id_number, mobile, normalize, parse_int, yes_no
 
 
 @pytest.mark.parametrize("raw,clean", [

@@ -4,7 +4,7 @@ phone or ID number. Use as a step's `show=`: `Step("phone", ..., show=masks.phon
 
 from __future__ import annotations
 
-from dialogue.inputs import normalize
+from rules.inputs import normalize
 from rules.pii import mask_id_number
 
 
