@@ -25,7 +25,7 @@ from typing import Any
 from dialogue import types as t
 from dialogue.context import Ctx, as_reply
 from dialogue.flows import PAGE_SIZE, Choice, Flow, Invalid, Step, clip, match_choice, match_many, numbered
-from rules.inputs import normalize, parse_int, yes_no
+from rules.inputs import as_written, normalize, parse_int, yes_no
 from dialogue.registry import Registry
 from dialogue.state import CONFIRM, ConversationState, Form, Offered
 from dialogue.types import Message, Reply
@@ -351,8 +351,26 @@ class Engine:
             if had and msg.kind in (t.TEXT, t.VOICE) and yes_no(text) is True:
                 return self._advance(ctx, flow, step)  # "是" keeps the answer given before
             return self._wrong(ctx, e.hint or step.hint)
+        changed = had and answers[step.name] != value
         answers[step.name] = value
+        if changed:
+            self._recheck(ctx, flow, step.name)
         return self._advance(ctx, flow, step)
+
+    @staticmethod
+    def _recheck(ctx: Ctx, flow: Flow, changed: str) -> None:
+        """An answer changed: every later answer given under it (`depends_on`, directly or
+        through another) stays only if its step's choices still offer it."""
+        answers, moved = ctx.state.form.answers, {changed}
+        for step in flow.steps[flow.index(changed) + 1:]:
+            if step.name not in answers or not moved.intersection(step.depends_on):
+                continue
+            kept = answers[step.name]
+            offered = [c.value for c in step.options(ctx, answers)] if step.applies(ctx, answers) else []
+            still = all(v in offered for v in kept) if step.multi and isinstance(kept, list) else kept in offered
+            if not still:
+                answers.pop(step.name)
+                moved.add(step.name)
 
     @staticmethod
     def _offered(ctx: Ctx, step: Step, answers: dict) -> list[Choice]:
@@ -398,11 +416,19 @@ class Engine:
                     return step.parse(ctx, c.value, answers) if step.parse else c.value
                 if step.parse is None:
                     raise Invalid(step.hint or self.texts["choose_range"].format(count=len(choices)))
-            # A step may take free text as well as choices (e.g. a typed time).
+                # A step may take free text as well as choices (e.g. a typed time); a number
+                # it does not take was meant as a choice: say which numbers there are.
+                try:
+                    return step.parse(ctx, msg, answers)
+                except Invalid:
+                    if parse_int(norm) is not None:
+                        raise Invalid(self.texts["choose_range"].format(count=len(choices))) from None
+                    raise
         if step.parse is None:
-            if len(norm) > step.max_length:
+            written = as_written(text)  # matching normalises; what is kept is what they wrote
+            if len(written) > step.max_length:
                 raise Invalid(self.texts["too_long"].format(limit=step.max_length))
-            return norm
+            return written
         return step.parse(ctx, msg, answers)
 
     def _wrong(self, ctx: Ctx, hint: str) -> Reply:
@@ -499,7 +525,7 @@ class Engine:
             if form or paused:
                 self._clear_form(state)
                 state.paused = None
-                return Reply(self.texts["cancelled"] + "\n" + self.menu.footer)
+                return self.main_menu_reply(ctx, intro=self.texts["cancelled"])
             return None if self.registry.command_for_word(ctx.message.text) else self.main_menu_reply(ctx)
         if word == "resume":
             if paused and not form:

@@ -47,6 +47,10 @@ class Step:
     the whole `Message` (its `.text` is the typed or spoken text, `.location` a sent
     location when `accepts_location`); without `parse` the normalised text is the answer.
     `parse` raises `Invalid("hint")` for a wrong answer.
+
+    `depends_on` names earlier steps whose answers this one was given under (a service
+    chosen within a category): when one of them changes, this answer is kept only if the
+    step's choices still offer it, and otherwise asked again.
     """
 
     name: str
@@ -65,6 +69,7 @@ class Step:
     accepts_media: bool = False
     optional: bool = False  # "跳过" leaves it empty
     max_length: int = 200  # longest free-text answer (characters) taken without parse
+    depends_on: tuple[str, ...] = ()
 
     def question(self, ctx, answers: dict) -> str:
         return self.ask(ctx, answers) if callable(self.ask) else self.ask
@@ -105,6 +110,14 @@ class Flow:
 
     def index(self, name: str) -> int:
         return [s.name for s in self.steps].index(name)
+
+    def __post_init__(self):
+        seen: set[str] = set()
+        for s in self.steps:
+            later = [d for d in s.depends_on if d not in seen]
+            if later:
+                raise ValueError(f"flow {self.name!r}: step {s.name!r} depends on {later[0]!r}, not an earlier step")
+            seen.add(s.name)
 
 
 # ---- choice matching, shared by the engine and by handlers that list things -------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from dialogue.flows import Choice, Flow, Invalid, Step
-from rules.inputs import normalize
+from rules.inputs import as_written, normalize
 from dialogue.types import Message
 from handlers import registry
 from handlers.common import mask_address, mask_phone
@@ -104,14 +104,14 @@ def ask_action(ctx, answers):
 def read_reason(ctx, arg, answers):
     if not isinstance(arg, Message):
         return arg
-    text = normalize(arg.text)
+    text = as_written(arg.text)
     if not 2 <= len(text) <= 100:
         raise Invalid("请回复序号，或用几个字写下原因（100字以内）。")
     return text
 
 
 def read_comment(ctx, arg, answers):
-    text = normalize(arg.text)
+    text = as_written(arg.text)
     if len(text) > 200:
         raise Invalid("评价请控制在200字以内。")
     return text
@@ -162,15 +162,15 @@ MY_ORDERS_FLOW = registry.flow(Flow(
     steps=[
         Step("pick", "您最近的订单，回复序号查看详情：", choices=pick_choices, parse=read_pick),
         Step("action", ask_action, choices=lambda ctx, a: actions(_order(ctx, a["pick"])),
-             when=lambda ctx, a: bool(actions(_order(ctx, a["pick"])))),
+             when=lambda ctx, a: bool(actions(_order(ctx, a["pick"]))), depends_on=("pick",)),
         Step("reason", "请告诉我们取消的原因（回复序号，或直接写下原因）：",
              choices=[Choice(r, r) for r in CANCEL_REASONS], parse=read_reason,
-             when=lambda ctx, a: a.get("action") == "cancel"),
+             when=lambda ctx, a: a.get("action") == "cancel", depends_on=("action",)),
         Step("stars", "请为这次服务打分（回复1-5，5分最满意）：",
              choices=[Choice(n, f"{n}分 {label}") for n, label in STARS.items()],
-             when=lambda ctx, a: a.get("action") == "rate"),
+             when=lambda ctx, a: a.get("action") == "rate", depends_on=("action",)),
         Step("comment", "还有想说的话吗？写几句评价，没有请回复“跳过”：", parse=read_comment,
-             optional=True, when=lambda ctx, a: a.get("action") == "rate"),
+             optional=True, when=lambda ctx, a: a.get("action") == "rate", depends_on=("action",)),
     ],
 ))
 

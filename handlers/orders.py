@@ -10,11 +10,12 @@ typing a need instead ("家里水管坏了") searches the menu, in the form or o
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from dialogue import types as t
 from dialogue.flows import Choice, Flow, Invalid, Step
-from rules.inputs import normalize
+from rules.inputs import as_written, normalize
 from dialogue.types import Message, Reply
 from handlers import registry
 from handlers.common import mask_phone, parse_phone
@@ -40,7 +41,13 @@ def _value(arg):
 
 
 def _text(arg) -> str:
+    """The message's text, normalised for matching."""
     return normalize(arg.text) if isinstance(arg, Message) else ""
+
+
+def _written(arg) -> str:
+    """The message's text as the resident wrote it, for what is kept and shown."""
+    return as_written(arg.text) if isinstance(arg, Message) else ""
 
 
 # ---- category and sub-category ------------------------------------------------------------
@@ -103,7 +110,9 @@ def ask_need(ctx, answers):
 
 
 def read_need(ctx, arg, answers):
-    text = _text(arg)
+    text = _written(arg)
+    if text and not _has_words(text):
+        raise Invalid("请用文字说说需要什么帮助，例如“厨房水龙头一直滴水”。电话号码稍后再填。")
     if len(text) < MIN_NEED:
         raise Invalid(f"请多写几个字（至少{MIN_NEED}个字），例如“厨房水龙头一直滴水”。")
     if len(text) > MAX_NEED:
@@ -112,15 +121,32 @@ def read_need(ctx, arg, answers):
 
 
 def need_default(ctx, answers):
+    """The words the resident searched with, offered as the description when they say more
+    than the service's name: "老人没人照顾" does, "便民微修" (a misspelt category) does not."""
     query = answers.get("query") or ""
-    return query if len(query) >= MIN_NEED else None
+    sub = catalog(ctx).sub((answers.get("sub") or {}).get("code", ""))
+    if sub is None:
+        return None
+    names = sub.name + catalog(ctx).category_of(sub).name
+    named = {names[i:i + 2] for i in range(len(names) - 1)}
+    said = {i for i in range(len(query) - 1) if query[i:i + 2] in named}
+    rest = [ch for i, ch in enumerate(query) if i not in said and i - 1 not in said]
+    return query if len(rest) >= MIN_NEED else None
+
+
+def _has_words(text: str) -> bool:
+    """Some letter or character: an address or a description is not digits alone (a phone
+    number typed one step early)."""
+    return re.search(r"[^\W\d_]", normalize(text)) is not None
 
 
 def read_address(ctx, arg, answers):
     if isinstance(arg, Message) and arg.kind == t.LOCATION and arg.location:
         loc = arg.location
-        return {"text": normalize(loc.label) or "（已发送位置）", "lat": loc.lat, "lng": loc.lng}
-    text = _text(arg)
+        return {"text": as_written(loc.label) or "（已发送位置）", "lat": loc.lat, "lng": loc.lng}
+    text = _written(arg)
+    if text and not _has_words(text):
+        raise Invalid("这一步请填写服务地址（电话号码稍后再填），例如“樱园小区3号楼2单元501”。")
     if len(text) < 5:
         raise Invalid("地址太短了，请写上小区、楼号和门牌号，例如“樱园小区3号楼2单元501”。")
     if len(text) > 100:
@@ -129,7 +155,7 @@ def read_address(ctx, arg, answers):
 
 
 def read_room(ctx, arg, answers):
-    text = _text(arg)
+    text = _written(arg)
     if not 1 <= len(text) <= 50:
         raise Invalid("请写楼号、单元和门牌号（50字以内），没有请回复“跳过”。")
     return text
@@ -334,7 +360,7 @@ ORDER_FLOW = registry.flow(Flow(
         Step("category", "请选择服务类别（回复序号），也可以直接说需要什么，例如“水管坏了”：",
              choices=category_choices, parse=read_category, show=lambda v: v["name"],
              help="先选大类，再选具体项目。回复“下一页”看更多类别。"),
-        Step("sub", ask_sub, label="服务项目", choices=sub_choices, parse=read_sub,
+        Step("sub", ask_sub, label="服务项目", choices=sub_choices, parse=read_sub, depends_on=("category",),
              show=lambda v: v["name"], help="回复序号选择；“返回”回到类别列表。"),
         Step("need", ask_need, label="需求描述", parse=read_need, default=need_default,
              help="写清楚需要做什么，例如“卫生间水管漏水，需要换个阀门”。"),
@@ -342,10 +368,10 @@ ORDER_FLOW = registry.flow(Flow(
              label="服务地址", parse=read_address, accepts_location=True, show=lambda v: v["text"],
              help="可以打字，也可以点输入框旁边的“+”，选“位置”发送。"),
         Step("room", lambda ctx, a: f"已收到位置：{a['address']['text']}\n请补充楼号、单元和门牌号（如“3号楼2单元501”），没有请回复“跳过”：",
-             label="门牌号", parse=read_room, optional=True,
+             label="门牌号", parse=read_room, optional=True, depends_on=("address",),
              when=lambda ctx, a: (a.get("address") or {}).get("lat") is not None),
         Step("community", ask_community, label="所在社区", choices=community_choices,
-             parse=read_community, optional=True, show=lambda v: v["name"] if v else "不清楚",
+             parse=read_community, optional=True, depends_on=("address",), show=lambda v: v["name"] if v else "不清楚",
              when=lambda ctx, a: store.has_communities(ctx.session)),
         Step("time", "希望什么时间服务？回复序号，或直接说时间（如“明天下午”“周六上午10点”）：",
              label="预约时间", choices=time_choices, parse=read_time, show=show_time,

@@ -32,6 +32,13 @@ def normalize(text: str) -> str:
     return text.strip(_WRAP)
 
 
+def as_written(text: str) -> str:
+    """What someone wrote, to keep and show: only the white space around it is trimmed.
+    Matching reads `normalize(text)`; a description, an address or a reason is stored as
+    typed (full-width punctuation, brackets and all)."""
+    return (text or "").strip()
+
+
 def chinese_number(text: str) -> int | None:
     """一 → 1, 十二 → 12, 两百零五 → 205, 三十 → 30; None if it is not a number."""
     if not text or any(ch not in _CN_DIGITS and ch not in _CN_UNITS for ch in text):
