@@ -48,6 +48,21 @@ def upgrade() -> None:
     with op.batch_alter_table('communities', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_communities_name'), ['name'], unique=False)
 
+    op.create_table('dead_letters',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('queue', sa.String(length=32), nullable=False),
+    sa.Column('item_key', sa.String(length=64), nullable=False),
+    sa.Column('item', sa.Text(), nullable=False),
+    sa.Column('error', sa.Text(), nullable=False),
+    sa.Column('failures', sa.Integer(), nullable=False),
+    sa.Column('first_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.Column('last_at', store.models.base.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_dead_letters')),
+    sa.UniqueConstraint('queue', 'item_key', name=op.f('uq_dead_letters_queue_item_key'))
+    )
+    with op.batch_alter_table('dead_letters', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_dead_letters_queue'), ['queue'], unique=False)
+
     op.create_table('order_serials',
     sa.Column('day', sa.Date(), nullable=False),
     sa.Column('last', sa.Integer(), nullable=False),
@@ -72,6 +87,7 @@ def upgrade() -> None:
     sa.Column('due_at', store.models.base.UTCDateTime(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('client_msg_id', sa.String(length=32), nullable=False),
     sa.Column('wechat_msgid', sa.String(length=32), nullable=True),
     sa.Column('sent_at', store.models.base.UTCDateTime(), nullable=True),
     sa.Column('delivered_at', store.models.base.UTCDateTime(), nullable=True),
@@ -777,6 +793,10 @@ def downgrade() -> None:
     op.drop_table('pushes')
     op.drop_table('push_receipts')
     op.drop_table('order_serials')
+    with op.batch_alter_table('dead_letters', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_dead_letters_queue'))
+
+    op.drop_table('dead_letters')
     with op.batch_alter_table('communities', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_communities_name'))
 
