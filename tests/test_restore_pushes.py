@@ -78,3 +78,21 @@ def test_pushes_after_a_restore_are_each_delivered_once(svc, dispatcher, emulato
     # The push from before the backup went out after it, and the restore brought it back
     # unsent: its key came back with it, so WeChat drops the resend, as it should.
     assert len(emulator.messages("o_restore_z")) == 1 and emulator.stats()["dedup_hits"] == 1
+
+
+def test_a_console_session_does_not_follow_a_coordinator_id_a_restore_hands_out_again(svc, base_url):
+    """Sessions live in Redis under a coordinator id; after a restore that id can name an
+    account created since (here: the same row becomes another person's account)."""
+    from console.accounts import hash_password
+    from tests.console_support import signed_in
+    from tests.seeds import apply
+    from tests.seeds.console import coordinator
+
+    apply(svc, ["console_logins"])
+    browser = signed_in(base_url, "admin")
+    assert browser.get("/console/").status_code == 200
+    with svc.db.transaction() as s:
+        row = coordinator(s, "admin")
+        row.username, row.name, row.password_hash = "newcomer", "新来的", hash_password("another password 2030")
+    answer = browser.get("/console/")
+    assert answer.status_code == 302 and "/console/login" in answer.headers["Location"]
