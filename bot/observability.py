@@ -15,8 +15,9 @@ Metrics. Counters and histograms of the web processes use prometheus_client; und
 `volbot serve` (several gunicorn workers) they are kept in its multiprocess mode, one set of
 files per worker in `PROMETHEUS_MULTIPROC_DIR` (under the instance folder), summed at each
 scrape. What belongs to the whole deployment rather than to one web process is read at
-scrape time instead: the push queue's depth (Redis), pushes by state (SQL) and WeChat API
-errors by code (counted in Redis by every queue worker on every host, see `count_api_error`).
+scrape time instead: the push queue's depth (Redis), pushes by state and dead letters by
+queue (SQL) and WeChat API errors by code (counted in Redis by every queue worker on every
+host, see `count_api_error`).
 """
 
 from __future__ import annotations
@@ -160,6 +161,8 @@ LOCK_WAIT_SECONDS = Histogram("volbot_lock_wait_seconds", "How long a turn waite
                               buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 4.5), registry=REGISTRY)
 BUSY = Counter("volbot_busy_replies", "系统繁忙 replies by reason (deadline, error)", ["reason"],
                registry=REGISTRY)
+RECEIPTS_REJECTED = Counter("volbot_receipts_rejected", "Delivery receipts dropped at intake: their MsgID "
+                            "cannot be one of ours (pushes.callbacks)", registry=REGISTRY)
 
 API_ERRORS_KEY = "volbot:metrics:wechat_api_errors"
 
@@ -195,15 +198,21 @@ class DeploymentCollector:
         yield queue
         yield api
         pushes = GaugeMetricFamily("volbot_pushes", "Push rows by state", labels=["state"])
+        dead = GaugeMetricFamily("volbot_dead_letters", "Queue items set aside because they failed on their own "
+                                 "(store.dead_letters; list them with `volbot push dead-letters`)", labels=["queue"])
         try:
             from pushes.worker import status
+            from store.dead_letters import counts
 
             with self.services.db.transaction() as session:
                 for state, n in sorted(status(session).items()):
                     pushes.add_metric([state], n)
+                for queue_name, n in sorted(counts(session).items()):
+                    dead.add_metric([queue_name], n)
         except Exception as e:  # noqa: BLE001
             log.warning("metrics: database unreadable (%s)", type(e).__name__)
         yield pushes
+        yield dead
 
 
 def multiprocess_dir() -> str | None:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bot import observability as metrics
 from dialogue.context import Ctx
-from dialogue.types import BUSY, SILENT, TEMPLATE_FINISH, Message, Reply
+from dialogue.types import BUSY, SILENT, TEMPLATE_FINISH, UNSUBSCRIBE, Message, Reply
 from pushes.callbacks import queue_receipt, record_receipt
 from rules import followers
 from store.ephemeral import Deliveries, Dedup, LockTimeout, StaleState, StateStore, UserLock
@@ -101,6 +101,9 @@ class Pipeline:
             state = None  # read after the lock, not before
         try:
             reply, unsaved = self.turn(message, state)
+            if message.is_event and message.event == UNSUBSCRIBE:
+                # Erasure (handlers.welcome): cached replies may repeat what the user typed.
+                self.dedup.forget_user(message.openid)
         except BaseException:
             self.deliveries.close(key, lock, None)
             raise

@@ -39,11 +39,19 @@ def services():
     return current_app.extensions["volbot"]
 
 
-def start_session(coordinator_id: int) -> tuple[str, str]:
+def _fingerprint(coordinator: Coordinator) -> str:
+    """Who the session belongs to, beyond a row id: a restore of an earlier backup hands a
+    coordinator's id to someone else, and a session kept in Redis must not follow the id.
+    The password hash is salted, so it is this account's alone (a new password ends the
+    account's sessions too)."""
+    return hashlib.sha256((coordinator.password_hash or "").encode()).hexdigest()[:32]
+
+
+def start_session(coordinator: Coordinator) -> tuple[str, str]:
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
     key = _session_key(token)
     r = services().redis
-    r.hset(key, mapping={"cid": coordinator_id, "csrf": csrf})
+    r.hset(key, mapping={"cid": coordinator.id, "who": _fingerprint(coordinator), "csrf": csrf})
     r.expire(key, SESSION_TTL)
     return token, csrf
 
@@ -79,6 +87,8 @@ def load_request():
     token = request.cookies.get(COOKIE)
     data = svc.redis.hgetall(_session_key(token)) if token else {}
     coordinator = g.db.get(Coordinator, int(data[b"cid"])) if data else None
+    if coordinator is not None and not hmac.compare_digest(data.get(b"who", b""), _fingerprint(coordinator).encode()):
+        coordinator = None  # the id now names another account (a restore), or the password changed
     if coordinator is None or not coordinator.active or not coordinator.password_hash:
         if request.accept_mimetypes.best == "application/json" or request.path.endswith(".json"):
             return jsonify(error="login required"), 401

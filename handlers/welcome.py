@@ -3,16 +3,17 @@
 Subscribing creates or revives the follower (a QR scene binds them to a community or
 station). Unsubscribing erases their personal data, as WeChat's rules require: every
 journey registers an eraser for what it holds; records the law requires to keep (volunteer
-hours) stay under the volunteer number, unlinked from the openid.
+hours) stay under the volunteer number, unlinked from the openid. The replies cached in
+Redis for WeChat's retries go too (bot.pipeline, after the turn).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from dialogue import types as t
 from handlers import registry
-from store.models import Community, Coordinator, Follower, Volunteer
+from store.models import Community, Coordinator, CoordinatorMessage, Follower, Volunteer
 
 
 @registry.on_event(t.SUBSCRIBE)
@@ -56,6 +57,8 @@ def unsubscribe(ctx, message):
     # number, no longer tied to this openid.
     for model in (Volunteer, Coordinator):
         ctx.session.execute(update(model).where(model.follower_id == follower.id).values(follower_id=None))
+    # What they wrote to staff when stuck in a form is theirs too.
+    ctx.session.execute(delete(CoordinatorMessage).where(CoordinatorMessage.follower_id == follower.id))
     follower.subscribed = False
     follower.unsubscribed_at = ctx.now
     follower.phone = None

@@ -166,8 +166,7 @@ def run_pass(services, settings: PushSettings | None = None, *, recover: bool = 
     done["queued"] = enqueue_due(services, settings)
     done["receipts_queued"] = apply_queued_receipts(services)
     if recover:
-        with services.db.transaction() as session:
-            done["receipts"] = sweep_receipts(session, services.clock.now())
+        done["receipts"] = sweep_receipts(services, services.clock.now())
     return done
 
 

@@ -6,12 +6,15 @@ A job carries push ids, not content: SQL holds the truth. For each chunk the wor
    a lease), so a job run twice, or two jobs with the same row, send it once: only one
    claim wins;
 2. waits for the shared Redis token bucket, then sends the template with
-   `client_msg_id = "volbot-<push id>"`: if this worker dies after WeChat accepted the push
+   the row's `client_msg_id` (random, made at insert: never the row id, which a restore of
+   an earlier backup hands out again): if this worker dies after WeChat accepted the push
    but before step 3, the row's lease runs out, the scheduler queues it again, and WeChat
    drops the resend (same openid + client_msg_id within 10 minutes). A row whose lost
    attempt is older than that window is failed as "outcome unknown", never resent;
 3. records the handful's outcomes in one transaction (each guarded by state and attempt
-   number, so a late worker whose lease was taken over cannot overwrite the newer attempt).
+   number, so a late worker whose lease was taken over cannot overwrite the newer attempt),
+   or one by one if that fails (store.dead_letters: one bad outcome never blocks the rest).
+   A row that cannot even be rendered fails alone, as a bad push.
 
 Transient errors (network, -1, 45011, a token still refused after one refresh) put the row
 back to pending with exponential backoff; 45009 (daily quota) waits for the next day;
@@ -32,10 +35,11 @@ import redis
 from rq import Queue
 from sqlalchemy import and_, select, update
 
-from pushes.callbacks import apply_early_receipt
+from pushes.callbacks import apply_early_receipt, valid_msgid
 from pushes.client import WeChatError, client_for
 from pushes.ratelimit import TokenBucket
 from pushes.templates import Templates
+from store.dead_letters import drain
 from store.models import Follower, Push
 
 log = logging.getLogger("volbot.pushes")
@@ -185,12 +189,19 @@ class Dispatcher:
     def send_one(self, push: Push) -> "Outcome":
         if not self.bucket.take(timeout=max(30.0, self.settings.lease_seconds / 2)):
             return Outcome(push, "pending", error="rate limiter busy", due=self.now(), count_attempt=False)
-        template_id, data = self.templates.render(push.kind, push.title, push.data or {})
+        try:
+            template_id, data = self.templates.render(push.kind, push.title, push.data or {})
+        except Exception as e:  # noqa: BLE001 - this row cannot be sent; the others of its handful can
+            log.error("push %s cannot be rendered: %s", push.id, type(e).__name__)
+            return Outcome(push, "failed", error=f"bad push: cannot render ({type(e).__name__}: {e})"[:500])
         try:
             msgid = self.client.send_template(push.openid, template_id, data, url=push.url,
-                                              client_msg_id=f"volbot-{push.id}")
+                                              client_msg_id=push.client_msg_id)
         except WeChatError as e:
             return self.failed_send(push, e)
+        if msgid and not valid_msgid(msgid):  # no receipt could ever match it: keep the push, not the id
+            log.warning("push %s: WeChat answered a msgid that cannot be stored (%d characters)", push.id, len(msgid))
+            msgid = None
         return Outcome(push, "sent", msgid=msgid or None)
 
     def failed_send(self, push: Push, e: WeChatError) -> "Outcome":
@@ -209,32 +220,44 @@ class Dispatcher:
     # ---- recording outcomes (each guarded by our claim) -------------------------------------
 
     def record(self, outcomes: list["Outcome"]) -> None:
-        """One transaction for a handful of outcomes. Each update only applies while the row
-        is still ours (state sending, our attempt number): a worker whose lease was taken
-        over cannot overwrite the newer attempt."""
+        """One transaction for a handful of outcomes, or one each if that fails (no poison
+        pill: an outcome that cannot be recorded alone is a dead letter, its row stays
+        `sending` and its lease runs out as for a lost worker). Each update only applies
+        while the row is still ours (state sending, our attempt number): a worker whose
+        lease was taken over cannot overwrite the newer attempt."""
         now = self.now()
-        with self.services.db.transaction() as session:
-            for o in outcomes:
-                values = {"state": o.state, "lease_until": None, "last_error": o.error}
-                if o.state == "sent":
-                    values.update(wechat_msgid=o.msgid, sent_at=now, last_error=None)
-                elif o.state == "pending":
-                    values.update(due_at=o.due, job_id=None)
-                    if not o.count_attempt:
-                        values["attempts"] = Push.attempts - 1
-                push = o.push
-                done = session.execute(
-                    update(Push).where(Push.id == push.id, Push.state == "sending", Push.attempts == push.attempts)
-                    .values(**values).execution_options(synchronize_session=False)).rowcount
-                if not done:
-                    log.warning("push %s: claim lost before recording %s", push.id, o.state)
-                    continue
-                if o.block:
-                    session.execute(update(Follower).where(Follower.openid == push.openid,
-                                                           Follower.push_blocked.is_(None))
-                                    .values(push_blocked=o.block[:64]).execution_options(synchronize_session=False))
-                if o.msgid:
-                    apply_early_receipt(session, push.id, o.msgid, now)
+        done = drain(self.services, "push-outcomes", outcomes, lambda session, o: self._record(session, o, now),
+                     apply_all=lambda session, handful: self._record_all(session, handful, now),
+                     key=lambda o: f"push:{o.push.client_msg_id}:{o.push.attempts}",
+                     show=lambda o: f"push {o.push.id} → {o.state} msgid={o.msgid!r} error={o.error!r}")
+        if done.error is not None:
+            raise done.error
+
+    def _record_all(self, session, outcomes: list["Outcome"], now: datetime) -> None:
+        for o in outcomes:
+            self._record(session, o, now)
+
+    def _record(self, session, o: "Outcome", now: datetime) -> None:
+        values = {"state": o.state, "lease_until": None, "last_error": o.error}
+        if o.state == "sent":
+            values.update(wechat_msgid=o.msgid, sent_at=now, last_error=None)
+        elif o.state == "pending":
+            values.update(due_at=o.due, job_id=None)
+            if not o.count_attempt:
+                values["attempts"] = Push.attempts - 1
+        push = o.push
+        done = session.execute(
+            update(Push).where(Push.id == push.id, Push.state == "sending", Push.attempts == push.attempts)
+            .values(**values).execution_options(synchronize_session=False)).rowcount
+        if not done:
+            log.warning("push %s: claim lost before recording %s", push.id, o.state)
+            return
+        if o.block:
+            session.execute(update(Follower).where(Follower.openid == push.openid,
+                                                   Follower.push_blocked.is_(None))
+                            .values(push_blocked=o.block[:64]).execution_options(synchronize_session=False))
+        if o.msgid:
+            apply_early_receipt(session, push.id, o.msgid, now)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from store.outbox import notify, withdraw
+from store.dead_letters import drain
 from store.models import HourRecord, Push, Team, Volunteer
 from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.places import DEFAULT_RADIUS_M, Place
@@ -387,12 +388,19 @@ def current_shift(session: Session, volunteer_id: int, now: datetime, *, activit
     return session.scalar(query)
 
 
-def close_overdue(session: Session, now: datetime, volunteer_id: int | None = None) -> list[Attendance]:
+def _overdue(query, now: datetime):
+    return (query.join(Attendance.shift)
+            .where(Attendance.checked_out_at.is_(None), Shift.ends_at < now - AUTO_CLOSE_AFTER))
+
+
+def close_overdue(session: Session, now: datetime, volunteer_id: int | None = None,
+                  ids: list[int] | None = None) -> list[Attendance]:
     """Close attendances whose check-out was forgotten: at the shift end, flagged."""
-    query = (select(Attendance).join(Attendance.shift)
-             .where(Attendance.checked_out_at.is_(None), Shift.ends_at < now - AUTO_CLOSE_AFTER))
+    query = _overdue(select(Attendance), now)
     if volunteer_id is not None:
         query = query.where(Attendance.volunteer_id == volunteer_id)
+    if ids is not None:
+        query = query.where(Attendance.id.in_(ids))
     closed = list(session.scalars(query))
     for attendance in closed:
         shift = attendance.shift
@@ -402,9 +410,19 @@ def close_overdue(session: Session, now: datetime, volunteer_id: int | None = No
 
 
 def run_due(services) -> int:
-    """Called by the scheduler each pass: close check-ins whose check-out was forgotten."""
+    """Called by the scheduler each pass: close check-ins whose check-out was forgotten,
+    all in one transaction, or one by one if that fails (one that fails alone is set aside
+    by store.dead_letters, so the others are still closed)."""
+    now = services.clock.now()
     with services.db.transaction() as session:
-        return len(close_overdue(session, services.clock.now()))
+        ids = list(session.scalars(_overdue(select(Attendance.id), now).order_by(Attendance.id).limit(500)))
+    done = drain(services, "overdue-checkouts", ids,
+                 lambda session, aid: len(close_overdue(session, now, ids=[aid])),
+                 apply_all=lambda session, all_ids: len(close_overdue(session, now, ids=all_ids)),
+                 key=lambda aid: f"id:{aid}", show=str)
+    if done.error is not None:
+        raise done.error
+    return done.applied
 
 
 def _credited_start(attendance: Attendance) -> datetime:

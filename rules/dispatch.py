@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session, selectinload
 from store.outbox import notify
 from rules import orders as order_rules
 from rules import timebank, volunteering
+from store.dead_letters import drain
 from store.models.dispatch import OFFER_STATES
 from store.models import (
     Community, Coordinator, Follower, HourRecord, Offer, Order, Team, TimeAccount, TimeBankFamily, TimePayment,
@@ -644,29 +645,39 @@ def _due_ids(services, stmt) -> list[int]:
 def run_due(services, settings: Settings | None = None) -> int:
     """Called by the scheduler each pass: expire unanswered offers (the next candidate is
     asked), confirm orders left unconfirmed past the deadline, and offer (or escalate)
-    orders still waiting with nobody asked. Each item in its own transaction; every step is
+    orders still waiting with nobody asked. Each item in its own transaction, and one that
+    fails is set aside (store.dead_letters) so the others are still handled; every step is
     a conditional change, so two schedulers never do one twice. Returns items handled."""
     settings = settings or Settings.from_env()
     now = services.clock.now()
+
+    def confirm_one(session, oid):
+        order = session.get(Order, oid)
+        if order.status != "completed":
+            return 0
+        confirm(session, order, actor=SYSTEM, now=now, reason=f"{settings.confirm_hours}小时未确认，自动确认")
+        return 1
+
+    def offer_one(session, oid):
+        order = session.get(Order, oid)
+        before = order.status
+        offer_next(session, order, now, settings)
+        return order.status != before or live_offer(session, order) is not None
+
+    steps = [
+        ("offer-expiry", select(Offer.id).where(Offer.state == "offered", Offer.due_at <= now).order_by(Offer.due_at),
+         lambda session, oid: expire(session, oid, now, settings)),
+        ("order-confirm", select(Offer.order_id).join(Order, Order.id == Offer.order_id)
+         .where(Offer.state == "accepted", Offer.confirm_due_at <= now, Order.status == "completed"), confirm_one),
+        ("order-offer", select(Order.id).where(
+            Order.status == "submitted",
+            ~Order.id.in_(select(Offer.order_id).where(Offer.state.in_(("offered", "accepted"))))).order_by(Order.id),
+         offer_one),
+    ]
     done = 0
-    for oid in _due_ids(services, select(Offer.id).where(Offer.state == "offered", Offer.due_at <= now)
-                        .order_by(Offer.due_at)):
-        with services.db.transaction() as session:
-            done += expire(session, oid, now, settings)
-    for oid in _due_ids(services, select(Offer.order_id).join(Order, Order.id == Offer.order_id)
-                        .where(Offer.state == "accepted", Offer.confirm_due_at <= now, Order.status == "completed")):
-        with services.db.transaction() as session:
-            order = session.get(Order, oid)
-            if order.status == "completed":
-                confirm(session, order, actor=SYSTEM, now=now, reason=f"{settings.confirm_hours}小时未确认，自动确认")
-                done += 1
-    waiting = (select(Order.id).where(Order.status == "submitted",
-                                      ~Order.id.in_(select(Offer.order_id).where(Offer.state.in_(("offered", "accepted")))))
-               .order_by(Order.id))
-    for oid in _due_ids(services, waiting):
-        with services.db.transaction() as session:
-            order = session.get(Order, oid)
-            before = order.status
-            offer_next(session, order, now, settings)
-            done += order.status != before or live_offer(session, order) is not None
+    for queue, due, apply in steps:
+        result = drain(services, queue, _due_ids(services, due), apply, key=lambda oid: f"id:{oid}", show=str)
+        done += result.applied
+        if result.error is not None:
+            raise result.error
     return done

@@ -318,13 +318,18 @@ def order_of(session: Session, follower_id: int, number: str) -> Order | None:
 # ---- personal data --------------------------------------------------------------------------
 
 def erase_order(order: Order, now: datetime) -> None:
-    """Remove what identifies the resident; the category, dates, status and stars stay for
-    the district's statistics."""
+    """Remove what identifies the resident, and everything they wrote (a cancel reason is
+    free text, also kept on the status change); the category, dates, status and stars stay
+    for the district's statistics."""
     order.phone = None
     order.address = None
     order.lat = order.lng = None
     order.description = None
     order.rating_comment = None
+    order.cancel_reason = None
+    for event in order.events:
+        if event.actor_kind == "resident":
+            event.reason = None
     order.erase_on_close = False
     order.erased_at = now
 

@@ -207,4 +207,8 @@ def new_migration(message: str) -> Path:
         command.upgrade(cfg, "head")
         rev_id = f"{int(head) + 1:04d}"
         command.revision(cfg, message=slug, autogenerate=True, rev_id=rev_id)
-    return next((MIGRATIONS_DIR / "versions").glob(f"{rev_id}_*.py"))
+    path = next((MIGRATIONS_DIR / "versions").glob(f"{rev_id}_*.py"))
+    # No creation date: the file says what changes; git says when.
+    text = path.read_text("utf-8")
+    path.write_text("\n".join(line for line in text.split("\n") if not line.startswith("Create Date:")), "utf-8")
+    return path

@@ -1,6 +1,11 @@
 """What Redis holds that may be lost: retry dedup with cached replies, per-user locks and
 conversation state.
 
+A cached reply may repeat what the user typed (an order's summary shows its address and
+description), so each user's cached replies are listed under `volbot:replies:<openid>`
+(written in the same script that caches them) and `Dedup.forget_user` deletes them all
+when the user unsubscribes; they are not kept for the rest of their 600 s.
+
 Each piece is one small class over a `redis.Redis` client; every key lives under
 `volbot:` so one Redis can serve other apps too.
 """
@@ -79,6 +84,24 @@ class Dedup:
     def release(self, key: str) -> None:
         """Forget a claim whose work did not happen, so a retry may do it."""
         self.client.delete(self._key(key))
+
+    @staticmethod
+    def index_key(openid: str) -> str:
+        """The set of `openid`'s cached replies (their dedup keys)."""
+        return f"{PREFIX}replies:{openid}"
+
+    def forget_user(self, openid: str) -> None:
+        """Delete every reply cached for `openid` (erasure on unsubscribe)."""
+        self.client.eval(_FORGET_SCRIPT, 1, self.index_key(openid))
+
+
+_FORGET_SCRIPT = """
+local keys = redis.call('SMEMBERS', KEYS[1])
+for i = 1, #keys, 500 do
+  redis.call('DEL', unpack(keys, i, math.min(i + 499, #keys)))
+end
+return redis.call('DEL', KEYS[1])
+"""
 
 
 class LockTimeout(Exception):
@@ -173,13 +196,14 @@ end
 return {0, 0, redis.call('GET', KEYS[1])}
 """
 
-# Save the state if one is given (KEYS[3], compare-and-set: 0 if it moved on), release the
-# user's lock if it is still ours; then remember the reply, or (no reply: the turn did
-# nothing) forget the claim so that a retry may run it.
+# Save the state if one is given (KEYS[4], compare-and-set: 0 if it moved on), release the
+# user's lock if it is still ours; then remember the reply (and list it among the user's
+# cached replies, KEYS[3]), or (no reply: the turn did nothing) forget the claim so that a
+# retry may run it.
 _CLOSE_SCRIPT = _CAS_FUNCTION + """
 local saved = 1
-if KEYS[3] then
-  saved = cas(KEYS[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]))
+if KEYS[4] then
+  saved = cas(KEYS[4], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]))
 end
 if redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('DEL', KEYS[2])
@@ -188,6 +212,8 @@ if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
 else
   redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+  redis.call('SADD', KEYS[3], KEYS[1])
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
 end
 return saved
 """
@@ -228,7 +254,8 @@ class Deliveries:
         """Save `state` if given, release the lock and either remember the reply (done) or
         forget the claim (nothing happened, so a retry may try again) — one round trip.
         False if the state was not saved because a newer one was (StateStore.save's case)."""
-        keys, args = [self.dedup._key(key), lock.key], [lock.token, reply or b"", self.dedup.ttl]
+        keys = [self.dedup._key(key), lock.key, self.dedup.index_key(lock.openid)]
+        args = [lock.token, reply or b"", self.dedup.ttl]
         if state is not None:
             state_key, cas_args, _ = self.states.cas_arguments(lock.openid, state)
             keys.append(state_key)

@@ -134,6 +134,9 @@ def test_an_upgrade_from_release_0_1_0_keeps_every_row(tmp_path):
                 assert "家里人回来了，不需要了" in reasons
                 sent = session.scalar(select(Push).where(Push.state == "sent"))
                 assert sent.wechat_msgid == "2453452345"
+                # 0002: every push recorded before it got a random key of its own.
+                keys = session.scalars(select(Push.client_msg_id)).all()
+                assert len(set(keys)) == len(keys) == 2 and all(len(k) == 32 for k in keys)
                 # New rows after the upgrade take ids after the release's.
                 session.add(Push(openid="o_after", kind="order_status", title="t", data={},
                                  dedup_key="after-upgrade"))

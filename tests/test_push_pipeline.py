@@ -34,7 +34,7 @@ def test_a_recorded_push_is_sent_once_with_its_template(svc, dispatcher, emulato
     assert run_pass(svc)["queued"] == 1
     drain(svc)
     [sent] = emulator.messages()
-    assert sent["openid"] == "o_push_user1" and sent["client_msg_id"] == f"volbot-{pid}"
+    assert sent["openid"] == "o_push_user1" and sent["client_msg_id"] == push(svc, pid).client_msg_id
     assert sent["template_id"] == "volbot-star-level" and sent["data"]["thing2"] == {"value": "1星"}
     row = push(svc, pid)
     assert row.state == "sent" and row.wechat_msgid == str(sent["msgid"]) and row.attempts == 1
@@ -54,7 +54,8 @@ def test_worker_dying_mid_send_is_resent_once_and_deduplicated_by_wechat(svc, di
     run_pass(svc)
     [claimed] = dispatcher.claim([pid])
     # The worker sent the template, then died before recording it.
-    api.send_template(claimed.openid, "volbot-star-level", {"first": {"value": "x"}}, client_msg_id=f"volbot-{pid}")
+    api.send_template(claimed.openid, "volbot-star-level", {"first": {"value": "x"}},
+                      client_msg_id=push(svc, pid).client_msg_id)
     svc.redis.delete(*svc.redis.keys("rq:*"))  # its job went with it
     assert run_pass(svc)["reclaimed"] == 0  # the lease still holds
     svc.clock.advance(seconds=61 + 1)
@@ -70,7 +71,8 @@ def test_a_lost_attempt_past_wechats_window_is_not_resent(svc, dispatcher, api, 
     pid = record(svc)
     run_pass(svc)
     dispatcher.claim([pid])
-    api.send_template("o_push_user1", "volbot-star-level", {"first": {"value": "x"}}, client_msg_id=f"volbot-{pid}")
+    api.send_template("o_push_user1", "volbot-star-level", {"first": {"value": "x"}},
+                      client_msg_id=push(svc, pid).client_msg_id)
     svc.redis.delete(*svc.redis.keys("rq:*"))
     svc.clock.advance(minutes=11)
     run_pass(svc)

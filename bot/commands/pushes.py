@@ -119,11 +119,13 @@ def register(main: click.Group) -> None:
     def push_status(batch):
         """How many pushes are queued, sent, delivered or failed."""
         from pushes.worker import status
+        from store.dead_letters import counts as dead_letters
 
         services = _services()
         try:
             with services.db.transaction() as session:
                 counts = status(session, batch)
+                dead = dead_letters(session)
             total = sum(counts.values())
             waiting = sum(counts.get(s, 0) for s in ("pending", "queued", "sending"))
             done = sum(counts.get(s, 0) for s in ("sent", "delivered"))
@@ -132,6 +134,27 @@ def register(main: click.Group) -> None:
                        f" · {counts.get('cancelled', 0)} cancelled")
             for state in sorted(counts):
                 click.echo(f"  {state:10} {counts[state]}")
+            click.echo(f"dead letters: {sum(dead.values())}"
+                       + (" (" + ", ".join(f"{q} {n}" for q, n in sorted(dead.items())) + "; "
+                          "see `volbot push dead-letters`)" if dead else ""))
+        finally:
+            services.close()
+
+    @push.command("dead-letters")
+    @click.option("--limit", default=20, type=int, help="How many, newest first.")
+    def push_dead_letters(limit):
+        """Queue items set aside because they failed on their own (receipts, outcomes, due work)."""
+        from store.dead_letters import latest
+
+        services = _services()
+        try:
+            with services.db.transaction() as session:
+                rows = latest(session, limit)
+                if not rows:
+                    click.echo("no dead letters")
+                for row in rows:
+                    click.echo(f"{row.last_at:%Y-%m-%d %H:%M:%S} {row.queue} ×{row.failures} {row.item_key}\n"
+                               f"  item:  {row.item[:300]}\n  error: {row.error[:300]}")
         finally:
             services.close()
 

@@ -39,7 +39,7 @@ def login():
                 record(g.db, scope, "login", entity="coordinator", entity_id=coordinator.id,
                        ip=client_ip(), now=g.now)
                 g.db.commit()
-                token, _csrf = start_session(coordinator.id)
+                token, _csrf = start_session(coordinator)
                 response = redirect(safe_next(request.form.get("next")))
                 response.delete_cookie(LOGIN_CSRF_COOKIE, path="/console")
                 return set_session_cookie(response, token)

@@ -13,12 +13,13 @@ from store.models.dispatch import Offer, TimePayment
 from store.models.followers import CoordinatorMessage, Follower
 from store.models.orders import CatalogVersion, Order, OrderEvent, OrderSerial
 from store.models.places import Place
-from store.models.pushes import Push, PushReceipt
+from store.models.pushes import DeadLetter, Push, PushReceipt
 from store.models.rollups import HourMonthTotal, HourYearTotal
 from store.models.timebank import TimeAccount, TimeBankFamily, TimeEntry, TimeTransaction
 from store.models.volunteers import Coordinator, HourRecord, Volunteer, VolunteerSerial, VolunteerStar
 
 __all__ = [
+    "DeadLetter",
     "HourMonthTotal",
     "HourYearTotal",
     "Activity",
