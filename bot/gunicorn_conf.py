@@ -54,7 +54,7 @@ def default_workers(cores: int | None = None) -> int:
 def worker_class_for(threads: int) -> str:
     """One thread: each worker serves its requests on its event loop (bot/gunicorn_worker.py,
     `LoopWorker`). More: gunicorn's gthread pool of that many threads, behind the same loop."""
-    return "bot.gunicorn_worker.LoopWorker" if threads <= 1 else "bot.gunicorn_worker.BalancedThreadWorker"
+    return "bot.gunicorn_worker.BufferedWorker" if threads <= 1 else "bot.gunicorn_worker.BalancedThreadWorker"
 
 
 def reuse_port_for(binds: list[str]) -> bool:
