@@ -21,6 +21,7 @@ class (e.g. the one before, from a file on PYTHONPATH) to compare in the same wa
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def start_server(stack: Stack, workers: int, worker_class: str | None) -> int:
     command = gunicorn_command("bot.wsgi:app", port, workers)
     if worker_class:
         command[-1:-1] = ["--worker-class", worker_class]
-    proc = subprocess.Popen(command, env={**stack.env, "PYTHONPATH": f"{ROOT}:{stack.env.get('PYTHONPATH', '')}"},
+    proc = subprocess.Popen(command, env={**stack.env, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"},
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(stack.folder / "serve.log", "w"))
     stack.procs.append(proc)
     stack.wait_workers(workers)
