@@ -1,7 +1,8 @@
 """The gunicorn classes of `volbot serve`: a worker with a listening socket of its own, so
-the kernel spreads connections over the workers — `LoopWorker` (the default: requests run
-on the worker's event loop, one at a time) or `BalancedThreadWorker` (gunicorn's `gthread`
-pool, with `--threads` above 1); and the logger, which builds no access line while the
+the kernel spreads connections over the workers — `BufferedWorker` (the default: requests
+are read whole on the worker's event loop, then served one at a time, and refused when
+they waited too long) or `BalancedThreadWorker` (gunicorn's `gthread` pool, with `--threads`
+above 1: no protection from slow clients, use it behind nginx only); and the logger, which builds no access line while the
 access log is off.
 
 Why: with one shared listener, the first worker to wake takes every connection that
@@ -123,7 +124,32 @@ class ConnectionShare:
 SHARE = ConnectionShare()
 
 
-class BalancedThreadWorker(ThreadWorker):
+class _OwnSocket:
+    """What both worker classes do for a socket of their own (`reuse_port`): bind it only
+    once the app is loaded, count in `SHARE` from then on, and say so in `ready_dir()`."""
+
+    def init_process(self):
+        if self.cfg.reuse_port:
+            # The arbiter bound our socket right after the fork; nothing is loaded yet.
+            for listener in self.sockets:
+                listener.close()
+            self.sockets = []
+        super().init_process()
+
+    def listen(self) -> None:
+        if self.cfg.reuse_port:
+            self.sockets = sock.create_sockets(self.cfg, self.log)
+            # The master has no socket of its own then: each worker says where it listens.
+            self.log.info("Listening at: %s", ",".join(str(s) for s in self.sockets))
+            SHARE.join(self.share_slot, os.getpid())
+
+    def say_ready(self) -> None:
+        """Loaded and listening: `volbot serve` may now stop the workers this one replaces."""
+        ready_dir().mkdir(parents=True, exist_ok=True)
+        (ready_dir() / str(os.getpid())).touch()
+
+
+class BalancedThreadWorker(_OwnSocket, ThreadWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # In the master, before the fork (see ConnectionShare).
@@ -134,23 +160,9 @@ class BalancedThreadWorker(ThreadWorker):
             req.must_close = True  # answered with "Connection: close": the client reconnects
         return super().handle_request(req, conn)
 
-    def init_process(self):
-        if self.cfg.reuse_port:
-            # The arbiter bound our socket right after the fork; nothing is loaded yet.
-            for listener in self.sockets:
-                listener.close()
-            self.sockets = []
-        super().init_process()
-
     def run(self):
-        if self.cfg.reuse_port:
-            self.sockets = sock.create_sockets(self.cfg, self.log)
-            # The master has no socket of its own then: each worker says where it listens.
-            self.log.info("Listening at: %s", ",".join(str(s) for s in self.sockets))
-            SHARE.join(self.share_slot, os.getpid())
-        # Loaded and listening: `volbot serve` may now stop the workers this one replaces.
-        ready_dir().mkdir(parents=True, exist_ok=True)
-        (ready_dir() / str(os.getpid())).touch()
+        self.listen()
+        self.say_ready()
         super().run()
 
     def set_accept_enabled(self, enabled):
@@ -169,7 +181,7 @@ class BalancedThreadWorker(ThreadWorker):
         self.sockets = []
 
 
-class BufferedWorker(base.Worker):
+class BufferedWorker(_OwnSocket, base.Worker):
     """The default worker: it reads each request whole, on its event loop, before the app
     sees it, then serves the complete requests one at a time, oldest first, and refuses
     unread (503) any that waited longer than `QUEUE_BUDGET` since its last byte arrived.
@@ -228,30 +240,16 @@ class BufferedWorker(base.Worker):
         if cfg.is_ssl:
             raise SystemExit("BufferedWorker serves plain HTTP: terminate TLS in nginx (deploy/) or use --threads 2")
 
-    def init_process(self):
-        if self.cfg.reuse_port:
-            # The arbiter bound our socket right after the fork; nothing is loaded yet.
-            for listener in self.sockets:
-                listener.close()
-            self.sockets = []
-        super().init_process()
-
     def run(self):
         from bot import observability
         from bot.config import load_config
 
         self.budget = load_config().queue_budget
         self.shed_count, self.queue_seconds = observability.SHED, observability.QUEUE_SECONDS
-        if self.cfg.reuse_port:
-            self.sockets = sock.create_sockets(self.cfg, self.log)
-            # The master has no socket of its own then: each worker says where it listens.
-            self.log.info("Listening at: %s", ",".join(str(s) for s in self.sockets))
-            SHARE.join(self.share_slot, os.getpid())
+        self.listen()
         self.poller = selectors.DefaultSelector()
         self.set_accepting(True)
-        # Loaded and listening: `volbot serve` may now stop the workers this one replaces.
-        ready_dir().mkdir(parents=True, exist_ok=True)
-        (ready_dir() / str(os.getpid())).touch()
+        self.say_ready()
         swept = time.monotonic()
         while self.alive:
             self.notify()
