@@ -36,7 +36,10 @@ class Config:
     pii_key: str = "dev-pii-key-change-me"
     # Protocol tolerances
     timestamp_tolerance: int = 300  # seconds a signed request may be old (0 = unchecked)
-    reply_deadline: float = 4.5  # seconds; WeChat gives up at 5
+    reply_deadline: float = 4.5  # seconds from the request's arrival; WeChat gives up at 5
+    # Seconds a whole request may wait in a web worker before it is refused unread (503):
+    # past it the answer would come too late for WeChat (bot/gunicorn_worker.py). 0: never.
+    queue_budget: float = 2.0
     dedup_ttl: int = 600  # seconds a MsgId is remembered (WeChat retries within ~15 s)
     max_body: int = 64 * 1024
     # Dialogue
@@ -67,6 +70,7 @@ ENV_NAMES = {
     "pii_key": "PII_KEY",
     "timestamp_tolerance": "WECHAT_TIMESTAMP_TOLERANCE",
     "reply_deadline": "REPLY_DEADLINE",
+    "queue_budget": "VOLBOT_QUEUE_BUDGET",
     "dedup_ttl": "DEDUP_TTL",
     "state_idle": "STATE_IDLE_SECONDS",
     "resume_window": "RESUME_WINDOW_SECONDS",
@@ -156,6 +160,8 @@ def validate(config: Config) -> None:
         raise ConfigError("DEDUP_TTL: must be at least 300 seconds (retries must be recognised for 5 minutes)")
     if config.reply_deadline <= 0 or config.reply_deadline >= 5:
         raise ConfigError("REPLY_DEADLINE: must be between 0 and 5 seconds")
+    if config.queue_budget < 0 or config.queue_budget >= config.reply_deadline:
+        raise ConfigError("VOLBOT_QUEUE_BUDGET: must be 0 (never refuse) or less than REPLY_DEADLINE")
     if config.database_url and not normalise_database_url(config.database_url).startswith(
         ("sqlite", "postgresql")
     ):

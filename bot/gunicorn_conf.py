@@ -4,8 +4,10 @@
 Every value can be changed from the environment (names below) or by `volbot serve`'s
 options. The reasoning:
 
-- `LoopWorker` workers (bot/gunicorn_worker.py), one per core plus one: each serves its
-  requests one at a time on its own event loop, with no hand-off to a thread pool. A turn
+- `BufferedWorker` workers (bot/gunicorn_worker.py), one per core plus one: each reads
+  requests whole on its own event loop (a slow client costs a socket, not the worker),
+  serves them one at a time with no hand-off to a thread pool, and refuses unread those
+  that waited past VOLBOT_QUEUE_BUDGET since they reached the host. A turn
   is about 2 ms of Python with a few short waits on Redis and SQL; the extra process
   keeps the cores busy through those waits, while more processes only preempt each other
   on a 2-core host shared with PostgreSQL and Redis (bench/load.py at 500 pushes/s: 2
@@ -52,9 +54,9 @@ def default_workers(cores: int | None = None) -> int:
 
 
 def worker_class_for(threads: int) -> str:
-    """One thread: each worker serves its requests on its event loop (bot/gunicorn_worker.py,
-    `LoopWorker`). More: gunicorn's gthread pool of that many threads, behind the same loop."""
-    return "bot.gunicorn_worker.LoopWorker" if threads <= 1 else "bot.gunicorn_worker.BalancedThreadWorker"
+    """One thread: each worker reads and serves its requests on its event loop
+    (bot/gunicorn_worker.py, `BufferedWorker`). More: gunicorn's gthread pool of that many threads, behind the same loop."""
+    return "bot.gunicorn_worker.BufferedWorker" if threads <= 1 else "bot.gunicorn_worker.BalancedThreadWorker"
 
 
 def reuse_port_for(binds: list[str]) -> bool:

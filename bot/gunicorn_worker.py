@@ -1,7 +1,8 @@
 """The gunicorn classes of `volbot serve`: a worker with a listening socket of its own, so
-the kernel spreads connections over the workers — `LoopWorker` (the default: requests run
-on the worker's event loop, one at a time) or `BalancedThreadWorker` (gunicorn's `gthread`
-pool, with `--threads` above 1); and the logger, which builds no access line while the
+the kernel spreads connections over the workers — `BufferedWorker` (the default: requests
+are read whole on the worker's event loop, then served one at a time, and refused when
+they waited too long) or `BalancedThreadWorker` (gunicorn's `gthread` pool, with `--threads`
+above 1: no protection from slow clients, use it behind nginx only); and the logger, which builds no access line while the
 access log is off.
 
 Why: with one shared listener, the first worker to wake takes every connection that
@@ -40,12 +41,16 @@ import math
 import mmap
 import os
 import selectors
+import socket
+import struct
 import time
 from collections import deque
-from functools import partial
+from datetime import datetime
 
-from gunicorn import glogging, http, sock
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn import glogging, http, sock, util
+from gunicorn.http import wsgi
+from gunicorn.workers import base
+from gunicorn.workers.gthread import ThreadWorker
 
 from bot.gunicorn_conf import ready_dir
 
@@ -119,7 +124,32 @@ class ConnectionShare:
 SHARE = ConnectionShare()
 
 
-class BalancedThreadWorker(ThreadWorker):
+class _OwnSocket:
+    """What both worker classes do for a socket of their own (`reuse_port`): bind it only
+    once the app is loaded, count in `SHARE` from then on, and say so in `ready_dir()`."""
+
+    def init_process(self):
+        if self.cfg.reuse_port:
+            # The arbiter bound our socket right after the fork; nothing is loaded yet.
+            for listener in self.sockets:
+                listener.close()
+            self.sockets = []
+        super().init_process()
+
+    def listen(self) -> None:
+        if self.cfg.reuse_port:
+            self.sockets = sock.create_sockets(self.cfg, self.log)
+            # The master has no socket of its own then: each worker says where it listens.
+            self.log.info("Listening at: %s", ",".join(str(s) for s in self.sockets))
+            SHARE.join(self.share_slot, os.getpid())
+
+    def say_ready(self) -> None:
+        """Loaded and listening: `volbot serve` may now stop the workers this one replaces."""
+        ready_dir().mkdir(parents=True, exist_ok=True)
+        (ready_dir() / str(os.getpid())).touch()
+
+
+class BalancedThreadWorker(_OwnSocket, ThreadWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # In the master, before the fork (see ConnectionShare).
@@ -130,23 +160,9 @@ class BalancedThreadWorker(ThreadWorker):
             req.must_close = True  # answered with "Connection: close": the client reconnects
         return super().handle_request(req, conn)
 
-    def init_process(self):
-        if self.cfg.reuse_port:
-            # The arbiter bound our socket right after the fork; nothing is loaded yet.
-            for listener in self.sockets:
-                listener.close()
-            self.sockets = []
-        super().init_process()
-
     def run(self):
-        if self.cfg.reuse_port:
-            self.sockets = sock.create_sockets(self.cfg, self.log)
-            # The master has no socket of its own then: each worker says where it listens.
-            self.log.info("Listening at: %s", ",".join(str(s) for s in self.sockets))
-            SHARE.join(self.share_slot, os.getpid())
-        # Loaded and listening: `volbot serve` may now stop the workers this one replaces.
-        ready_dir().mkdir(parents=True, exist_ok=True)
-        (ready_dir() / str(os.getpid())).touch()
+        self.listen()
+        self.say_ready()
         super().run()
 
     def set_accept_enabled(self, enabled):
@@ -165,142 +181,415 @@ class BalancedThreadWorker(ThreadWorker):
         self.sockets = []
 
 
-class LoopWorker(BalancedThreadWorker):
-    """gthread's event loop (kept-alive connections, timeouts, graceful stop, a socket per
-    worker) without its thread pool: a connection that becomes readable is served right
-    there, on the loop's thread, and goes back to the poller.
+class BufferedWorker(_OwnSocket, base.Worker):
+    """The default worker: it reads each request whole, on its event loop, before the app
+    sees it, then serves the complete requests one at a time, oldest first, and refuses
+    unread (503) any that waited longer than `QUEUE_BUDGET` since its last byte arrived.
 
-    Why: a push is a few milliseconds of Python, and gthread hands each request from the
-    poller to a pool thread and back through a pipe — four thread switches and a dozen
-    system calls per request, on top of the pipeline's own hand-off to its turn thread
-    (which keeps the hard reply deadline, bot/pipeline.py). Measured with bench/load.py's
-    bare app at 500 pushes/s on 2 cores: 0.64-0.72 ms of web CPU per push here against
-    0.94-1.13 ms under gthread.
+    Why our own loop rather than one of gunicorn's workers: each of them hands a request to
+    the application (a thread, a greenlet, the process) as soon as its first bytes arrive,
+    and the app's thread then waits for the rest. gthread waits for the first byte in the
+    poller and then reads line, headers and body in a pool thread (gunicorn 27: `handle`):
+    50 clients trickling one byte every 0.5 s held every worker and normal users waited up
+    to 15 s (issue 28). gevent would make a slow client cost a greenlet only, but it must
+    patch the threads the pipeline keeps its reply deadline with, and psycopg2 and redis-py
+    would need green drivers. waitress buffers whole requests, but in one process: on a
+    GIL that is one core for the whole site. An asyncio server (uvicorn) with a WSGI
+    adapter reads the body in the WSGI thread again. Here a slow client costs a socket and
+    its bytes, nothing else, and the app is never entered for a request not yet whole.
 
-    A worker serves one request at a time, so concurrency is the number of workers (the
-    default is one per core plus one, bot/gunicorn_conf.py). Reading a request (line,
-    headers and body) has `READ_TIMEOUT` seconds in all: a client that stops
-    or trickles half-way through ties the worker up for that long at most, and is then
-    closed (werkzeug answers a body that stops short with 400). nginx in front (deploy/)
-    buffers whole requests before it passes them on, so behind it this never happens.
+    Why the budget: every worker used to read the next request only when it was free, so
+    under more load than the machine carries the queue was in the kernel's socket buffers,
+    where no deadline can see it (bench/load.py: p99 21.9 s while the app answered each in
+    0.1 s). This loop takes every readable byte and every pending connection between two
+    requests (one `epoll_wait` of no time), so a request's wait is measured from its arrival
+    on the host (within one request's service time), and a request that has already waited
+    longer than WeChat will (`QUEUE_BUDGET`, 2 s) costs a 503 and a close — no parsing, no
+    app, no dedup claim — so WeChat's retry of it is served as a first delivery would be.
+    The excess is counted (`volbot_shed_total`) and the wait of the served ones observed
+    (`volbot_queue_seconds`). The app's reply deadline counts from the same arrival
+    (`volbot.arrived` in the environ, bot/pipeline.py).
+
+    What it costs: about 250 lines of HTTP framing and connection handling of our own
+    (gunicorn still parses every request and writes every answer); pipelined requests are
+    served in order, one per pass of the loop; a request is limited to `MAX_REQUEST` bytes
+    (413 beyond), its head to gunicorn's limits, and it must arrive whole within
+    `READ_TIMEOUT` seconds of its first byte. Plain HTTP only (TLS ends in nginx, deploy/).
     """
 
-    READ_TIMEOUT = 2.0
-    DRAIN_TIMEOUT = 0.2
+    MAX_REQUEST = 1 << 20
+    READ_TIMEOUT = 30.0  # a request not whole by then is given up (408)
+    WRITE_TIMEOUT = 10.0  # an answer the client does not take by then is given up
+    IDLE_FIRST = 5.0  # seconds a connection may stay silent at least, keep-alive or not
+    SWEEP_EVERY = 1.0  # seconds between two looks for idle and stalled connections
+    STOP_LINGER = 2.0  # a stopping worker keeps kept-alive connections this long (see gthread)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._ready: deque = deque()
-        self._serving = False
+        # In the master, before the fork (see ConnectionShare).
+        self.share_slot = SHARE.claim() if self.cfg.reuse_port else -1
+        self.conns: dict[int, _Conn] = {}
+        self.ready: deque[_Conn] = deque()
+        self.budget = 0.0
+        self.poller = None
+        self.accepting = False
+        self.clock_offset = 0.0
 
     @classmethod
     def check_config(cls, cfg, log):
-        if cfg.is_ssl:  # TConn would wrap our timed socket, which is no real socket
-            raise SystemExit("LoopWorker serves plain HTTP: terminate TLS in nginx (deploy/) or use --threads 2")
-        super().check_config(cfg, log)
+        if cfg.is_ssl:
+            raise SystemExit("BufferedWorker serves plain HTTP: terminate TLS in nginx (deploy/) or use --threads 2")
 
-    def get_thread_pool(self):
-        # gthread shuts its pool down on exit; this one never gets work, so never a thread.
-        from concurrent.futures import ThreadPoolExecutor
+    def run(self):
+        from bot import observability
+        from bot.config import load_config
 
-        return ThreadPoolExecutor(max_workers=1)
+        self.budget = load_config().queue_budget
+        self.shed_count, self.queue_seconds = observability.SHED, observability.QUEUE_SECONDS
+        self.listen()
+        self.poller = selectors.DefaultSelector()
+        self.set_accepting(True)
+        self.say_ready()
+        swept = time.monotonic()
+        while self.alive:
+            self.notify()
+            # With requests waiting, only a look (no wait) between two of them.
+            self.poll(0.0 if self.ready else self.SWEEP_EVERY)
+            self.shed_expired()
+            if self.ready:
+                self.serve(self.ready.popleft())
+            now = time.monotonic()
+            if now - swept >= self.SWEEP_EVERY:
+                swept = now
+                self.sweep(now)
+                if self.ppid != os.getppid():
+                    self.log.info("Parent changed, shutting down: %s", self)
+                    break
+        self.stop()
 
-    def accept(self, listener):
-        """A new connection waits in the poller for its first bytes (gthread would block a
-        pool thread on it)."""
-        try:
-            client, addr = listener.accept()
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
-                raise
+    # ---- connections ----------------------------------------------------------------------
+
+    def set_accepting(self, enabled: bool) -> None:
+        if enabled == self.accepting or not self.sockets:
             return
-        self.nr_conns += 1
-        conn = TConn(self.cfg, _TimedSocket(client), addr, listener.getsockname())
-        # Its first request has as long as a kept-alive connection's next one (at least the
-        # read time-out: with keep-alive off, 0 would close it before it could speak).
-        conn.timeout = time.monotonic() + max(self.cfg.keepalive, self.READ_TIMEOUT)
-        self.pending_conns.append(conn)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+        for listener in self.sockets:
+            if enabled:
+                listener.setblocking(False)
+                if listener.family in (socket.AF_INET, socket.AF_INET6):
+                    # Each read says when its bytes arrived; accepted sockets inherit it.
+                    listener.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                self.poller.register(listener, selectors.EVENT_READ, None)
+            else:
+                self.poller.unregister(listener)
+        self.accepting = enabled
 
-    def enqueue_req(self, conn):
-        """Serve `conn` now. A request already read ahead (pipelined) comes back here from
-        `finish_request`: queued, not recursed into."""
-        self._ready.append(conn)
-        if self._serving:
-            return
-        self._serving = True
+    def poll(self, timeout: float) -> None:
         try:
-            while self._ready:
-                conn = self._ready.popleft()
-                conn.data_ready = True
-                keepalive = self.handle(conn)
-                if not keepalive:
-                    # gthread's graceful close lingers for the client's FIN: here it takes
-                    # what has arrived and waits for nothing, the loop has others to serve.
-                    conn.sock.deadline = 0.0
-                self.finish_request(conn, _Served(keepalive))
-        finally:
-            self._serving = False
+            events = self.poller.select(timeout)
+        except InterruptedError:
+            return
+        now = time.monotonic()
+        self.clock_offset = time.time() - now  # the kernel stamps arrivals on the wall clock
+        for key, _ in events:
+            if key.data is None:
+                self.accept(key.fileobj, now)
+            else:
+                self.read(key.data, now)
 
-    def handle(self, conn):
-        """One HTTP/1.1 request on `conn`: True to keep the connection for the next one."""
+    def accept(self, listener, now: float) -> None:
+        """Every connection waiting on `listener` (up to `worker_connections` in all)."""
+        while len(self.conns) < self.cfg.worker_connections:
+            try:
+                client, addr = listener.accept()
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                    raise
+                return
+            client.setblocking(False)
+            conn = _Conn(client, addr, listener.getsockname(), now)
+            self.conns[client.fileno()] = conn
+            self.poller.register(client, selectors.EVENT_READ, conn)
+        self.set_accepting(False)  # full: the kernel's backlog holds the rest (see sweep)
+
+    def read(self, conn: _Conn, now: float) -> None:
+        try:
+            chunk, stamps, _, _ = conn.sock.recvmsg(65536, _STAMP_SPACE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk, stamps = b"", ()
+        if stamps:  # when the last of these bytes reached the host (SO_TIMESTAMPNS), not now
+            sec, nsec = _TIMESPEC.unpack_from(stamps[0][2])
+            now = min(now, sec + nsec / 1e9 - self.clock_offset)
+        if not chunk:  # the client is done sending; a request of its already whole is still answered
+            conn.eof = True
+            self.poller.unregister(conn.sock)
+            if not conn.queued:
+                self.close(conn)
+            return
+        if not conn.buf:
+            conn.started = now
+        conn.buf += chunk
+        if conn.queued:
+            if len(conn.buf) > 2 * self.MAX_REQUEST:  # pipelining far ahead: wait for its turn
+                self.poller.unregister(conn.sock)
+                conn.paused = True
+            return
+        self.frame(conn, now)
+
+    def frame(self, conn: _Conn, now: float) -> None:
+        """Queue `conn` if its buffer holds a whole request (or one gunicorn will refuse)."""
+        buf = conn.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > self.cfg.limit_request_line + self.cfg.limit_request_field_size * (
+                    self.cfg.limit_request_fields + 1):
+                self.queue(conn, len(buf), now)  # gunicorn's parser answers it (400/431)
+            return
+        length, chunked, expect = 0, False, False
+        for line in bytes(buf[:end]).lower().split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name, value = name.strip(), value.strip()
+            if name == b"content-length":
+                length = int(value) if value.isdigit() else 0  # a bad one: gunicorn refuses it
+            elif name == b"transfer-encoding":
+                chunked = value.endswith(b"chunked")
+            elif name == b"expect":
+                expect = value == b"100-continue"
+        total = _chunked_end(buf, end + 4) if chunked else end + 4 + length
+        if (total or len(buf)) > self.MAX_REQUEST or length > self.MAX_REQUEST:
+            self.refuse(conn, b"413 Content Too Large")
+        elif total is not None and len(buf) >= total:
+            self.queue(conn, total, now)
+        elif expect and not conn.continued:
+            conn.continued = True  # the client waits for this before it sends the body
+            self.send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def queue(self, conn: _Conn, size: int, now: float) -> None:
+        conn.size, conn.queued, conn.arrived = size, True, now
+        self.ready.append(conn)
+
+    def sweep(self, now: float) -> None:
+        """Close kept-alive connections idle for `keepalive` seconds and requests not whole
+        within `READ_TIMEOUT`; accept again once below `worker_connections`."""
+        # A new connection's first request has at least IDLE_FIRST (with keep-alive off, 0
+        # would close it before it could speak).
+        idle_limit = max(self.cfg.keepalive, self.IDLE_FIRST)
+        for conn in list(self.conns.values()):
+            if conn.queued:
+                continue
+            if conn.buf and now - conn.started > self.READ_TIMEOUT:
+                self.refuse(conn, b"408 Request Timeout")
+            elif not conn.buf and now - conn.started > idle_limit:
+                self.close(conn)
+        if self.alive and len(self.conns) < self.cfg.worker_connections:
+            self.set_accepting(True)
+
+    def close(self, conn: _Conn) -> None:
+        if self.conns.pop(conn.sock.fileno(), None) is None:
+            return
+        if not conn.eof and not conn.paused:
+            self.poller.unregister(conn.sock)
+        conn.closed = True
+        util.close(conn.sock)
+
+    def send(self, conn: _Conn, data: bytes) -> None:
+        try:
+            conn.sock.send(data)  # a few bytes into an empty send buffer: never partial
+        except OSError:
+            pass
+
+    def refuse(self, conn: _Conn, status: bytes) -> None:
+        """A canned answer without the app, and the connection closed."""
+        self.send(conn, b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
+        self.close(conn)
+
+    # ---- serving --------------------------------------------------------------------------
+
+    def shed_expired(self) -> None:
+        """Refuse at once every request at the head of the queue that has waited past the
+        budget (the queue is in order of arrival): under overload a refusal costs a few
+        microseconds, not a pass of the loop."""
+        if not self.budget:
+            return
+        limit = time.monotonic() - self.budget
+        while self.ready and (self.ready[0].closed or self.ready[0].arrived < limit):
+            self.serve(self.ready.popleft())
+
+    def serve(self, conn: _Conn) -> None:
+        """The oldest whole request: refused if it waited past the budget, else answered."""
+        if conn.closed:
+            return
+        data = bytes(conn.buf[:conn.size])
+        del conn.buf[:conn.size]
+        conn.queued = False
+        arrived = conn.arrived
+        now = time.monotonic()
+        if self.budget and now - arrived > self.budget:
+            # Kept alive: under overload a close would cost a new connection per refusal.
+            self.shed_count.labels(_path_kind(data)).inc()
+            self.send(conn, _SHED_ANSWER)
+            conn.started = now
+            if conn.buf:
+                self.frame(conn, now)
+            if conn.eof and not conn.queued:
+                self.close(conn)
+            return
+        self.queue_seconds.observe(now - arrived)
+        conn.started = now  # idle (or reading its next request) from now
+        keepalive = self.answer(conn, data, arrived)
+        if not keepalive or conn.eof and not conn.buf:
+            self.close(conn)
+            return
+        if conn.paused:
+            conn.paused = False
+            self.poller.register(conn.sock, selectors.EVENT_READ, conn)
+        if conn.buf:  # pipelined: the next request may be whole already
+            self.frame(conn, now)
+        if conn.eof and not conn.queued:
+            self.close(conn)
+
+    def answer(self, conn: _Conn, data: bytes, arrived: float) -> bool:
+        """`data` (one whole request) through gunicorn's parser and the app; True to keep
+        the connection."""
         req = None
-        conn.sock.deadline = time.monotonic() + self.READ_TIMEOUT
+        conn.sock.settimeout(self.WRITE_TIMEOUT)  # the answer is written blocking
         try:
-            conn.init()
-            req = next(conn.parser)
-            if not req:
-                return False
-            if not self.handle_request(req, conn):
-                return False
-            # A body the app left unread is drained before the next request, in time of its
-            # own (the turn may have used up the first), short: a client that sent its whole
-            # body has it waiting in the socket already.
-            conn.sock.deadline = time.monotonic() + self.DRAIN_TIMEOUT
-            return bool(conn.parser.finish_body(deadline=conn.sock.deadline))
+            req = next(http.get_parser(self.cfg, iter((data,)), conn.addr))
+            req._expected_100_continue = False  # sent already if the client asked
+            return self.handle_request(req, conn, arrived)
         except (http.errors.NoMoreData, StopIteration):
-            self.log.debug("Closing connection.")
-        except (TimeoutError, BlockingIOError):
-            self.log.debug("Request not received within %s s: connection closed.", self.READ_TIMEOUT)
+            return False
         except OSError as e:
-            if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+            if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN) and not isinstance(e, TimeoutError):
                 self.log.exception("Socket error processing request.")
+            return False
         except Exception as e:  # noqa: BLE001 - a bad request: gunicorn answers it (400, ...)
-            self.handle_error(req, conn.sock, conn.client, e)
-        return False
+            self.handle_error(req, conn.sock, conn.addr, e)
+            return False
+        finally:
+            if not conn.closed:
+                conn.sock.setblocking(False)
+
+    def handle_request(self, req, conn: _Conn, arrived: float) -> bool:
+        """gthread's `handle_request`, on this loop's thread (one request at a time)."""
+        environ, resp = {}, None
+        try:
+            self.cfg.pre_request(self, req)
+            request_start = datetime.now()
+            resp, environ = wsgi.create(req, conn.sock, conn.addr, conn.server, self.cfg)
+            environ["volbot.arrived"] = arrived
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+            if (not self.alive or not self.cfg.keepalive or conn.eof
+                    or SHARE.over(self.share_slot, len(self.conns))):
+                resp.force_close()  # "Connection: close": the client reconnects (see ConnectionShare)
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                self.log.access(resp, req, environ, datetime.now() - request_start)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            return not resp.should_close()
+        except (Exception, SystemExit):
+            if resp is not None and resp.headers_sent:
+                self.log.exception("Error handling request")  # half an answer: only closing is left
+                raise StopIteration() from None
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:  # noqa: BLE001 - a hook's failure is logged, not the request's
+                self.log.exception("Exception in post_request hook")
+
+    # ---- stopping -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Take what is queued on the socket and leave the kernel's balancing group (the
+        connections now go to the other workers); answer the requests already here and those
+        that arrive whole within the grace time (with "Connection: close"); close the rest."""
+        SHARE.retire(self.share_slot)
+        now = time.monotonic()
+        for listener in self.sockets:
+            if self.cfg.reuse_port:
+                self.accept(listener, now)
+            if self.accepting:
+                self.poller.unregister(listener)
+            if self.cfg.reuse_port:
+                listener.close()
+        self.accepting, self.sockets = False, []
+        linger = now + self.STOP_LINGER
+        graceful = now + self.cfg.graceful_timeout
+        while self.conns and time.monotonic() < graceful:
+            self.notify()
+            self.poll(0.0 if self.ready else 0.1)
+            if self.ready:
+                self.serve(self.ready.popleft())
+                continue
+            if time.monotonic() > linger:  # only idle or half-sent requests are left
+                break
+            self.sweep(time.monotonic())
+        for conn in list(self.conns.values()):
+            self.close(conn)
+        self.poller.close()
 
 
-class _TimedSocket:
-    """A client socket whose reads share one deadline (set per request by `LoopWorker`):
-    a read waits for data until then at most; past it, a read takes only what has already
-    arrived (BlockingIOError when nothing has)."""
+class _Conn:
+    """A client connection of `BufferedWorker` and the bytes it has sent so far."""
 
-    __slots__ = ("_sock", "deadline")
+    __slots__ = ("sock", "addr", "server", "buf", "started", "arrived", "size", "queued", "eof", "paused",
+                 "closed", "continued")
 
-    def __init__(self, sock):
-        self._sock = sock
-        self.deadline = 0.0  # no request being read: a read waits for nothing
-
-    def recv(self, size: int) -> bytes:
-        self._sock.settimeout(max(0.0, self.deadline - time.monotonic()))
-        return self._sock.recv(size)
-
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
+    def __init__(self, sock, addr, server, now: float):
+        self.sock, self.addr, self.server = sock, addr, server
+        self.buf = bytearray()
+        self.started = now  # the first byte of the request being read (or idle since)
+        self.arrived = now  # when the queued request became whole
+        self.size = 0  # the queued request's length in `buf`
+        self.queued = self.eof = self.paused = self.closed = self.continued = False
 
 
-class _Served:
-    """The outcome of a request served inline, in the shape `finish_request` reads from
-    gthread's futures."""
+# SO_TIMESTAMPNS (Linux; the constant is missing from Python's socket module): a read on a
+# TCP socket comes with the time its last segment was received, as a struct timespec.
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("qq")
+_STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
-    def __init__(self, keepalive: bool):
-        self.keepalive = keepalive
 
-    def cancelled(self) -> bool:
-        return False
+_SHED_ANSWER = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n"
 
-    def result(self) -> bool:
-        return self.keepalive
+
+def _chunked_end(buf: bytearray, pos: int) -> int | None:
+    """Where a chunked body starting at `pos` ends (after its trailers), None if not yet
+    all there; a chunk size that is no hex number ends it there (gunicorn refuses it)."""
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return None
+        try:
+            size = int(bytes(buf[pos:eol]).split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            return eol + 2
+        if size == 0:
+            end = buf.find(b"\r\n\r\n", eol)
+            return end + 4 if end >= 0 else None
+        pos = eol + 2 + size + 2
+        if pos > len(buf):
+            return None
+
+
+def _path_kind(data: bytes) -> str:
+    """The metric label of a refused request: the webhook, or anything else."""
+    return "wechat" if data.startswith((b"POST /wechat?", b"POST /wechat ")) else "other"
 
 
 class Logger(glogging.Logger):

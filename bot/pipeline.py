@@ -40,11 +40,12 @@ class Pipeline:
         self.states = StateStore(self.redis)
         self.deliveries = Deliveries(self.redis, self.dedup, self.states)
 
-    def handle(self, message: Message) -> Reply:
-        """The reply for `message`, within the configured deadline."""
+    def handle(self, message: Message, arrived: float | None = None) -> Reply:
+        """The reply for `message`, within the configured deadline from `arrived` (the
+        request's arrival on the host, `time.monotonic()`; now when not known)."""
         if message.is_event and message.event == TEMPLATE_FINISH:
             return self._receipt(message)
-        deadline = time.monotonic() + self.services.config.reply_deadline
+        deadline = (arrived or time.monotonic()) + self.services.config.reply_deadline
         # The turn thread runs in a copy of this context: its log lines keep the request id.
         future = self.executor.submit(contextvars.copy_context().run, self._deliver, message, deadline)
         try:

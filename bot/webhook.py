@@ -44,7 +44,8 @@ def receive():
         return Response(e.reason, status=e.status, mimetype="text/plain")
     if message is None:
         return Response("success", mimetype="text/plain")
-    reply = current_app.extensions["volbot.pipeline"].handle(message)
+    # The deadline counts from the request's arrival on the host (the web worker's stamp).
+    reply = current_app.extensions["volbot.pipeline"].handle(message, arrived=request.environ.get("volbot.arrived"))
     if reply is BUSY:
         observability.note_outcome("busy")
     to_app = message.extra.get("to_user") or services.config.wechat_appid

@@ -80,7 +80,7 @@ def say(url: str, openid: str, text: str, session=requests) -> requests.Response
     return session.post(url + "/wechat", params=params, data=body, timeout=10)
 
 
-@pytest.mark.parametrize("pool, worker", [((), "LoopWorker"), (("--threads", "2"), "BalancedThreadWorker")],
+@pytest.mark.parametrize("pool, worker", [((), "BufferedWorker"), (("--threads", "2"), "BalancedThreadWorker")],
                          ids=["loop", "gthread"])
 def test_serve_answers_counts_across_workers_reloads_on_hup_and_stops_on_term(svc, tmp_path, pool, worker):
     served = Served(serve_env(svc, tmp_path), "--workers", "2", *pool)
@@ -260,7 +260,7 @@ def test_default_workers_and_worker_class():
     from bot.gunicorn_conf import default_workers, worker_class_for
 
     assert [default_workers(c) for c in (1, 2, 4, 64)] == [3, 3, 5, 13]
-    assert worker_class_for(1) == "bot.gunicorn_worker.LoopWorker"
+    assert worker_class_for(1) == "bot.gunicorn_worker.BufferedWorker"
     assert worker_class_for(4) == "bot.gunicorn_worker.BalancedThreadWorker"
 
 
@@ -273,7 +273,7 @@ def test_a_socket_per_worker_only_for_tcp_binds(monkeypatch):
     assert not reuse_port_for(["127.0.0.1:8000"])
 
 
-# ---- the default worker serves requests on its event loop (bot/gunicorn_worker.LoopWorker) --
+# ---- the default worker reads requests whole on its event loop (bot/gunicorn_worker.BufferedWorker) --
 
 def _raw(port: int, data: bytes, timeout: float = 10) -> socket.socket:
     conn = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -337,40 +337,79 @@ def test_the_loop_worker_with_keep_alive_off_answers_and_closes(svc, tmp_path):
         assert served.stop() == 0, served.output()
 
 
-def test_idle_and_stalled_clients_do_not_hold_up_the_loop_worker(svc, tmp_path):
-    """One worker, so every connection is on it. Connections that send nothing wait in the
-    poller; one that stops half-way through its request holds the worker for the read
-    time-out at most and is then closed; the others are answered."""
-    from bot.gunicorn_worker import LoopWorker
+def _push_bytes(openid: str, text: str) -> bytes:
+    sender = WeChatSender(TEST_TOKEN, TEST_APPID)
+    params, body = sender.request(sender.text(openid, text), encrypt=False)
+    return (f"POST /wechat?{urlencode(params)} HTTP/1.1\r\nHost: t\r\nContent-Type: text/xml\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
+
+def test_slow_and_idle_clients_hold_no_worker_and_are_served_once_whole(svc, tmp_path):
+    """One worker, so every connection is on it. A request is read whole on the worker's
+    loop before the app sees it (bot/gunicorn_worker.BufferedWorker): connections that
+    send nothing, or trickle their head or body, cost a socket each and hold up no one —
+    the others are answered at once — and a trickled request, once whole, is answered like
+    any other. (The loop worker before it read a started request on the worker itself,
+    for up to 2 s each: 20 stalled clients held the worker for 40 s.)"""
     served = Served(serve_env(svc, tmp_path), "--workers", "1")
     try:
-        idle = [socket.create_connection(("127.0.0.1", served.port), timeout=10) for _ in range(20)]
+        idle = [socket.create_connection(("127.0.0.1", served.port), timeout=10) for _ in range(10)]
+        whole = [_push_bytes(f"o_slow_{i}", "菜单") for i in range(20)]
+        head_end = whole[0].index(b"\r\n\r\n")
+        # Half a head on ten, the head and a few bytes of the body on the ten others.
+        stalled = [_raw(served.port, w[: head_end // 2] if i < 10 else w[: head_end + 10]) for i, w in enumerate(whole)]
+        time.sleep(0.3)
         started = time.monotonic()
-        for _ in range(5):
-            assert requests.get(served.url + "/healthz", timeout=5).status_code == 200
-        assert time.monotonic() - started < 1.0  # nothing waited for the idle ones
-
-        sender = WeChatSender(TEST_TOKEN, TEST_APPID)
-        params, body = sender.request(sender.text("o_loop_stall", "菜单"), encrypt=False)
-        head = (f"POST /wechat?{urlencode(params)} HTTP/1.1\r\nHost: t\r\nContent-Type: text/xml\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
-        stalled_head = _raw(served.port, head[: len(head) // 2])
-        stalled_body = _raw(served.port, head + body[:10])
-        started = time.monotonic()
-        assert requests.get(served.url + "/healthz", timeout=10).status_code == 200
-        assert time.monotonic() - started < 2 * LoopWorker.READ_TIMEOUT + 1
-        # The stalled ones were given up on: the head closed, the short body answered 400.
-        stalled_head.settimeout(10)
-        assert stalled_head.recv(65536) == b""
-        assert _read_responses(stalled_body, 1)[0].startswith(b"HTTP/1.1 400")
-        stalled_body.settimeout(10)
-        assert stalled_body.recv(65536) == b""  # and closed: where the next request starts is unknown
-        for conn in (stalled_head, stalled_body):
+        with requests.Session() as s:
+            for i in range(5):
+                assert say(served.url, f"o_quick_{i}", "菜单", session=s).status_code == 200
+        assert time.monotonic() - started < 2.0  # nothing waited for the stalled ones
+        for conn, w in zip(stalled, whole):  # the rest of each, byte by byte for a few
+            sent = w[: head_end // 2] if stalled.index(conn) < 10 else w[: head_end + 10]
+            rest = w[len(sent):]
+            for b in range(min(5, len(rest))):
+                conn.sendall(rest[b:b + 1])
+            conn.sendall(rest[5:])
+        for conn in stalled:
+            answer = _read_responses(conn, 1)[0]
+            assert answer.startswith(b"HTTP/1.1 200") and ("菜单".encode() in answer or b"1." in answer), answer[:200]
             conn.close()
         for conn in idle:
             conn.close()
-        assert requests.get(served.url + "/healthz", timeout=5).status_code == 200
         assert "Traceback" not in served.output(), served.output()
+    finally:
+        assert served.stop() == 0, served.output()
+
+
+def test_a_request_that_waited_past_the_budget_is_refused_unread_and_its_retry_is_served(svc, tmp_path):
+    """The wait counts from the request's arrival on the host (the kernel's receive stamp),
+    so a push that sat in the socket while the worker could not read it is seen as late:
+    refused with a bare 503 (counted in /metrics) before the app, so that nothing of it
+    happened, and WeChat's retry of it is served as a first delivery. One worker, stopped
+    (SIGSTOP) for longer than the budget while the push arrives."""
+    served = Served({**serve_env(svc, tmp_path), "VOLBOT_QUEUE_BUDGET": "0.5"}, "--workers", "1")
+    try:
+        (worker,) = served.workers()
+        push = _push_bytes("o_shed_1", "菜单")
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            late = _raw(served.port, push)
+            time.sleep(1.2)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        answer = _read_responses(late, 1)[0]
+        late.close()
+        assert answer.startswith(b"HTTP/1.1 503") and answer.endswith(b"\r\n\r\n"), answer
+        text = requests.get(served.url + "/metrics", timeout=10).text
+        assert sample(text, "volbot_shed_total", path="wechat") == 1
+        assert sample(text, "volbot_requests_total", outcome="reply") == 0  # the app never saw it
+        retry = _raw(served.port, push)  # WeChat's retry: the same push, on time
+        answer = _read_responses(retry, 1)[0]
+        retry.close()
+        assert answer.startswith(b"HTTP/1.1 200") and ("菜单".encode() in answer or b"1." in answer), answer[:300]
+        text = requests.get(served.url + "/metrics", timeout=10).text
+        assert sample(text, "volbot_requests_total", outcome="reply") == 1
+        assert sample(text, "volbot_dedup_hits_total") == 0  # a first delivery, not a retry's copy
+        assert sample(text, "volbot_queue_seconds_count") >= 2  # the retry and the scrape waited little
     finally:
         assert served.stop() == 0, served.output()
