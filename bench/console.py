@@ -19,6 +19,7 @@ The baseline, measured in the same run, is `/healthz` (Flask and HTTP with no SQ
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -64,14 +65,39 @@ def ensure_database(url: str) -> None:
     admin.dispose()
 
 
-def copy(raw, table: str, columns: list[str], rows) -> int:
+def _copy_field(value) -> str:
+    """One value in COPY's text format (psycopg2 takes the stream as text)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def copy(raw, table: str, columns: list[str], rows, chunk: int = 50_000) -> int:
+    """COPY `rows` into `table`, `chunk` rows to a statement (the generators stay lazy)."""
     n = 0
+    sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
     with raw.cursor() as cur:
-        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
-            for row in rows:
-                cp.write_row(row)
-                n += 1
+        buf = io.StringIO()
+        for row in rows:
+            buf.write("\t".join(_copy_field(v) for v in row) + "\n")
+            n += 1
+            if n % chunk == 0:
+                buf.seek(0)
+                cur.copy_expert(sql, buf)
+                buf = io.StringIO()
+        if buf.tell():
+            buf.seek(0)
+            cur.copy_expert(sql, buf)
     return n
+
+
+def run(raw, *statements: str) -> None:
+    """Statements on the driver connection (psycopg2: through a cursor)."""
+    with raw.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
 
 
 def team_tree() -> list[dict]:
@@ -111,14 +137,14 @@ def seed(svc, volunteers: int, hours: int, orders: int) -> dict:
     engine = svc.db.engine
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
-        raw.execute("SET statement_timeout = 0")  # the app's 4 s limit is for requests, not bulk loads
+        run(raw, "SET statement_timeout = 0")  # the app's 4 s limit is for requests, not bulk loads
         cols = ["id", "number", "name", "phone", "id_number_enc", "id_number_hash", "id_number_tail", "birth_date",
                 "team_id", "skills", "availability", "state", "star_level", "is_demo", "created_at"]
         vol_team = []
 
         def vol_rows():
             for i in range(1, volunteers + 1):
-                team_id = squads[i % len(squads)].id
+                team_id = squads[(i - 1) % len(squads)].id  # from the first squad: a small seed fills BS000
                 vol_team.append(team_id)
                 state = "pending" if i % 97 == 0 else "active"
                 yield (i, f"KW2025{i:06d}", rnd.choice(SURNAMES) + rnd.choice(GIVEN) + rnd.choice(GIVEN),
@@ -152,13 +178,15 @@ def seed(svc, volunteers: int, hours: int, orders: int) -> dict:
                     at = now - timedelta(minutes=rnd.randrange(600))  # some of today's
                 cat = SKILLS[i % 12]
                 status = rnd.choice(STATES)
+                if i == 1:
+                    status = "submitted"  # the squad lead's open order page, at any --orders
                 events.append((i, at, None, "submitted", "resident"))
                 if status not in ("submitted", "offered", "cancelled"):
                     events.append((i, at + timedelta(hours=rnd.uniform(0.2, 30)), "submitted", "accepted", "volunteer"))
                 if status in ("completed", "confirmed", "rated"):
                     events.append((i, at + timedelta(hours=rnd.uniform(30, 80)), "in_service", "completed", "volunteer"))
                 yield (i, f"B{i:08d}", "wechat", f"{cat}-01", "bench服务", cat, f"bench类别{cat}", "onsite", 60,
-                       squads[i % len(squads)].community_id, at.date(), "am", status,
+                       squads[(i - 1) % len(squads)].community_id, at.date(), "am", status,
                        rnd.randint(3, 5) if status == "rated" else None, False, at, at)
         copy(raw, "orders", cols, order_rows())
         copy(raw, "order_events", ["order_id", "at", "from_status", "to_status", "actor_kind"], events)
@@ -183,10 +211,10 @@ def seed(svc, volunteers: int, hours: int, orders: int) -> dict:
              ((logins["squad"], "bench squad", "/1/2/3/", "hours.approve", "hour_record", str(i),
                now - timedelta(minutes=i)) for i in range(50_000)))
         for table in ("volunteers", "orders", "projects", "activities", "shifts"):
-            raw.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+            run(raw, f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
         raw.commit()
         raw.autocommit = True
-        raw.execute("ANALYZE")
+        run(raw, "ANALYZE")
         raw.autocommit = False  # the connection goes back to the pool for sessions
     # COPY bypasses rules.volunteering.decide_hours, so the reports' running totals of
     # approved hours are computed once from the records, as `volbot reports rebuild` does.
@@ -196,7 +224,7 @@ def seed(svc, volunteers: int, hours: int, orders: int) -> dict:
         raw = conn.connection.driver_connection
         raw.commit()
         raw.autocommit = True
-        raw.execute("ANALYZE hour_month_totals, hour_year_totals")
+        run(raw, "ANALYZE hour_month_totals, hour_year_totals")
         raw.autocommit = False
     return {"logins": logins, "seconds": time.perf_counter() - t0}
 

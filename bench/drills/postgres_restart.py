@@ -1,6 +1,7 @@
 """Drill: PostgreSQL restarted under load.
 
     .venv/bin/python bench/drills/postgres_restart.py [--residents 30] [--load-threads 8]
+                                                      [--at 2] [--down 3] [--think 0.6]
 
 Starts a private PostgreSQL cluster (initdb + pg_ctl on a free port in a temp folder — the
 machine's shared server is never touched), a private redis-server and `volbot serve`
@@ -47,13 +48,14 @@ def main() -> int:
     ap.add_argument("--load-threads", type=int, default=8)
     ap.add_argument("--at", type=float, default=2.0, help="seconds into the run PostgreSQL restarts")
     ap.add_argument("--down", type=float, default=3.0, help="seconds PostgreSQL stays down")
+    ap.add_argument("--think", type=float, default=0.6, help="seconds a resident reads each reply")
     args = ap.parse_args()
     print(f"drill: PostgreSQL restarted under load — {args.residents} residents ordering, {args.load_threads} "
           f"threads of background pushes; {load_average()}")
     with Stack("drill-pg", postgres="private") as stack:
         stack.create_schema()
         port = int(stack.serve(workers=2).rsplit(":", 1)[1])
-        chats = Conversations(stack, args.residents)
+        chats = Conversations(stack, args.residents, think=args.think)
         bg_seen, bg_lat, bg_stop = Counter(), [], threading.Event()
         bg = [threading.Thread(target=background, args=(port, bg_stop, bg_seen, bg_lat, n))
               for n in range(args.load_threads)]

@@ -1,6 +1,6 @@
 """Drill: Redis restarted in the middle of conversations.
 
-    .venv/bin/python bench/drills/redis_restart.py [--residents 30] [--down 3]
+    .venv/bin/python bench/drills/redis_restart.py [--residents 30] [--down 3] [--at 2] [--think 0.6]
 
 Starts a private redis-server and PostgreSQL cluster (never the machine's shared ones) and
 `volbot serve` (gunicorn, 2 workers) on loopback. Residents order a service by chat, each
@@ -31,13 +31,14 @@ def main() -> int:
     ap.add_argument("--residents", type=int, default=30)
     ap.add_argument("--down", type=float, default=3.0, help="seconds Redis stays down")
     ap.add_argument("--at", type=float, default=2.0, help="seconds into the conversations Redis stops")
+    ap.add_argument("--think", type=float, default=0.6, help="seconds a resident reads each reply")
     args = ap.parse_args()
     print(f"drill: Redis restarted mid-conversation — {args.residents} residents, Redis down {args.down:g} s; "
           f"{load_average()}")
     with Stack("drill-redis") as stack:
         stack.create_schema()
         stack.serve(workers=2)
-        chats = Conversations(stack, args.residents)
+        chats = Conversations(stack, args.residents, think=args.think)
         chats.start()
         time.sleep(args.at)
         chats.mark("redis stopped")
