@@ -35,17 +35,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import requests  # noqa: E402
-from sqlalchemy import create_engine, select, text  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
+import requests
+from sqlalchemy import create_engine, select, text
+from werkzeug.serving import make_server
 
-from bot.app import create_app  # noqa: E402
-from bot.config import load_config, normalise_database_url  # noqa: E402
-from bot.services import Services  # noqa: E402
-from console.accounts import hash_password  # noqa: E402
-from rules import reports  # noqa: E402
-from rules import teams as team_rules  # noqa: E402
-from store.models import Coordinator, Team  # noqa: E402
+from bot.app import create_app
+from bot.config import load_config, normalise_database_url
+from bot.services import Services
+from console.accounts import hash_password
+from rules import reports
+from rules import teams as team_rules
+from store.models import Coordinator, Team
 
 TARGET_MS = 200
 PASSWORD = "bench password 1"

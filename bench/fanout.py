@@ -33,14 +33,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import func, insert, select  # noqa: E402
+from sqlalchemy import func, insert, select
 
-from bot.config import load_config  # noqa: E402
-from bot.services import Services  # noqa: E402
-from emulator import create_emulator, make_emulator_server  # noqa: E402
-from pushes.client import ApiClient  # noqa: E402
-from rules import bus  # noqa: E402
-from store.models import BusSubscription, BusVisit, Community, Follower, Push  # noqa: E402
+from bot.config import load_config
+from bot.services import Services
+from emulator import create_emulator, make_emulator_server
+from pushes.client import ApiClient
+from rules import bus
+from store.models import BusSubscription, BusVisit, Community, Follower, Push
 
 VOLBOT = str(Path(sys.executable).with_name("volbot"))
 

@@ -59,10 +59,8 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.drills.support import (  # noqa: E402
-    APPID, BIN, BUSY_TEXT, TOKEN, Stack, free_port, load_average, percentile,
-)
-from bench.webhook import gunicorn_command  # noqa: E402
+from bench.drills.support import APPID, BIN, BUSY_TEXT, TOKEN, Stack, free_port, load_average, percentile
+from bench.webhook import gunicorn_command
 
 TARGET_RPS, TARGET_P99_MS = 500, 100.0
 LATE_MS = 10  # a push sent this much after its planned moment counts as late

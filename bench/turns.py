@@ -46,15 +46,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.drills.support import Stack  # noqa: E402
-from bench.load import build, reset_database, step_names  # noqa: E402
+from bench.drills.support import Stack
+from bench.load import build, reset_database, step_names
 
 
 def environs(scripts: list) -> list[tuple[tuple[str, int], dict]]:
     """Every push of every visit as ((kind, step), WSGI environ), users interleaved as in
     bench/load.py's lanes. Built before a replay: not part of what is measured."""
-    from bench.load import lanes
     from werkzeug.test import EnvironBuilder
+
+    from bench.load import lanes
 
     return [((kind, step), EnvironBuilder(path=path, method="POST", data=body, content_type="text/xml").get_environ())
             for kind, path, body, step in lanes(scripts, 1)[0]]

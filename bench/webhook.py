@@ -37,7 +37,7 @@ from flask import Flask, Response, request
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bot.sender import WeChatSender  # noqa: E402
+from bot.sender import WeChatSender
 
 TOKEN = "volbot-bench-token"
 APPID = "wx49f0ab532d5d035a"
@@ -194,7 +194,7 @@ def main() -> None:
     servers = {"bare": Gunicorn("bench.webhook:bare_app", env), "bot": Gunicorn("bot.wsgi:app", env)}
     runs: dict[tuple[str, str], list[dict]] = {}
     try:
-        for name, server in servers.items():
+        for server in servers.values():
             for mode in ("plain", "aes"):
                 drive(server.port, mode == "aes", args.warmup, args.concurrency)
         for _ in range(args.rounds):

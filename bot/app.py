@@ -48,7 +48,7 @@ def create_app(config: Config | None = None, services: Services | None = None) -
             try:
                 probe()
                 checks[name] = "ok"
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - any failure of a probe is that backend down
                 checks[name] = f"down: {type(e).__name__}"
         ok = all(v == "ok" for v in checks.values())
         return jsonify(status="ok" if ok else "unavailable", **checks), (200 if ok else 503)

@@ -508,7 +508,7 @@ class BufferedWorker(_OwnSocket, base.Worker):
         finally:
             try:
                 self.cfg.post_request(self, req, environ, resp)
-            except Exception:  # noqa: BLE001 - a hook's failure is logged, not the request's
+            except Exception:
                 self.log.exception("Exception in post_request hook")
 
     # ---- stopping -------------------------------------------------------------------------

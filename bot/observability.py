@@ -180,7 +180,7 @@ def count_api_error(redis_client, endpoint: str, code: int | None) -> None:
     count must not turn into losing a push."""
     try:
         redis_client.hincrby(API_ERRORS_KEY, f"{endpoint}|{'network' if code is None else code}", 1)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a lost count must not lose the push
         pass
 
 
@@ -217,7 +217,7 @@ class DeploymentCollector:
                     pushes.add_metric([state], n)
                 for queue_name, n in sorted(counts(session).items()):
                     dead.add_metric([queue_name], n)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - database down: say so in the log, do not fail the scrape
             log.warning("metrics: database unreadable (%s)", type(e).__name__)
         yield pushes
         yield dead

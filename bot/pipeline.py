@@ -16,7 +16,8 @@ import contextvars
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from sqlalchemy.exc import DBAPIError
 
@@ -25,7 +26,7 @@ from dialogue.context import Ctx
 from dialogue.types import BUSY, SILENT, TEMPLATE_FINISH, UNSUBSCRIBE, Message, Reply
 from pushes.callbacks import queue_receipt, record_receipt
 from rules import followers
-from store.ephemeral import Deliveries, Dedup, LockTimeout, StaleState, StateStore, UserLock
+from store.ephemeral import Dedup, Deliveries, LockTimeout, StaleState, StateStore, UserLock
 from store.redis import PerThreadRedis
 
 log = logging.getLogger("volbot.pipeline")
@@ -54,7 +55,7 @@ class Pipeline:
             log.warning("reply deadline passed", extra={"event": message.event or message.kind})
             metrics.BUSY.labels("deadline").inc()
             return BUSY
-        except Exception:  # noqa: BLE001 - Redis/DB down: answer busy, keep the log
+        except Exception:  # Redis/DB down: answer busy, keep the log
             log.exception("turn failed", extra={"event": message.event or message.kind})
             metrics.BUSY.labels("error").inc()
             return BUSY
@@ -66,12 +67,12 @@ class Pipeline:
         now = self.services.clock.now()
         try:
             queue_receipt(self.redis, message.key, message.text, now)
-        except Exception:  # noqa: BLE001 - Redis down: one small SQL transaction instead
+        except Exception:  # Redis down: one small SQL transaction instead
             log.warning("receipt not queued, recorded directly", exc_info=True)
             try:
                 with self.services.db.transaction() as session:
                     record_receipt(session, message.key, message.text, now)
-            except Exception:  # noqa: BLE001 - both stores down: WeChat keeps its own record
+            except Exception:  # both stores down: WeChat keeps its own record
                 log.exception("receipt lost")
                 metrics.BUSY.labels("error").inc()
                 return BUSY
@@ -168,7 +169,7 @@ class Pipeline:
                 log.warning("database connection lost; the turn runs again on a new one")
         try:
             ctx.run_after_commit()
-        except Exception:  # noqa: BLE001 - committed: the reply stands, a retry must not redo it
+        except Exception:  # committed: the reply stands, a retry must not redo it
             log.exception("after-commit hook failed")
         return reply, unsaved
 

@@ -92,7 +92,7 @@ class Protocol:
                 raise BadRequest(403, "bad msg_signature")
             except InvalidAppIdException:
                 raise BadRequest(403, "wrong appid in ciphertext")
-            except Exception:  # wechatpy raises IndexError/ValueError/KeyError on garbage
+            except Exception:  # noqa: BLE001 - wechatpy raises IndexError/ValueError/KeyError on garbage
                 raise BadRequest(400, "undecryptable body")
             xml = _checked_xml(xml.encode("utf-8", "surrogatepass") if isinstance(xml, str) else xml)
         else:
@@ -104,7 +104,7 @@ class Protocol:
         """Plain push XML → Message (None for types we do not handle); BadRequest if broken."""
         try:
             raw = parse_message(xml)
-        except Exception:  # ExpatError, KeyError (no MsgType), ValueError (entities)...
+        except Exception:  # noqa: BLE001 - ExpatError, KeyError (no MsgType), ValueError (entities)...
             raise BadRequest(400, "malformed XML")
         if raw is None or not isinstance(raw._data, dict):
             raise BadRequest(400, "empty body")

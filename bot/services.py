@@ -61,7 +61,7 @@ class Services:
             raise ConfigError(f"DATABASE_URL: cannot connect ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
         try:
             self.redis.ping()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any client error means the same to the operator
             raise ConfigError(f"REDIS_URL: cannot connect ({type(e).__name__}: {e})")
 
     @property
@@ -78,7 +78,7 @@ class Services:
         self.db.dispose()
         try:
             self.redis.close()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - closing: a connection already gone is fine
             pass
         if self._embedded is not None:
             self._embedded.shutdown()

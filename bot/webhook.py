@@ -53,7 +53,7 @@ def receive():
         xml = services.protocol.render(reply, message, to_app, encrypted,
                                        nonce=request.args.get("nonce", ""),
                                        timestamp=int(services.clock.timestamp()))
-    except Exception:  # noqa: BLE001 - WeChat shows an error page for a 500; say nothing instead
+    except Exception:  # WeChat shows an error page for a 500; say nothing instead
         log.exception("reply could not be rendered")
         xml = "success"
     return Response(xml, mimetype="application/xml" if xml != "success" else "text/plain")

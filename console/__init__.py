@@ -5,9 +5,14 @@ subtree, every action written to the audit log.
 `bot.app` registers `console` (the blueprint); importing the views registers their routes.
 """
 
+import importlib
+
 from console.web import console
-from console.views import (  # noqa: F401  (routes register on import)
-    account, activities, audit, auth, bus, dashboard, hours, orders, places, reports, volunteers,
-)
+
+# Importing a view module registers its routes on `console`.
+VIEWS = ("account", "activities", "audit", "auth", "bus", "dashboard", "hours", "orders", "places", "reports",
+         "volunteers")
+for _view in VIEWS:
+    importlib.import_module(f"console.views.{_view}")
 
 __all__ = ["console"]

@@ -4,7 +4,7 @@ Nothing here knows Flask, XML or wechatpy. `bot/` turns WeChat pushes into `Mess
 `Reply`s back into XML; `handlers/` declare the journeys with `Flow` and `Step`.
 """
 
-from dialogue.types import Article, Location, Message, Reply
 from dialogue.flows import YES_NO, Choice, Flow, Invalid, Step
+from dialogue.types import Article, Location, Message, Reply
 
 __all__ = ["Article", "Location", "Message", "Reply", "Choice", "Flow", "Invalid", "Step", "YES_NO"]

@@ -25,11 +25,11 @@ from typing import Any
 from dialogue import types as t
 from dialogue.context import Ctx, as_reply
 from dialogue.flows import PAGE_SIZE, Choice, Flow, Invalid, Step, clip, match_choice, match_many, numbered
-from rules.inputs import as_written, normalize, parse_int, yes_no
 from dialogue.registry import Registry
 from dialogue.state import CONFIRM, ConversationState, Form, Offered
 from dialogue.types import Message, Reply
 from menus import MainMenu
+from rules.inputs import as_written, normalize, parse_int, yes_no
 
 log = logging.getLogger("volbot.dialogue")
 

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from rules.inputs import normalize, parse_int, yes_no
 from dialogue.types import Reply
+from rules.inputs import normalize, parse_int, yes_no
 
 PAGE_SIZE = 8
 

@@ -8,13 +8,13 @@ Only active volunteers sign up; anyone else is told how to become one. The rules
 from __future__ import annotations
 
 from dialogue import Choice, Flow, Invalid, Step
-from dialogue.flows import YES_NO
 from dialogue import types as t
+from dialogue.flows import YES_NO
 from handlers import registry
 from rules import activities as acts
-from store.models.activities import SignUp
 from rules.places import format_distance
 from rules.volunteering import volunteer_of
+from store.models.activities import SignUp
 
 NOT_VOLUNTEER = "报名志愿活动需要先注册成为志愿者。回复“注册”（或点菜单“志愿者注册”）即可开始，只需几分钟。"
 STATE_REFUSALS = {

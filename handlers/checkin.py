@@ -15,9 +15,9 @@ from dataclasses import replace
 from handlers import registry
 from handlers.activities import active_volunteer, duration_text, shift_title
 from rules import activities as acts
+from rules.places import format_distance, haversine_m
 from store.models.activities import Activity
 from store.models.places import Place
-from rules.places import format_distance, haversine_m
 
 
 def _scene_id(scene: str) -> int | None:

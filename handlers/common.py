@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from rules import masks
 from dialogue.flows import Invalid
+from rules import masks
 from rules.inputs import mobile, normalize
 
 # Area codes: 010, 02X, or 03XX-09XX; local numbers have 7-8 digits and start with 2-9.

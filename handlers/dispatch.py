@@ -15,16 +15,16 @@ import re
 from sqlalchemy import select
 
 from dialogue.flows import Flow, Invalid, Step
-from rules.inputs import chinese_number, normalize, parse_int
 from dialogue.types import Reply
 from handlers import registry
 from handlers.common import mask_address
 from handlers.my_orders import ORDER_NUMBER, canonical, preferred_text
 from rules import dispatch, volunteering
-from store.models import Offer, Order, Volunteer
+from rules.inputs import chinese_number, normalize, parse_int
 from rules.orders import STATES, Actor
-from rules.volunteering import hours_text
 from rules.teams import subtree_ids
+from rules.volunteering import hours_text
+from store.models import Offer, Order, Volunteer
 
 NOT_VOLUNTEER = "您还不是在册志愿者。回复“注册”成为志愿者后，就可以接单服务了。"
 NOT_COORDINATOR = "抱歉，派单只对队伍的协调员开放。"

@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 
 from dialogue.flows import Choice, Flow, Invalid, Step
-from rules.inputs import as_written, normalize
 from dialogue.types import Message
 from handlers import registry
 from handlers.common import mask_address, mask_phone
 from handlers.parsing import When
 from rules import dispatch
 from rules import orders as store
+from rules.inputs import as_written, normalize
 from store.models import Order
 
 ORDER_NUMBER = re.compile(r"^D\d{8}-?\d{4}$", re.IGNORECASE)

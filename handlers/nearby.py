@@ -9,8 +9,8 @@ LOCATION events only update the follower's position, in `handlers.welcome`.
 from __future__ import annotations
 
 from handlers import registry
-from store.models.places import Place
 from rules.places import format_distance, nearest
+from store.models.places import Place
 
 HOW_TO_SEND = "请点输入框旁的“+”，选择“位置”，把您的位置发给我，我来找离您最近的志愿服务站和广场。"
 MAX_SERVICES = 6

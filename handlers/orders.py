@@ -15,15 +15,15 @@ import uuid
 
 from dialogue import types as t
 from dialogue.flows import Choice, Flow, Invalid, Step
-from rules.inputs import as_written, normalize
 from dialogue.types import Message, Reply
 from handlers import registry
 from handlers.common import mask_phone, parse_phone
 from handlers.parsing import TIME_HINT, When, parse_when, slot_choices
 from rules import dispatch, needs, timebank
 from rules import orders as store
-from store.models import Community, Volunteer
+from rules.inputs import as_written, normalize
 from rules.volunteering import hours_text
+from store.models import Community, Volunteer
 
 # Words that make a message a request for help even when no service matches its words.
 ASKING_FOR_HELP = ("需要帮", "帮帮", "帮忙", "帮我", "求助", "找人", "有人能", "谁能", "上门", "志愿者来")

@@ -11,11 +11,11 @@ from typing import Callable
 from sqlalchemy import select
 
 from dialogue import Flow, Invalid, Step
-from rules.inputs import normalize
 from handlers import registry
 from rules import volunteering
-from store.models import HourRecord, Volunteer
+from rules.inputs import normalize
 from rules.volunteering import CHINA, hours_text
+from store.models import HourRecord, Volunteer
 
 NOT_COORDINATOR = "抱歉，审核功能只对队伍的协调员开放。如需成为协调员，请联系所在街道分队。"
 LIST_LIMIT = 20

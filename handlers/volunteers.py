@@ -13,11 +13,11 @@ from datetime import date
 from sqlalchemy import delete
 
 from dialogue import Choice, Flow, Invalid, Step
-from rules.inputs import normalize, parse_int, yes_no
 from handlers import registry
 from handlers.common import mask_phone, parse_phone
 from menus import catalog
 from rules import pii, teams, volunteering
+from rules.inputs import normalize, parse_int, yes_no
 from store.models import Team, TimeBankFamily
 
 # ---- readers ------------------------------------------------------------------------------

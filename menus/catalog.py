@@ -17,7 +17,6 @@ from pathlib import Path
 
 import yaml
 
-
 DEFAULT_PATH = Path(__file__).with_name("needs.yaml")
 MODES = {"onsite": "上门服务", "remote": "电话/线上服务"}
 CATEGORY_CODE = re.compile(r"^\d{2}$")

@@ -116,7 +116,7 @@ class ApiClient(WeChatClient):
             res = self._http.post(self.API_BASE_URL + "stable_token", data=json.dumps(body), timeout=self.timeout)
             res.raise_for_status()
             result = res.json()
-        except Exception as e:  # noqa: BLE001 - network, HTTP or JSON: all "try again later"
+        except Exception as e:  # network, HTTP or JSON: all "try again later"
             count_api_error(self.redis, "stable_token", None)
             raise WeChatError(None, f"stable_token: {type(e).__name__}") from e
         if result.get("errcode"):
@@ -144,7 +144,7 @@ class ApiClient(WeChatClient):
                 raise WeChatError(code, str(e.errmsg or "")) from e
             except WeChatError:
                 raise
-            except Exception as e:  # noqa: BLE001 - requests errors: transient by nature
+            except Exception as e:  # requests errors: transient by nature
                 count_api_error(self.redis, str(url_or_endpoint), None)
                 raise WeChatError(None, f"{type(e).__name__}") from e
         raise AssertionError("unreachable")

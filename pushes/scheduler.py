@@ -150,7 +150,7 @@ def _run_due_work(services, path: str) -> int:
     module, name = path.split(":")
     try:
         return int(getattr(importlib.import_module(module), name)(services) or 0)
-    except Exception:  # noqa: BLE001 - one domain's failure must not stop the pushes
+    except Exception:  # one domain's failure must not stop the pushes
         log.exception("due work %s failed", path)
         return 0
 
@@ -186,6 +186,6 @@ def run_forever(services, interval: float = 1.0, passes: int | None = None, reco
                 last_recovery = started
             if any(done.values()):
                 log.info("scheduler pass: %s", done)
-        except Exception:  # noqa: BLE001 - keep scheduling through transient failures
+        except Exception:  # keep scheduling through transient failures
             log.exception("scheduler pass failed")
         time.sleep(max(0.0, interval - (time.monotonic() - started)))

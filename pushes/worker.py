@@ -309,7 +309,7 @@ def run_worker(services, *, burst: bool = False, dispatcher: Dispatcher | None =
     install(dispatcher or Dispatcher(services))
     try:
         run_pass(services)
-    except Exception:  # noqa: BLE001 - e.g. SQLite busy under a big fan-out: the scheduler retries
+    except Exception:  # e.g. SQLite busy under a big fan-out: the scheduler retries
         log.exception("start-up resume pass failed; working the queue anyway")
     connection = redis.Redis.from_url(services.redis_url)
     worker = SimpleWorker([push_queue(connection)], connection=connection, name=name)

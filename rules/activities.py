@@ -25,13 +25,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from store.outbox import notify, withdraw
+from rules.places import haversine_m, in_box, split_list
+from rules.volunteering import record_hours
 from store.dead_letters import drain
 from store.models import HourRecord, Push, Team, Volunteer
 from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.places import DEFAULT_RADIUS_M, Place
-from rules.places import haversine_m, in_box, split_list
-from rules.volunteering import record_hours
+from store.outbox import notify, withdraw
 
 CHINA = ZoneInfo("Asia/Shanghai")
 WEEKDAYS = "一二三四五六日"

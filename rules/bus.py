@@ -21,8 +21,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.outbox import notify_many, withdraw
 from store.models import BusRoute, BusSubscription, BusVisit, Community, Follower, Push
+from store.outbox import notify_many, withdraw
 
 CHINA = ZoneInfo("Asia/Shanghai")
 SERVICES_FILE = Path(__file__).resolve().parents[1] / "menus" / "bus_services.yaml"

@@ -39,16 +39,25 @@ from datetime import datetime, timedelta
 from sqlalchemy import String, bindparam, case, cast, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from store.outbox import notify
 from rules import orders as order_rules
 from rules import timebank, volunteering
+from rules.orders import CHINA, SLOTS, SYSTEM, Actor, OrderError, distance_m
 from store.dead_letters import drain
-from store.models.dispatch import OFFER_STATES
 from store.models import (
-    Community, Coordinator, Follower, HourRecord, Offer, Order, Team, TimeAccount, TimeBankFamily, TimePayment,
+    Community,
+    Coordinator,
+    Follower,
+    HourRecord,
+    Offer,
+    Order,
+    Team,
+    TimeAccount,
+    TimeBankFamily,
+    TimePayment,
     Volunteer,
 )
-from rules.orders import CHINA, SLOTS, SYSTEM, Actor, OrderError, distance_m
+from store.models.dispatch import OFFER_STATES
+from store.outbox import notify
 
 log = logging.getLogger("volbot.dispatch")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rules.inputs import normalize
 from menus.catalog import Catalog, Category, Sub
+from rules.inputs import normalize
 
 FILLER = ("我想", "我要", "想要", "需要", "请问", "帮忙", "帮我", "一下", "家里", "我家", "有没有",
           "能不能", "可以", "怎么办", "怎么", "谁能", "希望", "找人", "预约")

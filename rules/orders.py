@@ -26,8 +26,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from menus.catalog import Catalog, Sub, from_dict, load
-from store.outbox import notify
 from store.models import CatalogVersion, Community, Follower, Order, OrderEvent, OrderSerial
+from store.outbox import notify
 
 CHINA = ZoneInfo("Asia/Shanghai")
 

@@ -20,18 +20,7 @@ from datetime import date, datetime, time
 from statistics import median
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import (
-    Float,
-    Integer,
-    case,
-    cast,
-    delete,
-    distinct,
-    func,
-    insert,
-    select,
-    text,
-)
+from sqlalchemy import Float, Integer, case, cast, delete, distinct, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 

@@ -19,9 +19,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.models import (
-    Follower, HourRecord, TimeAccount, TimeBankFamily, TimeEntry, TimeTransaction, Volunteer,
-)
+from store.models import Follower, HourRecord, TimeAccount, TimeBankFamily, TimeEntry, TimeTransaction, Volunteer
 from store.models.timebank import ISSUED, REDEEMED
 
 

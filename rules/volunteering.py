@@ -25,12 +25,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from menus import load_yaml
-from store.outbox import notify
 from rules import pii, reports, timebank
-from store.models import (
-    Coordinator, Follower, HourRecord, Team, Volunteer, VolunteerSerial, VolunteerStar,
-)
 from rules.teams import in_subtree, subtree_ids
+from store.models import Coordinator, Follower, HourRecord, Team, Volunteer, VolunteerSerial, VolunteerStar
+from store.outbox import notify
 
 CHINA = ZoneInfo("Asia/Shanghai")
 ADULT_AGE = 18

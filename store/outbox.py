@@ -44,7 +44,7 @@ def notify(
         with session.begin_nested():
             session.add(push)
             session.flush()
-    except Exception as e:  # noqa: BLE001 - IntegrityError from either database
+    except Exception as e:  # IntegrityError from either database
         if "unique" in str(e).lower() or "duplicate" in str(e).lower():
             return None
         raise

@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 
 import redis
-from redis.commands.core import Script
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
 from redis.retry import Retry
 
 # Short timeouts and at most one quick retry (redis-py's default is three with backoff):

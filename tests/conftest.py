@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 
 import pytest
 import requests
@@ -18,9 +17,12 @@ from bot.app import create_app
 from bot.config import load_config
 from bot.sender import WeChatSender
 from bot.services import Services
-from store.models import Base
 from rules.orders import forget_catalog_in_use
+from store.models import Base
 
+# The push tests' fixtures (the WeChat emulator, an API client, a dispatcher), for any module
+# that names them as arguments.
+pytest_plugins = ["tests.pushes_fixtures"]
 
 TEST_AES_KEY = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"
 TEST_TOKEN = "volbot-test-token"

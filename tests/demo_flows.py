@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 
 from dialogue import Choice, Flow, Invalid, Step
-from rules import masks
 from dialogue.flows import YES_NO
-from rules.inputs import id_number, mobile, parse_int
 from handlers import registry
+from rules import masks
+from rules.inputs import id_number, mobile, parse_int
 from store.models import CoordinatorMessage
 
 SERVICES = [

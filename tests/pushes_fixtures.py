@@ -1,7 +1,7 @@
 """Fixtures for the push tests: the WeChat emulator on a loopback port, an API client and a
 push dispatcher pointed at it, and a helper that drains the RQ queue in-process.
 
-Import the fixtures you use into a test module (`from tests.pushes_fixtures import ...`).
+tests/conftest.py registers them (`pytest_plugins`): a test names the fixtures it uses as arguments.
 """
 
 from __future__ import annotations

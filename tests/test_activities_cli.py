@@ -19,7 +19,6 @@ from rules import activities as acts
 from store.models import Activity, Attendance, Place, Project
 from tests import seeds
 from tests.conftest import TEST_APPID
-from tests.pushes_fixtures import emulator, emulator_server  # noqa: F401 - fixtures
 from tests.seeds.activities import volunteer
 
 
@@ -115,7 +114,7 @@ def test_qr_local_png_encodes_the_scene(svc, volbot, env, tmp_path):
     assert run(volbot, env, "qr", "--scene", "act:2")[0] != 0  # no API: only a PNG can be made
 
 
-def test_qr_from_a_wechat_ticket(svc, volbot, env, tmp_path, emulator):  # noqa: F811 - fixture
+def test_qr_from_a_wechat_ticket(svc, volbot, env, tmp_path, emulator):
     seeds.apply(svc, ["act_base"])
     env = dict(env, WECHAT_API_BASE=emulator.base, WECHAT_APPID=TEST_APPID, WECHAT_SECRET=svc.config.wechat_secret)
     out_file = tmp_path / "st1.png"

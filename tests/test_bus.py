@@ -14,8 +14,8 @@ from pushes.scheduler import run_pass
 from rules import bus
 from store.models import BusVisit, Community, Follower, Push
 from tests import seeds
+from tests.pushes_fixtures import drain
 from tests.seeds.bus import in_days
-from tests.pushes_fixtures import api, dispatcher, drain, emulator, emulator_server  # noqa: F401
 
 
 def pushes(svc, **where) -> list[Push]:

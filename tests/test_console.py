@@ -10,7 +10,7 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from console import accounts
-from store.models import AuditLog, HourRecord, Offer, Order, OrderEvent, Push, ServiceCertificate, Volunteer
+from store.models import AuditLog, HourRecord, Offer, Order, Push, ServiceCertificate, Volunteer
 from store.models.activities import Activity, Shift
 from tests.console_support import Browser, signed_in
 from tests.seeds import apply

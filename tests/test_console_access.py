@@ -12,8 +12,18 @@ from sqlalchemy import func, select
 
 from console.certificate import issue
 from rules import bus
-from store.models import (AuditLog, BusVisit, HourRecord, Offer, Order, OrderEvent, Push,
-                          ServiceCertificate, Team, Volunteer)
+from store.models import (
+    AuditLog,
+    BusVisit,
+    HourRecord,
+    Offer,
+    Order,
+    OrderEvent,
+    Push,
+    ServiceCertificate,
+    Team,
+    Volunteer,
+)
 from store.models.activities import Activity, Project, Shift
 from store.models.places import Place
 from tests.console_support import Browser, signed_in

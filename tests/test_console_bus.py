@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from pushes import scheduler
 from store.models import AuditLog, BusVisit, Community, Push
 from tests.console_support import signed_in
-from tests.pushes_fixtures import FAST, api, dispatcher, drain, emulator, emulator_server  # noqa: F401
+from tests.pushes_fixtures import FAST, drain
 from tests.seeds import apply
 
 
@@ -64,7 +64,7 @@ def test_squad_leads_see_the_bus_but_cannot_schedule(base_url, svc):
         assert s.scalar(select(func.count()).select_from(BusVisit)) == 0
 
 
-def test_the_push_worker_takes_the_fan_out_to_100_percent(base_url, svc, dispatcher, emulator):  # noqa: F811
+def test_the_push_worker_takes_the_fan_out_to_100_percent(base_url, svc, dispatcher, emulator):
     apply(svc, ["console_world", "console_bus_subscribers"])
     b = signed_in(base_url, "admin")
     schedule(b, community_id(svc, "VT-C-DF"))

@@ -63,7 +63,7 @@ def test_seeds_once_keeps_data_and_reset_starts_clean(demo_services, monkeypatch
 
     monkeypatch.setattr(district, "seed", small_seed)
     out = io.StringIO()
-    say = lambda line="": out.write(line + "\n")  # noqa: E731
+    say = lambda line="": out.write(line + "\n")  # noqa: E731 - a one-line helper beside its use
     summary = supervisor.prepare_database(demo_services, False, say)
     assert summary is not None and teams(demo_services) >= 188
     assert calls[0].tzinfo is not None and calls[0].utcoffset() == timezone.utc.utcoffset(None)

@@ -21,7 +21,7 @@ def volbot():
     return group
 
 
-def test_candidates_assign_and_offer_next(svc, volbot, env):
+def test_candidates_assign_and_offer_next(svc, volbot, env):  # noqa: F811 - env: the fixture imported above
     apply(svc, ["dispatch_world"])
     with svc.db.transaction() as s:
         number = new_order(s, svc.clock.now()).number

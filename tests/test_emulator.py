@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import requests
 
-from tests.pushes_fixtures import emulator, emulator_server  # noqa: F401
 from tests.conftest import TEST_APPID
 
 

@@ -5,7 +5,6 @@ the state version surviving handlers that clear the state, and the menu texts ch
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 
@@ -89,7 +88,7 @@ def talk(svc):
 
 def test_a_long_summary_fits_one_reply(talk):
     talk.say("大表单")
-    for i in range(1, 31):
+    for _ in range(1, 31):
         reply = talk.say("很长的回答" * 40)
     assert talk.state["step"] == CONFIRM
     assert len(reply.encode("utf-8")) <= REPLY_LIMIT

@@ -16,13 +16,14 @@ import itertools
 import random
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from bot.pipeline import Pipeline
-from dialogue.engine import CONFIRM, REPLY_LIMIT
-from handlers import registry
-from dialogue.types import BUSY, Location, Message
 from dialogue import types as t
+from dialogue.engine import CONFIRM, REPLY_LIMIT
+from dialogue.types import BUSY, Location, Message
+from handlers import registry
 from menus import main_menu
 from store.ephemeral import StateStore
 from tests import demo_flows

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from bot.cli import main as volbot
 from rules import timebank, volunteering
-from store.models import Coordinator, HourRecord, Push, TimeTransaction, Volunteer, VolunteerStar
 from rules.volunteering import Rules, VolunteerError
+from store.models import Coordinator, HourRecord, Push, TimeTransaction, Volunteer, VolunteerStar
 from tests import seeds
 from tests.seeds.volunteers import add_volunteer, id_number
 from tests.test_teams import cli_env
@@ -126,7 +126,8 @@ def test_star_reached_at_exactly_the_threshold_once(seeded):
 def test_configurable_thresholds_and_several_stars_at_once(seeded):
     rule = Rules(stars=(10, 50, 99))
     with seeded.db.transaction() as s:
-        v, c = vol(s), coord(s)
+        v = vol(s)
+        coord(s)
         assert rule.star_for(99 * 60) == 3 and rule.minutes_to_next_star(99 * 60) is None
         assert volunteering.check_stars(s, v, NOW, rule) == 3
         assert s.scalar(select(func.count(VolunteerStar.id))) == 3

@@ -4,8 +4,8 @@ from datetime import date
 
 import pytest
 
-from rules import masks
 from dialogue.flows import YES_NO, Choice, match_choice, match_many
+from rules import masks
 from rules.inputs import id_number, mobile, normalize, parse_int, yes_no
 
 

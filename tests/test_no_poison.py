@@ -20,7 +20,7 @@ from pushes.scheduler import run_pass
 from rules import dispatch
 from store import dead_letters
 from store.models import DeadLetter, Offer, Order, Push, PushReceipt
-from tests.pushes_fixtures import api, dispatcher, drain, emulator, emulator_server  # noqa: F401
+from tests.pushes_fixtures import drain
 from tests.test_dispatch import SETTINGS, new_order
 from tests.test_push_pipeline import push, record
 

@@ -13,7 +13,6 @@ import requests
 
 from bot import observability
 from bot.observability import mask_personal_data
-from tests.pushes_fixtures import api, emulator, emulator_server  # noqa: F401
 
 OPENID = "oDF3iY9ffA-hqb2vVvbr7qxf6A0Q"  # the shape of a real openid (28 characters)
 PHONE = "13812345678"
@@ -114,7 +113,7 @@ def test_metrics_expose_the_named_series_and_count_requests(wechat_plain, base_u
         after, "volbot_requests_total", outcome="rejected_403") + 1
 
 
-def test_pushes_by_state_and_wechat_errors_by_code(api, emulator, base_url, svc):  # noqa: F811
+def test_pushes_by_state_and_wechat_errors_by_code(api, emulator, base_url, svc):
     from pushes.client import WeChatError
     from store.outbox import notify
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dialogue.flows import Invalid
 from handlers.common import mask_address, mask_phone, parse_phone

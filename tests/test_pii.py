@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from cryptography.exceptions import InvalidTag
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rules import pii
 
@@ -23,7 +24,7 @@ def test_wrong_key_or_tampering_fails():
     with pytest.raises(InvalidTag):
         pii.decrypt("another-key", token)
     raw = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
-    with pytest.raises(Exception):
+    with pytest.raises((InvalidTag, ValueError)):  # ValueError: the base64 itself broken
         pii.decrypt(KEY, raw)
 
 

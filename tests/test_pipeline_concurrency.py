@@ -117,7 +117,7 @@ def test_deadline_passes_then_the_retry_gets_the_real_reply(svc, counter):
 def test_a_claim_whose_worker_died_expires_soon(svc):
     """A delivery that crashed mid-turn leaves a PENDING claim; it lives 30 s, not the full
     dedup TTL, so WeChat's later retries can run the turn."""
-    from store.ephemeral import Deliveries, Dedup, StateStore, UserLock
+    from store.ephemeral import Dedup, Deliveries, StateStore, UserLock
 
     dedup = Dedup(svc.redis, svc.config.dedup_ttl)
     opened = Deliveries(svc.redis, dedup, StateStore(svc.redis)).open("m:1", UserLock(svc.redis, "o_x"))
@@ -129,7 +129,7 @@ def test_a_claim_whose_worker_died_expires_soon(svc):
 def test_closing_a_delivery_saves_a_state_handed_to_it_by_compare_and_set(svc):
     """A turn that touched no SQL hands its state to `close`: saved, lock released and reply
     kept in one script; a state that another delivery moved on meanwhile is not saved."""
-    from store.ephemeral import Deliveries, Dedup, StateStore, UserLock
+    from store.ephemeral import Dedup, Deliveries, StateStore, UserLock
 
     states = StateStore(svc.redis)
     deliveries = Deliveries(svc.redis, Dedup(svc.redis, svc.config.dedup_ttl), states)

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, insert, select, text
 
 from rules import places
-from store.models import Place
 from rules.places import bounding_box, haversine_m, nearest
+from store.models import Place
 from tests import seeds
 
 NOW = datetime(2026, 11, 28, 8, 0, tzinfo=timezone.utc)

@@ -8,12 +8,12 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from pushes.callbacks import QUEUE_KEY
-from store.outbox import notify, notify_many
 from pushes.ratelimit import TokenBucket
 from pushes.scheduler import run_pass
 from pushes.worker import push_queue, send_chunk
 from store.models import Follower, Push, PushReceipt
-from tests.pushes_fixtures import api, dispatcher, drain, emulator, emulator_server  # noqa: F401
+from store.outbox import notify, notify_many
+from tests.pushes_fixtures import drain
 
 
 def record(svc, openid="o_push_user1", key="k1", **extra) -> int:

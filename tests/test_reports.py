@@ -16,15 +16,7 @@ from sqlalchemy import delete, func, select, update
 
 from bot.cli import main
 from rules import access, reports, volunteering
-from store.models import (
-    HourMonthTotal,
-    HourRecord,
-    HourYearTotal,
-    Order,
-    OrderEvent,
-    Team,
-    Volunteer,
-)
+from store.models import HourMonthTotal, HourRecord, HourYearTotal, Order, OrderEvent, Team, Volunteer
 from tests import seeds
 from tests.conftest import reset_data
 from tests.seeds.console import coordinator
@@ -242,7 +234,7 @@ def busy_world(svc):
         communities = [s.get(Team, t).community_id for t in
                        s.scalars(select(Team.id).where(Team.code.in_(["VT-DF", "VT-BS", "VT-XH"])))]
         res = resident(s, "o_rep_res", phone="13700002222")
-        for n in range(60):
+        for _ in range(60):
             created = NOW - timedelta(minutes=rnd.randrange(2 * 365 * 24 * 60), microseconds=rnd.randrange(10**6))
             order = place_order(s, res, sub_code=rnd.choice(["08-01", "05-03"]), now=created)
             order.community_id = rnd.choice(communities)

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
 from bot.cli import main
-from store.outbox import notify
 from pushes.scheduler import run_pass
-from tests.pushes_fixtures import api, dispatcher, drain, emulator, emulator_server  # noqa: F401
+from store.outbox import notify
+from tests.pushes_fixtures import drain
 
 PEOPLE = ("o_restore_a", "o_restore_b", "o_restore_c")
 

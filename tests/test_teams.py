@@ -35,7 +35,7 @@ def test_yaml_tree_gets_paths_and_communities(svc):
 def test_search_by_code_community_street_and_name(svc):
     seeds.apply(svc, ["vol_teams"])
     with svc.db.transaction() as s:
-        codes = lambda q: [t.code for t in teams.search(s, q)]  # noqa: E731
+        codes = lambda q: [t.code for t in teams.search(s, q)]  # noqa: E731 - a one-line helper beside its use
         assert codes("VT-XH") == ["VT-XH"]
         assert codes("vt-xh") == ["VT-XH"]
         assert codes("东风") == ["VT-DF"]

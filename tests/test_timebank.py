@@ -7,14 +7,15 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from rules import timebank, volunteering
-from store.models import Follower, HourRecord, TimeEntry, TimeTransaction, Volunteer
-from store.models.timebank import ImmutableLedger
 from rules.timebank import BankRules, TimeBankError
 from rules.volunteering import Rules
+from store.models import Follower, HourRecord, TimeEntry, TimeTransaction, Volunteer
+from store.models.timebank import ImmutableLedger
 from tests import seeds
 from tests.conftest import reset_data
 from tests.seeds.volunteers import add_volunteer, follower, id_number

@@ -20,7 +20,7 @@ ADULT_ID = id_number(born=date(1985, 3, 14), order="217")
 def test_signup_happy_path_auto_team(wechat, caplog):
     caplog.set_level(logging.DEBUG)
     seeds.apply(wechat.services, ["vol_teams"])
-    say = lambda text: wechat.say("o_new", text)  # noqa: E731
+    say = lambda text: wechat.say("o_new", text)  # noqa: E731 - a one-line helper beside its use
     assert "真实姓名" in say("注册")
     assert "手机号" in say("张三")
     assert "18位身份证号" in say("１３８－１２３４－５６７８")

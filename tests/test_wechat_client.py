@@ -11,7 +11,6 @@ import pytest
 
 from pushes.client import ApiClient, WeChatError
 from tests.conftest import TEST_APPID
-from tests.pushes_fixtures import api, emulator, emulator_server  # noqa: F401
 
 WORKER = """
 import sys, time, redis

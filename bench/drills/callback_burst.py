@@ -30,14 +30,14 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.drills.support import Client, Stack, load_average, wait_for  # noqa: E402
+from bench.drills.support import Client, Stack, load_average, wait_for
 
 
 def record_sent(stack: Stack, n: int) -> None:
     from sqlalchemy import update
 
-    from store.outbox import notify_many
     from store.models import Push
+    from store.outbox import notify_many
 
     svc = stack.services()
     try:

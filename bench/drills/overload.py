@@ -34,8 +34,8 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.drills.slow_clients import start_server  # noqa: E402
-from bench.drills.support import APPID, TOKEN, Stack, load_average, percentile  # noqa: E402
+from bench.drills.slow_clients import start_server
+from bench.drills.support import APPID, TOKEN, Stack, load_average, percentile
 
 WECHAT_TIMEOUT, RETRY_AFTER, RETRIES = 5.0, 1.0, 3
 TARGET_P99_MS, TARGET_GOODPUT = 4500.0, 0.8

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.drills.support import BUSY_TEXT, Client, Conversations, Stack, load_average, percentile  # noqa: E402
+from bench.drills.support import BUSY_TEXT, Client, Conversations, Stack, load_average, percentile
 
 
 def background(port: int, stop: threading.Event, seen: Counter, latencies: list, n: int) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.drills.support import Conversations, Stack, load_average  # noqa: E402
+from bench.drills.support import Conversations, Stack, load_average
 
 
 def main() -> int:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.drills.support import APPID, ROOT, TOKEN, Client, Stack, free_port, load_average, percentile  # noqa: E402
+from bench.drills.support import APPID, ROOT, TOKEN, Client, Stack, free_port, load_average, percentile
 
 TARGET_P99_MS, TARGET_MAX_MS = 1000.0, 5000.0
 TEXTS = ("菜单", "1", "菜单", "4", "菜单", "5")
@@ -86,8 +86,9 @@ class SlowClients:
     (the odd ones send the head at once and trickle the body), reopened when closed."""
 
     def __init__(self, port: int, count: int, interval: float = 0.5):
-        from bot.sender import WeChatSender
         from urllib.parse import urlencode
+
+        from bot.sender import WeChatSender
 
         sender = WeChatSender(TOKEN, APPID)
         self.port, self.interval = port, interval

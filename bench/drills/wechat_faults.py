@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.drills.support import APPID, TOKEN, Stack, load_average, wait_for  # noqa: E402
+from bench.drills.support import APPID, TOKEN, Stack, load_average, wait_for
 
 
 class Switch:

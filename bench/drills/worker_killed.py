@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.drills.support import ROOT, Stack, load_average  # noqa: E402
+from bench.drills.support import ROOT, Stack, load_average
 
 
 def main() -> int:

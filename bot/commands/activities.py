@@ -149,8 +149,8 @@ def register(main: click.Group) -> None:
                      radius_m, description):
         """Add an activity with its shifts; prints its QR scene."""
         from rules import activities as acts
-        from store.models import Place
         from rules.places import split_list
+        from store.models import Place
 
         svc = build_services()
         try:

@@ -16,11 +16,12 @@ from sqlalchemy import func, select
 
 from console.views.common import CHINA, args_builder, int_or_none, page_number, paged, parse_day
 from console.web import audit, console, flash, render
-from rules import access, activities as activity_rules
+from rules import access
+from rules import activities as activity_rules
 from rules.audit import snapshot
+from store.models import Volunteer
 from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.places import Place
-from store.models import Volunteer
 
 AUDITED = ("title", "description", "place_id", "starts_at", "ends_at", "capacity", "state", "project_id")
 

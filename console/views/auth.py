@@ -8,8 +8,18 @@ import secrets
 from flask import g, make_response, redirect, request, url_for
 
 from console import accounts
-from console.web import (COOKIE, LOGIN_CSRF_COOKIE, console, end_session, render, safe_next,
-                         services, set_session_cookie, start_session, client_ip)
+from console.web import (
+    COOKIE,
+    LOGIN_CSRF_COOKIE,
+    client_ip,
+    console,
+    end_session,
+    render,
+    safe_next,
+    services,
+    set_session_cookie,
+    start_session,
+)
 from rules import access
 from rules.audit import record
 

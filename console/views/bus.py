@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 
 from console.views.common import CHINA, parse_day
 from console.web import audit, console, flash, needs, render
-from rules import access, bus as bus_rules
+from rules import access
+from rules import bus as bus_rules
 from rules.audit import snapshot
 from store.models import BusVisit, Community, Push
 

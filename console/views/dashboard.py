@@ -12,7 +12,8 @@ from console.views.bus import dashboard_visits
 from console.views.common import day_bounds, local_today
 from console.views.orders import orders_today_by_state
 from console.web import console, render
-from rules import access, orders as order_rules
+from rules import access
+from rules import orders as order_rules
 from store.models import HourRecord, Order, Volunteer
 from store.models.activities import Activity
 

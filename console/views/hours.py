@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from flask import g, redirect, request, url_for
 from sqlalchemy import select
 
-from console.views.common import CHINA, args_builder, page_number, paged, parse_day, int_or_none
+from console.views.common import CHINA, args_builder, int_or_none, page_number, paged, parse_day
 from console.web import audit, back, console, flash, render
 from rules import access, volunteering
 from rules.audit import snapshot

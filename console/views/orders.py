@@ -15,8 +15,8 @@ from sqlalchemy.orm import selectinload
 
 from console.views.common import args_builder, day_bounds, int_or_none, page_number, paged, parse_day
 from console.web import audit, back, console, flash, render
-from rules import masks
-from rules import access, dispatch, orders as order_rules
+from rules import access, dispatch, masks
+from rules import orders as order_rules
 from store.models import Community, Offer, Order, Team, Volunteer
 
 CANDIDATE_LIMIT = 20

@@ -11,7 +11,8 @@ from flask import g, redirect, request, url_for
 
 from console.views.common import args_builder, page_number, paged
 from console.web import audit, console, flash, needs, render
-from rules import access, places as place_rules
+from rules import access
+from rules import places as place_rules
 from rules.audit import snapshot
 from store.models.places import PLACE_KINDS, Place
 

@@ -13,8 +13,7 @@ from console.views import activities
 from console.views.common import args_builder, int_or_none, page_number, paged, parse_day
 from console.views.hours import STATES as HOUR_STATES
 from console.web import audit, back, console, flash, render
-from rules import masks
-from rules import access, pii, volunteering
+from rules import access, masks, pii, volunteering
 from store.models import HourRecord, ServiceCertificate, Team, Volunteer
 
 STATES = {"pending": "待审核", "active": "在册", "rejected": "未通过", "suspended": "暂停"}

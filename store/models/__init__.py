@@ -6,10 +6,10 @@ One module per domain; each helper module registers its tables on the shared `Ba
 from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.audit import AuditLog
 from store.models.base import Base, UTCDateTime, utcnow
-from store.models.console import CoordinatorBindCode, ServiceCertificate
 from store.models.bus import BusRoute, BusSubscription, BusVisit
-from store.models.district import Community, Team
+from store.models.console import CoordinatorBindCode, ServiceCertificate
 from store.models.dispatch import Offer, TimePayment
+from store.models.district import Community, Team
 from store.models.followers import CoordinatorMessage, Follower
 from store.models.orders import CatalogVersion, Order, OrderEvent, OrderSerial
 from store.models.places import Place

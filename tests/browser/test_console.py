@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from pushes import scheduler
 from store.models import HourRecord, Offer, Order, Volunteer
 from store.models.activities import Activity
-from tests.pushes_fixtures import FAST, api, dispatcher, drain, emulator, emulator_server  # noqa: F401
+from tests.pushes_fixtures import FAST, drain
 from tests.seeds import apply
 from tests.seeds.console import PASSWORD
 
@@ -46,7 +46,7 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, base_url, svc, dispatcher, emulator):  # noqa: F811
+def page(browser, base_url, svc, dispatcher, emulator):
     apply(svc, ["console_world", "console_bus_subscribers"])
     SHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="zh-CN")
@@ -86,7 +86,7 @@ def run_push_worker_until(pg, svc, percent: str, timeout: float = 60) -> None:
         pg.wait_for_timeout(500)  # the page polls its JSON endpoint every second
 
 
-def test_console_in_chromium(page, base_url, svc, emulator):  # noqa: F811
+def test_console_in_chromium(page, base_url, svc, emulator):
     pg = page
     login(pg, base_url)
     assert "东关分队长" in pg.inner_text("header")

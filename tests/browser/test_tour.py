@@ -25,7 +25,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import requests
 from sqlalchemy import create_engine, text
 
 CHROMIUM = "/usr/bin/chromium"
@@ -218,7 +217,7 @@ def test_guided_tour(demo, browser):
     phone.say("开始服务")
     asked = phone.say("完成服务")
     assert "多少分钟" in asked, asked
-    done = phone.say("90")
+    phone.say("90")
     phone.shot("volunteer-finishes-the-service")
 
     # The resident confirms and rates; the volunteer's hours wait for approval.

@@ -5,10 +5,10 @@ Released: never rewritten. Every later change is a migration on top of it (`make
 Revision ID: 0001
 Revises:
 """
-from alembic import op
 import sqlalchemy as sa
-import store.models.base
+from alembic import op
 
+import store.models.base
 
 revision = '0001'
 down_revision = None

@@ -9,10 +9,10 @@ Revises: 0001
 """
 import uuid
 
-from alembic import op
 import sqlalchemy as sa
-import store.models.base
+from alembic import op
 
+import store.models.base
 
 revision = '0002'
 down_revision = '0001'
