@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from importlib.metadata import entry_points
 
 from flask import Flask, jsonify
 from flask.sessions import SecureCookieSessionInterface
@@ -34,8 +35,10 @@ def create_app(config: Config | None = None, services: Services | None = None) -
     app.register_blueprint(webhook)
     from console import console  # the coordinators' web console at /console
     app.register_blueprint(console)
-    from simulator import blueprint as simulator_blueprint  # refused outside development/demo
-    app.register_blueprint(simulator_blueprint)
+    # Tools' pages (the simulator, refused outside development/demo) plug in through the
+    # `volbot.web` entry point: the shell imports no tool.
+    for plugin in sorted(entry_points(group="volbot.web"), key=lambda ep: ep.name):
+        app.register_blueprint(plugin.load())
 
     @app.get("/healthz")
     def healthz():

@@ -32,7 +32,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 log = logging.getLogger("volbot.observability")
@@ -146,42 +146,21 @@ def configure_logging(json_lines: bool | None = None, level: int = logging.INFO,
 
 # ---- metrics ----------------------------------------------------------------------------------
 
-REGISTRY = CollectorRegistry(auto_describe=True)
-
-REQUESTS = Counter("volbot_requests", "Webhook POSTs by outcome: reply, ack (success), busy, "
-                   "rejected_<status>, error", ["outcome"], registry=REGISTRY)
-REPLY_SECONDS = Histogram("volbot_reply_seconds", "Time from request to reply on POST /wechat",
-                          buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 4.5, 5.0),
-                          registry=REGISTRY)
-DEDUP_HITS = Counter("volbot_dedup_hits", "Retried deliveries answered from the dedup cache "
-                     "(or waited for the first delivery)", registry=REGISTRY)
-LOCK_WAITS = Counter("volbot_lock_waits", "Turns that had to wait for the user's lock", ["result"],
-                     registry=REGISTRY)
-LOCK_WAIT_SECONDS = Histogram("volbot_lock_wait_seconds", "How long a turn waited for the user's lock",
-                              buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 4.5), registry=REGISTRY)
-BUSY = Counter("volbot_busy_replies", "系统繁忙 replies by reason (deadline, error)", ["reason"],
-               registry=REGISTRY)
-RECEIPTS_REJECTED = Counter("volbot_receipts_rejected", "Delivery receipts dropped at intake: their MsgID "
-                            "cannot be one of ours (pushes.callbacks)", registry=REGISTRY)
-
-# Counted by the web server (bot/gunicorn_worker.py), before the app: requests that waited
-# past VOLBOT_QUEUE_BUDGET and were refused unread, and the wait of those served.
-SHED = Counter("volbot_shed", "Requests refused unread (503) after waiting past the queue budget, by path "
-               "(wechat, other)", ["path"], registry=REGISTRY)
-QUEUE_SECONDS = Histogram("volbot_queue_seconds", "Time a whole request waited in the web worker before the app",
-                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.5),
-                          registry=REGISTRY)
-
-API_ERRORS_KEY = "volbot:metrics:wechat_api_errors"
-
-
-def count_api_error(redis_client, endpoint: str, code: int | None) -> None:
-    """Count one failed WeChat API call (any process, any host). Never raises: losing a
-    count must not turn into losing a push."""
-    try:
-        redis_client.hincrby(API_ERRORS_KEY, f"{endpoint}|{'network' if code is None else code}", 1)
-    except Exception:  # noqa: BLE001 - a lost count must not lose the push
-        pass
+# The series themselves are defined in `telemetry.metrics`, below every package that counts.
+from telemetry.metrics import (  # noqa: E402,F401 - re-exported: the shell counts through this module
+    API_ERRORS_KEY,
+    BUSY,
+    DEDUP_HITS,
+    LOCK_WAIT_SECONDS,
+    LOCK_WAITS,
+    QUEUE_SECONDS,
+    RECEIPTS_REJECTED,
+    REGISTRY,
+    REPLY_SECONDS,
+    REQUESTS,
+    SHED,
+    count_api_error,
+)
 
 
 class DeploymentCollector:

@@ -24,8 +24,8 @@ from sqlalchemy.exc import DBAPIError
 from bot import observability as metrics
 from dialogue.context import Ctx
 from dialogue.types import BUSY, SILENT, TEMPLATE_FINISH, UNSUBSCRIBE, Message, Reply
-from pushes.callbacks import queue_receipt, record_receipt
 from rules import followers
+from rules.receipts import queue_receipt, record_receipt
 from store.ephemeral import Dedup, Deliveries, LockTimeout, StaleState, StateStore, UserLock
 from store.redis import PerThreadRedis
 

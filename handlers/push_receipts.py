@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dialogue import types as t
 from handlers import registry
-from pushes.callbacks import record_receipt
+from rules.receipts import record_receipt
 
 
 @registry.on_event(t.TEMPLATE_FINISH)

@@ -25,8 +25,8 @@ import redis
 from wechatpy import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 
-from bot.observability import count_api_error
 from store.ephemeral import PREFIX, LockTimeout, UserLock
+from telemetry.metrics import count_api_error
 
 log = logging.getLogger("volbot.wechat")
 

@@ -11,7 +11,7 @@ A pass:
    resends within WeChat's client_msg_id window or gives the row up as unknown;
 4. parked delivery receipts whose push is now sent → applied.
 Steps 2-4 (recovery) run every ten seconds; step 1 every pass, and so does applying the
-delivery receipts the webhook queued in Redis (pushes.callbacks.apply_queued_receipts).
+delivery receipts the webhook queued in Redis (rules.receipts.apply_queued_receipts).
 
 Nothing is timed in memory: every decision is a query on `state` and `due_at`, so any
 number of schedulers may run (PostgreSQL rows are taken with SKIP LOCKED).
@@ -29,8 +29,8 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from sqlalchemy import select, update
 
-from pushes.callbacks import apply_queued_receipts, sweep_receipts
 from pushes.worker import LOST, PushSettings, push_queue, send_chunk
+from rules.receipts import apply_queued_receipts, sweep_receipts
 from store.models import Push
 
 log = logging.getLogger("volbot.scheduler")

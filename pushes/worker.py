@@ -35,10 +35,10 @@ import redis
 from rq import Queue
 from sqlalchemy import and_, select, update
 
-from pushes.callbacks import apply_early_receipt, valid_msgid
 from pushes.client import WeChatError, client_for
 from pushes.ratelimit import TokenBucket
 from pushes.templates import Templates
+from rules.receipts import apply_early_receipt, valid_msgid
 from store.dead_letters import drain
 from store.models import Follower, Push
 

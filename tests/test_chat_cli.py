@@ -59,7 +59,7 @@ def test_chat_reports_a_wrong_token_and_a_dead_server(base_url, tmp_path):
 
 
 def test_demo_from_a_clean_instance(tmp_path):
-    """`volbot demo` (what `make demo` runs; the command itself is bot/commands/demo.py):
+    """`volbot demo` (what `make demo` runs; the command itself is demo/cli.py):
     migrates a fresh instance with the embedded defaults, serves, answers a follow through
     the webhook, and stops cleanly on Ctrl-C, taking its embedded Redis with it."""
     port = free_port()

@@ -14,10 +14,10 @@ from sqlalchemy import select, update
 import bot.cli  # noqa: F401 - the CLI first: its modules import it
 from bot import observability
 from bot.commands import pushes as push_commands
-from pushes import callbacks, worker
-from pushes.callbacks import QUEUE_KEY
 from pushes.scheduler import run_pass
-from rules import dispatch
+from rules import dispatch, worker
+from rules import receipts as callbacks
+from rules.receipts import QUEUE_KEY
 from store import dead_letters
 from store.models import DeadLetter, Offer, Order, Push, PushReceipt
 from tests.pushes_fixtures import drain

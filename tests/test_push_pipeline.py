@@ -7,10 +7,10 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from pushes.callbacks import QUEUE_KEY
 from pushes.ratelimit import TokenBucket
 from pushes.scheduler import run_pass
 from pushes.worker import push_queue, send_chunk
+from rules.receipts import QUEUE_KEY
 from store.models import Follower, Push, PushReceipt
 from store.outbox import notify, notify_many
 from tests.pushes_fixtures import drain

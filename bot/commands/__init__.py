@@ -1,16 +1,23 @@
-"""Sub-commands of `volbot`, one module per domain; each defines `register(main)`."""
+"""Sub-commands of `volbot`, one module per domain; each defines `register(main)`.
+
+The tools' commands (`volbot demo`, `volbot wechat-emulator`) live in their own packages and
+come in through the `volbot.commands` entry point (pyproject.toml): the shell imports no tool.
+"""
 
 from contextlib import contextmanager
 from importlib import import_module
+from importlib.metadata import entry_points
 
 # Keep alphabetical; each module adds its click commands to the main group, using
 # `shared_group` for a group several domains add to (`import`, `menu`, `order`, …).
-MODULES: list[str] = ["activities", "backup", "catalog", "console", "demo", "dispatch", "pushes", "reports", "serve", "volunteers"]
+MODULES: list[str] = ["activities", "backup", "catalog", "console", "dispatch", "pushes", "reports", "serve", "volunteers"]
 
 
 def register_all(main) -> None:
     for name in MODULES:
         import_module(f"bot.commands.{name}").register(main)
+    for plugin in sorted(entry_points(group="volbot.commands"), key=lambda ep: ep.name):
+        plugin.load()(main)
 
 
 def shared_group(main, name: str, help_text: str):

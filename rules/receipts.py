@@ -33,10 +33,10 @@ from datetime import datetime
 from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from bot.observability import RECEIPTS_REJECTED
 from store.dead_letters import digest, drain, printable, set_aside
 from store.models import Follower, Push, PushReceipt
 from store.models.pushes import MSGID_LENGTH
+from telemetry.metrics import RECEIPTS_REJECTED
 
 log = logging.getLogger("volbot.receipts")
 

@@ -1,4 +1,5 @@
-"""`volbot demo [--reset]`: try the whole service on one machine (see `demo.supervisor`)."""
+"""`volbot demo [--reset]`: try the whole service on one machine (see `demo.supervisor`). A
+tool's command, added to `volbot` through the `volbot.commands` entry point."""
 
 from __future__ import annotations
 

@@ -1,0 +1,3 @@
+"""What the processes count about themselves, below every package that counts: the
+Prometheus series (`telemetry.metrics`). Exposing them at `/metrics` is the shell's job
+(`bot.observability`)."""
