@@ -46,10 +46,11 @@ migration: install
 	@test -n "$(MESSAGE)" || { echo 'usage: make migration MESSAGE="what changes"' >&2; exit 2; }
 	$(BIN)/python -c 'import sys; from store.db import new_migration as m; print(m(sys.argv[1]))' "$(MESSAGE)"
 
-# ruff (lint and import order, configured in pyproject.toml), and every `# noqa` names its
-# codes and says why: `# noqa: E402 - reason`.
+# ruff (lint and import order), the import contracts (the arrows between packages), both
+# configured in pyproject.toml; and every `# noqa` names its codes and says why.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	@if git ls-files -z '*.py' | xargs -0 grep -nE '# noqa(:[ A-Z0-9,]*)?$$'; then \
 	  echo "a '# noqa' above names no code or gives no reason: write '# noqa: CODE - why'" >&2; exit 1; fi
 
