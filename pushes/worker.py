@@ -7,8 +7,8 @@ A job carries push ids, not content: SQL holds the truth. For each chunk the wor
    claim wins;
 2. waits for the shared Redis token bucket, then sends the template with
    `client_msg_id = "volbot-<push id>"`: if this worker dies after WeChat accepted the push
-   but before step 3, the row's lease runs out, the scheduler queues it again, and WeChat
-   drops the resend (same openid + client_msg_id within 10 minutes). A row whose lost
+   but before step 3, its job stops heartbeating (PushWorker, below) or the row's lease runs
+   out, the scheduler queues it again, and WeChat drops the resend (same openid + client_msg_id within 10 minutes). A row whose lost
    attempt is older than that window is failed as "outcome unknown", never resent;
 3. records the handful's outcomes in one transaction (each guarded by state and attempt
    number, so a late worker whose lease was taken over cannot overwrite the newer attempt).
@@ -290,8 +290,8 @@ def send_chunk(ids: list[int]) -> dict:
 # job's 600 s timeout plus 60 s was all there was.)
 HEARTBEAT = 5
 JOB_TTL = 15
-# Idle, RQ heartbeats the worker's registration every WORKER_TTL - 15 s, keeping it for
-# WORKER_TTL + 60 s: a worker that vanished without a trace frees its name 80 s later.
+# Idle, RQ heartbeats the worker's registration every WORKER_TTL - 15 s (5 s), keeping it
+# for WORKER_TTL + 60 s; `free_name` takes over the name of one silent for JOB_TTL.
 WORKER_TTL = 20
 
 
@@ -360,7 +360,8 @@ def free_name(connection: redis.Redis, name: str) -> None:
 
 def run_worker(services, *, burst: bool = False, dispatcher: Dispatcher | None = None,
                name: str | None = None) -> None:
-    """`volbot worker`: one resume pass (jobs lost with Redis come back), then work the queue."""
+    """`volbot worker`: one resume pass (jobs lost with Redis come back), take over `name`
+    from a predecessor killed without a trace, then work the queue."""
     from pushes.scheduler import run_pass
 
     install(dispatcher or Dispatcher(services))
