@@ -7,8 +7,8 @@ A job carries push ids, not content: SQL holds the truth. For each chunk the wor
    claim wins;
 2. waits for the shared Redis token bucket, then sends the template with
    `client_msg_id = "volbot-<push id>"`: if this worker dies after WeChat accepted the push
-   but before step 3, its job stops heartbeating (PushWorker, below) or the row's lease runs
-   out, the scheduler queues it again, and WeChat drops the resend (same openid + client_msg_id within 10 minutes). A row whose lost
+   but before step 3, the row's lease runs out, the scheduler queues it again, and WeChat
+   drops the resend (same openid + client_msg_id within 10 minutes). A row whose lost
    attempt is older than that window is failed as "outcome unknown", never resent;
 3. records the handful's outcomes in one transaction (each guarded by state and attempt
    number, so a late worker whose lease was taken over cannot overwrite the newer attempt).
@@ -17,6 +17,10 @@ Transient errors (network, -1, 45011, a token still refused after one refresh) p
 back to pending with exponential backoff; 45009 (daily quota) waits for the next day;
 permanent ones (43004 not following, 40003 unknown openid, 43101 refused, 43019
 blacklisted) fail the row and mark the follower `push_blocked`, so nothing more is tried.
+
+A worker that dies is noticed sooner than its leases run out: `PushWorker` heartbeats its
+running job to RQ every few seconds, and the scheduler has RQ fail a job whose beats
+stopped, then queues its rows again (see HEARTBEAT below).
 """
 
 from __future__ import annotations
