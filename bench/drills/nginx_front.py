@@ -190,11 +190,31 @@ def receipt_burst(base: str, planned: list[tuple[str, bytes]], lanes: int, verif
             "max": max(lat) * 1000 if lat else float("nan")}
 
 
-def receipts(sender, first: int, n: int) -> list[tuple[str, bytes]]:
+def sent_pushes(stack: Stack, n: int) -> list[tuple[str, str]]:
+    """`n` pushes recorded as sent (callback_burst's), each with a WeChat msgid of digits,
+    as WeChat's are (the webhook drops a receipt whose MsgID cannot be ours): (openid, msgid)."""
+    from sqlalchemy import String, cast, select, update
+
+    from bench.drills.callback_burst import record_sent
+    from store.models import Push
+
+    record_sent(stack, n)
+    svc = stack.services()
+    try:
+        with svc.db.transaction() as s:
+            s.execute(update(Push).where(Push.batch == "drill-burst").values(wechat_msgid=cast(Push.id, String))
+                      .execution_options(synchronize_session=False))
+            return [(openid, str(pid)) for pid, openid in
+                    s.execute(select(Push.id, Push.openid).where(Push.batch == "drill-burst").order_by(Push.id))]
+    finally:
+        svc.close()
+
+
+def receipts(sender, pushes: list[tuple[str, str]]) -> list[tuple[str, bytes]]:
     created = int(time.time())
-    return [signed(sender, {**sender.event(f"o_burst_{i:05d}", "TEMPLATESENDJOBFINISH", None),
-                            "MsgID": f"burst-{i}", "Status": "success", "CreateTime": created})
-            for i in range(first, first + n)]
+    return [signed(sender, {**sender.event(openid, "TEMPLATESENDJOBFINISH", None), "MsgID": msgid,
+                            "Status": "success", "CreateTime": created})
+            for openid, msgid in pushes]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import requests
 
-    from bench.drills.callback_burst import delivered, record_sent
+    from bench.drills.callback_burst import delivered
     from bot.sender import WeChatSender
     from bench.drills.support import APPID, TOKEN
 
@@ -218,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
           f"2 x {args.receipts} receipts on {args.lanes} connections; {load_average()}")
     with Stack("drill-nginx", postgres=args.database) as stack:
         stack.create_schema()
-        record_sent(stack, 2 * args.receipts)
+        pushes = sent_pushes(stack, 2 * args.receipts)
         url = stack.serve(workers=args.workers)
         folder = stack.folder / "nginx"
         cert, key = self_signed(folder / "tls")
@@ -252,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                 for target, verify in ((url, True), (base, str(cert))):
                     for _ in range(10):
                         chat_turn(warm, target, sender, verify)
-            direct = receipt_burst(url, receipts(sender, 0, args.receipts), args.lanes, True)
-            front = receipt_burst(base, receipts(sender, args.receipts, args.receipts), args.lanes, str(cert))
+            direct = receipt_burst(url, receipts(sender, pushes[:args.receipts]), args.lanes, True)
+            front = receipt_burst(base, receipts(sender, pushes[args.receipts:]), args.lanes, str(cert))
         finally:
             nginx.stop()
         answered = time.monotonic()
