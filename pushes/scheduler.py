@@ -9,8 +9,8 @@ A pass:
    jobs of dead workers: RQ's StartedJobRegistry cleanup, run first, fails a started job
    whose worker stopped heartbeating, see pushes.worker.JOB_TTL) → a new job;
 3. sending rows whose lease ran out, or whose job is over (a worker died mid-send) →
-   queued again; the worker resends within WeChat's client_msg_id window or
-   gives the row up as unknown;
+   queued again; the worker resends within WeChat's client_msg_id window or gives the
+   row up as unknown;
 4. parked delivery receipts whose push is now sent → applied.
 Steps 2-4 (recovery) run every ten seconds; step 1 every pass, and so does applying the
 delivery receipts the webhook queued in Redis (pushes.callbacks.apply_queued_receipts).
@@ -115,7 +115,8 @@ def requeue_lost(services, settings: PushSettings) -> int:
     states = _job_states(services, [j for j in queued if j])
     settled = now - timedelta(seconds=LOST_JOB_GRACE)
     lost = [j for j, queued_at in queued.items()
-            if (states.get(j) in DEAD_JOB_STATES) or (states.get(j) is None and (queued_at is None or queued_at < settled))]
+            if states.get(j) in DEAD_JOB_STATES
+            or (states.get(j) is None and (queued_at is None or queued_at < settled))]
     if not lost:
         return 0
     with services.db.transaction() as session:
@@ -131,8 +132,8 @@ def requeue_lost(services, settings: PushSettings) -> int:
 
 def reclaim_expired(services, settings: PushSettings) -> int:
     """Rows a dead worker was sending — their lease ran out, or their job is over (failed as
-    abandoned, say: nobody will record them) — queued again, remembering the attempt was lost (the worker
-    decides from `claimed_at` whether WeChat would still drop a resend)."""
+    abandoned, say: nobody will record them) — queued again, remembering the attempt was
+    lost (the worker decides from `claimed_at` whether WeChat would still drop a resend)."""
     now = services.clock.now()
     with services.db.transaction() as session:
         job_ids = session.scalars(select(Push.job_id).distinct()
