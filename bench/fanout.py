@@ -144,7 +144,8 @@ def main() -> None:
     api_base, emu = start_emulator(config)
     env = {**os.environ, "VOLBOT_INSTANCE": str(tmp), "VOLBOT_ENV": "testing",
            "DATABASE_URL": args.database_url or config.sqlalchemy_url, "REDIS_URL": svc.redis_url,
-           "WECHAT_API_BASE": api_base, "PUSH_RATE": str(args.rate), "PUSH_LEASE_SECONDS": "5"}
+           "WECHAT_API_BASE": api_base, "PUSH_RATE": str(args.rate)}  # the default lease: recovery
+    # of the killed worker's job comes from its missing heartbeats, as in production
     print(f"fan-out benchmark: {n} subscribers, 2 workers, rate limit {args.rate:g}/s, "
           f"{'PostgreSQL' if not svc.db.is_sqlite else 'SQLite'}, "
           f"{'Redis server' if args.redis_url else 'embedded Redis'}; emulator at {api_base}")
@@ -190,7 +191,9 @@ def main() -> None:
                 procs[1].send_signal(signal.SIGKILL)
                 procs[1].wait()
                 killed["at"] = done
-                procs[1] = spawn(env, "worker", "--name", "bench-w1b")  # restarted
+                # restarted under the same name, as systemd's Restart=always does with the unit's
+                # `--name %H-%i` (a worker refusing the name would stop the run: check_alive)
+                procs[1] = spawn(env, "worker", "--name", "bench-w1")
 
         elapsed = time.perf_counter() - t0 + wait_done(svc, batch2, n, procs, on_progress=kill_half_way)
         print(f"run 2 (change, worker SIGKILLed at {killed.get('at')} sent and restarted): all done in "

@@ -80,6 +80,6 @@ class Services:
             self.redis.close()
         except Exception:  # noqa: BLE001 - closing: a connection already gone is fine
             pass
-        if self._embedded is not None:
-            self._embedded.shutdown()
+        if self._embedded is not None:  # started by this process: stopped unless others use it
+            self._embedded.shutdown(unless_in_use=True)
             self._embedded = None

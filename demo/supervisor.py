@@ -9,7 +9,9 @@ when the database is empty), then starts as child processes, all on loopback:
 
 each with the same environment: REDIS_URL=unix://… of the embedded server and
 WECHAT_API_BASE pointing at the emulator. Ctrl-C (or SIGTERM) stops every child, then the
-embedded Redis. If a child dies, the others are stopped too: a half-running demo misleads.
+embedded Redis (if this demo started it). If a child dies, the others are stopped too: a
+half-running demo misleads. Any other `volbot` command on the same instance folder finds
+the embedded Redis by itself (store.redis) and never stops it; a second demo there refuses.
 """
 
 from __future__ import annotations
@@ -215,16 +217,33 @@ def banner(plan: Plan, missing: list[str], say, env: dict) -> None:
         say(f"    {username:<14} {role:<11} {team}")
     if missing:
         say("  not started (command not installed): " + ", ".join(missing))
-    say("  other volbot commands beside the demo (e.g. `volbot bus schedule`) need the same settings:")
-    say(f"    export VOLBOT_INSTANCE={env['VOLBOT_INSTANCE']} REDIS_URL={env.get('REDIS_URL', '')}")
+    say("  other volbot commands (e.g. `volbot bus schedule`) run from this folder use the demo's")
+    say("  data and Redis by themselves; from another folder first:")
+    say(f"    export VOLBOT_INSTANCE={env['VOLBOT_INSTANCE']}")
     say("Press Ctrl-C to stop everything.")
+
+
+def claim_instance(instance: Path):
+    """An exclusive lock on the instance folder's `demo.lock`, held (the open file) for as
+    long as this demo runs; None when another demo holds it. The kernel drops it when the
+    process dies, so a killed demo never blocks the next one."""
+    import fcntl
+
+    instance.mkdir(parents=True, exist_ok=True)
+    handle = open(instance / "demo.lock", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
 
 
 def run(main, *, host: str, port: int, emulator_port: int, reset: bool, out=None) -> int:
     """Everything `volbot demo` does; returns the exit status."""
     from bot.config import load_config
     from bot.services import Services
-    from store.redis import EmbeddedRedis
+    from store.redis import resolve_url
 
     plan = Plan(host=host, port=port, emulator_port=emulator_port, reset=reset)
     sup = Supervisor(plan, env={}, out=out)
@@ -233,11 +252,14 @@ def run(main, *, host: str, port: int, emulator_port: int, reset: bool, out=None
     env.setdefault("WECHAT_API_BASE", f"http://{host}:{emulator_port}/cgi-bin/")
     config = load_config(environ=env)
     env["VOLBOT_INSTANCE"] = str(config.instance_path)
+    lock = claim_instance(Path(config.instance_path))
+    if lock is None:
+        sup.say(f"volbot demo: a demo is already running on {config.instance_path}; "
+                "stop it (Ctrl-C in its terminal) or use another VOLBOT_INSTANCE")
+        return 2
     embedded = None
-    if not config.redis_url:
-        embedded = EmbeddedRedis(Path(config.instance_path) / "redis")
-        env["REDIS_URL"] = embedded.url
-        env["VOLBOT_EMBEDDED_REDIS"] = embedded.url[len("unix://"):]
+    if not config.redis_url:  # reused if one runs on this folder already; stopped only if ours
+        env["REDIS_URL"], embedded = resolve_url(None, Path(config.instance_path))
     sup.env = env
     try:
         sup.say(f"volbot demo: instance folder {config.instance_path}")
@@ -263,3 +285,4 @@ def run(main, *, host: str, port: int, emulator_port: int, reset: bool, out=None
     finally:
         if embedded is not None:
             embedded.shutdown()
+        lock.close()

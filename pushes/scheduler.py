@@ -5,10 +5,12 @@ A pass:
 1. due pending rows (new pushes, retries whose backoff ended, reminders whose day came)
    → queued, in chunks, one RQ job per chunk (committed first, then enqueued: a crash in
    between leaves rows whose job does not exist, which step 2 finds);
-2. queued rows whose job is gone (Redis lost, flushed, the job failed, or it has been
-   "started" for two leases: its worker died) → a new job;
-3. sending rows whose lease ran out (a worker died mid-send) → queued again; the worker
-   resends within WeChat's client_msg_id window or gives the row up as unknown;
+2. queued rows whose job is gone (Redis lost or flushed) or over (failed — among them the
+   jobs of dead workers: RQ's StartedJobRegistry cleanup, run first, fails a started job
+   whose worker stopped heartbeating, see pushes.worker.JOB_TTL) → a new job;
+3. sending rows whose lease ran out, or whose job is over (a worker died mid-send) →
+   queued again; the worker resends within WeChat's client_msg_id window or gives the
+   row up as unknown;
 4. parked delivery receipts whose push is now sent → applied.
 Steps 2-4 (recovery) run every ten seconds; step 1 every pass, and so does applying the
 delivery receipts the webhook queued in Redis (rules.receipts.apply_queued_receipts).
@@ -23,11 +25,11 @@ import importlib
 import logging
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from rq import Queue
 from rq.job import Job, JobStatus
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from pushes.worker import LOST, PushSettings, push_queue, send_chunk
 from rules.receipts import apply_queued_receipts, sweep_receipts
@@ -87,37 +89,34 @@ DEAD_JOB_STATES = {JobStatus.FAILED.value, JobStatus.STOPPED.value, JobStatus.CA
                    JobStatus.FINISHED.value}
 
 
-def _lost_jobs(services, job_ids: list[str | None], stalled_after: float) -> list[str | None]:
-    """The job ids (of rows still queued) whose RQ job is gone, over, or "started" for
-    longer than `stalled_after` seconds (its worker died: RQ only notices much later).
-    One Redis round trip for all of them; re-queueing a live job's rows is harmless, the
-    claim lets only one job send each row."""
+def fail_abandoned(services) -> None:
+    """RQ's own abandoned-job cleanup of the push queue: a started job whose worker stopped
+    heartbeating (pushes.worker.JOB_TTL) is failed, so the steps below find its rows."""
+    push_queue(services.redis).started_job_registry.cleanup()
+
+
+def _job_states(services, job_ids: list[str]) -> dict[str, str | None]:
+    """Each job's RQ status (None: no such job). One Redis round trip for all of them."""
     with services.redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.hmget(Job.key_for(job_id), "status", "started_at") if job_id else pipe.echo(b"")
+            pipe.hget(Job.key_for(job_id), "status")
         answers = pipe.execute()
-    now = datetime.now(timezone.utc)  # RQ stamps jobs with real time
-    lost = []
-    for job_id, answer in zip(job_ids, answers):
-        status, started_at = answer if isinstance(answer, list) else (None, None)
-        if not job_id or not status or status.decode() in DEAD_JOB_STATES:
-            lost.append(job_id)
-        elif status.decode() == JobStatus.STARTED.value and started_at:
-            started = datetime.fromisoformat(started_at.decode().replace("Z", "+00:00"))
-            if started.tzinfo is None:
-                started = started.replace(tzinfo=timezone.utc)
-            if (now - started).total_seconds() > stalled_after:
-                lost.append(job_id)
-    return lost
+    return {job_id: (status.decode() if status else None) for job_id, status in zip(job_ids, answers)}
 
 
 def requeue_lost(services, settings: PushSettings) -> int:
+    """Queued rows whose job is over (failed: e.g. abandoned by a dead worker) or gone (Redis
+    lost or flushed; or never enqueued, LOST_JOB_GRACE after the rows were queued) → a new
+    job. Re-queueing a live job's rows would be harmless: the claim lets one job send each."""
     now = services.clock.now()
     with services.db.transaction() as session:
-        job_ids = session.scalars(select(Push.job_id).distinct()
-                                  .where(Push.state == "queued",
-                                         Push.queued_at < now - timedelta(seconds=LOST_JOB_GRACE))).all()
-    lost = _lost_jobs(services, list(job_ids), stalled_after=2 * settings.lease_seconds)
+        queued = dict(session.execute(select(Push.job_id, func.max(Push.queued_at))
+                                      .where(Push.state == "queued").group_by(Push.job_id)).all())
+    states = _job_states(services, [j for j in queued if j])
+    settled = now - timedelta(seconds=LOST_JOB_GRACE)
+    lost = [j for j, queued_at in queued.items()
+            if states.get(j) in DEAD_JOB_STATES
+            or (states.get(j) is None and (queued_at is None or queued_at < settled))]
     if not lost:
         return 0
     with services.db.transaction() as session:
@@ -132,11 +131,20 @@ def requeue_lost(services, settings: PushSettings) -> int:
 
 
 def reclaim_expired(services, settings: PushSettings) -> int:
-    """Rows a dead worker was sending: queue them again, remembering the attempt was lost
-    (the worker decides from `claimed_at` whether WeChat would still drop a resend)."""
+    """Rows a dead worker was sending — their lease ran out, or their job is over (failed as
+    abandoned, say: nobody will record them) — queued again, remembering the attempt was
+    lost (the worker decides from `claimed_at` whether WeChat would still drop a resend)."""
     now = services.clock.now()
     with services.db.transaction() as session:
-        ids = session.scalars(_locked(select(Push.id).where(Push.state == "sending", Push.lease_until < now)
+        job_ids = session.scalars(select(Push.job_id).distinct()
+                                  .where(Push.state == "sending", Push.job_id.is_not(None))).all()
+    states = _job_states(services, list(job_ids))
+    # Over, not gone: a job lost with Redis may still be running in a live worker (its
+    # lease tells when to give up on it).
+    over = [j for j, state in states.items() if state in DEAD_JOB_STATES]
+    with services.db.transaction() as session:
+        ids = session.scalars(_locked(select(Push.id).where(Push.state == "sending",
+                                                            (Push.lease_until < now) | Push.job_id.in_(over))
                                       .order_by(Push.id), services)).all()
         if ids:
             session.execute(update(Push).where(Push.id.in_(ids)).values(last_error=LOST, lease_until=None)
@@ -162,6 +170,7 @@ def run_pass(services, settings: PushSettings | None = None, *, recover: bool = 
     done = {path: _run_due_work(services, path) for path in DUE_WORK}  # first: its pushes go out now
     done.update(reclaimed=0, requeued=0)
     if recover:
+        fail_abandoned(services)
         done.update(reclaimed=reclaim_expired(services, settings), requeued=requeue_lost(services, settings))
     done["queued"] = enqueue_due(services, settings)
     done["receipts_queued"] = apply_queued_receipts(services)

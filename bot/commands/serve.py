@@ -105,11 +105,9 @@ def register(main: click.Group) -> None:
         os.environ.setdefault("VOLBOT_LOG_FORMAT", "json")
         embedded = None
         if not config.redis_url:  # development: one embedded Redis shared by every worker
-            from store.redis import EmbeddedRedis
+            from store.redis import resolve_url
 
-            embedded = EmbeddedRedis(config.instance_path / "redis")
-            os.environ["REDIS_URL"] = embedded.url
-            os.environ["VOLBOT_EMBEDDED_REDIS"] = embedded.url[len("unix://"):]
+            os.environ["REDIS_URL"], embedded = resolve_url(None, config.instance_path)
         try:
             _check_configuration(dict(os.environ))
             overrides = {}
