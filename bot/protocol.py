@@ -98,7 +98,8 @@ class Protocol:
         """Verify, decrypt and parse a POST body. Returns (message or None, encrypted?).
 
         None means a well-formed push of a type we do not handle (answer "success").
-        Every failure is a BadRequest: 403 for signatures, 400 for the body.
+        Every failure is a BadRequest: 403 for signatures (and the values they sign), 400
+        for the body and the other query values.
         """
         self.verify(args, now)
         encrypt_type = args.get("encrypt_type", "raw").lower()

@@ -33,8 +33,11 @@ def read_decision(ctx, message, answers) -> dict:
         raise Invalid("请回复“通过 序号”（可多个，如“通过 1 3”）、“全部通过”，或“驳回 序号 原因”。")
     approve = m.group(1) in ("通过", "批准", "同意")
     count = len(answers["ids"])
-    numbers = [] if m.group(2) else re.findall(r"\d+", m.group(3))
-    picks = list(range(1, count + 1)) if m.group(2) else [bounded_int(n, 1, count) for n in numbers]
+    if m.group(2):
+        numbers, picks = [], list(range(1, count + 1))
+    else:
+        numbers = re.findall(r"\d+", m.group(3))
+        picks = [bounded_int(n, 1, count) for n in numbers]  # None: not a number in the list
     if not picks:
         raise Invalid("请在后面写上序号，例如“通过 1 3”。")
     bad = [n for n, pick in zip(numbers, picks) if pick is None]

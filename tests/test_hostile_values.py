@@ -10,6 +10,7 @@ and no error is logged. Every request here goes over HTTP to the live app.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import random
 
@@ -20,8 +21,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from wechatpy.crypto import WeChatCrypto
 
 from bot.protocol import BadRequest, Protocol
-from bot.sender import WeChatSender, sign
+from bot.sender import WeChatSender, next_msg_id, sign
 from dialogue.flows import Invalid
+from dialogue.types import Message
 from handlers import registry
 from handlers.dispatch import read_minutes
 from handlers.review import read_decision
@@ -35,9 +37,22 @@ MAX_EXAMPLES = 40
 
 # ---- building pushes with any values --------------------------------------------------
 
-ABSENT = object()  # the field is left out
-NESTED = object()  # an element where WeChat writes text: <Content><a>1</a></Content>
-REPEATED = object()  # the element twice: <Content>1</Content><Content>2</Content>
+
+class Marker:
+    """A field value that is not text (shown by name in a falsifying example)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+
+ABSENT = Marker("ABSENT")  # the field is left out
+NESTED = Marker("NESTED")  # an element where WeChat writes text: <Content><a>1</a></Content>
+REPEATED = Marker("REPEATED")  # the element twice: <Content>1</Content><Content>act:2</Content>
+FRESH = Marker("FRESH")  # a new MsgId or CreateTime for each push (see `fresh`)
+_ticks = itertools.count(1)
 
 
 def _cdata(value: str) -> str:
@@ -60,6 +75,19 @@ def to_xml(fields: dict, root: str = "xml") -> str:
         else:
             parts.append(f"<{name}>{_cdata(str(value))}</{name}>")
     return f"<{root}>" + "".join(parts) + f"</{root}>"
+
+
+def fresh(fields: dict) -> dict:
+    """FRESH MsgIds and CreateTimes filled in with new values: a push repeating the last
+    one's would be answered from the dedup cache, and its values never reach a handler."""
+    def fill(name, value):
+        if isinstance(value, dict):
+            return fresh(value)
+        if value is FRESH:
+            return str(next_msg_id()) if name == "MsgId" else str(1_700_000_000 + next(_ticks))
+        return value
+
+    return {name: fill(name, value) for name, value in fields.items()}
 
 
 def signed(svc, xml: str, encrypt: bool, timestamp: str | None = None, nonce: str | None = None):
@@ -175,7 +203,7 @@ def test_decimals_are_plain_and_bounded(text, value):
 
 def test_numbers_out_of_shape_in_the_xml_read_as_absent():
     def parse(**fields):
-        return Protocol.parse(to_xml(_base("location", **fields)))
+        return Protocol.parse(to_xml(fresh(_base("location", **fields))))
 
     m = parse(MsgId="9" * 5000, CreateTime="1" * 400, Location_X="1e400", Location_Y="nan")
     assert (m.msg_id, m.create_time, m.location) == (0, 0, None)
@@ -185,27 +213,22 @@ def test_numbers_out_of_shape_in_the_xml_read_as_absent():
         parse(ToUserName="g" * 65)
 
 
-class Typed:
-    def __init__(self, text):
-        self.text = text
-
-
 @pytest.mark.parametrize("text", ["9" * 5000 + "分钟", "1.2.3小时", "9" * 400 + "小时", "٣小时", "2小时" + "9" * 5000 + "分"])
 def test_unreadable_service_minutes_get_the_hint(text):
     with pytest.raises(Invalid, match="请回复服务用了多少分钟"):
-        read_minutes(None, Typed(text), {})
+        read_minutes(None, Message(openid="o_hostile", text=text), {})
 
 
 @pytest.mark.parametrize("text, minutes", [("90", 90), ("1.5小时", 90), ("一个半小时", 90), ("两小时十分", 130),
                                            ("半小时", 30), ("45分钟", 45)])
 def test_service_minutes_still_read(text, minutes):
-    assert read_minutes(None, Typed(text), {}) == minutes
+    assert read_minutes(None, Message(openid="o_hostile", text=text), {}) == minutes
 
 
 @pytest.mark.parametrize("text, shown", [("通过 " + "9" * 5000, "999999…"), ("通过 1 ٣", "٣"), ("驳回 0 不对", "0")])
 def test_review_picks_out_of_range_get_the_hint(text, shown):
     with pytest.raises(Invalid, match=f"序号 {shown} 不在列表里"):
-        read_decision(None, Typed(text), {"ids": [1, 2]})
+        read_decision(None, Message(openid="o_hostile", text=text), {"ids": [1, 2]})
 
 
 # ---- the property: every field of every kind, any value ----------------------------------
@@ -237,8 +260,7 @@ KEY_FIELDS = {"EventKey", "ScanResult", "Content", "Recognition", "Label"}
 
 
 def _base(msg_type: str, **fields) -> dict:
-    return {"ToUserName": ACCOUNT, "FromUserName": "o_act_a", "CreateTime": "1700000000",
-            "MsgType": msg_type, **fields}
+    return {"ToUserName": ACCOUNT, "FromUserName": "o_act_a", "CreateTime": FRESH, "MsgType": msg_type, **fields}
 
 
 def _event(event: str, **fields) -> dict:
@@ -248,17 +270,17 @@ def _event(event: str, **fields) -> dict:
 # One well-formed push of each kind WeChat sends an Official Account (messages, then events,
 # then kinds the app does not act on), as the starting values the property replaces.
 KINDS = {
-    "text": _base("text", Content="签到", MsgId="24000000000000001"),
-    "image": _base("image", PicUrl="http://127.0.0.1/p.jpg", MediaId="m1", MsgId="24000000000000002"),
+    "text": _base("text", Content="签到", MsgId=FRESH),
+    "image": _base("image", PicUrl="http://127.0.0.1/p.jpg", MediaId="m1", MsgId=FRESH),
     "voice": _base("voice", MediaId="m2", Format="amr", Recognition="附近站点", MediaId16K="m3",
-                   MsgId="24000000000000003"),
-    "video": _base("video", MediaId="m4", ThumbMediaId="t4", MsgId="24000000000000004"),
-    "shortvideo": _base("shortvideo", MediaId="m5", ThumbMediaId="t5", MsgId="24000000000000005"),
+                   MsgId=FRESH),
+    "video": _base("video", MediaId="m4", ThumbMediaId="t4", MsgId=FRESH),
+    "shortvideo": _base("shortvideo", MediaId="m5", ThumbMediaId="t5", MsgId=FRESH),
     "location": _base("location", Location_X="36.7150", Location_Y="119.1300", Scale="15",
-                      Label="奎文区志愿服务广场", MsgId="24000000000000006"),
-    "link": _base("link", Title="标题", Description="描述", Url="http://127.0.0.1/a", MsgId="24000000000000007"),
+                      Label="奎文区志愿服务广场", MsgId=FRESH),
+    "link": _base("link", Title="标题", Description="描述", Url="http://127.0.0.1/a", MsgId=FRESH),
     "file": _base("file", Title="a.pdf", Description="", FileKey="k", FileMd5="d41d8cd98f00b204",
-                  FileTotalLen="100", MsgId="24000000000000008"),
+                  FileTotalLen="100", MsgId=FRESH),
     "subscribe": _event("subscribe", EventKey="qrscene_act:2", Ticket="tk"),
     "unsubscribe": _event("unsubscribe", EventKey=""),
     "SCAN": _event("SCAN", EventKey="act:2", Ticket="tk"),
@@ -284,7 +306,7 @@ KINDS = {
     "subscribe_msg_sent_event": _event("subscribe_msg_sent_event", SubscribeMsgSentEvent={"List": {
         "TemplateId": "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc", "MsgID": "1700827132819554304",
         "ErrorCode": "0", "ErrorStatus": "success"}}),
-    "unknown_type": _base("miniprogrampage", Title="t", AppId="wx1", PagePath="p", MsgId="24000000000000009"),
+    "unknown_type": _base("miniprogrampage", Title="t", AppId="wx1", PagePath="p", MsgId=FRESH),
 }
 
 
@@ -346,11 +368,10 @@ def test_any_value_in_any_field_is_answered(base_url, world, errors, kind, data)
     errors.clear()
     lead = data.draw(st.one_of(st.none(), st.sampled_from(COMMANDS)), label="menu tap first")
     if lead is not None:
-        tap = _event("CLICK", EventKey=lead, CreateTime=str(int(world.clock.timestamp())))
-        params, body = signed(world, to_xml(tap), encrypt)
+        params, body = signed(world, to_xml(fresh(_event("CLICK", EventKey=lead))), encrypt)
         assert_answered(post(base_url, params, body), params, errors)
     fields = data.draw(hostile_fields(KINDS[kind]), label="fields")
-    params, body = signed(world, to_xml(fields), encrypt)
+    params, body = signed(world, to_xml(fresh(fields)), encrypt)
     assert_answered(post(base_url, params, body), params, errors)
 
 
@@ -394,7 +415,7 @@ def test_the_untouched_templates_are_answered(base_url, world, errors, encrypt):
     """The control for the property: its starting values are well-formed pushes, answered
     with 200 (not refused), so what it varies is the values and nothing else."""
     for kind, fields in KINDS.items():
-        params, body = signed(world, to_xml(fields), encrypt)
+        params, body = signed(world, to_xml(fresh(fields)), encrypt)
         resp = post(base_url, params, body)
         assert resp.status_code == 200, (kind, resp.status_code, resp.text[:200])
         assert_answered(resp, params, errors)
