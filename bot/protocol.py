@@ -3,6 +3,12 @@
 This is the only module that turns wire XML into `dialogue.Message` and `dialogue.Reply`
 back into XML. Everything wechatpy may raise on hostile input is caught here and turned
 into a `BadRequest` carrying the HTTP status to answer with.
+
+A valid signature says who sent a request, not that its values are sane: every query
+parameter is checked against the shape WeChat gives it before it is used (a 4xx if it
+does not fit), and every number in the XML is read by `store.bounded` (a value out of
+shape reads as absent). Text fields stay text, bounded by the body limit; whoever stores
+or parses one bounds it there.
 """
 
 from __future__ import annotations
@@ -18,9 +24,21 @@ from wechatpy.utils import check_signature
 
 from dialogue import types as t
 from dialogue.types import Location, Message, Reply
+from store.bounded import bounded_decimal, bounded_int
 
 TEXT_LIMIT = 2048  # bytes of UTF-8 in a passive text reply
 OPENID_MAX = 64  # an OpenID is 28 characters; followers.openid holds 64
+ACCOUNT_MAX = 64  # ToUserName: the account's original id ("gh_" and 12 characters)
+# The query as WeChat writes it: SHA-1 signatures in lower-case hex, a numeric nonce
+# (alphanumeric allowed), epoch seconds, an OpenID, an echostr of digits (base64 in other
+# WeChat products). Anything else is not WeChat's and is refused before it is used.
+_SHA1_HEX = re.compile(r"[0-9a-f]{40}")
+_NONCE = re.compile(r"[0-9A-Za-z]{1,64}")
+_OPENID = re.compile(r"[0-9A-Za-z_-]{1,%d}" % OPENID_MAX)
+_ECHOSTR = re.compile(r"[0-9A-Za-z+/=_-]{1,512}")
+TIMESTAMP_MAX = 10**12 - 1  # epoch seconds have 10 digits until the year 2286
+MSG_ID_MAX = 2**64 - 1  # a MsgId is an unsigned 64-bit number
+ENCRYPT_TYPES = ("raw", "aes")
 _FORBIDDEN_XML = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 # XML 1.0 forbids most control characters (and Python strings may carry lone surrogates,
 # which UTF-8 cannot encode): user text must never carry them into a reply.
@@ -48,43 +66,59 @@ class Protocol:
     # ---- inbound --------------------------------------------------------------------
 
     def verify(self, args, now: float | None = None) -> None:
-        """Check `signature` (plain query) and the timestamp window; raise BadRequest."""
+        """Check `signature` (plain query) and the timestamp window; raise BadRequest.
+
+        The three values are checked for WeChat's shapes first: a signed request may still
+        carry a 400-digit timestamp, which int() reads but float arithmetic cannot take."""
         signature, timestamp, nonce = (args.get(k, "") for k in ("signature", "timestamp", "nonce"))
         if not (signature and timestamp and nonce):
             raise BadRequest(403, "missing signature")
+        if not (_SHA1_HEX.fullmatch(signature) and _NONCE.fullmatch(nonce)):
+            raise BadRequest(403, "bad signature")
+        ts = bounded_int(timestamp, 0, TIMESTAMP_MAX)
+        if ts is None or timestamp != str(ts):
+            raise BadRequest(403, "bad timestamp")
         try:
             check_signature(self.token, signature, timestamp, nonce)
         except InvalidSignatureException:
             raise BadRequest(403, "bad signature")
-        self._check_timestamp(timestamp, now)
-
-    def _check_timestamp(self, timestamp: str, now: float | None) -> None:
-        if not self.timestamp_tolerance:
-            return
-        try:
-            ts = int(timestamp)
-        except ValueError:
-            raise BadRequest(403, "bad timestamp")
         now = time.time() if now is None else now
-        if abs(now - ts) > self.timestamp_tolerance:
+        if self.timestamp_tolerance and abs(now - ts) > self.timestamp_tolerance:
             raise BadRequest(403, "stale timestamp")
+
+    def echo(self, args, now: float | None = None) -> str:
+        """URL verification (GET): the `echostr` to answer with, once the query is verified."""
+        self.verify(args, now)
+        echostr = args.get("echostr", "")
+        if echostr and not _ECHOSTR.fullmatch(echostr):
+            raise BadRequest(400, "bad echostr")
+        return echostr
 
     def read(self, args, body: bytes, now: float | None = None) -> tuple[Message | None, bool]:
         """Verify, decrypt and parse a POST body. Returns (message or None, encrypted?).
 
         None means a well-formed push of a type we do not handle (answer "success").
-        Every failure is a BadRequest: 403 for signatures, 400 for the body.
+        Every failure is a BadRequest: 403 for signatures (and the values they sign), 400
+        for the body and the other query values.
         """
         self.verify(args, now)
+        encrypt_type = args.get("encrypt_type", "raw").lower()
+        if encrypt_type not in ENCRYPT_TYPES:
+            raise BadRequest(400, "unknown encrypt_type")
+        openid = args.get("openid")
+        if openid is not None and not _OPENID.fullmatch(openid):
+            raise BadRequest(400, "bad openid")
         if not body.strip():
             raise BadRequest(400, "empty body")
-        encrypted = args.get("encrypt_type", "raw").lower() == "aes"
+        encrypted = encrypt_type == "aes"
         if encrypted:
             if self.crypto is None:
                 raise BadRequest(400, "safe mode is not configured")
             msg_signature = args.get("msg_signature", "")
             if not msg_signature:
                 raise BadRequest(403, "missing msg_signature")
+            if not _SHA1_HEX.fullmatch(msg_signature):
+                raise BadRequest(403, "bad msg_signature")
             envelope = _checked_xml(body)
             try:
                 xml = self.crypto.decrypt_message(envelope, msg_signature, args["timestamp"], args["nonce"])
@@ -166,20 +200,6 @@ def cdata_safe(text: str) -> str:
     return text.replace("]]>", "]]]]><![CDATA[>")
 
 
-def _float(value) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _int(value) -> int:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return 0
-
-
 def _str(data: dict, key: str) -> str:
     """A field's text; xmltodict gives None for empty and a dict for nested elements."""
     value = data.get(key)
@@ -202,8 +222,13 @@ def to_message(raw) -> Message | None:
     openid = _str(data, "FromUserName")
     if not openid or len(openid) > OPENID_MAX:
         raise BadRequest(400, "missing or oversized FromUserName")
-    common = dict(openid=openid, msg_id=_int(data.get("MsgId")), create_time=_int(data.get("CreateTime")),
-                  extra={"to_user": _str(data, "ToUserName")})
+    account = _str(data, "ToUserName")
+    if len(account) > ACCOUNT_MAX:  # it becomes the reply's FromUserName
+        raise BadRequest(400, "oversized ToUserName")
+    # A MsgId or CreateTime out of shape reads as absent (0), as a missing one always has.
+    common = dict(openid=openid, msg_id=bounded_int(data.get("MsgId"), 0, MSG_ID_MAX) or 0,
+                  create_time=bounded_int(data.get("CreateTime"), 0, TIMESTAMP_MAX) or 0,
+                  extra={"to_user": account})
     msg_type = _str(data, "MsgType").lower()
     if msg_type == "event":
         return _event(_str(data, "Event").lower(), data, common)
@@ -232,8 +257,8 @@ def to_message(raw) -> Message | None:
 
 
 def _location(lat, lng, label: str = "") -> Location | None:
-    lat, lng = _float(lat), _float(lng)
-    if lat is None or lng is None or not (-90 <= lat <= 90 and -180 <= lng <= 180):
+    lat, lng = bounded_decimal(lat, -90, 90), bounded_decimal(lng, -180, 180)
+    if lat is None or lng is None:
         return None
     return Location(lat, lng, label)
 

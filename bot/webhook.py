@@ -27,10 +27,10 @@ def _services():
 def verify_url():
     services = _services()
     try:
-        services.protocol.verify(request.args, now=services.clock.timestamp())
+        echostr = services.protocol.echo(request.args, now=services.clock.timestamp())
     except BadRequest as e:
         return Response(e.reason, status=e.status, mimetype="text/plain")
-    return Response(request.args.get("echostr", ""), mimetype="text/plain")
+    return Response(echostr, mimetype="text/plain")
 
 
 @webhook.post("/wechat")

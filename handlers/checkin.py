@@ -16,13 +16,11 @@ from handlers import registry
 from handlers.activities import active_volunteer, duration_text, shift_title
 from rules import activities as acts
 from rules.places import format_distance, haversine_m
+from store.bounded import prefixed_id
 from store.models.activities import Activity
 from store.models.places import Place
 
-
-def _scene_id(scene: str) -> int | None:
-    tail = scene.split(":", 1)[1] if ":" in scene else ""
-    return int(tail) if tail.isdigit() else None
+ACTIVITY_SCENE, STATION_SCENE = "act:", "st:"  # QR scenes: "act:<activity id>", "st:<place id>"
 
 
 def _clock(dt) -> str:
@@ -67,9 +65,9 @@ def describe(result: acts.CheckResult) -> str:
     return "您没有报名这里正在进行的活动时段，无法签到。回复“活动”查看可报名的活动。"
 
 
-@registry.on_scene("act:")
+@registry.on_scene(ACTIVITY_SCENE)
 def activity_scene(ctx, message):
-    activity_id = _scene_id(message.key)
+    activity_id = prefixed_id(message.key, ACTIVITY_SCENE)
     activity = ctx.session.get(Activity, activity_id) if activity_id else None
     if activity is None:
         return "这个二维码对应的活动不存在或已下线。"
@@ -79,11 +77,11 @@ def activity_scene(ctx, message):
     return describe(acts.check(ctx.session, vol, ctx.now, activity_id=activity.id, method="qr"))
 
 
-@registry.on_scene("st:")
+@registry.on_scene(STATION_SCENE)
 def station_scene(ctx, message):
     from handlers.nearby import place_card  # here, so nearby's location handler registers after ours
 
-    place_id = _scene_id(message.key)
+    place_id = prefixed_id(message.key, STATION_SCENE)
     place = ctx.session.get(Place, place_id) if place_id else None
     if place is None or not place.active:
         return "这个二维码对应的站点不存在或已停用。"
@@ -128,7 +126,7 @@ def scan_checkin(ctx, message):
     """The menu's scan button (scancode_waitmsg): its result is a scene printed as plain
     text by `volbot qr --local`; WeChat's own parametric codes arrive as SCAN events."""
     scene = (message.text or "").strip() if message.is_event else ""
-    handler = registry.scene_handler(scene) if scene.startswith(("act:", "st:")) else None
+    handler = registry.scene_handler(scene) if scene.startswith((ACTIVITY_SCENE, STATION_SCENE)) else None
     if handler is None:
         return "请扫描活动现场或志愿服务站张贴的签到二维码（用微信“扫一扫”即可）；也可以在现场发送您的位置签到。"
     return handler(ctx, replace(message, key=scene))

@@ -24,6 +24,7 @@ from rules.inputs import chinese_number, normalize, parse_int
 from rules.orders import STATES, Actor
 from rules.teams import subtree_ids
 from rules.volunteering import hours_text
+from store.bounded import bounded_decimal
 from store.models import Offer, Order, Volunteer
 
 NOT_VOLUNTEER = "您还不是在册志愿者。回复“注册”成为志愿者后，就可以接单服务了。"
@@ -185,19 +186,27 @@ _HOURS = re.compile(r"([\d.]+|[一二两三四五六七八九十]+)?\s*个?\s*(�
 _MINUTES = re.compile(r"([\d]+|[一二两三四五六七八九十百]+)\s*(?:分钟|分|min)")
 
 
+def _amount(word: str | None, most: float) -> float | None:
+    """A count of hours or minutes in digits ("1.5") or Chinese numerals ("两"); 0 when
+    none was written, None when it cannot be read or is more than `most`."""
+    if not word:
+        return 0
+    value = chinese_number(word)
+    if value is None:
+        value = bounded_decimal(word, 0, most)
+    return value if value is not None and value <= most else None
+
+
 def read_minutes(ctx, message, answers) -> int:
     """90, 90分钟, 1.5小时, 一个半小时, 两小时十分, 半小时 → minutes."""
     text = normalize(message.text)
     hours, mins = _HOURS.search(text), _MINUTES.search(text)
     total = None
     if hours or mins:
-        total = 0
-        if hours:
-            whole = hours.group(1)
-            value = (float(whole) if whole and whole[0].isdigit() else chinese_number(whole)) if whole else 0
-            total += round(((value or 0) + (0.5 if hours.group(2) else 0)) * 60)
-        if mins:
-            total += int(mins.group(1)) if mins.group(1).isdigit() else (chinese_number(mins.group(1)) or 0)
+        h = _amount(hours.group(1), 24) if hours else 0
+        m = _amount(mins.group(1), 24 * 60) if mins else 0
+        if h is not None and m is not None:
+            total = round((h + (0.5 if hours and hours.group(2) else 0)) * 60) + m
     else:
         total = parse_int(text)
     if not total or not 1 <= total <= 24 * 60:

@@ -29,6 +29,7 @@ from store.models import Community, Volunteer
 ASKING_FOR_HELP = ("需要帮", "帮帮", "帮忙", "帮我", "求助", "找人", "有人能", "谁能", "上门", "志愿者来")
 SEARCH = "?"  # the category "value" when the sub-categories offered come from a search
 MIN_NEED, MAX_NEED = 4, 500
+ADDRESS_MAX = 100  # characters of an address, typed or from a sent location's label
 
 
 def catalog(ctx):
@@ -143,14 +144,15 @@ def _has_words(text: str) -> bool:
 def read_address(ctx, arg, answers):
     if isinstance(arg, Message) and arg.kind == t.LOCATION and arg.location:
         loc = arg.location
-        return {"text": as_written(loc.label) or "（已发送位置）", "lat": loc.lat, "lng": loc.lng}
+        # The label is WeChat's, not typed: cut to the typed limit rather than refused.
+        return {"text": as_written(loc.label)[:ADDRESS_MAX] or "（已发送位置）", "lat": loc.lat, "lng": loc.lng}
     text = _written(arg)
     if text and not _has_words(text):
         raise Invalid("这一步请填写服务地址（电话号码稍后再填），例如“樱园小区3号楼2单元501”。")
     if len(text) < 5:
         raise Invalid("地址太短了，请写上小区、楼号和门牌号，例如“樱园小区3号楼2单元501”。")
-    if len(text) > 100:
-        raise Invalid("地址请控制在100字以内。")
+    if len(text) > ADDRESS_MAX:
+        raise Invalid(f"地址请控制在{ADDRESS_MAX}字以内。")
     return {"text": text}
 
 

@@ -15,6 +15,7 @@ from handlers import registry
 from rules import volunteering
 from rules.inputs import normalize
 from rules.volunteering import CHINA, hours_text
+from store.bounded import bounded_int
 from store.models import HourRecord, Volunteer
 
 NOT_COORDINATOR = "抱歉，审核功能只对队伍的协调员开放。如需成为协调员，请联系所在街道分队。"
@@ -32,12 +33,17 @@ def read_decision(ctx, message, answers) -> dict:
         raise Invalid("请回复“通过 序号”（可多个，如“通过 1 3”）、“全部通过”，或“驳回 序号 原因”。")
     approve = m.group(1) in ("通过", "批准", "同意")
     count = len(answers["ids"])
-    picks = list(range(1, count + 1)) if m.group(2) else [int(n) for n in re.findall(r"\d+", m.group(3))]
+    if m.group(2):
+        numbers, picks = [], list(range(1, count + 1))
+    else:
+        numbers = re.findall(r"\d+", m.group(3))
+        picks = [bounded_int(n, 1, count) for n in numbers]  # None: not a number in the list
     if not picks:
         raise Invalid("请在后面写上序号，例如“通过 1 3”。")
-    bad = [n for n in picks if not 1 <= n <= count]
+    bad = [n for n, pick in zip(numbers, picks) if pick is None]
     if bad:
-        raise Invalid(f"序号 {bad[0]} 不在列表里，请回复 1-{count} 之间的序号。")
+        shown = bad[0] if len(bad[0]) <= 6 else bad[0][:6] + "…"
+        raise Invalid(f"序号 {shown} 不在列表里，请回复 1-{count} 之间的序号。")
     reason = re.sub(r"^(原因|理由)?[:：\s]*", "", m.group(4).strip())
     if not approve and not reason:
         raise Invalid("驳回请写明原因，例如“驳回 2 没有签到记录”。")

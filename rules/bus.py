@@ -21,6 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from store.bounded import bounded_int
 from store.models import BusRoute, BusSubscription, BusVisit, Community, Follower, Push
 from store.outbox import notify_many, withdraw
 
@@ -56,8 +57,9 @@ def parse_services(text: str | list[str]) -> list[str]:
         if not item:
             continue
         found = next((s for s in catalog if item in (s.code, s.name)), None)
-        if found is None and item.isdigit() and 1 <= int(item) <= len(catalog):
-            found = catalog[int(item) - 1]
+        number = bounded_int(item, 1, len(catalog))
+        if found is None and number is not None:
+            found = catalog[number - 1]
         if found is None:
             raise BusError(f"未知的服务项目：{item}（可选：{'、'.join(s.name for s in catalog)}）")
         if found.code not in codes:

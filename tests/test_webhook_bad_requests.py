@@ -234,3 +234,29 @@ def test_sign_helper_matches_wechatpy():
     from wechatpy.utils import check_signature
 
     check_signature("t", sign("t", "1", "2"), "1", "2")
+
+
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "safe"])
+def test_query_values_out_of_wechat_shape_are_refused(base_url, svc, encrypt):
+    """Each parameter is checked against the shape WeChat gives it, signed or not."""
+    params, body = push(svc, encrypt)
+    assert_refused(svc, post(base_url, dict(params, encrypt_type="des"), body), 400)
+    assert_refused(svc, post(base_url, dict(params, openid="o" * 65), body), 400)
+    assert_refused(svc, post(base_url, dict(params, openid="o_<script>"), body), 400)
+    assert_refused(svc, post(base_url, dict(params, signature=params["signature"].upper()), body), 403)
+    if encrypt:
+        assert_refused(svc, post(base_url, dict(params, msg_signature="x" * 40), body), 403)
+    # A timestamp or nonce out of shape is refused even when the signature covers it.
+    for timestamp, nonce in (("0" + params["timestamp"], params["nonce"]), (params["timestamp"], "1]]>2"),
+                             ("1" * 13, params["nonce"]), (params["timestamp"], "9" * 65)):
+        signed = dict(params, timestamp=timestamp, nonce=nonce, signature=sign(TEST_TOKEN, timestamp, nonce))
+        assert_refused(svc, post(base_url, signed, body), 403)
+
+
+def test_an_echostr_out_of_shape_is_not_echoed(base_url, svc):
+    params, _ = push(svc, encrypt=False)
+    for echostr in ("<script>alert(1)</script>", "1" * 513, "a b"):
+        resp = requests.get(base_url + "/wechat", params=dict(params, echostr=echostr))
+        assert resp.status_code == 400 and echostr not in resp.text
+    base64_echostr = "P9nAzCzyDtyTWESHep1vC5X9xho/qYX3Zpb4yKa9SKld1DsH3Iyt3tP3zNdtp+4RPcs8TgAE7OaBO+FZXvnaqQ=="
+    assert requests.get(base_url + "/wechat", params=dict(params, echostr=base64_echostr)).text == base64_echostr

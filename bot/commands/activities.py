@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from bot.cli import build_services
 from bot.commands import shared_group
+from store.bounded import prefixed_id
 
 SCENE_PREFIXES = ("act:", "st:", "cm:")
 
@@ -52,7 +53,8 @@ def _check_scene(session, scene: str) -> str:
     if kind == "cm":
         row = session.scalar(select(Community).where(Community.code == ref))
         return f"community {row.name}" if row else _missing(scene)
-    row = session.get(Activity if kind == "act" else Place, int(ref)) if ref.isdigit() else None
+    row_id = prefixed_id(scene, kind + ":")
+    row = session.get(Activity if kind == "act" else Place, row_id) if row_id else None
     if row is None:
         _missing(scene)
     return f"activity {row.title}" if kind == "act" else f"place {row.name}"
