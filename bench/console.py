@@ -22,7 +22,6 @@ import argparse
 import io
 import json
 import logging
-import os
 import random
 import statistics
 import sys
@@ -31,6 +30,8 @@ import threading
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+
+from bot.config import environ_value
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -279,9 +280,9 @@ def main() -> None:
     ap.add_argument("--hours", type=int, default=1_000_000)
     ap.add_argument("--orders", type=int, default=30_000)
     ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--database-url", default=os.environ.get(
-        "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/volbot_console_bench"))
-    ap.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10"))
+    ap.add_argument("--database-url", default=environ_value(
+        "BENCH_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/volbot_console_bench")
+    ap.add_argument("--redis-url", default=environ_value("BENCH_REDIS_URL") or "redis://127.0.0.1:6379/10")
     ap.add_argument("--no-seed", action="store_true", help="reuse the database seeded by a previous run")
     args = ap.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)

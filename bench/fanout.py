@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+from bot.config import child_environ
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -142,9 +143,9 @@ def main() -> None:
     if args.redis_url:
         svc.redis.flushdb()
     api_base, emu = start_emulator(config)
-    env = {**os.environ, "VOLBOT_INSTANCE": str(tmp), "VOLBOT_ENV": "testing",
-           "DATABASE_URL": args.database_url or config.sqlalchemy_url, "REDIS_URL": svc.redis_url,
-           "WECHAT_API_BASE": api_base, "PUSH_RATE": str(args.rate)}  # the default lease: recovery
+    env = child_environ(VOLBOT_INSTANCE=str(tmp), VOLBOT_ENV="testing",
+                        DATABASE_URL=args.database_url or config.sqlalchemy_url, REDIS_URL=svc.redis_url,
+                        WECHAT_API_BASE=api_base, PUSH_RATE=str(args.rate))  # the default lease: recovery
     # of the killed worker's job comes from its missing heartbeats, as in production
     print(f"fan-out benchmark: {n} subscribers, 2 workers, rate limit {args.rate:g}/s, "
           f"{'PostgreSQL' if not svc.db.is_sqlite else 'SQLite'}, "

@@ -56,6 +56,8 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import urlencode
 
+from bot.config import environ_value, export
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -535,7 +537,10 @@ def main() -> None:
     ap.add_argument("--profile", type=float, default=0,
                     help="py-spy the workers' Python CPU (--gil) for this many seconds mid-run")
     args = ap.parse_args()
-    from bot.gunicorn_conf import default_workers, threads
+    from bot.config import load_config
+    from bot.serving import default_workers
+
+    threads = load_config().threads  # volbot serve's
 
     workers = args.workers or default_workers()
     args.threads = args.threads or threads
@@ -693,5 +698,5 @@ def summarize_profile(path: Path, top: int = 20) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    export(PYTHONUNBUFFERED=environ_value("PYTHONUNBUFFERED") or "1")  # the servers it starts
     main()

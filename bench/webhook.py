@@ -34,6 +34,8 @@ from urllib.parse import urlencode
 
 from flask import Flask, Response, request
 
+from bot.config import child_environ, environ_value
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -73,7 +75,7 @@ def gunicorn_command(target: str, port: int, workers: int = 2, threads: int | No
     """gunicorn serving `target` with `volbot serve`'s settings (bot/gunicorn_conf.py: the
     worker class, a socket per worker, threads, time-outs): the bare app and the bot are
     measured under the same server. Run it with cwd and PYTHONPATH at the repository."""
-    from bot.gunicorn_conf import worker_class_for
+    from bot.serving import worker_class_for
 
     gunicorn = Path(sys.executable).with_name("gunicorn")
     pool = ["--threads", str(threads), "--worker-class", worker_class_for(threads)] if threads else []
@@ -181,14 +183,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    database_url = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/volbot_bench")
-    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+    database_url = environ_value("BENCH_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/volbot_bench"
+    redis_url = environ_value("BENCH_REDIS_URL") or "redis://127.0.0.1:6379/12"
     reset_backends(database_url, redis_url)
 
     instance = tempfile.mkdtemp(prefix="volbot-bench-")
-    env = {**os.environ, "VOLBOT_INSTANCE": instance, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-           "WECHAT_TOKEN": TOKEN, "WECHAT_APPID": APPID, "WECHAT_AES_KEY": AES_KEY,
-           "WECHAT_API_BASE": "http://127.0.0.1:9/cgi-bin/", "PYTHONPATH": str(REPO)}
+    env = child_environ(VOLBOT_INSTANCE=instance, DATABASE_URL=database_url, REDIS_URL=redis_url,
+                        WECHAT_TOKEN=TOKEN, WECHAT_APPID=APPID, WECHAT_AES_KEY=AES_KEY,
+                        WECHAT_API_BASE="http://127.0.0.1:9/cgi-bin/", PYTHONPATH=str(REPO))
     # Both servers run for the whole benchmark and are driven in alternation, so a change
     # in the machine's background load hits both alike (the median of the rounds is kept).
     servers = {"bare": Gunicorn("bench.webhook:bare_app", env), "bot": Gunicorn("bot.wsgi:app", env)}
@@ -207,7 +209,10 @@ def main() -> None:
             server.stop()
     results = {k: sorted(v, key=lambda r: r["rps"])[len(v) // 2] for k, v in runs.items()}
 
-    from bot.gunicorn_conf import worker_class
+    from bot.config import load_config
+    from bot.serving import worker_class_for
+
+    worker_class = worker_class_for(load_config().threads)  # volbot serve's
 
     print(f"gunicorn 2 workers ({worker_class.rsplit('.', 1)[1]}, a socket each) each, concurrency {args.concurrency}, median of {args.rounds} "
           f"alternating {args.seconds:g} s runs, PostgreSQL + Redis, {os.cpu_count()} CPUs, "

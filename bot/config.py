@@ -1,7 +1,10 @@
 """Configuration: read once from the environment (and an optional instance config file).
 
-Every setting has one name, one default and one check. A wrong value stops start-up with a
-single line that names the variable and says why (`ConfigError`), never with a traceback.
+Every setting has one name, one default and one check, here: the webhook's, the dialogue's,
+the web server's, logging's and metrics', dispatch's and the push worker's. A wrong value
+stops start-up with a single line that names the variable and says why (`ConfigError`),
+never with a traceback. This is the only module that reads (or, for child processes and the
+libraries that read their own variables, writes) the process environment.
 """
 
 from __future__ import annotations
@@ -45,10 +48,57 @@ class Config:
     # Dialogue
     state_idle: int = 1800  # seconds before an idle form expires
     resume_window: int = 24 * 3600  # an expired form is offered back for this long
+    # The web server (`volbot serve`, bot/gunicorn_conf.py)
+    bind: str = "127.0.0.1:8000"  # comma-separated gunicorn binds
+    web_workers: int = 0  # 0: one per core plus one (bot.gunicorn_conf.default_workers)
+    threads: int = 1  # above 1: gunicorn's gthread pool (no slow-client protection)
+    worker_timeout: int = 30
+    graceful_timeout: int = 10
+    keepalive: int = 65
+    max_requests: int = 0  # recycle a worker after N requests (0: never)
+    reuse_port: bool = True  # a listening socket per worker (SO_REUSEPORT)
+    forwarded_allow_ips: str = "127.0.0.1"
+    access_log: bool = False
+    # Logs and metrics
+    log_format: str = "text"  # text | json (`volbot serve` defaults to json)
+    metrics_dir: str | None = None  # prometheus_client's multiprocess folder (set under volbot serve)
+    # Dispatch (rules.dispatch.Settings)
+    dispatch_offer_minutes: int = 30  # an offer waits this long for its answer
+    dispatch_confirm_hours: int = 48  # a finished service is confirmed by itself after this
+    dispatch_cap_factor: int = 2  # minutes credited without approval, × the typical duration
+    # The push worker (pushes.worker.PushSettings)
+    push_rate: float = 50.0  # sends per second, all workers together
+    push_burst: float = 0.0  # 0: the rate
+    push_max_attempts: int = 6
+    push_lease_seconds: int = 60
+    push_chunk: int = 50  # push ids per queue job
+    push_claim: int = 10  # rows claimed at a time within a job
+    push_backoff: float = 5.0  # seconds before the first retry (doubling)
+    push_backoff_max: float = 3600.0
+    # WECHAT_TEMPLATE_<KIND>: the account's template id of each kind (menus/templates.yaml)
+    template_ids: dict | None = None
+    # Certificates: a .ttf/.ttc with Chinese glyphs (else the Debian font paths are tried)
+    cjk_font: str | None = None
+    # `volbot console add/password`: the password, instead of a prompt
+    console_password: str | None = None
 
     @property
     def safe_mode(self) -> bool:
         return bool(self.wechat_aes_key)
+
+    def dispatch_settings(self):
+        """The dispatch rules' tunables (`rules.dispatch.Settings`)."""
+        from rules.dispatch import Settings
+
+        return Settings(self.dispatch_offer_minutes, self.dispatch_confirm_hours, self.dispatch_cap_factor)
+
+    def push_settings(self):
+        """The push worker's and scheduler's tunables (`pushes.worker.PushSettings`)."""
+        from pushes.worker import PushSettings
+
+        return PushSettings(rate=self.push_rate, burst=self.push_burst or None, max_attempts=self.push_max_attempts,
+                            lease_seconds=self.push_lease_seconds, chunk=self.push_chunk, claim=self.push_claim,
+                            backoff=self.push_backoff, backoff_max=self.push_backoff_max)
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -74,7 +124,37 @@ ENV_NAMES = {
     "dedup_ttl": "DEDUP_TTL",
     "state_idle": "STATE_IDLE_SECONDS",
     "resume_window": "RESUME_WINDOW_SECONDS",
+    "bind": "VOLBOT_BIND",
+    "web_workers": "WEB_CONCURRENCY",
+    "threads": "VOLBOT_THREADS",
+    "worker_timeout": "VOLBOT_WORKER_TIMEOUT",
+    "graceful_timeout": "VOLBOT_GRACEFUL_TIMEOUT",
+    "keepalive": "VOLBOT_KEEPALIVE",
+    "max_requests": "VOLBOT_MAX_REQUESTS",
+    "reuse_port": "VOLBOT_REUSE_PORT",
+    "forwarded_allow_ips": "FORWARDED_ALLOW_IPS",
+    "access_log": "VOLBOT_ACCESS_LOG",
+    "log_format": "VOLBOT_LOG_FORMAT",
+    "metrics_dir": "PROMETHEUS_MULTIPROC_DIR",
+    "dispatch_offer_minutes": "DISPATCH_OFFER_MINUTES",
+    "dispatch_confirm_hours": "DISPATCH_CONFIRM_HOURS",
+    "dispatch_cap_factor": "DISPATCH_CAP_FACTOR",
+    "push_rate": "PUSH_RATE",
+    "push_burst": "PUSH_BURST",
+    "push_max_attempts": "PUSH_MAX_ATTEMPTS",
+    "push_lease_seconds": "PUSH_LEASE_SECONDS",
+    "push_chunk": "PUSH_CHUNK",
+    "push_claim": "PUSH_CLAIM",
+    "push_backoff": "PUSH_BACKOFF_SECONDS",
+    "push_backoff_max": "PUSH_BACKOFF_MAX_SECONDS",
+    "cjk_font": "VOLBOT_CJK_FONT",
+    "console_password": "VOLBOT_CONSOLE_PASSWORD",
 }
+TEMPLATE_PREFIX = "WECHAT_TEMPLATE_"
+POSITIVE = ("dispatch_offer_minutes", "dispatch_confirm_hours", "dispatch_cap_factor", "push_rate",
+            "push_max_attempts", "push_lease_seconds", "push_chunk", "push_claim", "push_backoff",
+            "push_backoff_max", "threads", "worker_timeout", "graceful_timeout")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def normalise_database_url(url: str) -> str:
@@ -89,6 +169,28 @@ def normalise_database_url(url: str) -> str:
 
 def default_instance_path() -> Path:
     return Path(os.environ.get("VOLBOT_INSTANCE", Path.cwd() / "instance")).resolve()
+
+
+def export(**variables: str | None) -> None:
+    """Set (or, with None, remove) environment variables for what reads them after us: the
+    processes we start (gunicorn's workers load this configuration again) and libraries
+    that read their own (prometheus_client's PROMETHEUS_MULTIPROC_DIR)."""
+    for name, value in variables.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def child_environ(**variables: str) -> dict[str, str]:
+    """The environment for a child process: ours, with `variables` set."""
+    return {**os.environ, **variables}
+
+
+def environ_value(name: str) -> str | None:
+    """One variable of the process environment, for a caller that must know whether the
+    operator set it (not for settings: those are fields of `Config`)."""
+    return os.environ.get(name)
 
 
 def load_config(instance_path: str | Path | None = None, environ=None, **overrides) -> Config:
@@ -109,6 +211,10 @@ def load_config(instance_path: str | Path | None = None, environ=None, **overrid
     for name, var in ENV_NAMES.items():
         if environ.get(var) not in (None, ""):
             values[name] = environ[var]
+    templates = {key[len(TEMPLATE_PREFIX):].lower(): value for key, value in environ.items()
+                 if key.startswith(TEMPLATE_PREFIX) and value}
+    if templates:
+        values["template_ids"] = {**(values.get("template_ids") or {}), **templates}
     values.update(overrides)
     config = Config(instance_path=instance)
     typed = {}
@@ -121,7 +227,14 @@ def load_config(instance_path: str | Path | None = None, environ=None, **overrid
 
 
 def _coerce(name: str, value, default):
-    if isinstance(default, bool) or default is None or isinstance(value, type(default)):
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in _TRUE + _FALSE:
+            return word in _TRUE
+        raise ConfigError(f"{ENV_NAMES.get(name, name)}: expected yes or no (1/0), got {value!r}")
+    if default is None or isinstance(value, type(default)):
         return value
     try:
         return type(default)(value)
@@ -162,6 +275,16 @@ def validate(config: Config) -> None:
         raise ConfigError("REPLY_DEADLINE: must be between 0 and 5 seconds")
     if config.queue_budget < 0 or config.queue_budget >= config.reply_deadline:
         raise ConfigError("VOLBOT_QUEUE_BUDGET: must be 0 (never refuse) or less than REPLY_DEADLINE")
+    for name in POSITIVE:
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{ENV_NAMES[name]}: must be positive")
+    for name in ("push_burst", "web_workers", "max_requests"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{ENV_NAMES[name]}: must not be negative")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError(f"VOLBOT_LOG_FORMAT: text or json, got {config.log_format!r}")
+    if not [b for b in config.bind.split(",") if b.strip()]:
+        raise ConfigError("VOLBOT_BIND: must name at least one address")
     if config.database_url and not normalise_database_url(config.database_url).startswith(
         ("sqlite", "postgresql")
     ):

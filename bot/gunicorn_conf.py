@@ -1,8 +1,10 @@
 """gunicorn settings for the web processes (`volbot serve`, or
 `gunicorn -c python:bot.gunicorn_conf bot.wsgi:app` by hand).
 
-Every value can be changed from the environment (names below) or by `volbot serve`'s
-options. The reasoning:
+Every value comes from the configuration (bot/config.py: VOLBOT_BIND, WEB_CONCURRENCY,
+VOLBOT_THREADS, …) or from `volbot serve`'s options. Importing this file has effects (it
+exports what prometheus_client and the workers read): only gunicorn loads it; the helpers
+are in `bot.serving`. The reasoning:
 
 - `BufferedWorker` workers (bot/gunicorn_worker.py), one per core plus one: each reads
   requests whole on its own event loop (a slow client costs a socket, not the worker),
@@ -36,70 +38,40 @@ options. The reasoning:
 
 from __future__ import annotations
 
-import os
 import shutil
-from pathlib import Path
 
+from bot.config import environ_value, export, load_config
+from bot.serving import default_workers, metrics_dir, ready_dir, reuse_port_for, worker_class_for
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip().isdigit() else default
-
-
-def default_workers(cores: int | None = None) -> int:
-    """One process per core and one more for the moments they wait on Redis and SQL (at
-    least 3, so that two are there while another restarts; at most 13)."""
-    cores = cores or os.cpu_count() or 1
-    return max(3, min(13, cores + 1))
-
-
-def worker_class_for(threads: int) -> str:
-    """One thread: each worker reads and serves its requests on its event loop
-    (bot/gunicorn_worker.py, `BufferedWorker`). More: gunicorn's gthread pool of that many threads, behind the same loop."""
-    return "bot.gunicorn_worker.BufferedWorker" if threads <= 1 else "bot.gunicorn_worker.BalancedThreadWorker"
-
-
-def reuse_port_for(binds: list[str]) -> bool:
-    """A listening socket per worker (SO_REUSEPORT, see bot/gunicorn_worker.py) for TCP
-    binds; a unix socket or an inherited fd is one shared listener. VOLBOT_REUSE_PORT=0
-    turns it off."""
-    tcp = all(not b.startswith(("unix:", "fd://")) for b in binds)
-    return tcp and os.environ.get("VOLBOT_REUSE_PORT", "1").strip() not in ("0", "no", "false")
-
-
-def metrics_dir() -> Path:
-    """Where the web processes keep their Prometheus counters (multiprocess mode)."""
-    from bot.config import default_instance_path
-
-    return Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or default_instance_path() / "prometheus")
-
+_config = load_config()
 
 # prometheus_client chooses its storage when first imported, so this must be set before any
-# worker imports it; workers inherit the master's environment.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir()))
-metrics_dir().mkdir(parents=True, exist_ok=True)
-os.environ.setdefault("VOLBOT_LOG_FORMAT", "json")
+# worker imports it; workers inherit the master's environment and read their configuration
+# from it. Logs are JSON lines under gunicorn unless the operator chose text.
+export(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir(_config)),
+       VOLBOT_LOG_FORMAT=environ_value("VOLBOT_LOG_FORMAT") or "json")
+metrics_dir(_config).mkdir(parents=True, exist_ok=True)
 
-bind = [b.strip() for b in os.environ.get("VOLBOT_BIND", "127.0.0.1:8000").split(",") if b.strip()]
-reuse_port = reuse_port_for(bind)
-workers = _env_int("WEB_CONCURRENCY", default_workers())
-threads = _env_int("VOLBOT_THREADS", 1)
+bind = [b.strip() for b in _config.bind.split(",") if b.strip()]
+reuse_port = reuse_port_for(bind, _config.reuse_port)
+workers = _config.web_workers or default_workers()
+threads = _config.threads
 worker_class = worker_class_for(threads)
-timeout = _env_int("VOLBOT_WORKER_TIMEOUT", 30)
-graceful_timeout = _env_int("VOLBOT_GRACEFUL_TIMEOUT", 10)
-keepalive = _env_int("VOLBOT_KEEPALIVE", 65)
+timeout = _config.worker_timeout
+graceful_timeout = _config.graceful_timeout
+keepalive = _config.keepalive
 # Recycling a worker after N requests (VOLBOT_MAX_REQUESTS) bounds slow leaks, but it is
 # off by default: with a socket per worker, workers that recycle at the same moment leave
 # the port with no listener for the second a new one takes to load, and connections are
 # refused (seen in bench/webhook.py with 2 workers). If you set it, the wide jitter keeps
 # the workers' turns apart; use it with 3 or more workers.
-max_requests = _env_int("VOLBOT_MAX_REQUESTS", 0)
+max_requests = _config.max_requests
 max_requests_jitter = max_requests // 2
 control_socket_disable = True
 preload_app = False
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+forwarded_allow_ips = _config.forwarded_allow_ips
 logger_class = "bot.gunicorn_worker.Logger"
-accesslog = "-" if os.environ.get("VOLBOT_ACCESS_LOG", "") not in ("", "0", "no") else None
+accesslog = "-" if _config.access_log else None
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}o)s'
 logconfig_dict = {
     "version": 1,
@@ -120,15 +92,9 @@ logconfig_dict = {
 
 def on_starting(server):
     """Master start (not a HUP reload): counters of an earlier run are stale, start empty."""
-    for folder in (metrics_dir(), ready_dir()):
+    for folder in (metrics_dir(_config), ready_dir(_config)):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
-
-
-def ready_dir() -> Path:
-    """Where each worker says it has loaded the app and listens (`volbot serve` waits for
-    it on HUP; the drills wait for every worker before they start)."""
-    return metrics_dir().parent / "gunicorn-ready"
 
 
 def child_exit(server, worker):
@@ -138,6 +104,6 @@ def child_exit(server, worker):
     from bot.gunicorn_worker import SHARE
 
     multiprocess.mark_process_dead(worker.pid)
-    (ready_dir() / str(worker.pid)).unlink(missing_ok=True)
+    (ready_dir(_config) / str(worker.pid)).unlink(missing_ok=True)
     SHARE.release(getattr(worker, "share_slot", -1))
 

@@ -52,7 +52,8 @@ from gunicorn.http import wsgi
 from gunicorn.workers import base
 from gunicorn.workers.gthread import ThreadWorker
 
-from bot.gunicorn_conf import ready_dir
+from bot.config import load_config
+from bot.serving import ready_dir
 
 
 class ConnectionShare:
@@ -145,8 +146,9 @@ class _OwnSocket:
 
     def say_ready(self) -> None:
         """Loaded and listening: `volbot serve` may now stop the workers this one replaces."""
-        ready_dir().mkdir(parents=True, exist_ok=True)
-        (ready_dir() / str(os.getpid())).touch()
+        folder = ready_dir(load_config())
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / str(os.getpid())).touch()
 
 
 class BalancedThreadWorker(_OwnSocket, ThreadWorker):

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -121,11 +120,9 @@ def json_handler(stream=None) -> logging.Handler:
     return handler
 
 
-def configure_logging(json_lines: bool | None = None, level: int = logging.INFO, stream=None) -> None:
+def configure_logging(json_lines: bool = False, level: int = logging.INFO, stream=None) -> None:
     """Route every log record through one handler: JSON lines (`VOLBOT_LOG_FORMAT=json`)
     or plain text; personal data is masked either way."""
-    if json_lines is None:
-        json_lines = os.environ.get("VOLBOT_LOG_FORMAT", "").lower() == "json"
     root = logging.getLogger()
     if json_lines:
         handler = json_handler(stream)
@@ -202,13 +199,9 @@ class DeploymentCollector:
         yield dead
 
 
-def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
-
-
 def render_metrics(services) -> bytes:
     registry = CollectorRegistry()
-    if multiprocess_dir():
+    if services.config.metrics_dir:  # several gunicorn workers: summed from their files
         from prometheus_client.multiprocess import MultiProcessCollector
 
         MultiProcessCollector(registry)
@@ -232,7 +225,7 @@ def install(app, services) -> None:
     """Request ids, JSON logs when asked for, request metrics and `/metrics` on `app`."""
     from flask import Response, g, request
 
-    if os.environ.get("VOLBOT_LOG_FORMAT", "").lower() == "json":
+    if services.config.log_format == "json":
         configure_logging(json_lines=True)
 
     @app.before_request

@@ -12,7 +12,6 @@ usual Debian paths (`apt-get install fonts-wqy-microhei`).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -40,8 +39,9 @@ class FontMissing(RuntimeError):
     pass
 
 
-def find_font() -> Path:
-    configured = os.environ.get("VOLBOT_CJK_FONT")
+def find_font(configured: str | None = None) -> Path:
+    """The font to print with: `configured` (VOLBOT_CJK_FONT) when given, else the first
+    Debian CJK font installed."""
     if configured:
         if Path(configured).is_file():
             return Path(configured)
@@ -95,8 +95,8 @@ def _hours(minutes: int) -> str:
     return f"{minutes / 60:.1f}".rstrip("0").rstrip(".")
 
 
-def render_pdf(cert: ServiceCertificate, volunteer: Volunteer, team: Team) -> bytes:
-    font = find_font()
+def render_pdf(cert: ServiceCertificate, volunteer: Volunteer, team: Team, font: Path | None = None) -> bytes:
+    font = font or find_font()
     pdf = FPDF(format="A4")
     pdf.set_title(f"志愿服务记录证明 {cert.number}")
     pdf.set_author(team.name)

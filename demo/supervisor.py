@@ -16,7 +16,6 @@ the embedded Redis by itself (store.redis) and never stops it; a second demo the
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+from bot.config import child_environ
 
 STOP_GRACE = 8.0  # seconds a child gets to finish after SIGTERM
 READY_TIMEOUT = 60.0
@@ -247,7 +248,7 @@ def run(main, *, host: str, port: int, emulator_port: int, reset: bool, out=None
 
     plan = Plan(host=host, port=port, emulator_port=emulator_port, reset=reset)
     sup = Supervisor(plan, env={}, out=out)
-    env = dict(os.environ)
+    env = child_environ()
     env.setdefault("VOLBOT_ENV", "demo")
     env.setdefault("WECHAT_API_BASE", f"http://{host}:{emulator_port}/cgi-bin/")
     config = load_config(environ=env)

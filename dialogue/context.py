@@ -39,6 +39,7 @@ class Settings:
     state_idle: int = 1800
     resume_window: int = 24 * 3600
     env: str = "development"
+    dispatch: Any = None  # rules.dispatch.Settings, as configured
     extra: dict = field(default_factory=dict)
 
 

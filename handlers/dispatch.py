@@ -11,6 +11,7 @@ no> assigns (or reassigns). The rules are in `rules.dispatch`; this only reads a
 from __future__ import annotations
 
 import re
+from functools import partial
 
 from sqlalchemy import select
 
@@ -116,7 +117,7 @@ def accept(ctx, rest: str = ""):
 
 
 def decline(ctx, rest: str = ""):
-    return _answer(ctx, rest, dispatch.decline, lambda order: (
+    return _answer(ctx, rest, partial(dispatch.decline, settings=ctx.settings.dispatch), lambda order: (
         f"好的，已婉拒工单 {order.number}，我们会安排其他志愿者。感谢您的回复！"))
 
 
@@ -216,7 +217,7 @@ def read_minutes(ctx, message, answers) -> int:
 
 def ask_minutes(ctx, answers) -> str:
     order = _order(ctx, answers["order"])
-    cap = dispatch.minutes_cap(order, dispatch.Settings.from_env())
+    cap = dispatch.minutes_cap(order, ctx.settings.dispatch or dispatch.Settings())
     return (f"工单 {order.number} {order.sub_name}：这次服务用了多少分钟？（不含路上时间）\n"
             f"这项服务一般约{order.minutes}分钟，超过{cap}分钟的部分需协调员核准。")
 
@@ -242,7 +243,8 @@ def finish_done(ctx, answers):
     if vol is None or order is None:
         return "没有找到这个工单。"
     try:
-        offer = dispatch.complete_service(ctx.session, vol, order, answers["minutes"], ctx.now)
+        offer = dispatch.complete_service(ctx.session, vol, order, answers["minutes"], ctx.now,
+                                          settings=ctx.settings.dispatch)
     except dispatch.DispatchError as e:
         return e.message
     lines = [f"已登记：{order.number} 服务{hours_text(offer.claimed_minutes)}。"]
@@ -318,7 +320,8 @@ def assign(ctx, rest: str):
     if vol is None:
         return f"没有找到志愿者 {parts[1]}。"
     try:
-        dispatch.assign(ctx.session, order, vol, ctx.now, coordinator=coord, reason=" ".join(parts[2:]))
+        dispatch.assign(ctx.session, order, vol, ctx.now, coordinator=coord, reason=" ".join(parts[2:]),
+                        settings=ctx.settings.dispatch)
     except dispatch.DispatchError as e:
         return e.message
     return f"已将工单 {order.number} 派给 {vol.name}（{vol.number}），等待其回复接单。"

@@ -166,7 +166,7 @@ def _run_due_work(services, path: str) -> int:
 def run_pass(services, settings: PushSettings | None = None, *, recover: bool = True) -> dict[str, int]:
     """One pass of the scheduler (see the module doc); returns what it did. `recover=False`
     only queues due rows (the cheap part, done every second)."""
-    settings = settings or PushSettings.from_env()
+    settings = settings or services.push_settings
     done = {path: _run_due_work(services, path) for path in DUE_WORK}  # first: its pushes go out now
     done.update(reclaimed=0, requeued=0)
     if recover:
@@ -183,7 +183,7 @@ def run_forever(services, interval: float = 1.0, passes: int | None = None, reco
     """`volbot scheduler`: due rows every `interval` seconds, recovery (lost jobs, expired
     leases, parked receipts) every `recover_every` seconds. Errors are logged, not fatal
     (a database or Redis hiccup is retried on the next pass)."""
-    settings = PushSettings.from_env()
+    settings = services.push_settings
     n, last_recovery = 0, float("-inf")
     while passes is None or n < passes:
         n += 1

@@ -4,7 +4,6 @@ through `WECHAT_TEMPLATE_<KIND>`)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +25,14 @@ class Templates:
     kinds: dict[str, Template]
 
     @classmethod
-    def load(cls, path: Path = TEMPLATES_FILE, environ=None) -> "Templates":
-        environ = os.environ if environ is None else environ
+    def load(cls, path: Path = TEMPLATES_FILE, ids: dict | None = None) -> "Templates":
+        """The templates of `path`, each kind's id replaced by the account's own where `ids`
+        has one (configured as WECHAT_TEMPLATE_<KIND>, bot/config.py)."""
+        ids = ids or {}
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
 
         def build(kind: str, spec: dict) -> Template:
-            override = environ.get(f"WECHAT_TEMPLATE_{kind.upper()}")
+            override = ids.get(kind)
             return Template(override or str(spec["template_id"]), spec.get("data"))
 
         return cls(build("default", raw["default"]),

@@ -66,8 +66,9 @@ DAILY_QUOTA = 45009
 
 @dataclass(frozen=True)
 class PushSettings:
-    """Tunables, from the environment (PUSH_RATE, PUSH_BURST, PUSH_MAX_ATTEMPTS,
-    PUSH_LEASE_SECONDS, PUSH_CHUNK, PUSH_CLAIM, PUSH_BACKOFF_SECONDS, PUSH_BACKOFF_MAX_SECONDS)."""
+    """Tunables, configured in bot/config.py (PUSH_RATE, PUSH_BURST, PUSH_MAX_ATTEMPTS,
+    PUSH_LEASE_SECONDS, PUSH_CHUNK, PUSH_CLAIM, PUSH_BACKOFF_SECONDS, PUSH_BACKOFF_MAX_SECONDS);
+    the shell passes the configured ones (`Services.push_settings`)."""
 
     rate: float = 50.0  # sends per second, all workers together
     burst: float | None = None
@@ -79,25 +80,6 @@ class PushSettings:
     backoff_max: float = 3600.0
     # WeChat dedups client_msg_id for 600 s; past this a lost attempt is not resent.
     resend_window: int = 540
-
-    @classmethod
-    def from_env(cls, environ=None) -> "PushSettings":
-        from bot.config import ConfigError
-
-        environ = os.environ if environ is None else environ
-        names = {"rate": "PUSH_RATE", "burst": "PUSH_BURST", "max_attempts": "PUSH_MAX_ATTEMPTS",
-                 "lease_seconds": "PUSH_LEASE_SECONDS", "chunk": "PUSH_CHUNK", "claim": "PUSH_CLAIM",
-                 "backoff": "PUSH_BACKOFF_SECONDS", "backoff_max": "PUSH_BACKOFF_MAX_SECONDS"}
-        values = {}
-        for field, var in names.items():
-            if environ.get(var):
-                try:
-                    values[field] = (int if field in ("max_attempts", "lease_seconds", "chunk", "claim") else float)(environ[var])
-                except ValueError:
-                    raise ConfigError(f"{var}: expected a number, got {environ[var]!r}")
-                if values[field] <= 0:
-                    raise ConfigError(f"{var}: must be positive")
-        return cls(**values)
 
 
 def push_queue(client: redis.Redis) -> Queue:
@@ -123,9 +105,9 @@ class Dispatcher:
     def __init__(self, services, *, client=None, settings: PushSettings | None = None,
                  templates: Templates | None = None):
         self.services = services
-        self.settings = settings or PushSettings.from_env()
+        self.settings = settings or services.push_settings
         self.client = client or client_for(services.config, services.redis)
-        self.templates = templates or Templates.load()
+        self.templates = templates or Templates.load(ids=services.config.template_ids)
         self.bucket = TokenBucket(services.redis, "wechat-send", self.settings.rate, self.settings.burst)
 
     def now(self) -> datetime:
@@ -302,9 +284,9 @@ def install(dispatcher: Dispatcher | None) -> None:
 def send_chunk(ids: list[int]) -> dict:
     """The job: send the push rows `ids` (those still waiting; the rest are skipped)."""
     if _Current.dispatcher is None:
-        from bot.cli import build_services
-
-        install(Dispatcher(build_services()))
+        # The job runs only in a process that installed its connections: `volbot worker`
+        # (the shell composes the services; this package does not reach up for them).
+        raise RuntimeError("push jobs run in `volbot worker`, which installs the dispatcher first")
     return _Current.dispatcher.send_chunk(list(ids))
 
 

@@ -32,7 +32,6 @@ volunteer's): `accept` locks the order row first, so exactly one wins; the other
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -86,18 +85,14 @@ class DispatchError(OrderError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Tunables from the environment: DISPATCH_OFFER_MINUTES (30), DISPATCH_CONFIRM_HOURS
-    (48), DISPATCH_CAP_FACTOR (2: minutes credited without approval, × typical duration)."""
+    """Tunables, configured in bot/config.py (DISPATCH_OFFER_MINUTES, DISPATCH_CONFIRM_HOURS,
+    DISPATCH_CAP_FACTOR: minutes credited without approval, × the typical duration). The
+    shell passes the configured ones; these defaults are the same values, for tests."""
 
     offer_minutes: int = 30
     confirm_hours: int = 48
     cap_factor: int = 2
 
-    @classmethod
-    def from_env(cls, environ=None) -> "Settings":
-        environ = os.environ if environ is None else environ
-        return cls(int(environ.get("DISPATCH_OFFER_MINUTES", 30)), int(environ.get("DISPATCH_CONFIRM_HOURS", 48)),
-                   int(environ.get("DISPATCH_CAP_FACTOR", 2)))
 
 
 @dataclass
@@ -278,7 +273,7 @@ def offer_next(session: Session, order: Order, now: datetime, settings: Settings
                escalate: bool = True, actor: Actor = SYSTEM) -> Offer | None:
     """Ask the best candidate not asked yet. Nobody left: escalate (unless `escalate` is
     False, as when an order is just placed: the scheduler's pass escalates it then)."""
-    settings = settings or Settings.from_env()
+    settings = settings or Settings()
     _lock(session, order)
     if order.status not in ACCEPTING or live_offer(session, order) or accepted_offer(session, order):
         return None
@@ -397,7 +392,7 @@ def assign(session: Session, order: Order, volunteer: Volunteer, now: datetime, 
     """A coordinator's pick (None = an operator at the CLI): offered to `volunteer`, who
     answers like any offer. A reassignment withdraws the current offer or acceptance and
     tells that volunteer."""
-    settings = settings or Settings.from_env()
+    settings = settings or Settings()
     if coordinator is not None and not volunteering.can_act(coordinator, volunteer.team):
         raise DispatchError("这名志愿者不在您管理的队伍范围内。")
     if volunteer.state != "active":
@@ -466,7 +461,7 @@ def complete_service(session: Session, volunteer: Volunteer, order: Order, minut
                      settings: Settings | None = None) -> Offer:
     """Record the service done: the minutes claimed, credited up to the cap; the resident
     is asked to confirm (and confirmed automatically after `confirm_hours`)."""
-    settings = settings or Settings.from_env()
+    settings = settings or Settings()
     offer = _mine(session, volunteer, order)
     if not 1 <= minutes <= 24 * 60:
         raise DispatchError("服务时长请填写 1-1440 分钟。")
@@ -657,7 +652,7 @@ def run_due(services, settings: Settings | None = None) -> int:
     orders still waiting with nobody asked. Each item in its own transaction, and one that
     fails is set aside (store.dead_letters) so the others are still handled; every step is
     a conditional change, so two schedulers never do one twice. Returns items handled."""
-    settings = settings or Settings.from_env()
+    settings = settings or services.dispatch_settings
     now = services.clock.now()
 
     def confirm_one(session, oid):

@@ -100,3 +100,31 @@ def test_aes_key_must_decode_to_32_bytes(tmp_path):
     with pytest.raises(ConfigError, match="WECHAT_AES_KEY"):
         load_config(tmp_path, environ={"WECHAT_AES_KEY": GOOD_KEY[:-1] + "-"})
     assert load_config(tmp_path, environ={"WECHAT_AES_KEY": GOOD_KEY}).wechat_aes_key == GOOD_KEY
+
+
+def test_every_setting_is_read_here_with_its_check(tmp_path):
+    """The web server's, logging's, dispatch's and the push worker's settings are fields of
+    the one configuration, each with its check."""
+    from bot.config import ConfigError, load_config
+
+    c = load_config(tmp_path, environ={"VOLBOT_REUSE_PORT": "no", "VOLBOT_ACCESS_LOG": "1", "PUSH_RATE": "7.5",
+                                        "DISPATCH_OFFER_MINUTES": "12", "WECHAT_TEMPLATE_BUS_VISIT": "tpl-bus",
+                                        "VOLBOT_LOG_FORMAT": "json", "WEB_CONCURRENCY": "4"})
+    assert (c.reuse_port, c.access_log, c.log_format, c.web_workers) == (False, True, "json", 4)
+    assert c.push_settings().rate == 7.5 and c.dispatch_settings().offer_minutes == 12
+    assert c.template_ids == {"bus_visit": "tpl-bus"}
+    for env, word in ({"VOLBOT_REUSE_PORT": "maybe"}, "yes or no"), ({"PUSH_RATE": "0"}, "positive"), \
+            ({"PUSH_CHUNK": "many"}, "expected a int"), ({"VOLBOT_LOG_FORMAT": "xml"}, "text or json"), \
+            ({"DISPATCH_CAP_FACTOR": "-1"}, "positive"), ({"VOLBOT_BIND": " , "}, "at least one"):
+        with pytest.raises(ConfigError, match=word):
+            load_config(tmp_path, environ=env)
+
+
+def test_only_the_configuration_reads_the_environment():
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    found = subprocess.run(["git", "grep", "-n", "-e", "os.environ", "-e", "getenv", "--", "*.py",
+                            ":!tests", ":!bot/config.py"], cwd=repo, capture_output=True, text=True).stdout
+    assert found == "", found

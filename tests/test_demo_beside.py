@@ -91,7 +91,7 @@ def test_every_command_beside_the_demo_leaves_it_working(tmp_path):
                             cwd=tmp_path, env=env, stdout=demo_log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     base = f"http://127.0.0.1:{web}"
-    log = lambda: (tmp_path / "demo.log").read_text(errors="replace")[-3000:]  # noqa: E731
+    log = lambda: (tmp_path / "demo.log").read_text(errors="replace")[-3000:]  # noqa: E731 - read afresh at each failure message
     try:
         assert wait_for(base + "/readyz", 180, demo), log()
         marker = tmp_path / "instance" / "redis" / "server.json"

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from bot.config import load_config
 from pushes.ratelimit import TokenBucket
 from pushes.scheduler import run_pass
 from pushes.worker import push_queue, send_chunk
@@ -231,10 +232,11 @@ def test_token_bucket_limits_rate_across_clients(svc):
     assert time.monotonic() - started >= 0.4  # 10 tokens at 20/s with a burst of 1
 
 
-def test_every_kind_renders_into_its_template():
+def test_every_kind_renders_into_its_template(tmp_path):
     from pushes.templates import Templates
 
-    templates = Templates.load(environ={"WECHAT_TEMPLATE_ORDER_UPDATE": "district-order-tpl"})
+    ids = load_config(tmp_path, environ={"WECHAT_TEMPLATE_ORDER_UPDATE": "district-order-tpl"}).template_ids
+    templates = Templates.load(ids=ids)
     tid, data = templates.render("order_update", "服务订单状态更新",
                                  {"订单号": "KW-1", "服务项目": "理发", "状态": "已接单", "时间": "11月30日", "备注": ""})
     assert tid == "district-order-tpl" and data["phrase3"] == {"value": "已接单"}

@@ -257,20 +257,21 @@ def test_connection_share_counts_listening_workers_only():
 
 
 def test_default_workers_and_worker_class():
-    from bot.gunicorn_conf import default_workers, worker_class_for
+    from bot.serving import default_workers, worker_class_for
 
     assert [default_workers(c) for c in (1, 2, 4, 64)] == [3, 3, 5, 13]
     assert worker_class_for(1) == "bot.gunicorn_worker.BufferedWorker"
     assert worker_class_for(4) == "bot.gunicorn_worker.BalancedThreadWorker"
 
 
-def test_a_socket_per_worker_only_for_tcp_binds(monkeypatch):
-    from bot.gunicorn_conf import reuse_port_for
+def test_a_socket_per_worker_only_for_tcp_binds(tmp_path):
+    from bot.config import load_config
+    from bot.serving import reuse_port_for
 
     assert reuse_port_for(["127.0.0.1:8000", "[::1]:8000"])
     assert not reuse_port_for(["unix:/run/volbot.sock"]) and not reuse_port_for(["fd://3"])
-    monkeypatch.setenv("VOLBOT_REUSE_PORT", "0")
-    assert not reuse_port_for(["127.0.0.1:8000"])
+    off = load_config(tmp_path, environ={"VOLBOT_REUSE_PORT": "0"})
+    assert not reuse_port_for(["127.0.0.1:8000"], off.reuse_port)
 
 
 # ---- the default worker reads requests whole on its event loop (bot/gunicorn_worker.BufferedWorker) --

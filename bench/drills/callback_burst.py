@@ -100,7 +100,10 @@ def main() -> int:
     ap.add_argument("--lanes", type=int, default=64, help="kept-alive client connections")
     ap.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: volbot serve's)")
     args = ap.parse_args()
-    from bot.gunicorn_conf import default_workers, threads
+    from bot.config import load_config
+    from bot.serving import default_workers
+
+    threads = load_config().threads  # volbot serve's
 
     workers = args.workers or default_workers()
     print(f"drill: {args.callbacks} TEMPLATESENDJOBFINISH callbacks in {args.over:g} s, volbot serve "

@@ -174,7 +174,10 @@ def main(argv: list[str] | None = None) -> bool:
     ap.add_argument("--worker-class", default=None, help="another gunicorn worker class to compare")
     ap.add_argument("--postgres", choices=("private", "sqlite"), default="private")
     args = ap.parse_args(argv)
-    from bot.gunicorn_conf import default_workers, worker_class
+    from bot.config import load_config
+    from bot.serving import default_workers, worker_class_for
+
+    worker_class = worker_class_for(load_config().threads)  # volbot serve's
 
     workers = args.workers or default_workers()
     print(f"overload drill: {args.factor:g}x capacity for {args.seconds:g} s; {workers} workers of "

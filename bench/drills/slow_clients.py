@@ -21,13 +21,14 @@ class (e.g. the one before, from a file on PYTHONPATH) to compare in the same wa
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+from bot.config import environ_value
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -46,7 +47,7 @@ def start_server(stack: Stack, workers: int, worker_class: str | None) -> int:
     command = gunicorn_command("bot.wsgi:app", port, workers)
     if worker_class:
         command[-1:-1] = ["--worker-class", worker_class]
-    proc = subprocess.Popen(command, env={**stack.env, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"},
+    proc = subprocess.Popen(command, env={**stack.env, "PYTHONPATH": f"{ROOT}:{environ_value('PYTHONPATH') or ''}"},
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(stack.folder / "serve.log", "w"))
     stack.procs.append(proc)
     stack.wait_workers(workers)
@@ -145,7 +146,10 @@ def main(argv: list[str] | None = None) -> bool:
     ap.add_argument("--worker-class", default=None, help="another gunicorn worker class to compare")
     ap.add_argument("--postgres", choices=("private", "sqlite"), default="private")
     args = ap.parse_args(argv)
-    from bot.gunicorn_conf import default_workers, worker_class
+    from bot.config import load_config
+    from bot.serving import default_workers, worker_class_for
+
+    worker_class = worker_class_for(load_config().threads)  # volbot serve's
 
     workers = args.workers or default_workers()
     print(f"slow clients drill: {args.slow} connections at 1 byte / 0.5 s for {args.seconds:g} s, {args.users} users; "

@@ -23,6 +23,8 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import urlencode
 
+from bot.config import child_environ
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
@@ -141,10 +143,10 @@ class Stack:
             self.database_url = self.postgres.url
         else:
             self.database_url = f"sqlite:///{self.folder}/volbot.sqlite3"
-        self.env = {**os.environ, "VOLBOT_INSTANCE": str(self.folder / "instance"), "VOLBOT_ENV": "testing",
-                    "DATABASE_URL": self.database_url, "REDIS_URL": self.redis.url, "WECHAT_TOKEN": TOKEN,
-                    "WECHAT_APPID": APPID, "WECHAT_API_BASE": "http://127.0.0.1:9/cgi-bin/",
-                    "PYTHONPATH": str(ROOT)}
+        self.env = child_environ(VOLBOT_INSTANCE=str(self.folder / "instance"), VOLBOT_ENV="testing",
+                                 DATABASE_URL=self.database_url, REDIS_URL=self.redis.url, WECHAT_TOKEN=TOKEN,
+                                 WECHAT_APPID=APPID, WECHAT_API_BASE="http://127.0.0.1:9/cgi-bin/",
+                                 PYTHONPATH=str(ROOT))
         for key in ("WECHAT_AES_KEY", "PROMETHEUS_MULTIPROC_DIR", "WEB_CONCURRENCY"):
             self.env.pop(key, None)
         self.web_port = None

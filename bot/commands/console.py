@@ -10,7 +10,6 @@ for twice without echo. It is never printed or logged.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -18,11 +17,11 @@ from sqlalchemy import func, select
 
 from bot.commands import operator_session
 
-PASSWORD_ENV = "VOLBOT_CONSOLE_PASSWORD"
-
 
 def _password() -> str:
-    value = os.environ.get(PASSWORD_ENV)
+    from bot.config import load_config
+
+    value = load_config().console_password  # VOLBOT_CONSOLE_PASSWORD
     if value:
         return value
     return click.prompt("Password", hide_input=True, confirmation_prompt=True)

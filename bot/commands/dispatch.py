@@ -62,7 +62,8 @@ def register(main) -> None:
             if vol is None:
                 raise click.ClickException(f"no volunteer numbered {volunteer}")
             try:
-                offer = dispatch.assign(s, order, vol, svc.clock.now(), coordinator=None, reason=reason)
+                offer = dispatch.assign(s, order, vol, svc.clock.now(), coordinator=None, reason=reason,
+                                        settings=svc.dispatch_settings)
             except dispatch.DispatchError as e:
                 raise click.ClickException(e.message) from None
             click.echo(f"{order.number} offered to {vol.number} (score {offer.score}), answer due {offer.due_at:%H:%M} UTC")
@@ -75,7 +76,7 @@ def register(main) -> None:
 
         with operator_session() as (svc, s):
             order = _order(s, number)
-            offer = dispatch.offer_next(s, order, svc.clock.now())
+            offer = dispatch.offer_next(s, order, svc.clock.now(), svc.dispatch_settings)
             if offer is not None:
                 click.echo(f"{order.number} offered to {offer.volunteer.number} (score {offer.score})")
             else:

@@ -9,7 +9,6 @@ none of the application, which keeps a HUP reload a real code reload.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -48,13 +47,15 @@ def _gunicorn_app(overrides: dict):
             super().manage_workers()
 
         def _newest_ready(self) -> bool:
-            from bot.gunicorn_conf import ready_dir
+            from bot.config import load_config
+            from bot.serving import ready_dir
 
             started = getattr(self, "_reload_started", None)
             if started is None:
                 return True
             newest = sorted(self.WORKERS.items(), key=lambda w: w[1].age)[-self.num_workers:]
-            if all((ready_dir() / str(pid)).exists() for pid, _ in newest) or (
+            ready = ready_dir(load_config())
+            if all((ready / str(pid)).exists() for pid, _ in newest) or (
                     time.monotonic() - started > self.READY_WAIT):
                 self._reload_started = None
                 return True
@@ -98,32 +99,33 @@ def register(main: click.Group) -> None:
     @click.option("--pid", "pidfile", default=None, metavar="FILE", help="Write the master's pid to FILE.")
     def serve(bind, workers, threads, access_log, control_socket, pidfile):
         """Serve the webhook, console and /metrics with gunicorn (production)."""
-        from bot.config import load_config
+        from bot.config import child_environ, environ_value, export, load_config
 
         config = load_config()  # a ConfigError here is the usual one line
-        os.environ["VOLBOT_INSTANCE"] = str(config.instance_path)
-        os.environ.setdefault("VOLBOT_LOG_FORMAT", "json")
+        # The workers read their configuration from the environment gunicorn hands them.
+        export(VOLBOT_INSTANCE=str(config.instance_path), VOLBOT_LOG_FORMAT=environ_value("VOLBOT_LOG_FORMAT") or "json")
         embedded = None
         if not config.redis_url:  # development: one embedded Redis shared by every worker
             from store.redis import resolve_url
 
-            os.environ["REDIS_URL"], embedded = resolve_url(None, config.instance_path)
+            url, embedded = resolve_url(None, config.instance_path)
+            export(REDIS_URL=url)
         try:
-            _check_configuration(dict(os.environ))
+            _check_configuration(child_environ())
             overrides = {}
             if bind:
-                from bot.gunicorn_conf import reuse_port_for
+                from bot.serving import reuse_port_for
 
                 overrides["bind"] = [b for item in bind for b in item.split(",") if b]
-                overrides["reuse_port"] = reuse_port_for(overrides["bind"])
+                overrides["reuse_port"] = reuse_port_for(overrides["bind"], config.reuse_port)
             if workers:
                 overrides["workers"] = workers
             if threads:
-                from bot.gunicorn_conf import worker_class_for
+                from bot.serving import worker_class_for
 
                 overrides.update(threads=threads, worker_class=worker_class_for(threads))
             if access_log is not None:  # read by bot.gunicorn_conf (it also sets the log level)
-                os.environ["VOLBOT_ACCESS_LOG"] = "1" if access_log else "0"
+                export(VOLBOT_ACCESS_LOG="1" if access_log else "0")
             if control_socket:
                 overrides.update(control_socket_disable=False, control_socket=control_socket)
             if pidfile:

@@ -14,7 +14,7 @@ from sqlalchemy import String, cast, func, select
 from sqlalchemy.orm import selectinload
 
 from console.views.common import args_builder, day_bounds, int_or_none, page_number, paged, parse_day
-from console.web import audit, back, console, flash, render
+from console.web import audit, back, console, flash, render, services
 from rules import access, dispatch, masks
 from rules import orders as order_rules
 from store.models import Community, Offer, Order, Team, Volunteer
@@ -104,7 +104,8 @@ def order_assign(order_id: int):
     previous = current_assignees([order.id]).get(order.id)
     before = {"status": order.status, "volunteer": previous.id if previous else None}
     try:
-        offer = dispatch.assign(g.db, order, volunteer, g.now, coordinator=g.coordinator, reason=reason)
+        offer = dispatch.assign(g.db, order, volunteer, g.now, coordinator=g.coordinator, reason=reason,
+                                settings=services().dispatch_settings)
     except (dispatch.DispatchError, order_rules.OrderError) as e:
         g.db.rollback()
         flash(getattr(e, "message", None) or str(e), "error")

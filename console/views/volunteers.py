@@ -12,7 +12,7 @@ from console import certificate
 from console.views import activities
 from console.views.common import args_builder, int_or_none, page_number, paged, parse_day
 from console.views.hours import STATES as HOUR_STATES
-from console.web import audit, back, console, flash, render
+from console.web import audit, back, console, flash, render, services
 from rules import access, masks, pii, volunteering
 from store.models import HourRecord, ServiceCertificate, Team, Volunteer
 
@@ -109,7 +109,7 @@ def certificate_form(volunteer_id: int):
             error = "结束日期不能早于开始日期。"
         else:
             try:
-                certificate.find_font()
+                certificate.find_font(services().config.cjk_font)
             except certificate.FontMissing as e:
                 return render("error.html", status=503, message=f"无法生成 PDF：{e}"), 503
             team = g.db.get(Team, g.scope.team_id)
@@ -129,7 +129,8 @@ def certificate_pdf(certificate_id: int):
         raise access.OutOfScope(certificate_id)
     volunteer = access.get(g.db, g.scope, Volunteer, cert.volunteer_id)
     try:
-        body = certificate.render_pdf(cert, volunteer, g.db.get(Team, cert.team_id))
+        body = certificate.render_pdf(cert, volunteer, g.db.get(Team, cert.team_id),
+                                      certificate.find_font(services().config.cjk_font))
     except certificate.FontMissing as e:
         return render("error.html", status=503, message=f"无法生成 PDF：{e}"), 503
     return Response(body, mimetype="application/pdf", headers={
