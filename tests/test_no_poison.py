@@ -14,8 +14,9 @@ from sqlalchemy import select, update
 import bot.cli  # noqa: F401 - the CLI first: its modules import it
 from bot import observability
 from bot.commands import pushes as push_commands
+from pushes import worker
 from pushes.scheduler import run_pass
-from rules import dispatch, worker
+from rules import dispatch
 from rules import receipts as callbacks
 from rules.receipts import QUEUE_KEY
 from store import dead_letters

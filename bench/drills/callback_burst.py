@@ -33,6 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.drills.support import Client, Stack, load_average, wait_for
 
 
+def msgid(i: int) -> str:
+    """The WeChat msgid of the drill's push `i`: digits, as WeChat's are (the webhook drops a
+    receipt whose MsgID could not be one); each push's dedup key too, so SQL can copy it."""
+    return str(2_400_000_000 + i)
+
+
 def record_sent(stack: Stack, n: int) -> None:
     from sqlalchemy import update
 
@@ -43,7 +49,7 @@ def record_sent(stack: Stack, n: int) -> None:
     try:
         with svc.db.transaction() as s:
             notify_many(s, [dict(openid=f"o_burst_{i:05d}", kind="bus_visit", title="志愿巴士到访通知",
-                                 fields={"community": "东风社区"}, dedup_key=f"burst-{i}", batch="drill-burst")
+                                 fields={"community": "东风社区"}, dedup_key=msgid(i), batch="drill-burst")
                             for i in range(n)])
             s.execute(update(Push).where(Push.batch == "drill-burst")
                       .values(state="sent", attempts=1, wechat_msgid=Push.dedup_key)
@@ -118,7 +124,7 @@ def main() -> int:
         created = int(time.time())
         planned = []
         for i in range(args.callbacks):
-            fields = {**sender.event(f"o_burst_{i:05d}", "TEMPLATESENDJOBFINISH", None), "MsgID": f"burst-{i}",
+            fields = {**sender.event(f"o_burst_{i:05d}", "TEMPLATESENDJOBFINISH", None), "MsgID": msgid(i),
                       "Status": "success", "CreateTime": created}
             params, body = sender.request(fields, encrypt=False)
             planned.append((i * args.over / args.callbacks, "/wechat?" + urlencode(params), body))
