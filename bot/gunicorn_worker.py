@@ -427,7 +427,7 @@ class BufferedWorker(_OwnSocket, base.Worker):
         conn.queued = False
         arrived = conn.arrived
         now = time.monotonic()
-        if self.budget and now - arrived > self.budget:
+        if self.budget and now - arrived > self.budget and not data.startswith(_NEVER_SHED):
             # Kept alive: under overload a close would cost a new connection per refusal.
             self.shed_count.labels(_path_kind(data)).inc()
             self.send(conn, _SHED_ANSWER)
@@ -587,6 +587,11 @@ def _chunked_end(buf: bytearray, pos: int) -> int | None:
         pos = eol + 2 + size + 2
         if pos > len(buf):
             return None
+
+
+# The probes an operator and a load balancer rely on, cheapest of all: answered however long
+# they waited, so an overloaded host still shows its metrics and says it is alive.
+_NEVER_SHED = (b"GET /metrics", b"GET /healthz", b"GET /readyz")
 
 
 def _path_kind(data: bytes) -> str:

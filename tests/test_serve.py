@@ -395,12 +395,16 @@ def test_a_request_that_waited_past_the_budget_is_refused_unread_and_its_retry_i
         os.kill(worker, signal.SIGSTOP)
         try:
             late = _raw(served.port, push)
+            probe = _raw(served.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             time.sleep(1.2)
         finally:
             os.kill(worker, signal.SIGCONT)
         answer = _read_responses(late, 1)[0]
         late.close()
         assert answer.startswith(b"HTTP/1.1 503") and answer.endswith(b"\r\n\r\n"), answer
+        # A health probe that waited as long is answered: an overloaded host still says so.
+        assert _read_responses(probe, 1)[0].startswith(b"HTTP/1.1 200")
+        probe.close()
         text = requests.get(served.url + "/metrics", timeout=10).text
         assert sample(text, "volbot_shed_total", path="wechat") == 1
         assert sample(text, "volbot_requests_total", outcome="reply") == 0  # the app never saw it
