@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.drills.slow_clients import start_server
+from bench.drills.slow_clients import server_choice, server_options, start_server
 from bench.drills.support import APPID, TOKEN, Stack, load_average, percentile
 
 WECHAT_TIMEOUT, RETRY_AFTER, RETRIES = 5.0, 1.0, 3
@@ -170,18 +170,11 @@ def main(argv: list[str] | None = None) -> bool:
     ap.add_argument("--factor", type=float, default=2.0, help="offered load as a multiple of the capacity")
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--capacity-seconds", type=float, default=10)
-    ap.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: volbot serve's)")
-    ap.add_argument("--worker-class", default=None, help="another gunicorn worker class to compare")
-    ap.add_argument("--postgres", choices=("private", "sqlite"), default="private")
+    server_options(ap)
     args = ap.parse_args(argv)
-    from bot.config import load_config
-    from bot.serving import default_workers, worker_class_for
-
-    worker_class = worker_class_for(load_config().threads)  # volbot serve's
-
-    workers = args.workers or default_workers()
+    workers, worker_class = server_choice(args)
     print(f"overload drill: {args.factor:g}x capacity for {args.seconds:g} s; {workers} workers of "
-          f"{args.worker_class or worker_class}, no proxy; {load_average()}")
+          f"{worker_class}, no proxy; {load_average()}")
     with Stack("overload", postgres=args.postgres) as stack:
         port = start_server(stack, workers, args.worker_class)
         capacity = asyncio.run(closed_loop(port, pushes(int(3000 * args.capacity_seconds), "cap"),

@@ -137,23 +137,31 @@ class SlowClients:
         self.thread.join()
 
 
+def server_options(ap: argparse.ArgumentParser) -> None:
+    """The server a drill runs against: `volbot serve`'s defaults, or what the flags say."""
+    ap.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: volbot serve's)")
+    ap.add_argument("--worker-class", default=None, help="another gunicorn worker class to compare")
+    ap.add_argument("--postgres", choices=("private", "sqlite"), default="private")
+
+
+def server_choice(args) -> tuple[int, str]:
+    """(workers, worker class) of the server the drill starts."""
+    from bot.config import load_config
+    from bot.serving import default_workers, worker_class_for
+
+    return args.workers or default_workers(), args.worker_class or worker_class_for(load_config().threads)
+
+
 def main(argv: list[str] | None = None) -> bool:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slow", type=int, default=50, help="slow connections")
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--users", type=int, default=8, help="normal users sending turns back to back")
-    ap.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: volbot serve's)")
-    ap.add_argument("--worker-class", default=None, help="another gunicorn worker class to compare")
-    ap.add_argument("--postgres", choices=("private", "sqlite"), default="private")
+    server_options(ap)
     args = ap.parse_args(argv)
-    from bot.config import load_config
-    from bot.serving import default_workers, worker_class_for
-
-    worker_class = worker_class_for(load_config().threads)  # volbot serve's
-
-    workers = args.workers or default_workers()
+    workers, worker_class = server_choice(args)
     print(f"slow clients drill: {args.slow} connections at 1 byte / 0.5 s for {args.seconds:g} s, {args.users} users; "
-          f"{workers} workers of {args.worker_class or worker_class}, no proxy; {load_average()}")
+          f"{workers} workers of {worker_class}, no proxy; {load_average()}")
     with Stack("slow", postgres=args.postgres) as stack:
         port = start_server(stack, workers, args.worker_class)
         turns(port, args.users, min(3.0, args.seconds / 3), "warm")  # connections, statements, caches
