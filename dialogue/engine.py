@@ -157,11 +157,13 @@ class Engine:
             state.pending = None
         return expired
 
-    @staticmethod
-    def _pause(state: ConversationState) -> None:
+    def _pause(self, state: ConversationState) -> None:
+        """Set the open form aside to be offered back; a list being looked through is only
+        closed (there is nothing to come back to)."""
         if state.form is None:
             return
-        state.paused = state.form.set_aside()
+        if not self._flow(state.form).browse:
+            state.paused = state.form.set_aside()
         state.form = None
         state.pending = None
 
@@ -350,6 +352,9 @@ class Engine:
         except Invalid as e:
             if had and msg.kind in (t.TEXT, t.VOICE) and yes_no(text) is True:
                 return self._advance(ctx, flow, step)  # "是" keeps the answer given before
+            if flow.browse and self._names_a_journey(norm):
+                self._clear_form(ctx.state)  # a list is not a form: the word goes where it leads
+                return self._route_text(ctx, msg, text)
             return self._wrong(ctx, e.hint or step.hint)
         changed = had and answers[step.name] != value
         answers[step.name] = value
@@ -566,6 +571,11 @@ class Engine:
             return self._ask(ctx, hint=self.texts["first_step"])
         form.step = form.history.pop()
         return self._ask(ctx)
+
+    def _names_a_journey(self, norm: str) -> bool:
+        """A command word or a main-menu item's word or label."""
+        return bool(norm) and (self.registry.command_for_word(norm) is not None
+                               or any(norm in item.words + (item.label,) for item in self.menu.items))
 
     def _touch(self, ctx: Ctx) -> None:
         ctx.state.form.updated_at = ctx.now.timestamp()

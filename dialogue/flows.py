@@ -101,6 +101,9 @@ class Flow:
     # (ctx, params) -> None to go on, a Reply/str to refuse, or a dict of prefilled answers
     summary_title: str = ""
     help: str = ""
+    # A list to look through (我的订单), not a form to fill in: a command word or menu item
+    # typed in it leaves it, and it is never set aside to be offered back.
+    browse: bool = False
 
     def step(self, name: str) -> Step:
         for s in self.steps:

@@ -156,6 +156,7 @@ MY_ORDERS_FLOW = registry.flow(Flow(
     name="my_orders",
     title="我的订单",
     confirm=False,
+    browse=True,
     start=start_my_orders,
     done=finish,
     help="回复序号查看订单详情；未开始服务的可以取消，服务完成后可以评价。",
