@@ -203,7 +203,8 @@ def _sign_up(ctx, vol, chosen: dict) -> str:
     r = acts.sign_up(ctx.session, vol, chosen["id"], ctx.now, waitlist=bool(chosen.get("full")))
     details = "\n".join(f"{k}：{v}" for k, v in acts.shift_fields(r.shift).items()) if r.shift else ""
     if r.outcome == "signed":
-        return (f"报名成功！\n{details}\n活动前一天会提醒您。到场后扫描现场二维码（或发送位置）签到，"
+        soon = "活动前一天会提醒您。" if acts.reminded(r.shift, ctx.now) else "活动很快就开始了，请准时到场。"
+        return (f"报名成功！\n{details}\n{soon}到场后扫描现场二维码（或发送位置）签到，"
                 "结束时再扫码签退，时长提交队伍审核。")
     if r.outcome == "waitlisted":
         return (f"该时段名额已满，已为您加入候补名单，目前排第{r.position}位。\n{details}\n"

@@ -303,11 +303,17 @@ def _reminder_key(signup: SignUp, shift: Shift) -> str:
     return f"{_reminder_prefix(signup)}{int(signup.signed_at.timestamp())}:{int(shift.starts_at.timestamp())}"
 
 
+def reminded(shift: Shift, now: datetime) -> bool:
+    """Whether a sign-up now gets a reminder the day before (not when it starts sooner: the
+    sign-up's own reply is the reminder then)."""
+    return shift.starts_at - REMIND_BEFORE > now
+
+
 def _schedule_reminder(session: Session, signup: SignUp, shift: Shift, volunteer: Volunteer,
                        now: datetime) -> None:
-    due = shift.starts_at - REMIND_BEFORE
-    if due <= now:
+    if not reminded(shift, now):
         return  # signed up less than a day ahead: the sign-up reply is reminder enough
+    due = shift.starts_at - REMIND_BEFORE
     _tell(session, volunteer, kind="shift_reminder", title="志愿活动提醒",
           fields={**shift_fields(shift), "说明": "明天开始，请准时到场扫码签到"},
           dedup_key=_reminder_key(signup, shift), due_at=due)

@@ -400,7 +400,10 @@ def summary(session: Session, volunteer: Volunteer, now: datetime, rule: Rules |
 
 
 def hours_text(minutes: int) -> str:
-    """1234 → "20.6小时"; whole hours without a decimal."""
+    """10 → "10分钟" (under an hour, minutes: "0.2小时" says little); 1234 → "20.6小时";
+    whole hours without a decimal."""
+    if 0 < minutes < 60:
+        return f"{minutes}分钟"
     h = minutes / 60
     return f"{int(h)}小时" if minutes % 60 == 0 else f"{h:.1f}小时"
 

@@ -300,3 +300,22 @@ def test_cancelling_an_activity_tells_everyone_once_and_withdraws_reminders(svc)
         assert acts.my_signups(s, vol(s, "o_act_d"), now) == []
         assert acts.sign_up(s, vol(s, "o_act_d"), 1, now).outcome == "closed"
         assert all(v.shift.activity_id != 1 for v in acts.upcoming(s, now))
+
+
+def test_a_shift_starting_soon_promises_no_reminder_the_day_before():
+    """Signed up 3 minutes before a shift, "活动前一天会提醒您" would be a promise never kept."""
+    from types import SimpleNamespace
+
+    from rules.activities import reminded
+
+    now = datetime(2026, 12, 4, 2, 0, tzinfo=timezone.utc)
+    assert not reminded(SimpleNamespace(starts_at=now + timedelta(minutes=3)), now)
+    assert not reminded(SimpleNamespace(starts_at=now + timedelta(hours=23)), now)
+    assert reminded(SimpleNamespace(starts_at=now + timedelta(days=2)), now)
+
+
+def test_hours_under_one_are_said_in_minutes():
+    from rules.volunteering import hours_text
+
+    assert [hours_text(m) for m in (0, 10, 59, 60, 90, 1234)] == ["0小时", "10分钟", "59分钟", "1小时", "1.5小时",
+                                                                  "20.6小时"]

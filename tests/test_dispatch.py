@@ -338,7 +338,7 @@ def test_time_payment_short_balance_is_refused_in_the_form(world, wechat_plain):
     for text in ("预约", "8", "1", "卫生间水管接头漏水", "樱园小区3号楼2单元501", "1", "明天下午", "13812345678"):
         w.say("o_dv_qian", text)
     refused = w.say("o_dv_qian", "1")
-    assert "时间银行余额不足：这项服务需要1小时，余额0.5小时" in refused and "不使用" in refused
+    assert "时间银行余额不足：这项服务需要1小时，余额30分钟" in refused and "不使用" in refused
     assert "请核对您的预约" in w.say("o_dv_qian", "2")
 
 
