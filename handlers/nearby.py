@@ -33,10 +33,18 @@ def place_card(place: Place, distance_m: float | None = None, number: int | None
     return "\n".join(lines)
 
 
+FAR_M = 50_000  # farther than this from the nearest station: not in the district
+
+
 def nearest_reply(ctx, lat: float, lng: float, intro: str) -> str:
     found = nearest(ctx.session, lat, lng, 3)
     if not found:
         return "暂时还没有登记的志愿服务站点。回复“菜单”查看其他服务。"
+    if found[0].distance_m > FAR_M:
+        # A location far from every station is most likely not in the district at all (a
+        # phone's stale position, a relative's, a typo on the map): say so before the list.
+        intro = (f"您发送的位置离本区最近的志愿服务站点也有{format_distance(found[0].distance_m)}，"
+                 "好像不在本区。下面是区内离这个位置最近的站点：")
     lines = [intro]
     lines += [place_card(f.place, f.distance_m, i) for i, f in enumerate(found, 1)]
     lines.append("回复“菜单”返回；发送新的位置可重新查找。")

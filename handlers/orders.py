@@ -185,7 +185,9 @@ def _community_choices(ctx, address):
         found = store.communities_named(ctx.session, address.get("text", ""))
     mine = ctx.follower.community
     if mine is not None and mine not in found:
-        found.insert(0, mine)
+        # With a sent location the nearest come first (the resident is there); from typed
+        # words, the community they follow from is the likeliest.
+        found.insert(len(found) if address.get("lat") is not None else 0, mine)
     choices = [Choice({"id": c.id, "name": c.name}, c.name) for c in found[:6]]
     if choices:
         choices.append(Choice({"id": None, "name": "不清楚"}, "不清楚/都不是"))
