@@ -75,7 +75,7 @@ FORM_TEXTS = (
     "intro", "footer", "keep", "default", "optional", "multi", "paging", "paging_back", "page",
     "summary_title", "summary_footer", "unanswered", "confirm_hint", "choose_range", "choose_many",
     "too_long", "cancelled", "wrong", "wrong_again", "stuck", "leave_message", "message_left", "paused", "resume",
-    "first_step", "nothing_to_repeat", "media", "location_here", "voice_unclear", "help_default",
+    "first_step", "nothing_to_repeat", "media", "location_here", "voice_unclear", "help_default", "help_choices",
     "got_media", "got_location", "item_soon",
 )
 
@@ -556,8 +556,7 @@ class Engine:
             flow = self._flow(form)
             if form.step == CONFIRM:
                 return Reply(self._summary(ctx, flow))
-            step = flow.step(form.step)
-            return self._ask(ctx, hint=step.help or flow.help or self.texts["help_default"])
+            return self._ask(ctx, hint=self._step_help(ctx, flow, flow.step(form.step)))
         return self._back(ctx)
 
     def _back(self, ctx: Ctx) -> Reply:
@@ -571,6 +570,16 @@ class Engine:
             return self._ask(ctx, hint=self.texts["first_step"])
         form.step = form.history.pop()
         return self._ask(ctx)
+
+    def _step_help(self, ctx: Ctx, flow: Flow, step: Step) -> str:
+        """What this step wants, with an example: for a list, the numbers and what "1" would
+        pick, then the step's own help; else its help or its hint; the form's help only when
+        the step says nothing."""
+        choices = self._offered(ctx, step, ctx.state.form.answers)
+        if choices:
+            line = self.texts["help_choices"].format(count=len(choices), first=clip(choices[0].label, 12))
+            return f"{line}\n{step.help}" if step.help else line
+        return step.help or step.hint or flow.help or self.texts["help_default"]
 
     def _names_a_journey(self, norm: str) -> bool:
         """A command word or a main-menu item's word or label."""
