@@ -60,29 +60,26 @@ def message_detail(message_id: int):
 
 @console.post("/messages/<int:message_id>/answer")
 def message_answer(message_id: int):
-    message = access.get(g.db, g.scope, CoordinatorMessage, message_id, for_update=True)
-    try:
-        inbox.answer(g.db, message, g.coordinator, request.form.get("answer", ""), g.now)
-    except inbox.InboxError as e:
-        g.db.rollback()
-        flash(str(e), "error")
-        return back("console.message_detail", message_id=message_id)
-    audit("message.answer", entity="message", entity_id=message.id, after={"answer": message.answer})
-    g.db.commit()
-    flash("回复已发出，居民会在公众号聊天中收到。")
-    return back("console.message_detail", message_id=message_id)
+    return _act(message_id, "message.answer", lambda m: inbox.answer(g.db, m, g.coordinator, request.form.get("answer", ""), g.now),
+                lambda m: {"answer": m.answer}, "回复已发出，居民会在公众号聊天中收到。")
 
 
 @console.post("/messages/<int:message_id>/handle")
 def message_handle(message_id: int):
+    return _act(message_id, "message.handle", lambda m: inbox.mark_handled(g.db, m, g.coordinator, request.form.get("note", ""), g.now),
+                lambda m: {"note": m.note}, "已标记为已处理。")
+
+
+def _act(message_id: int, action: str, apply, after, done: str):
+    """Apply one rule to a message of the subtree, audit it and commit; a refusal is shown."""
     message = access.get(g.db, g.scope, CoordinatorMessage, message_id, for_update=True)
     try:
-        inbox.mark_handled(g.db, message, g.coordinator, request.form.get("note", ""), g.now)
+        apply(message)
     except inbox.InboxError as e:
         g.db.rollback()
         flash(str(e), "error")
         return back("console.message_detail", message_id=message_id)
-    audit("message.handle", entity="message", entity_id=message.id, after={"note": message.note})
+    audit(action, entity="message", entity_id=message.id, after=after(message))
     g.db.commit()
-    flash("已标记为已处理。")
+    flash(done)
     return back("console.message_detail", message_id=message_id)
