@@ -139,8 +139,10 @@ class Pipeline:
             saving, unsaved = False, None
             try:
                 with services.db.turn_transaction() as session:
-                    ctx = Ctx(openid=message.openid, message=message, session=session,
-                              now=services.clock.now(), records=followers, settings=services.settings,
+                    now = services.clock.now()
+                    ctx = Ctx(openid=message.openid, message=message, session=session, now=now,
+                              records=followers.TurnRecords(now=now, message=not message.is_event),
+                              settings=services.settings,
                               state=state if attempt == 1 else services.engine.read_state(json.loads(before)))
                     reply = services.engine.handle(ctx)
                     if session.opened:  # a failing SQL write surfaces before the state moves on

@@ -17,6 +17,7 @@ from handlers import (  # noqa: E402,F401 - imported for their registrations
     console_bind,
     dispatch,
     hours,
+    inbox,
     my_orders,
     nearby,
     orders,

@@ -62,6 +62,15 @@ BLOCKING = {43004: "not following", 40003: "unknown openid", 43101: "refused not
 # The push itself is wrong (template id, data): retrying cannot help.
 BAD_PUSH = {40037, 41028, 47001, 47003, 45002, 48001}
 DAILY_QUOTA = 45009
+# Kinds sent as a customer-service text (message/custom/send) instead of a template: the
+# row's `data["text"]` is the whole message. WeChat takes them only within 48 hours of the
+# user's last message (research/wechat.md §2.2), and dedups no resend (no client_msg_id):
+# a worker lost mid-send may, rarely, deliver one twice.
+TEXT_KINDS = frozenset({"inbox_answer"})
+# The user's customer-service window is closed or used up: this push cannot go; the
+# follower may still get template messages.
+WINDOW_CLOSED = {45015: "customer-service window closed (48 h since the user's last message)",
+                 45047: "customer-service window used up (5 messages)"}
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,8 @@ class Dispatcher:
     def send_one(self, push: Push) -> "Outcome":
         if not self.bucket.take(timeout=max(30.0, self.settings.lease_seconds / 2)):
             return Outcome(push, "pending", error="rate limiter busy", due=self.now(), count_attempt=False)
+        if push.kind in TEXT_KINDS:
+            return self.send_text(push)
         try:
             template_id, data = self.templates.render(push.kind, push.title, push.data or {})
         except Exception as e:  # noqa: BLE001 - this row cannot be sent; the others of its handful can
@@ -195,8 +206,20 @@ class Dispatcher:
             msgid = None
         return Outcome(push, "sent", msgid=msgid or None)
 
+    def send_text(self, push: Push) -> "Outcome":
+        text = str((push.data or {}).get("text") or "")
+        if not text:
+            return Outcome(push, "failed", error="bad push: a customer-service text without text")
+        try:
+            self.client.send_text(push.openid, text)
+        except WeChatError as e:
+            return self.failed_send(push, e)
+        return Outcome(push, "sent")
+
     def failed_send(self, push: Push, e: WeChatError) -> "Outcome":
         reason = f"{e.code} {e.message}".strip() if e.code is not None else f"network: {e.message}"
+        if e.code in WINDOW_CLOSED:
+            return Outcome(push, "failed", error=f"{e.code} {WINDOW_CLOSED[e.code]}")
         if e.code in BLOCKING:
             return Outcome(push, "failed", error=reason, block=f"{e.code} {BLOCKING[e.code]}")
         if e.code in BAD_PUSH:

@@ -18,7 +18,17 @@ from dataclasses import dataclass
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from store.models import AuditLog, BusVisit, Community, Coordinator, HourRecord, Order, Team, Volunteer
+from store.models import (
+    AuditLog,
+    BusVisit,
+    Community,
+    Coordinator,
+    CoordinatorMessage,
+    HourRecord,
+    Order,
+    Team,
+    Volunteer,
+)
 from store.models.activities import Activity, Project, Shift, SignUp
 from store.models.places import Place
 
@@ -177,6 +187,13 @@ def bus_visits(scope: Scope, stmt: Select | None = None) -> Select:
     return stmt if scope.is_district else stmt.where(BusVisit.community_id.in_(scope.community_ids))
 
 
+def messages(scope: Scope, stmt: Select | None = None) -> Select:
+    """Messages left for staff routed to a team of the subtree (the district also sees
+    those left before routing existed, which have no team)."""
+    stmt = select(CoordinatorMessage) if stmt is None else stmt
+    return stmt if scope.is_district else stmt.where(CoordinatorMessage.team_id.in_(scope.team_ids))
+
+
 SCOPED = {
     Team: teams,
     Community: communities,
@@ -191,6 +208,7 @@ SCOPED = {
     SignUp: signups,
     Place: places,
     BusVisit: bus_visits,
+    CoordinatorMessage: messages,
 }
 
 

@@ -11,10 +11,12 @@ import pytest
 from sqlalchemy import func, select
 
 from console.certificate import issue
-from rules import bus
+from rules import bus, inbox
 from store.models import (
     AuditLog,
     BusVisit,
+    CoordinatorMessage,
+    Follower,
     HourRecord,
     Offer,
     Order,
@@ -46,6 +48,9 @@ def rows(svc):
         visit = bus.schedule(s, community=bs.community, starts_at=now + timedelta(days=3),
                              ends_at=now + timedelta(days=3, hours=2), place="北苑广场", services=["health"], now=now)
         cert = issue(s, bs_vol, bs, coordinator_id=None, now=now, start=None, end=None)
+        bs_res = s.scalar(select(Follower).where(Follower.openid == "o_BS_res"))
+        bs_res.community_id = bs.community_id
+        message = inbox.leave(s, bs_res, flow="order", step="phone", text="BS甲留言：请打电话", now=now)
         return {
             "bs_vol": bs_vol.id, "bs_pending": first(Volunteer, Volunteer.number == "KW2026000202"),
             "bs_hour": first(HourRecord, HourRecord.source_ref == "BS:p0"),
@@ -53,7 +58,7 @@ def rows(svc):
             "bs_activity": first(Activity, Activity.title == "BS周末课堂"),
             "bs_project": first(Project, Project.team_id == bs.id),
             "bs_place": first(Place, Place.code == "ST-BS"), "bs_visit": visit.id, "bs_cert": cert.id,
-            "bs_team": bs.id, "bs_community": bs.community_id,
+            "bs_team": bs.id, "bs_community": bs.community_id, "bs_message": message.id,
             "df_vol": first(Volunteer, Volunteer.number == "KW2026000100"),
             "df_hour": first(HourRecord, HourRecord.source_ref == "DF:p0"),
             "df_order": first(Order, Order.community_id == df.community_id, Order.status == "submitted"),
@@ -75,6 +80,8 @@ def fingerprint(svc) -> dict:
             "visits": sorted(s.execute(select(BusVisit.id, BusVisit.state, BusVisit.change_no)).all()),
             "pushes": s.scalar(select(func.count()).select_from(Push)),
             "certificates": s.scalar(select(func.count()).select_from(ServiceCertificate)),
+            "messages": sorted(s.execute(select(CoordinatorMessage.id, CoordinatorMessage.handled,
+                                                CoordinatorMessage.answered_at)).all()),
             "audit": s.scalar(select(func.count()).select_from(AuditLog).where(AuditLog.action != "login")),
         }
 
@@ -83,6 +90,7 @@ PAGES = [
     "/console/volunteers/{bs_vol}", "/console/volunteers/{bs_vol}/certificate", "/console/certificates/{bs_cert}.pdf",
     "/console/orders/{bs_order}", "/console/activities/{bs_activity}", "/console/activities/{bs_activity}/edit",
     "/console/places/{bs_place}", "/console/bus/{bs_visit}", "/console/bus/{bs_visit}/progress.json",
+    "/console/messages/{bs_message}",
 ]
 
 
@@ -123,7 +131,7 @@ def test_lists_filtered_to_another_subtree_stay_empty(base_url, rows):
     for path in (f"/console/volunteers?team={rows['bs_team']}", f"/console/hours?team={rows['bs_team']}",
                  f"/console/hours?state=approved&team={rows['bs_team']}", f"/console/orders?community={rows['bs_community']}",
                  "/console/volunteers?q=BS", "/console/places?q=BS", "/console/activities", "/console/bus",
-                 "/console/audit", "/console/"):
+                 "/console/audit", "/console/", "/console/messages?state=all"):
         page = b.get(path)
         assert page.status_code == 200, path
         assert "KW20260002" not in page.text and "BS甲" not in page.text and "BS周末课堂" not in page.text, path
@@ -151,6 +159,8 @@ ACTIONS = [  # who, path, form (a list of pairs, so ids may repeat)
     ("dg_lead", "/console/bus/{bs_visit}/change", [("day", "2030-05-04"), ("start", "09:00"), ("end", "10:00"),
                                                    ("place", "x"), ("services", "health")]),
     ("dg_lead", "/console/bus/{bs_visit}/cancel", [("reason", "x")]),
+    ("df_lead", "/console/messages/{bs_message}/answer", [("answer", "越权回复")]),
+    ("dg_lead", "/console/messages/{bs_message}/handle", [("note", "越权处理")]),
 ]
 
 
