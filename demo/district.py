@@ -168,6 +168,7 @@ def _teams(session: Session, communities: list[Community], summary: Summary) -> 
 
 
 def nearest_community(communities: list[Community], lat: float, lng: float) -> Community:
+    """The community whose centre is nearest (by the distance dispatch and the chat use)."""
     from rules.orders import distance_m
 
     return min(communities, key=lambda c: distance_m(lat, lng, c.lat, c.lng))
