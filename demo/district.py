@@ -167,11 +167,31 @@ def _teams(session: Session, communities: list[Community], summary: Summary) -> 
         summary.add(f"teams: {kind}", sum(1 for r in rows if r["kind"] == kind))
 
 
+def nearest_community(communities: list[Community], lat: float, lng: float) -> Community:
+    """The community whose centre is nearest (by the distance dispatch and the chat use)."""
+    from rules.orders import distance_m
+
+    return min(communities, key=lambda c: distance_m(lat, lng, c.lat, c.lng))
+
+
+def _point_of(rng: random.Random, c: Community, communities: list[Community], spread: float) -> tuple[float, float]:
+    """A point near `c` that is nearer to `c` than to any other community: a resident who
+    sends the location of their community's station is then asked about that community
+    first (nearest first), and an order placed there is dispatched to that community's
+    squad. Communities are ~1 km apart, so a few draws are enough; `c` itself always is."""
+    for _ in range(50):
+        lat, lng = geography.point_near(rng, c.lat, c.lng, spread=spread)
+        if nearest_community(communities, lat, lng) is c:
+            return lat, lng
+    return round(c.lat, 6), round(c.lng, 6)
+
+
 def place_rows(rng: random.Random, communities: list[Community]) -> list[dict]:
-    """13 plazas and 265 stations, each near its community, inside the outline."""
+    """13 plazas and 265 stations, each near its community (nearer to it than to any other),
+    inside the outline."""
     rows = []
     for i, c in enumerate(communities[:: max(1, len(communities) // 13)][:13], 1):
-        lat, lng = geography.point_near(rng, c.lat, c.lng, spread=0.002)
+        lat, lng = _point_of(rng, c, communities, spread=0.002)
         rows.append({"code": f"{PREFIX}-PL{i:02d}", "name": f"{c.name}星级志愿服务广场", "kind": "plaza",
                      "community": c.code, "address": f"潍坊市奎文区{c.street}{c.name}文化广场",
                      "lat": lat, "lng": lng, "opening_times": rng.choice(OPENING[:3]),
@@ -181,7 +201,7 @@ def place_rows(rng: random.Random, communities: list[Community]) -> list[dict]:
     for k, c in enumerate(communities):
         for kind in STATION_KINDS:
             n += 1
-            lat, lng = geography.point_near(rng, c.lat, c.lng, spread=0.004)
+            lat, lng = _point_of(rng, c, communities, spread=0.004)
             rows.append({"code": f"{PREFIX}-ST{n:03d}", "name": f"{c.name}{kind}", "kind": "station",
                          "community": c.code, "address": f"潍坊市奎文区{c.street}{c.name}",
                          "lat": lat, "lng": lng, "opening_times": rng.choice(OPENING),
@@ -281,6 +301,7 @@ def resident_community(communities: list, i: int):
 
 
 NEIGHBOUR = 1  # index of the volunteer who lives near resident 1 and can do anything asked
+NEIGHBOUR_LEVEL = 2  # their star level (300-590 h): the tour's approval adds to a balance under the cap
 
 
 def _volunteers(session: Session, rng: random.Random, now: datetime, pii_key: str, communities: list,
@@ -302,9 +323,17 @@ def _volunteers(session: Session, rng: random.Random, now: datetime, pii_key: st
     skills_pool = [c.code for c in _catalog_categories()]  # volunteers' skills are categories
     availability = [a.code for a in rule.availability]
     stars = [0] * len(STAR_HOURS)
+    # The first volunteers but the neighbour cover every star level (3 each); the rest are
+    # mostly newer. The neighbour has a few hundred hours: far under the time bank's cap,
+    # so the hours the tour approves visibly raise their balance.
+    covering = [i for i in range(len(STAR_HOURS) * 3 + 1) if i != NEIGHBOUR]
     for i in range(count):
-        # The first volunteers cover every star level (3 each); the rest are mostly newer.
-        level = (5 - i // 3) if i < 18 else rng.choices(range(6), weights=(70, 12, 8, 5, 3, 2))[0]
+        if i == NEIGHBOUR:
+            level = NEIGHBOUR_LEVEL
+        elif i in covering:
+            level = len(STAR_HOURS) - 1 - covering.index(i) // 3
+        else:
+            level = rng.choices(range(6), weights=(70, 12, 8, 5, 3, 2))[0]
         team = tour_squad if i % 12 == 0 else neighbour_squad if i == NEIGHBOUR else rng.choice(squads)
         skills, free = rng.sample(skills_pool, rng.randint(1, 3)), rng.sample(availability, 2)
         if i == NEIGHBOUR:

@@ -6,6 +6,7 @@ recorded is exactly what a real phone would have been shown).
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta, timezone
 
 import requests
 
@@ -43,9 +44,23 @@ def pushes_for(config, openid: str, since: str) -> dict:
     return {"ok": True, "pushes": pushes, "cursor": str(cursor)}
 
 
+CHINA = timezone(timedelta(hours=8))
+
+
+def sent_label(at) -> str:
+    """When the emulator accepted the message, Beijing time to the second ("12月05日 03:45:12"):
+    each card shows its own arrival, as WeChat shows each message's; the template's 时间
+    field is the event's minute, the same for events of one minute."""
+    try:
+        return datetime.fromtimestamp(float(at), CHINA).strftime("%m月%d日 %H:%M:%S")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return ""
+
+
 def card(message: dict) -> dict:
     """A template message as the phone shows it: the `first` line as title, then the
-    fields in the template's order (keys end with their position: thing1, time2, …)."""
+    fields in the template's order (keys end with their position: thing1, time2, …), and
+    when it was sent."""
     data = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in (message.get("data") or {}).items()}
     title = data.pop("first", None) or "服务通知"
     data.pop("remark", None)
@@ -54,7 +69,8 @@ def card(message: dict) -> dict:
     ordered = sorted(data, key=lambda k: (int(re.sub(r"\D", "", k) or 0), k))
     return {"id": int(message.get("msgid") or 0), "title": title,
             "fields": [[names[k], str(data[k])] for k in ordered],
-            "url": message.get("url") or "", "template_id": template_id}
+            "url": message.get("url") or "", "template_id": template_id,
+            "sent_at": sent_label(message.get("at"))}
 
 
 FIELD_LABELS = {"community": "社区", "time": "时间", "place": "地点", "services": "服务项目",

@@ -71,6 +71,7 @@ def test_seeded_district_has_the_source_shape_and_obeys_the_rules(svc):
                              .where(Follower.openid == "o_demo_vol_002"))
         resident = s.scalar(select(Follower).where(Follower.openid == "o_demo_res_001"))
         assert set(neighbour.skills) == categories and neighbour.team.community_id == resident.community_id
+        _tour_story_holds(s, neighbour, resident)
         # History imported before following: nobody was pushed about old stars.
         assert count(s, Push) == 0
         # Personas and logins the simulator and banner show.
@@ -78,6 +79,39 @@ def test_seeded_district_has_the_source_shape_and_obeys_the_rules(svc):
         assert {u for u, *_ in summary.logins} == {"demo_brigade", "demo_street", "demo_squad"}
         for openid, _, _ in summary.personas:
             assert count(s, Follower, Follower.openid == openid) == 1
+
+
+def _tour_story_holds(s, neighbour, resident):
+    """The README's guided tour, as data: the resident sends the location of a station of
+    their community; that community is the nearest one (asked about first), the order
+    placed there is offered to the neighbour first, and approving its hours raises the
+    neighbour's time-bank balance (they are far under the cap)."""
+    from datetime import timedelta
+
+    from rules import dispatch
+    from rules.orders import distance_m
+    from store.models import Order
+
+    communities = list(s.scalars(select(Community)))
+
+    def nearest(lat, lng):
+        return min(communities, key=lambda c: distance_m(lat, lng, c.lat, c.lng))
+
+    for place in s.scalars(select(Place).where(Place.community_id.is_not(None))):
+        assert nearest(place.lat, place.lng).id == place.community_id, place.name
+    home = s.get(Community, resident.community_id)
+    station = s.scalar(select(Place).where(Place.community_id == home.id).order_by(Place.id).limit(1))
+    order = Order(number="D20261128-9999", follower_id=resident.id, sub_code="x", sub_name="陪伴聊天",
+                  category_code=neighbour.skills[0], category_name="x", lat=station.lat, lng=station.lng,
+                  community_id=nearest(station.lat, station.lng).id,
+                  preferred_date=(NOW + timedelta(days=1)).date(), preferred_slot="am")
+    s.add(order)
+    s.flush()
+    ranked = [c for c in dispatch.rank(s, order, NOW) if c.offerable]
+    assert ranked[0].volunteer.id == neighbour.id, [(c.volunteer.id, c.score, c.reasons) for c in ranked[:3]]
+    rule = volunteering.rules()
+    balance = volunteering.summary(s, neighbour, NOW).balance
+    assert balance + 8 * 60 <= rule.bank.cap_minutes, balance
 
 
 def test_generated_rows_are_the_same_on_every_run():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
@@ -173,6 +174,7 @@ def test_template_pushes_come_back_from_the_emulator_in_template_order(svc):
             "grant_type": "client_credential", "appid": svc.config.wechat_appid,
             "secret": svc.config.wechat_secret}).json()["access_token"]
         for place in ("文化广场", "东门"):
+            requests.post(emu_url + "/_emulator/clock", json={"advance": 61})  # a minute apart
             sent = requests.post(emu_url + "/cgi-bin/message/template/send", params={"access_token": token},
                                  json={"touser": "o_sim_push", "template_id": "volbot-bus-visit", "data": {
                                      "first": {"value": "志愿巴士樱园社区服务预告"}, "thing1": {"value": "樱园社区"},
@@ -185,6 +187,12 @@ def test_template_pushes_come_back_from_the_emulator_in_template_order(svc):
         assert card["title"] == "志愿巴士樱园社区服务预告"
         assert card["fields"] == [["社区", "樱园社区"], ["时间", "12月01日 09:00"], ["地点", "文化广场"],
                                   ["服务项目", "义诊"]]
+        # Each card carries its own arrival time (the emulator's record of the send).
+        recorded = requests.get(emu_url + "/_emulator/messages", params={"openid": "o_sim_push"}).json()
+        assert [p["sent_at"] for p in first["pushes"]] == [
+            datetime.fromtimestamp(m["at"], timezone(timedelta(hours=8))).strftime("%m月%d日 %H:%M:%S")
+            for m in recorded]
+        assert first["pushes"][0]["sent_at"] != first["pushes"][1]["sent_at"]
         again = requests.get(url + "/simulator/api/pushes",
                              params={"openid": "o_sim_push", "since": first["cursor"]}).json()
         assert again["pushes"] == [] and again["cursor"] == first["cursor"]

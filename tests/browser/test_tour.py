@@ -2,10 +2,12 @@
 (web + console + simulator, queue worker, scheduler, WeChat API emulator, embedded Redis)
 on a fresh instance folder. Each step saves a screenshot under artifacts/tour/.
 
-Tour: a resident orders a service in the simulator → (a volunteer accepts: dispatch is
-not built yet, issue 8) → a volunteer checks their hours and star → the squad leader
-approves pending hours in the console → a bus visit is scheduled for the resident's
-community and its template push arrives in the resident's chat.
+Tour: a resident orders a service in the simulator for their home → the order is offered
+to the neighbour volunteer of the resident's community squad, who accepts, serves and
+finishes → the neighbour checks their hours (the order's wait for approval) → the street's
+coordinator approves them in the console and the neighbour's time-bank balance rises by
+the approved minutes → a bus visit is scheduled for the resident's community and its
+template push arrives in the resident's chat.
 
 Skipped with a reason when /usr/bin/chromium or Python Playwright is missing.
 """
@@ -27,11 +29,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import create_engine, text
 
+from rules.volunteering import hours_text
+
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "tour"
 RESIDENT = "o_demo_res_001"
-VOLUNTEER = "o_demo_vol_001"  # in the squad whose leader approves the recent hours
 NEIGHBOUR = "o_demo_vol_002"  # lives near the resident, every skill: the order is offered to them
 
 pytestmark = [
@@ -146,18 +149,19 @@ class Phone:
         card.wait_for(timeout=timeout_ms)
         return card.inner_text()
 
-    def send_location_on_map(self) -> str:
+    def send_location_on_map(self, place: str) -> str:
         if self.page.locator("#keyboard").is_hidden():
             self.page.click("#mode-toggle")
         self.page.click("#plus-btn")
         self.page.click("#loc-btn")
-        self.page.select_option("#place-select", index=5)
+        self.page.select_option("#place-select", label=place)
         self.shot("resident-picks-a-location")
         return self._sent(lambda: self.page.click("#map-send"))
 
 
-def order_a_service(phone: Phone) -> str:
-    """Answer the order form as a resident would, whatever order its questions come in."""
+def order_a_service(phone: Phone, home: str) -> str:
+    """Answer the order form as a resident would, whatever order its questions come in:
+    the address is their own community's station (`home` is the community's name)."""
     reply = phone.tap_menu("居民服务", "预约志愿服务")
     phone.shot("resident-opens-the-needs-menu")
     for _ in range(14):
@@ -165,12 +169,14 @@ def order_a_service(phone: Phone) -> str:
             return reply
         if "请核对" in reply:
             phone.shot("resident-checks-the-summary")
+            assert f"所在社区：{home}" in reply, reply
             reply = phone.say("确认")
         elif "已收到位置" in reply:
             reply = phone.say("3号楼2单元501")
         elif "服务地址" in reply:
-            reply = phone.send_location_on_map()
-        elif "哪个社区" in reply:
+            reply = phone.send_location_on_map(f"{home}党群服务中心志愿服务站")
+        elif "哪个社区" in reply:  # nearest first: their own
+            assert re.search(rf"1\S*\s*{home}", reply), reply
             reply = phone.say("1")
         elif "什么时间" in reply:
             reply = phone.say("1")
@@ -183,15 +189,38 @@ def order_a_service(phone: Phone) -> str:
     raise AssertionError("the order form did not finish: " + reply)
 
 
-def resident_community(instance: Path) -> str:
-    """The name of the community the demo resident lives in (and subscribed the bus of)."""
+def query(instance: Path, sql: str, **params):
+    """One value from the demo's database (what the tour's story says, checked at the source)."""
     engine = create_engine(f"sqlite:///{instance / 'volbot.sqlite3'}")
     with engine.connect() as conn:
-        code = conn.execute(text(
-            "SELECT c.name FROM followers f JOIN communities c ON c.id = f.community_id WHERE f.openid = :o"),
-            {"o": RESIDENT}).scalar_one()
+        value = conn.execute(text(sql), params).scalar_one()
     engine.dispose()
-    return code
+    return value
+
+
+def resident_community(instance: Path) -> str:
+    """The name of the community the demo resident lives in (and subscribed the bus of)."""
+    return query(instance, "SELECT c.name FROM followers f JOIN communities c ON c.id = f.community_id "
+                           "WHERE f.openid = :o", o=RESIDENT)
+
+
+VOLUNTEER_OF = "SELECT v.id FROM volunteers v JOIN followers f ON f.id = v.follower_id WHERE f.openid = :o"
+
+
+def balance(instance: Path, openid: str) -> int:
+    """A volunteer's time-bank balance in minutes."""
+    return query(instance, f"SELECT COALESCE(MAX(a.balance), 0) FROM time_accounts a WHERE a.volunteer_id = ({VOLUNTEER_OF})",
+                 o=openid)
+
+
+def order_hours(instance: Path, openid: str, state: str) -> int:
+    """Minutes of a volunteer's order hour records in `state`."""
+    return query(instance, "SELECT COALESCE(SUM(minutes), 0) FROM hour_records WHERE source = 'order' "
+                           f"AND state = :s AND volunteer_id = ({VOLUNTEER_OF})", s=state, o=openid)
+
+
+def balance_line(reply: str) -> str:
+    return re.search(r"时间银行余额：\S+", reply).group(0)
 
 
 def test_guided_tour(demo, browser):
@@ -199,9 +228,10 @@ def test_guided_tour(demo, browser):
     phone = Phone(page, demo["web"])
 
     # 1. A resident orders a service from the needs menu.
+    home = resident_community(demo["instance"])
     phone.open(RESIDENT)
     phone.shot("resident-persona")
-    confirmation = order_a_service(phone)
+    confirmation = order_a_service(phone, home)
     assert "预约已提交" in confirmation
     phone.shot("resident-gets-an-order-number", phone_only=True)
 
@@ -209,7 +239,11 @@ def test_guided_tour(demo, browser):
     number = re.search(r"订单号：(\S+)", confirmation).group(1)
     phone.open(NEIGHBOUR)
     offer = phone.wait_for_push(number)
-    assert "接单" in offer or number in offer
+    assert "接单" in offer and home in offer, offer
+    offered_to = query(demo["instance"], "SELECT f.openid FROM dispatch_offers o JOIN orders d ON d.id = o.order_id "
+                                         "JOIN volunteers v ON v.id = o.volunteer_id JOIN followers f ON f.id = v.follower_id "
+                                         "WHERE d.number = :n ORDER BY o.id LIMIT 1", n=number)
+    assert offered_to == NEIGHBOUR
     phone.shot("volunteer-gets-the-order-offer")
     accepted = phone.say("接单")
     assert number in accepted, accepted
@@ -228,11 +262,14 @@ def test_guided_tour(demo, browser):
     phone.say("志愿者很耐心，谢谢！")
     phone.shot("resident-confirms-and-rates")
 
-    # 3. A volunteer checks hours, star level and time bank.
-    phone.open(VOLUNTEER)
+    # 3. The neighbour checks hours, star level and time bank: the order's wait for approval.
+    phone.open(NEIGHBOUR)
     hours = phone.tap_menu("志愿者", "我的时长")
-    assert "星" in hours and "时间银行" in hours, hours
+    assert "星" in hours and "待审核" in hours and "时间银行" in hours, hours
     phone.shot("volunteer-checks-hours-and-star", phone_only=True)
+    claimed = order_hours(demo["instance"], NEIGHBOUR, "pending")
+    before = balance(demo["instance"], NEIGHBOUR)
+    assert claimed > 0 and balance_line(hours) == f"时间银行余额：{hours_text(before)}", hours
 
     # 4. The street's coordinator approves the order's hours in the console.
     console = browser.new_page(viewport={"width": 1100, "height": 790})
@@ -249,6 +286,14 @@ def test_guided_tour(demo, browser):
     console.wait_for_selector(".flash")
     assert "已通过 1 条记录" in console.locator(".flash").first.inner_text()
     shots.shot("coordinator-approved-hours")
+    # ... and the neighbour's time-bank balance rose by the approved minutes.
+    approved = order_hours(demo["instance"], NEIGHBOUR, "approved")
+    assert approved == claimed and balance(demo["instance"], NEIGHBOUR) == before + approved
+    phone.step = shots.step
+    after = phone.tap_menu("志愿者", "我的时长")
+    assert balance_line(after) == f"时间银行余额：{hours_text(before + approved)}" != balance_line(hours), after
+    phone.shot("volunteer-sees-the-balance-rise", phone_only=True)
+    shots.step = phone.step
 
     # 5. The brigade schedules a bus visit to the resident's community in the console;
     #    the worker sends the push through the emulator and it arrives in the chat.
@@ -257,7 +302,7 @@ def test_guided_tour(demo, browser):
     console.goto(demo["web"] + "/console/bus")
     day = (datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(days=2)).date().isoformat()
     form = console.locator("#schedule")
-    form.locator("select[name=community_id]").select_option(label=resident_community(demo["instance"]))
+    form.locator("select[name=community_id]").select_option(label=home)
     form.locator("input[name=day]").fill(day)
     form.locator("input[name=start]").fill("09:00")
     form.locator("input[name=end]").fill("11:00")

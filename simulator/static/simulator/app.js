@@ -56,8 +56,15 @@
     $("persona-select").value = openid;
     $("persona-badge").textContent = ROLE_NAMES[p.role] + " · " + p.name;
     $("persona-note").textContent = p.note || "";
+    showPersonas(false);
     renderChat();
     pollPushes();
+  }
+
+  // On a phone the simulator is the phone: the persona panel is a sheet behind a button.
+  function showPersonas(open) {
+    document.body.classList.toggle("personas-open", open);
+    $("personas-btn").setAttribute("aria-expanded", open ? "true" : "false");
   }
 
   function createPersona(role, name) {
@@ -138,18 +145,20 @@
     }
     const from = document.createElement("div");
     from.className = "push-from";
-    from.textContent = "模板消息" + (push.url ? " · 详情" : "");
+    from.textContent = "模板消息" + (push.sent_at ? " · " + push.sent_at : "") + (push.url ? " · 详情" : "");
     card.appendChild(from);
     return card;
   }
 
+  // `shown` is what the person's own side of the chat shows; null for a menu tap, which
+  // WeChat does not show in the chat (only the account's answer appears).
   async function send(action, shown) {
     if (!current) return;
     const openid = current;
     const body = Object.assign({ openid, followed: followed(openid) }, action);
     const enc = $("encrypt");
     if (enc) body.encrypt = enc.checked;
-    append({ who: "me", text: shown, event: action.kind !== "text" && action.kind !== "voice" });
+    if (shown !== null) append({ who: "me", text: shown, event: action.kind !== "text" && action.kind !== "voice" });
     let result;
     try {
       const resp = await fetch(API + "/send", {
@@ -220,7 +229,7 @@
     if (item.type === "view") send({ kind: "view", key: item.url }, `（打开 ${item.name}）`);
     else if (item.type === "location_select") openSheet("sheet-location");
     else if (item.type && item.type.startsWith("scancode")) openSheet("sheet-scan");
-    else send({ kind: "click", key: item.key }, `（点击菜单：${item.name}）`);
+    else send({ kind: "click", key: item.key }, null);
   }
 
   // ---- map --------------------------------------------------------------------------
@@ -336,6 +345,8 @@
 
   function wire() {
     $("persona-select").addEventListener("change", (e) => choose(e.target.value));
+    $("personas-btn").addEventListener("click", () => showPersonas(!document.body.classList.contains("personas-open")));
+    $("personas-close").addEventListener("click", () => showPersonas(false));
     $("new-persona-create").addEventListener("click", () =>
       createPersona($("new-persona-role").value, $("new-persona-name").value.trim()));
     $("mode-toggle").addEventListener("click", () => setMode($("keyboard").hidden));
