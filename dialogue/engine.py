@@ -305,13 +305,7 @@ class Engine:
             page = min(max(0, form.page), pages - 1)
             chunk = choices[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
             parts.append(numbered(chunk, start=page * PAGE_SIZE + 1))
-            if pages > 1:
-                nav = []
-                if page + 1 < pages:
-                    nav.append(self.texts["paging"])
-                if page > 0:
-                    nav.append(self.texts["paging_back"])
-                parts.append("，".join(nav) + self.texts["page"].format(page=page + 1, pages=pages))
+            parts.append(self.page_line(page, pages))
             if step.multi:
                 parts.append(self.texts["multi"])
         if answers.get(step.name) not in (None, "", []):
@@ -325,6 +319,25 @@ class Engine:
             parts.append(self.texts["optional"])
         parts.append(self.texts["footer"])
         return Reply("\n".join(p for p in parts if p))
+
+    def page_line(self, page: int, pages: int) -> str:
+        """How to turn the pages of a list shown on page `page` (0-based) of `pages`; "" for one page."""
+        if pages <= 1:
+            return ""
+        nav = []
+        if page + 1 < pages:
+            nav.append(self.texts["paging"])
+        if page > 0:
+            nav.append(self.texts["paging_back"])
+        return "，".join(nav) + self.texts["page"].format(page=page + 1, pages=pages)
+
+    def counted(self, key: str, count: int, **values) -> str:
+        """Form text `key` said of `count` things. A text may be written as {one: ..., other: ...}
+        so that one thing is not offered as a range ("回复 1-1 修改")."""
+        text = self.texts[key]
+        if isinstance(text, dict):
+            text = text["one"] if count == 1 else text["other"]
+        return text.format(count=count, **values)
 
     # ---- answering --------------------------------------------------------------------
 
@@ -340,8 +353,8 @@ class Engine:
         had = answers.get(step.name) not in (None, "", [])
 
         choices = self._offered(ctx, step, answers)
-        if len(choices) > PAGE_SIZE and norm in NEXT_PAGE + PREV_PAGE:
-            pages = -(-len(choices) // PAGE_SIZE)
+        pages = -(-len(choices) // PAGE_SIZE) if choices else (step.pages(ctx, answers) if step.pages else 1)
+        if pages > 1 and norm in NEXT_PAGE + PREV_PAGE:
             page = form.page + (1 if norm in NEXT_PAGE else -1)
             form.page = max(0, min(pages - 1, page))
             return self._ask(ctx)
@@ -420,14 +433,14 @@ class Engine:
                 if c is not None:
                     return step.parse(ctx, c.value, answers) if step.parse else c.value
                 if step.parse is None:
-                    raise Invalid(step.hint or self.texts["choose_range"].format(count=len(choices)))
+                    raise Invalid(step.hint or self.counted("choose_range", len(choices)))
                 # A step may take free text as well as choices (e.g. a typed time); a number
                 # it does not take was meant as a choice: say which numbers there are.
                 try:
                     return step.parse(ctx, msg, answers)
                 except Invalid:
                     if parse_int(norm) is not None:
-                        raise Invalid(self.texts["choose_range"].format(count=len(choices))) from None
+                        raise Invalid(self.counted("choose_range", len(choices))) from None
                     raise
         if step.parse is None:
             written = as_written(text)  # matching normalises; what is kept is what they wrote
@@ -479,7 +492,7 @@ class Engine:
             form = ctx.state.form
             form.step, form.return_to, form.page = rows[n - 1].name, CONFIRM, 0
             return self._ask(ctx)
-        return self._wrong(ctx, self.texts["confirm_hint"].format(count=len(rows)))
+        return self._wrong(ctx, self.counted("confirm_hint", len(rows)))
 
     # ---- engine questions: resume / stuck / leave a message ---------------------------
 
@@ -577,7 +590,7 @@ class Engine:
         the step says nothing."""
         choices = self._offered(ctx, step, ctx.state.form.answers)
         if choices:
-            line = self.texts["help_choices"].format(count=len(choices), first=clip(choices[0].label, 12))
+            line = self.counted("help_choices", len(choices), first=clip(choices[0].label, 12))
             return f"{line}\n{step.help}" if step.help else line
         return step.help or step.hint or flow.help or self.texts["help_default"]
 

@@ -231,7 +231,8 @@ def read_time(ctx, arg, answers):
     if not text:
         raise Invalid(TIME_HINT)
     if text.isdigit():
-        raise Invalid(f"请回复 1-{len(time_choices(ctx, answers))} 之间的序号，或直接说时间。")
+        shown = ctx.engine.counted("choose_range", len(time_choices(ctx, answers)))
+        raise Invalid(shown.rstrip("。") + "，或直接说时间。")
     return parse_when(text, ctx.local_now).to_dict()
 
 
