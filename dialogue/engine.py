@@ -29,6 +29,7 @@ from dialogue.registry import Registry
 from dialogue.state import CONFIRM, ConversationState, Form, Offered
 from dialogue.types import Message, Reply
 from menus import MainMenu
+from rules import places
 from rules.inputs import as_written, normalize, parse_int, yes_no
 
 log = logging.getLogger("volbot.dialogue")
@@ -75,7 +76,8 @@ FORM_TEXTS = (
     "intro", "footer", "keep", "default", "optional", "multi", "paging", "paging_back", "page",
     "summary_title", "summary_footer", "unanswered", "confirm_hint", "choose_range", "choose_many",
     "too_long", "cancelled", "wrong", "wrong_again", "stuck", "leave_message", "message_left", "paused", "resume",
-    "first_step", "nothing_to_repeat", "media", "location_here", "voice_unclear", "help_default", "help_choices",
+    "first_step", "nothing_to_repeat", "media", "location_here", "voice_unclear", "voice_unclear_choices",
+    "voice_call", "voice_call_hotline", "help_default", "help_choices",
     "got_media", "got_location", "item_soon",
 )
 
@@ -102,6 +104,12 @@ class Engine:
     def _handle(self, ctx: Ctx) -> Reply:
         msg = ctx.message
         state = ctx.state
+        # A transcript of a voice message we could not hear (bot/speech.py) counts only while
+        # that message is still the user's latest: once they typed on, it is dropped unsaid.
+        unheard, state.unheard = state.unheard, None
+        heard = msg.extra.get("heard")
+        if heard is not None and heard != unheard:
+            return Reply()
         expired = self._expire(ctx)
         if msg.is_event:
             return self._event(ctx, msg)
@@ -109,9 +117,8 @@ class Engine:
             return Reply()  # the location_select event already answered with this place
         text = msg.text if msg.kind in (t.TEXT, t.VOICE) else ""
         if msg.kind == t.VOICE and not normalize(text) and text.strip() not in ("?", "？"):
-            if state.form:
-                return self._ask(ctx, hint=self.texts["voice_unclear"])
-            return Reply(self.texts["voice_unclear"] + "\n" + self.menu.footer)
+            state.unheard = msg.msg_id or None
+            return self._unheard(ctx, expired)
         word = global_word(text) if text else None
         if expired and word is None:
             state.pending = "resume"
@@ -130,6 +137,36 @@ class Engine:
         if msg.kind == t.LOCATION:
             return self._route_location(ctx, msg)
         return self._route_text(ctx, msg, text)
+
+    def _unheard(self, ctx: Ctx, expired: bool) -> Reply:
+        """A voice message without recognised text (WeChat is withdrawing `Recognition`): the
+        question that was open, again with its numbers, a kind word that typing the number
+        is enough, and whom to phone. Nothing changes, nothing counts as a wrong answer."""
+        state = ctx.state
+        if expired:
+            state.pending = "resume"
+        pending, form = state.pending, state.form
+        numbered_hint = self.texts["voice_unclear_choices"]
+        if pending == "resume" and state.paused:
+            body = numbered_hint + "\n" + self._resume_offer(ctx).text
+        elif pending == "stuck" and form:
+            body = numbered_hint + "\n" + self.texts["stuck"]
+        elif pending == "message" and form:
+            body = self.texts["voice_unclear"] + "\n" + self.texts["leave_message"]
+        elif form:
+            step = None if form.step == CONFIRM else self._flow(form).step(form.step)
+            listed = step is not None and bool(self._offered(ctx, step, form.answers))
+            body = self._ask(ctx, hint=numbered_hint if listed else self.texts["voice_unclear"]).text
+        else:
+            body = self.main_menu_reply(ctx, intro=numbered_hint).text
+        return Reply(body + "\n" + self._call_line(ctx))
+
+    def _call_line(self, ctx: Ctx) -> str:
+        """Whom to phone: the station of the user's community if it has a number, else the hotline."""
+        place = places.station_to_call(ctx.session, ctx.follower.community)
+        if place is None:
+            return self.texts["voice_call_hotline"]
+        return self.texts["voice_call"].format(name=place.name, phone=place.phone)
 
     # ---- state helpers ----------------------------------------------------------------
 
