@@ -24,7 +24,7 @@ from typing import Any
 
 from dialogue import types as t
 from dialogue.context import Ctx, as_reply
-from dialogue.flows import PAGE_SIZE, Choice, Flow, Invalid, Step, clip, match_choice, match_many, numbered
+from dialogue.flows import PAGE_SIZE, Choice, Flow, Invalid, Step, clip, counted, match_choice, match_many, numbered
 from dialogue.registry import Registry
 from dialogue.state import CONFIRM, ConversationState, Form, Offered
 from dialogue.types import Message, Reply
@@ -369,12 +369,8 @@ class Engine:
         return "，".join(nav) + self.texts["page"].format(page=page + 1, pages=pages)
 
     def counted(self, key: str, count: int, **values) -> str:
-        """Form text `key` said of `count` things. A text may be written as {one: ..., other: ...}
-        so that one thing is not offered as a range ("回复 1-1 修改")."""
-        text = self.texts[key]
-        if isinstance(text, dict):
-            text = text["one"] if count == 1 else text["other"]
-        return text.format(count=count, **values)
+        """Form text `key` said of `count` things (`dialogue.flows.counted`)."""
+        return counted(self.texts[key], count, **values)
 
     # ---- answering --------------------------------------------------------------------
 

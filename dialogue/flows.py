@@ -190,6 +190,14 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def counted(text: str | dict, count: int, **values) -> str:
+    """A text said of `count` things. It may be written as {one: ..., other: ...} (menus/main.yaml
+    `form:`) so that one thing is not offered as a range ("回复 1-1 修改")."""
+    if isinstance(text, dict):
+        text = text["one"] if count == 1 else text["other"]
+    return text.format(count=count, **values)
+
+
 def _unbracketed(note: str) -> str:
     """A note without the one pair of full-width brackets around it: `numbered` adds them, so a
     note written as "（已订阅）" is not shown as "（（已订阅））"."""

@@ -11,7 +11,9 @@ from typing import Callable
 from sqlalchemy import select
 
 from dialogue import Flow, Invalid, Step
+from dialogue.flows import counted
 from handlers import registry
+from menus import main_menu
 from rules import volunteering
 from rules.inputs import normalize
 from rules.volunteering import CHINA, hours_text
@@ -45,7 +47,7 @@ def read_decision(ctx, message, answers) -> dict:
     bad = [n for n, pick in zip(numbers, picks) if pick is None]
     if bad:
         shown = bad[0] if len(bad[0]) <= 6 else bad[0][:6] + "…"
-        raise Invalid(f"序号 {shown} 不在列表里。" + ctx.engine.counted("choose_range", count))
+        raise Invalid(f"序号 {shown} 不在列表里。" + counted(main_menu().form["choose_range"], count))
     reason = re.sub(r"^(原因|理由)?[:：\s]*", "", m.group(4).strip())
     if not approve and not reason:
         raise Invalid("驳回请写明原因，例如“驳回 2 没有签到记录”。")
