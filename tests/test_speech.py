@@ -87,13 +87,21 @@ def put_media(emulator, media_id: str, audio: bytes) -> None:
                  headers={"Content-Type": "audio/amr"}, timeout=10).raise_for_status()
 
 
-def test_an_unheard_voice_is_answered_at_once_then_transcribed_and_applied(hearing, svc, emulator):
-    openid = "o_speech_1"
+def in_the_demo_form(svc, emulator, openid: str, said: str | None) -> Pipeline:
+    """`openid` follows (its message window open) and has started the demo form; the voice
+    m_voice_1 holds AUDIO, which the engine hears as `said`."""
     following(emulator, openid)
     put_media(emulator, "m_voice_1", AUDIO)
-    ENGINE.said[b"WAV:" + AUDIO] = "第二个"
+    if said is not None:
+        ENGINE.said[b"WAV:" + AUDIO] = said
     pipe = Pipeline(svc)
     assert "请选择服务项目" in pipe.handle(text(openid, "演示", 1)).text
+    return pipe
+
+
+def test_an_unheard_voice_is_answered_at_once_then_transcribed_and_applied(hearing, svc, emulator):
+    openid = "o_speech_1"
+    pipe = in_the_demo_form(svc, emulator, openid, "第二个")
     first = pipe.handle(voice(openid, 2)).text
     assert "这段语音没能听清" in first and "请选择服务项目" in first  # the kind reply, at once
     assert drain(svc) == 1
@@ -110,11 +118,7 @@ def test_an_unheard_voice_is_answered_at_once_then_transcribed_and_applied(heari
 
 def test_a_transcript_after_the_user_typed_on_is_dropped(hearing, svc, emulator):
     openid = "o_speech_2"
-    following(emulator, openid)
-    put_media(emulator, "m_voice_1", AUDIO)
-    ENGINE.said[b"WAV:" + AUDIO] = "第三个"
-    pipe = Pipeline(svc)
-    pipe.handle(text(openid, "演示", 1))
+    pipe = in_the_demo_form(svc, emulator, openid, "第三个")
     pipe.handle(voice(openid, 2))
     assert "哪几天需要服务" in pipe.handle(text(openid, "2", 3)).text  # typed, as the reply suggested
     drain(svc)
@@ -125,10 +129,7 @@ def test_a_transcript_after_the_user_typed_on_is_dropped(hearing, svc, emulator)
 
 def test_nothing_understood_or_no_media_sends_nothing(hearing, svc, emulator):
     openid = "o_speech_3"
-    following(emulator, openid)
-    put_media(emulator, "m_voice_1", AUDIO)  # the engine makes nothing of it
-    pipe = Pipeline(svc)
-    pipe.handle(text(openid, "演示", 1))
+    pipe = in_the_demo_form(svc, emulator, openid, None)  # the engine makes nothing of it
     pipe.handle(voice(openid, 2))
     pipe.handle(voice(openid, 3, media_id="m_gone"))  # expired media: 40007
     assert drain(svc) == 2
