@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import runpy
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -48,6 +49,11 @@ class Config:
     # Dialogue
     state_idle: int = 1800  # seconds before an idle form expires
     resume_window: int = 24 * 3600  # an expired form is offered back for this long
+    # Speech to text for voice messages WeChat sent without Recognition (docs/engine.md):
+    # "module:factory" returning a pushes.speech.SpeechToText; "" = none (the kind reply only).
+    speech_engine: str = ""
+    # "module:factory" returning a pushes.speech.Transcoder; "" = ffmpeg (if installed).
+    speech_transcoder: str = ""
     # The web server (`volbot serve`, bot/gunicorn_conf.py)
     bind: str = "127.0.0.1:8000"  # comma-separated gunicorn binds
     web_workers: int = 0  # 0: one per core plus one (bot.gunicorn_conf.default_workers)
@@ -124,6 +130,8 @@ ENV_NAMES = {
     "dedup_ttl": "DEDUP_TTL",
     "state_idle": "STATE_IDLE_SECONDS",
     "resume_window": "RESUME_WINDOW_SECONDS",
+    "speech_engine": "SPEECH_ENGINE",
+    "speech_transcoder": "SPEECH_TRANSCODER",
     "bind": "VOLBOT_BIND",
     "web_workers": "WEB_CONCURRENCY",
     "threads": "VOLBOT_THREADS",
@@ -283,6 +291,10 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{ENV_NAMES[name]}: must not be negative")
     if config.log_format not in ("text", "json"):
         raise ConfigError(f"VOLBOT_LOG_FORMAT: text or json, got {config.log_format!r}")
+    for name in ("speech_engine", "speech_transcoder"):
+        spec = getattr(config, name)
+        if spec and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec):
+            raise ConfigError(f"{ENV_NAMES[name]}: expected module:factory (e.g. mypkg.stt:engine), got {spec!r}")
     if not [b for b in config.bind.split(",") if b.strip()]:
         raise ConfigError("VOLBOT_BIND: must name at least one address")
     if config.database_url and not normalise_database_url(config.database_url).startswith(

@@ -22,6 +22,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from sqlalchemy.exc import DBAPIError
 
 from bot import observability as metrics
+from bot import speech
 from dialogue.context import Ctx
 from dialogue.types import BUSY, SILENT, TEMPLATE_FINISH, UNSUBSCRIBE, Message, Reply
 from rules import followers
@@ -40,6 +41,7 @@ class Pipeline:
         self.dedup = Dedup(self.redis, services.config.dedup_ttl)
         self.states = StateStore(self.redis)
         self.deliveries = Deliveries(self.redis, self.dedup, self.states)
+        self.hears = bool(services.config.speech_engine)  # voice without Recognition: queue it (bot/speech.py)
 
     def handle(self, message: Message, arrived: float | None = None) -> Reply:
         """The reply for `message`, within the configured deadline from `arrived` (the
@@ -112,6 +114,11 @@ class Pipeline:
         if not self.deliveries.close(key, lock, json.dumps(reply.to_dict(), ensure_ascii=False).encode("utf-8"),
                                      unsaved):
             log.warning("stale conversation state not saved")  # as in turn(): the newer state wins
+        if self.hears and speech.wanted(message):
+            try:
+                speech.enqueue(self.services.redis, message)
+            except Exception:
+                log.warning("voice message not queued for speech to text", exc_info=True)
         return reply
 
     def _await_first(self, key: str, cached: bytes, deadline: float) -> Reply:

@@ -241,6 +241,7 @@ def to_message(raw) -> Message | None:
     if kind == t.VOICE:
         # Recognition is only present when speech recognition is on (being retired).
         extra["media_id"] = _str(data, "MediaId")
+        extra["format"] = _str(data, "Format").lower()  # amr, or speex for HD voice (bot/speech.py)
         return Message(kind=kind, text=_str(data, "Recognition"), extra=extra, **common)
     if kind == t.LOCATION:
         label = _str(data, "Label")

@@ -24,11 +24,12 @@ from typing import Any
 
 from dialogue import types as t
 from dialogue.context import Ctx, as_reply
-from dialogue.flows import PAGE_SIZE, Choice, Flow, Invalid, Step, clip, match_choice, match_many, numbered
+from dialogue.flows import PAGE_SIZE, Choice, Flow, Invalid, Step, clip, counted, match_choice, match_many, numbered
 from dialogue.registry import Registry
 from dialogue.state import CONFIRM, ConversationState, Form, Offered
 from dialogue.types import Message, Reply
 from menus import MainMenu
+from rules import places
 from rules.inputs import as_written, normalize, parse_int, yes_no
 
 log = logging.getLogger("volbot.dialogue")
@@ -75,7 +76,8 @@ FORM_TEXTS = (
     "intro", "footer", "keep", "default", "optional", "multi", "paging", "paging_back", "page",
     "summary_title", "summary_footer", "unanswered", "confirm_hint", "choose_range", "choose_many",
     "too_long", "cancelled", "wrong", "wrong_again", "stuck", "leave_message", "message_left", "paused", "resume",
-    "first_step", "nothing_to_repeat", "media", "location_here", "voice_unclear", "help_default", "help_choices",
+    "first_step", "nothing_to_repeat", "media", "location_here", "voice_unclear", "voice_unclear_choices",
+    "voice_call", "voice_call_hotline", "help_default", "help_choices",
     "got_media", "got_location", "item_soon",
 )
 
@@ -102,6 +104,12 @@ class Engine:
     def _handle(self, ctx: Ctx) -> Reply:
         msg = ctx.message
         state = ctx.state
+        # A transcript of a voice message we could not hear (bot/speech.py) counts only while
+        # that message is still the user's latest: once they typed on, it is dropped unsaid.
+        unheard, state.unheard = state.unheard, None
+        heard = msg.extra.get("heard")
+        if heard is not None and heard != unheard:
+            return Reply()
         expired = self._expire(ctx)
         if msg.is_event:
             return self._event(ctx, msg)
@@ -109,9 +117,8 @@ class Engine:
             return Reply()  # the location_select event already answered with this place
         text = msg.text if msg.kind in (t.TEXT, t.VOICE) else ""
         if msg.kind == t.VOICE and not normalize(text) and text.strip() not in ("?", "？"):
-            if state.form:
-                return self._ask(ctx, hint=self.texts["voice_unclear"])
-            return Reply(self.texts["voice_unclear"] + "\n" + self.menu.footer)
+            state.unheard = msg.msg_id or None
+            return self._unheard(ctx, expired)
         word = global_word(text) if text else None
         if expired and word is None:
             state.pending = "resume"
@@ -130,6 +137,36 @@ class Engine:
         if msg.kind == t.LOCATION:
             return self._route_location(ctx, msg)
         return self._route_text(ctx, msg, text)
+
+    def _unheard(self, ctx: Ctx, expired: bool) -> Reply:
+        """A voice message without recognised text (WeChat is withdrawing `Recognition`): the
+        question that was open, again with its numbers, a kind word that typing the number
+        is enough, and whom to phone. Nothing changes, nothing counts as a wrong answer."""
+        state = ctx.state
+        if expired:
+            state.pending = "resume"
+        pending, form = state.pending, state.form
+        numbered_hint = self.texts["voice_unclear_choices"]
+        if pending == "resume" and state.paused:
+            body = numbered_hint + "\n" + self._resume_offer(ctx).text
+        elif pending == "stuck" and form:
+            body = numbered_hint + "\n" + self.texts["stuck"]
+        elif pending == "message" and form:
+            body = self.texts["voice_unclear"] + "\n" + self.texts["leave_message"]
+        elif form:
+            step = None if form.step == CONFIRM else self._flow(form).step(form.step)
+            listed = step is not None and bool(self._offered(ctx, step, form.answers))
+            body = self._ask(ctx, hint=numbered_hint if listed else self.texts["voice_unclear"]).text
+        else:
+            body = self.main_menu_reply(ctx, intro=numbered_hint).text
+        return Reply(body + "\n" + self._call_line(ctx))
+
+    def _call_line(self, ctx: Ctx) -> str:
+        """Whom to phone: the station of the user's community if it has a number, else the hotline."""
+        place = places.station_to_call(ctx.session, ctx.follower.community)
+        if place is None:
+            return self.texts["voice_call_hotline"]
+        return self.texts["voice_call"].format(name=place.name, phone=place.phone)
 
     # ---- state helpers ----------------------------------------------------------------
 
@@ -305,13 +342,7 @@ class Engine:
             page = min(max(0, form.page), pages - 1)
             chunk = choices[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
             parts.append(numbered(chunk, start=page * PAGE_SIZE + 1))
-            if pages > 1:
-                nav = []
-                if page + 1 < pages:
-                    nav.append(self.texts["paging"])
-                if page > 0:
-                    nav.append(self.texts["paging_back"])
-                parts.append("，".join(nav) + self.texts["page"].format(page=page + 1, pages=pages))
+            parts.append(self.page_line(page, pages))
             if step.multi:
                 parts.append(self.texts["multi"])
         if answers.get(step.name) not in (None, "", []):
@@ -325,6 +356,21 @@ class Engine:
             parts.append(self.texts["optional"])
         parts.append(self.texts["footer"])
         return Reply("\n".join(p for p in parts if p))
+
+    def page_line(self, page: int, pages: int) -> str:
+        """How to turn the pages of a list shown on page `page` (0-based) of `pages`; "" for one page."""
+        if pages <= 1:
+            return ""
+        nav = []
+        if page + 1 < pages:
+            nav.append(self.texts["paging"])
+        if page > 0:
+            nav.append(self.texts["paging_back"])
+        return "，".join(nav) + self.texts["page"].format(page=page + 1, pages=pages)
+
+    def counted(self, key: str, count: int, **values) -> str:
+        """Form text `key` said of `count` things (`dialogue.flows.counted`)."""
+        return counted(self.texts[key], count, **values)
 
     # ---- answering --------------------------------------------------------------------
 
@@ -340,8 +386,8 @@ class Engine:
         had = answers.get(step.name) not in (None, "", [])
 
         choices = self._offered(ctx, step, answers)
-        if len(choices) > PAGE_SIZE and norm in NEXT_PAGE + PREV_PAGE:
-            pages = -(-len(choices) // PAGE_SIZE)
+        pages = -(-len(choices) // PAGE_SIZE) if choices else (step.pages(ctx, answers) if step.pages else 1)
+        if pages > 1 and norm in NEXT_PAGE + PREV_PAGE:
             page = form.page + (1 if norm in NEXT_PAGE else -1)
             form.page = max(0, min(pages - 1, page))
             return self._ask(ctx)
@@ -420,14 +466,14 @@ class Engine:
                 if c is not None:
                     return step.parse(ctx, c.value, answers) if step.parse else c.value
                 if step.parse is None:
-                    raise Invalid(step.hint or self.texts["choose_range"].format(count=len(choices)))
+                    raise Invalid(step.hint or self.counted("choose_range", len(choices)))
                 # A step may take free text as well as choices (e.g. a typed time); a number
                 # it does not take was meant as a choice: say which numbers there are.
                 try:
                     return step.parse(ctx, msg, answers)
                 except Invalid:
                     if parse_int(norm) is not None:
-                        raise Invalid(self.texts["choose_range"].format(count=len(choices))) from None
+                        raise Invalid(self.counted("choose_range", len(choices))) from None
                     raise
         if step.parse is None:
             written = as_written(text)  # matching normalises; what is kept is what they wrote
@@ -479,7 +525,7 @@ class Engine:
             form = ctx.state.form
             form.step, form.return_to, form.page = rows[n - 1].name, CONFIRM, 0
             return self._ask(ctx)
-        return self._wrong(ctx, self.texts["confirm_hint"].format(count=len(rows)))
+        return self._wrong(ctx, self.counted("confirm_hint", len(rows)))
 
     # ---- engine questions: resume / stuck / leave a message ---------------------------
 
@@ -577,7 +623,7 @@ class Engine:
         the step says nothing."""
         choices = self._offered(ctx, step, ctx.state.form.answers)
         if choices:
-            line = self.texts["help_choices"].format(count=len(choices), first=clip(choices[0].label, 12))
+            line = self.counted("help_choices", len(choices), first=clip(choices[0].label, 12))
             return f"{line}\n{step.help}" if step.help else line
         return step.help or step.hint or flow.help or self.texts["help_default"]
 

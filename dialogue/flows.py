@@ -70,6 +70,9 @@ class Step:
     optional: bool = False  # "跳过" leaves it empty
     max_length: int = 200  # longest free-text answer (characters) taken without parse
     depends_on: tuple[str, ...] = ()
+    # A question that pages a list of its own (read by `parse`, not `choices`): (ctx, answers)
+    # -> how many pages it shows. 下一页/上一页 turn them; the question reads ctx.state.form.page.
+    pages: Callable[..., int] | None = None
 
     def question(self, ctx, answers: dict) -> str:
         return self.ask(ctx, answers) if callable(self.ask) else self.ask
@@ -177,7 +180,7 @@ def match_many(text: str, choices: list[Choice]) -> list[Choice] | None:
 def numbered(choices: list[Choice], start: int = 1) -> str:
     lines = []
     for i, c in enumerate(choices, start):
-        lines.append(f"{i}. {clip(c.label, 30)}" + (f"（{clip(c.note, 30)}）" if c.note else ""))
+        lines.append(f"{i}. {clip(c.label, 30)}" + (f"（{clip(_unbracketed(c.note), 30)}）" if c.note else ""))
     return "\n".join(lines)
 
 
@@ -185,3 +188,19 @@ def clip(text: str, limit: int) -> str:
     """At most `limit` characters, marking a cut with "…" (keeps every line short)."""
     text = str(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def counted(text: str | dict, count: int, **values) -> str:
+    """A text said of `count` things. It may be written as {one: ..., other: ...} (menus/main.yaml
+    `form:`) so that one thing is not offered as a range ("回复 1-1 修改")."""
+    if isinstance(text, dict):
+        text = text["one"] if count == 1 else text["other"]
+    return text.format(count=count, **values)
+
+
+def _unbracketed(note: str) -> str:
+    """A note without the one pair of full-width brackets around it: `numbered` adds them, so a
+    note written as "（已订阅）" is not shown as "（（已订阅））"."""
+    if note.startswith("（") and note.endswith("）") and "（" not in note[1:-1] and "）" not in note[1:-1]:
+        return note[1:-1]
+    return note

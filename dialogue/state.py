@@ -103,10 +103,13 @@ class ConversationState:
     paused: Form | None = None
     pending: Pending | None = None  # a question of the engine's own awaiting its answer
     last_loc: tuple[float, float, float] | None = None  # a location_select's place and time
+    # The MsgId of a voice message that came without recognised text, while it is the user's
+    # latest message: a transcript of it arriving later is taken only while this still holds.
+    unheard: int | None = None
 
     def clear(self) -> None:
         """Forget everything but the version (the save still compares against it)."""
-        self.form = self.paused = self.pending = self.last_loc = None
+        self.form = self.paused = self.pending = self.last_loc = self.unheard = None
 
     # ---- the stored document --------------------------------------------------------------
 
@@ -128,6 +131,8 @@ class ConversationState:
             doc["pending"] = self.pending
         if self.last_loc is not None:
             doc["last_loc"] = list(self.last_loc)
+        if self.unheard is not None:
+            doc["unheard"] = self.unheard
         return doc
 
     @classmethod
@@ -167,6 +172,11 @@ class ConversationState:
             state.last_loc = (float(last[0]), float(last[1]), float(last[2]))
         elif last is not None:
             dropped.append("last_loc")
+        unheard = doc.get("unheard")
+        if _is_int(unheard):
+            state.unheard = unheard
+        elif unheard is not None:
+            dropped.append("unheard")
         if dropped:
             log.warning("conversation state repaired: dropped %s", ", ".join(dropped))
         return state

@@ -48,6 +48,8 @@ class Message:
     @property
     def dedup_key(self) -> str:
         """WeChat's retry identity: MsgId for messages, sender+time+event+key for events."""
+        if self.extra.get("heard"):
+            return f"h:{self.extra['heard']}"  # the transcript of voice message `heard` (bot/speech.py)
         if self.msg_id:
             return f"m:{self.msg_id}"
         return f"e:{self.openid}:{self.create_time}:{self.event}:{self.key}"

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, fields
 
 import requests
-from flask import Flask, abort, jsonify, request, send_file
+from flask import Flask, Response, abort, jsonify, request, send_file
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from emulator.state import ERRMSG, EmulatorState, Fault, Settings
@@ -269,6 +269,27 @@ def create_emulator(apps: dict[str, str], *, token: str = "volbot-dev-token", ae
         segno.make(ticket["url"], error="m").save(out, kind="png", scale=8, border=2)
         out.seek(0)
         return send_file(out, mimetype="image/png")
+
+    # ---- media ------------------------------------------------------------------------------
+
+    @app.get("/cgi-bin/media/get")
+    def media_get():
+        media_id = request.args.get("media_id", "")
+        failed = guarded("media_get")
+        if failed:
+            return reply("media_get", *failed, media_id=media_id)
+        found = state.media.get(media_id)
+        if found is None:
+            return reply("media_get", 40007, media_id=media_id)  # invalid media_id
+        state.record("media_get", errcode=0, media_id=media_id)
+        return Response(found[0], mimetype=found[1])
+
+    @app.put("/_emulator/media/<media_id>")
+    def admin_media(media_id):
+        """Store the bytes of a media file (a voice message's audio) for media/get."""
+        with state.lock:
+            state.media[media_id] = (request.get_data(), request.content_type or "audio/amr")
+        return jsonify({"media_id": media_id, "bytes": len(state.media[media_id][0])})
 
     # ---- admin: what happened, and faults -------------------------------------------------
 

@@ -22,6 +22,7 @@ ERRMSG = {
     0: "ok",
     -1: "system error",
     40001: "invalid credential, access_token is invalid or not latest",
+    40007: "invalid media_id",
     40003: "invalid openid",
     40013: "invalid appid",
     40016: "invalid button size",
@@ -115,6 +116,7 @@ class EmulatorState:
     quota_used: Counter = field(default_factory=Counter)  # (day, endpoint) -> count
     menu: dict | None = None
     tickets: dict[str, dict] = field(default_factory=dict)
+    media: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # media_id -> (bytes, content type)
     next_msgid: int = 2_000_000_001
 
     # ---- time -----------------------------------------------------------------------------

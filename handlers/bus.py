@@ -73,7 +73,7 @@ def community_choices(ctx, answers) -> list[Choice]:
     def rank(c):
         return (c.id != own, c.id not in coming, c.name)
 
-    return [Choice(c.id, c.name, aliases=(c.code,), note="（已订阅）" if c.id in taken else "")
+    return [Choice(c.id, c.name, aliases=(c.code,), note="已订阅" if c.id in taken else "")
             for c in sorted(communities, key=rank)]
 
 

@@ -26,7 +26,10 @@ def place_card(place: Place, distance_m: float | None = None, number: int | None
     lines = [head]
     if place.address:
         lines.append(f"{pad}地址：{place.address}")
-    lines.append(f"{pad}开放时间：{place.opening_times or '请电话咨询'}")
+    # "Ask by phone" only when there is a number to call.
+    lines.append(f"{pad}开放时间：{place.opening_times or ('请电话咨询' if place.phone else '暂未公布')}")
+    if place.phone:
+        lines.append(f"{pad}电话：{place.phone}")
     if place.services:
         more = "等" if len(place.services) > MAX_SERVICES else ""
         lines.append(f"{pad}服务：{'、'.join(place.services[:MAX_SERVICES])}{more}")

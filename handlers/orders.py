@@ -14,11 +14,12 @@ import re
 import uuid
 
 from dialogue import types as t
-from dialogue.flows import Choice, Flow, Invalid, Step
+from dialogue.flows import Choice, Flow, Invalid, Step, counted
 from dialogue.types import Message, Reply
 from handlers import registry
 from handlers.common import mask_phone, parse_phone
 from handlers.parsing import TIME_HINT, When, parse_when, slot_choices
+from menus import main_menu
 from rules import dispatch, needs, timebank
 from rules import orders as store
 from rules.inputs import as_written, normalize
@@ -231,7 +232,8 @@ def read_time(ctx, arg, answers):
     if not text:
         raise Invalid(TIME_HINT)
     if text.isdigit():
-        raise Invalid(f"请回复 1-{len(time_choices(ctx, answers))} 之间的序号，或直接说时间。")
+        shown = counted(main_menu().form["choose_range"], len(time_choices(ctx, answers)))
+        raise Invalid(shown.rstrip("。") + "，或直接说时间。")
     return parse_when(text, ctx.local_now).to_dict()
 
 

@@ -11,7 +11,9 @@ from typing import Callable
 from sqlalchemy import select
 
 from dialogue import Flow, Invalid, Step
+from dialogue.flows import counted
 from handlers import registry
+from menus import main_menu
 from rules import volunteering
 from rules.inputs import normalize
 from rules.volunteering import CHINA, hours_text
@@ -20,6 +22,8 @@ from store.models import HourRecord, Volunteer
 
 NOT_COORDINATOR = "抱歉，审核功能只对队伍的协调员开放。如需成为协调员，请联系所在街道分队。"
 LIST_LIMIT = 20
+PAGE = 10  # records shown at once: a page, its paging line and the instructions fit one reply
+INSTRUCTIONS = "回复“通过 1 3”、“全部通过”，或“驳回 2 原因”。"
 _VERB = re.compile(r"^(通过|批准|同意|驳回|拒绝|不通过)\s*(全部|所有)?\s*([\d\s,，、和]*)(.*)$", re.S)
 
 
@@ -43,7 +47,7 @@ def read_decision(ctx, message, answers) -> dict:
     bad = [n for n, pick in zip(numbers, picks) if pick is None]
     if bad:
         shown = bad[0] if len(bad[0]) <= 6 else bad[0][:6] + "…"
-        raise Invalid(f"序号 {shown} 不在列表里，请回复 1-{count} 之间的序号。")
+        raise Invalid(f"序号 {shown} 不在列表里。" + counted(main_menu().form["choose_range"], count))
     reason = re.sub(r"^(原因|理由)?[:：\s]*", "", m.group(4).strip())
     if not approve and not reason:
         raise Invalid("驳回请写明原因，例如“驳回 2 没有签到记录”。")
@@ -69,12 +73,21 @@ def review_flow(*, name: str, key: str, words: tuple[str, ...], title: str, head
             return f"{coord.team.name}及下属队伍{empty}"
         return {"ids": [item.id for item in items]}
 
+    def pages(ctx, answers) -> int:
+        return max(1, -(-len(answers["ids"]) // PAGE))
+
     def ask(ctx, answers) -> str:
-        rows = {r.id: r for r in ctx.session.scalars(select(model).where(model.id.in_(answers["ids"])))}
+        # One page of the list, numbered across pages (so "通过 12" means the same on any
+        # page); the instructions close every page, so the reply never loses them.
+        count = pages(ctx, answers)
+        page = min(max(0, ctx.state.form.page), count - 1)
+        shown = answers["ids"][page * PAGE:(page + 1) * PAGE]
+        rows = {r.id: r for r in ctx.session.scalars(select(model).where(model.id.in_(shown)))}
         lines = [heading]
-        lines += [f"{i}. {line(rows[rid])}" for i, rid in enumerate(answers["ids"], 1)]
-        lines.append("回复“通过 1 3”、“全部通过”，或“驳回 2 原因”。")
-        return "\n".join(lines)
+        lines += [f"{i}. {line(rows[rid])}" for i, rid in enumerate(shown, page * PAGE + 1) if rid in rows]
+        lines.append(ctx.engine.page_line(page, count))
+        lines.append(INSTRUCTIONS)
+        return "\n".join(x for x in lines if x)
 
     def done(ctx, answers):
         coord = _coordinator(ctx)
@@ -85,13 +98,15 @@ def review_flow(*, name: str, key: str, words: tuple[str, ...], title: str, head
         lines = decide(ctx, coord, ids, d["approve"], d["reason"])
         remaining = len(pending(ctx.session, coord, limit=LIST_LIMIT + 1))
         if remaining:
-            lines.append(f"还有 {remaining} 条待审核，回复“{words[0]}”继续。")
+            # Counted up to one more than a list holds: more than that is "20 多", not "21".
+            shown = f"{LIST_LIMIT} 多" if remaining > LIST_LIMIT else f"{remaining} "
+            lines.append(f"还有 {shown}条待审核，回复“{words[0]}”继续。")
         return "\n".join(lines)
 
     registry.command(key, *words)(lambda ctx, message: ctx.start(name))
     return registry.flow(Flow(
         name=name, title=title, start=start, done=done, confirm=False,
-        steps=[Step("decision", ask, parse=read_decision,
+        steps=[Step("decision", ask, parse=read_decision, pages=pages,
                     help="“通过 1 3 5”一次处理多条；“驳回 2 原因”需要写明原因。")],
     ))
 

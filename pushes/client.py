@@ -166,6 +166,13 @@ class ApiClient(WeChatClient):
         """A customer-service text (only inside the user's 48-hour / 5-message window)."""
         self.post("message/custom/send", data={"touser": openid, "msgtype": "text", "text": {"content": content}})
 
+    def download_media(self, media_id: str) -> bytes:
+        """A temporary media file (a voice message's audio), by its MediaId (media/get)."""
+        res = self.get("media/get", params={"media_id": media_id})
+        if isinstance(res, dict):  # JSON without an errcode: no media in it
+            raise WeChatError(None, "media/get: no media in the answer")
+        return res.content
+
     def send_notice(self, openid: str, template_id: str, data: dict, page: str | None = None) -> None:
         """A subscription notice (订阅通知, bizsend)."""
         body = {"touser": openid, "template_id": template_id, "data": data}

@@ -96,11 +96,31 @@ def format_distance(metres: float) -> str:
     return f"约{metres / 1000:.1f}公里"
 
 
+CALL_RADIUS_M = 5_000  # a station farther than this from a community is not "theirs" to call
+
+
+def station_to_call(session: Session, community: Community | None) -> Place | None:
+    """The place a resident of `community` can telephone: an active place with a phone in
+    the community itself (a station before a plaza), else the nearest one to the community
+    within CALL_RADIUS_M; None when there is none (the district hotline is said instead)."""
+    if community is None:
+        return None
+    with_phone = select(Place).where(Place.active.is_(True), Place.phone != "")
+    own = session.scalars(with_phone.where(Place.community_id == community.id)
+                          .order_by((Place.kind != "station"), Place.id).limit(1)).first()
+    if own is not None or community.lat is None or community.lng is None:
+        return own
+    near = [(haversine_m(community.lat, community.lng, p.lat, p.lng), p.id, p)
+            for p in session.scalars(with_phone.where(in_box(Place, community.lat, community.lng, CALL_RADIUS_M)))]
+    near = [n for n in near if n[0] <= CALL_RADIUS_M]
+    return min(near)[2] if near else None
+
+
 # ---- importing ---------------------------------------------------------------------------
 
 KIND_WORDS = {"station": "station", "站": "station", "服务站": "station", "志愿服务站": "station",
               "plaza": "plaza", "广场": "plaza", "志愿服务广场": "plaza", "星级广场": "plaza"}
-FIELDS = ("code", "name", "kind", "community", "address", "lat", "lng", "opening_times", "team",
+FIELDS = ("code", "name", "kind", "community", "address", "lat", "lng", "opening_times", "phone", "team",
           "services", "radius_m", "star_rating", "description", "active")
 
 
@@ -172,6 +192,7 @@ def _place_values(session: Session, row: dict) -> dict:
         "lat": _float(row.get("lat"), "lat", -90, 90),
         "lng": _float(row.get("lng"), "lng", -180, 180),
         "opening_times": str(row.get("opening_times") or "").strip()[:255],
+        "phone": str(row.get("phone") or "").strip()[:32],
         "services": split_list(row.get("services")),
         "radius_m": _optional_int(row.get("radius_m"), "radius_m") or DEFAULT_RADIUS_M,
         "star_rating": _optional_int(row.get("star_rating"), "star_rating"),

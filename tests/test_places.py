@@ -145,9 +145,9 @@ def test_nearest_skips_inactive_places_and_returns_fewer_when_there_are_few(svc)
 
 # ---- importing ---------------------------------------------------------------------------
 
-CSV = """code,name,kind,community,address,lat,lng,opening_times,team,services,radius_m,star_rating
-P-1,东风站,服务站,VT-C-DF,东风街1号,36.708,119.12,周一至周五 8:30-17:30,VT-DF,理发、义诊,,
-P-2,文化广场,广场,,文化路2号,36.715,119.13,每周六 9:00-11:30,,文艺演出;便民维修,500,5
+CSV = """code,name,kind,community,address,lat,lng,opening_times,phone,team,services,radius_m,star_rating
+P-1,东风站,服务站,VT-C-DF,东风街1号,36.708,119.12,周一至周五 8:30-17:30, 0536-8123456 ,VT-DF,理发、义诊,,
+P-2,文化广场,广场,,文化路2号,36.715,119.13,每周六 9:00-11:30,,,文艺演出;便民维修,500,5
 """
 
 
@@ -166,7 +166,8 @@ def test_import_places_csv_then_yaml_updates_by_code(svc, tmp_path):
     with svc.db.transaction() as s:
         p1, p2, p3 = (s.scalar(select(Place).where(Place.code == c)) for c in ("P-1", "P-2", "P-3"))
         assert p1.kind == "station" and p1.services == ["理发", "义诊"] and p1.radius_m == 300
-        assert p1.community.name == "东风社区" and p1.team.code == "VT-DF"
+        assert p1.community.name == "东风社区" and p1.team.code == "VT-DF" and p1.phone == "0536-8123456"
+        assert p2.phone == "" and p3.phone == ""
         assert p2.kind == "plaza" and p2.services == ["健康义诊"] and p2.active is False and p2.lat == 36.716
         assert p3.kind == "station"
 

@@ -75,7 +75,7 @@ def register(main: click.Group) -> None:
         """Create or update stations and plazas from a CSV or YAML FILE (by code).
 
         Columns: code, name, kind (station|plaza), community (code or name), address, lat,
-        lng, opening_times, team (code or name), services (separated by 、 or ,), radius_m,
+        lng, opening_times, phone, team (code or name), services (separated by 、 or ,), radius_m,
         star_rating, description, active."""
         from rules import places
 

@@ -62,10 +62,12 @@ def register(main: click.Group) -> None:
     @click.option("--name", default=None, help="Worker name (unique per host).")
     def worker(burst, name):
         """Send queued pushes (RQ worker); resumes lost jobs from SQL at start."""
+        from bot import speech
         from pushes.worker import run_worker
 
         services = _daemon_services()
         try:
+            speech.install(speech.from_config(services))  # SPEECH_ENGINE: voice jobs on the same queue
             run_worker(services, burst=burst, name=name)
         finally:
             services.close()

@@ -38,6 +38,7 @@ class Place(Base):
     lng: Mapped[float]
     radius_m: Mapped[int] = mapped_column(default=DEFAULT_RADIUS_M)
     opening_times: Mapped[str] = mapped_column(String(255), default="")  # as published, e.g. "周六 9:00-11:30"
+    phone: Mapped[str] = mapped_column(String(32), default="", server_default="")  # the station's desk, as published
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"))  # the team in charge
     services: Mapped[list] = mapped_column(JSON, default=list)  # e.g. ["理发", "义诊"]
     description: Mapped[str] = mapped_column(Text, default="")

@@ -120,3 +120,14 @@ def vol_pending_batch(session):
     v = session.scalar(select(Volunteer).where(Volunteer.number == "KW2026000902"))
     for i in range(3):
         add_hours(session, v, 120, "pending", days_ago=2 + i, ref=f"seed:batch:{i}")
+
+
+@seed
+def vol_pending_many(session):
+    """25 more pending records for o_vol_new, each with a 20-character description, so the
+    review list (20 shown) does not fit one reply unpaged; needs vol_volunteers."""
+    v = session.scalar(select(Volunteer).where(Volunteer.number == "KW2026000902"))
+    for i in range(25):
+        r = add_hours(session, v, 90, "pending", days_ago=2 + i, ref=f"seed:many:{i}")
+        r.description = "社区老年食堂午餐配送和独居老人上门探访服务"
+    session.flush()
