@@ -16,8 +16,8 @@ def tracked_text_files() -> list[Path]:
 
 
 def test_no_tracked_file_names_a_path_outside_the_checkout():
-    # The checkout's own absolute path, and the places earlier sessions read from by mistake.
-    outside = [str(REPO) + "/", "/work/main", "/work/shared", "../shared/"]
+    # The checkout's own absolute path, and the folder laid beside it (by path and relatively).
+    outside = [str(REPO) + "/", str(REPO.parent / "shared"), "../shared/"]
     found = []
     for path in tracked_text_files():
         try:
