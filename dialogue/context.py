@@ -22,7 +22,7 @@ CHINA = ZoneInfo("Asia/Shanghai")
 
 class Records(Protocol):
     """What the engine and the journeys record about the user, supplied by the shell (in
-    production `rules.followers`): the dialogue package knows no model."""
+    production `rules.followers.TurnRecords`): the dialogue package knows no model."""
 
     def follower(self, session: Session, openid: str, now: datetime) -> Any:
         """The user's record, created on first contact."""

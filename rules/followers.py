@@ -7,7 +7,7 @@ port, `dialogue.context`): the engine itself knows no model. The shell passes on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -39,12 +39,6 @@ def seen(follower: Follower, now: datetime) -> None:
         follower.last_message_at = now
 
 
-def leave_message(session: Session, follower: Follower, *, flow: str, step: str, text: str) -> None:
-    """Keep a message for a coordinator, with the form and step it was left from ("" outside
-    a form), routed and told to its coordinators (rules.inbox)."""
-    inbox.leave(session, follower, flow=flow, step=step, text=text, now=datetime.now(timezone.utc))
-
-
 @dataclass(frozen=True)
 class TurnRecords:
     """The Records port for one turn: the follower row, loaded when a journey needs it, notes
@@ -61,4 +55,6 @@ class TurnRecords:
         return f
 
     def leave_message(self, session: Session, follower: Follower, *, flow: str, step: str, text: str) -> None:
+        """Keep a message for a coordinator, with the form and step it was left from ("" outside
+        a form), routed and told to its coordinators (rules.inbox)."""
         inbox.leave(session, follower, flow=flow, step=step, text=text, now=self.now)

@@ -23,6 +23,7 @@ import requests
 
 from bot.cli import main
 from demo.supervisor import volbot_argv
+from tests.processes import stop_group
 
 
 def free_port() -> int:
@@ -130,12 +131,7 @@ def test_every_command_beside_the_demo_leaves_it_working(tmp_path):
         assert demo.poll() is None, log()
         assert json.loads(marker.read_text())["socket"] == redis_socket  # the same server all along
     finally:
-        if demo.poll() is None:
-            os.killpg(demo.pid, signal.SIGINT)
-        try:
-            demo.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(demo.pid, signal.SIGKILL)
+        stop_group(demo)
         demo_log.close()
     # The demo started the server, so its stop took it away.
     assert demo.returncode == 0, log()

@@ -68,7 +68,8 @@ class Talk:
     def send(self, message: Message) -> str:
         with self.svc.db.transaction() as session:
             ctx = Ctx(openid="o_unit", message=message, session=session, now=self.svc.clock.now(),
-                      records=followers, settings=self.svc.settings, state=self.engine.read_state(self.state))
+                      records=followers.TurnRecords(now=self.svc.clock.now(), message=not message.is_event),
+                      settings=self.svc.settings, state=self.engine.read_state(self.state))
             reply = self.engine.handle(ctx)
         self.state = ctx.state.encode()  # the stored document, as the pipeline saves it
         assert len(reply.text.encode("utf-8")) <= REPLY_LIMIT

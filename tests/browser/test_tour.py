@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from rules.volunteering import hours_text
+from tests.processes import stop_group
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,11 +74,7 @@ def demo(tmp_path_factory):
             pytest.fail("volbot demo did not start:\n" + log_path.read_text(errors="replace")[-3000:])
         time.sleep(0.5)
     yield {"web": f"http://127.0.0.1:{port}", "instance": instance, "log": log_path}
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_group(proc)
     log.close()
 
 
