@@ -8,7 +8,6 @@ from alembic import op
 
 import store.models.base
 
-
 revision = '0006'
 down_revision = '0004'
 branch_labels = None
