@@ -66,7 +66,7 @@ def audit_log():
     rows, has_next = paged(g.db, stmt, page)
     return render("audit.html", rows=rows, page=page, has_next=has_next, args=args_builder(),
                   actions=sorted(ACTION_NAMES.items(), key=lambda kv: kv[0]), action_name=action_name,
-                  dumps=_dumps)
+                  dumps=lambda v: masks.in_text(_dumps(v)), mask=masks.in_text)
 
 
 @console.get("/audit.csv")
