@@ -76,7 +76,9 @@ def set_session_cookie(response, token: str):
 
 
 def secure_cookies() -> bool:
-    return services().config.env == "production"
+    """Secure cookies in production: the app's configuration decides, as for Flask's own
+    session cookie (bot.hardening)."""
+    return current_app.config["VOLBOT"].env == "production"
 
 
 def client_ip() -> str:
