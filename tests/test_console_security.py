@@ -306,6 +306,13 @@ def test_the_audit_log_in_chinese_with_filters_a_masked_export_and_failed_logins
     assert "bs_lead" in own and "138****5678" not in own
 
 
+def test_instants_in_the_before_and_after_pictures_are_shown_in_china_time():
+    from console.views.audit import _dumps
+
+    assert _dumps({"starts_at": "2030-05-04T01:00:00+00:00", "day": "2030-05-04", "n": 1}) == \
+        '{"day": "2030-05-04", "n": 1, "starts_at": "2030-05-04 09:00"}'
+
+
 def test_old_audit_entries_are_pruned_by_the_retention_policy(logins):
     svc = logins
     now = svc.clock.now()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+from datetime import datetime
 
 from flask import Response, g, request
 
@@ -22,8 +24,27 @@ from store.models import AuditLog
 EXPORT_LIMIT = 100_000  # rows in one CSV; narrow the dates for more
 
 
+_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
+def _china(value):
+    """The before/after pictures keep instants as UTC ISO text; shown in China time."""
+    if isinstance(value, dict):
+        return {k: _china(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_china(v) for v in value]
+    if isinstance(value, str) and _INSTANT.match(value):
+        try:
+            instant = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if instant.tzinfo is not None:
+            return instant.astimezone(CHINA).strftime("%Y-%m-%d %H:%M")
+    return value
+
+
 def _dumps(value) -> str:
-    return "" if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return "" if value is None else json.dumps(_china(value), ensure_ascii=False, sort_keys=True)
 
 
 def _filters():
