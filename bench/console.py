@@ -288,7 +288,8 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     ensure_database(args.database_url)
     config = load_config(Path(tempfile.mkdtemp(prefix="volbot-bench-")), environ={}, env="testing",
-                         database_url=args.database_url, redis_url=args.redis_url)
+                         database_url=args.database_url, redis_url=args.redis_url,
+                         console_2fa_roles="none")  # the pages are timed, not the sign-in
     svc = Services(config)
     svc.redis.flushdb()
     if not args.no_seed:

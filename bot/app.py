@@ -29,6 +29,10 @@ def create_app(config: Config | None = None, services: Services | None = None) -
     from bot import observability  # request ids, JSON logs, /metrics
 
     observability.install(app, services)
+    from bot import hardening  # security headers, cookie flags, the client address behind proxies
+
+    hardening.install(app, production=config.env == "production", hsts_seconds=config.hsts_seconds)
+    hardening.trust_proxies(app, config.trusted_proxies)
 
     from bot.webhook import webhook
 

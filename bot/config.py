@@ -64,6 +64,9 @@ class Config:
     max_requests: int = 0  # recycle a worker after N requests (0: never)
     reuse_port: bool = True  # a listening socket per worker (SO_REUSEPORT)
     forwarded_allow_ips: str = "127.0.0.1"
+    # How many proxies in front of the app set X-Forwarded-For/-Proto (werkzeug's ProxyFix):
+    # 1 behind the shipped nginx. 0 trusts no header: the client is the peer's address.
+    trusted_proxies: int = 0
     access_log: bool = False
     # Logs and metrics
     log_format: str = "text"  # text | json (`volbot serve` defaults to json)
@@ -87,10 +90,41 @@ class Config:
     cjk_font: str | None = None
     # `volbot console add/password`: the password, instead of a prompt
     console_password: str | None = None
+    # The console's security (docs/console.md): a session ends after this many idle minutes;
+    # coordinators of these roles (comma-separated; "" none) must use a second factor (TOTP).
+    console_idle_minutes: int = 30
+    console_2fa_roles: str = "brigade"
+    # Strict-Transport-Security max-age sent in production (0: none).
+    hsts_seconds: int = 31536000
+    # Audit log entries older than this many days are deleted (0: kept for ever; else at
+    # least 180, the six months China's Cybersecurity Law asks logs to be kept).
+    audit_retention_days: int = 365
+    # Where the browser simulator POSTs its pushes; "" is this server's own /wechat at the
+    # first VOLBOT_BIND address. Never taken from a request (its Host header is the sender's).
+    simulator_webhook_url: str = ""
 
     @property
     def safe_mode(self) -> bool:
         return bool(self.wechat_aes_key)
+
+    @property
+    def console_2fa_required_roles(self) -> frozenset[str]:
+        """"none" (or an empty value in instance/config.py) requires it of nobody."""
+        return frozenset(r.strip() for r in self.console_2fa_roles.split(",") if r.strip() not in ("", "none"))
+
+    @property
+    def simulator_target(self) -> str:
+        """The webhook URL the simulator posts to (from configuration only)."""
+        if self.simulator_webhook_url:
+            return self.simulator_webhook_url
+        bind = self.bind.split(",")[0].strip()
+        if bind.startswith("unix:"):
+            return "http://127.0.0.1:8000/wechat"
+        host, _, port = bind.rpartition(":")
+        host = host.strip("[]")
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}/wechat"
 
     def dispatch_settings(self):
         """The dispatch rules' tunables (`rules.dispatch.Settings`)."""
@@ -141,6 +175,7 @@ ENV_NAMES = {
     "max_requests": "VOLBOT_MAX_REQUESTS",
     "reuse_port": "VOLBOT_REUSE_PORT",
     "forwarded_allow_ips": "FORWARDED_ALLOW_IPS",
+    "trusted_proxies": "VOLBOT_TRUSTED_PROXIES",
     "access_log": "VOLBOT_ACCESS_LOG",
     "log_format": "VOLBOT_LOG_FORMAT",
     "metrics_dir": "PROMETHEUS_MULTIPROC_DIR",
@@ -157,11 +192,16 @@ ENV_NAMES = {
     "push_backoff_max": "PUSH_BACKOFF_MAX_SECONDS",
     "cjk_font": "VOLBOT_CJK_FONT",
     "console_password": "VOLBOT_CONSOLE_PASSWORD",
+    "console_idle_minutes": "VOLBOT_CONSOLE_IDLE_MINUTES",
+    "console_2fa_roles": "VOLBOT_2FA_REQUIRED_ROLES",
+    "hsts_seconds": "VOLBOT_HSTS_SECONDS",
+    "audit_retention_days": "VOLBOT_AUDIT_RETENTION_DAYS",
+    "simulator_webhook_url": "SIMULATOR_WEBHOOK_URL",
 }
 TEMPLATE_PREFIX = "WECHAT_TEMPLATE_"
 POSITIVE = ("dispatch_offer_minutes", "dispatch_confirm_hours", "dispatch_cap_factor", "push_rate",
             "push_max_attempts", "push_lease_seconds", "push_chunk", "push_claim", "push_backoff",
-            "push_backoff_max", "threads", "worker_timeout", "graceful_timeout")
+            "push_backoff_max", "threads", "worker_timeout", "graceful_timeout", "console_idle_minutes")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -286,9 +326,16 @@ def validate(config: Config) -> None:
     for name in POSITIVE:
         if getattr(config, name) <= 0:
             raise ConfigError(f"{ENV_NAMES[name]}: must be positive")
-    for name in ("push_burst", "web_workers", "max_requests"):
+    for name in ("push_burst", "web_workers", "max_requests", "trusted_proxies", "hsts_seconds"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{ENV_NAMES[name]}: must not be negative")
+    if 0 < config.audit_retention_days < 180:
+        raise ConfigError("VOLBOT_AUDIT_RETENTION_DAYS: 0 (keep for ever) or at least 180 (six months)")
+    unknown = config.console_2fa_required_roles - {"brigade", "detachment", "squad"}
+    if unknown:
+        raise ConfigError(f"VOLBOT_2FA_REQUIRED_ROLES: roles are brigade, detachment, squad; got {', '.join(sorted(unknown))}")
+    if config.simulator_webhook_url and not config.simulator_webhook_url.startswith(("http://", "https://")):
+        raise ConfigError("SIMULATOR_WEBHOOK_URL: must be an http:// or https:// URL")
     if config.log_format not in ("text", "json"):
         raise ConfigError(f"VOLBOT_LOG_FORMAT: text or json, got {config.log_format!r}")
     for name in ("speech_engine", "speech_transcoder"):

@@ -1,9 +1,6 @@
-"""Coordinator accounts: passwords (Argon2id), the login check with throttling, and
-creating accounts (used by `volbot console add-user` and tests).
-
-Throttling lives in Redis (counters that may be lost): after `USER_LIMIT` failures for a
-username, or `IP_LIMIT` from one address, within `WINDOW` seconds, logins for it are
-refused until the window passes — even with the right password, so guessing cannot go on.
+"""Coordinator accounts: passwords (Argon2id), the password check of a login, and creating
+accounts (used by `volbot console add-user` and tests). Throttling is `console.throttle`;
+the second factor `console.twofactor`.
 """
 
 from __future__ import annotations
@@ -18,9 +15,6 @@ from sqlalchemy.orm import Session
 from rules.access import ROLE_TEAM_KINDS, ROLES
 from store.models import Coordinator, Team
 
-USER_LIMIT = 5
-IP_LIMIT = 30
-WINDOW = 15 * 60
 MIN_PASSWORD = 10
 
 _hasher = PasswordHasher()  # Argon2id with the library's current recommended costs
@@ -47,41 +41,29 @@ def verify_password(stored: str | None, password: str) -> bool:
 
 @dataclass
 class LoginResult:
-    coordinator: Coordinator | None = None
-    throttled: bool = False
+    coordinator: Coordinator | None = None  # the account, when the password was right
+    tried: Coordinator | None = None  # the account the username names, if any (for the audit)
+    reason: str = ""  # why it was refused, for the audit log (Chinese)
     rehash: str | None = None  # a new hash when the stored one used older parameters
 
 
-def _keys(username: str, ip: str) -> tuple[str, str]:
-    return f"console:loginfail:u:{username.strip().lower()}", f"console:loginfail:ip:{ip}"
+def by_username(username: str):
+    """The select of the account a username names (case does not matter)."""
+    return select(Coordinator).where(func.lower(Coordinator.username) == username.strip().lower())
 
 
-def clear_throttle(redis, username: str) -> None:
-    redis.delete(_keys(username, "")[0])
-
-
-def check_login(session: Session, redis, username: str, password: str, ip: str) -> LoginResult:
-    user_key, ip_key = _keys(username, ip)
-    counts = redis.mget(user_key, ip_key)
-    if int(counts[0] or 0) >= USER_LIMIT or int(counts[1] or 0) >= IP_LIMIT:
-        return LoginResult(throttled=True)
-    coordinator = session.scalar(
-        select(Coordinator).where(func.lower(Coordinator.username) == username.strip().lower())
-    )
+def check_login(session: Session, username: str, password: str) -> LoginResult:
+    """Check a username and password (an unknown user takes as long as a known one)."""
+    coordinator = session.scalar(by_username(username))
     ok = verify_password(coordinator.password_hash if coordinator else None, password)
-    if not ok or coordinator is None or not coordinator.active:
-        pipe = redis.pipeline()
-        for key in (user_key, ip_key):
-            pipe.incr(key)
-            pipe.ttl(key)
-        results = pipe.execute()
-        for key, ttl in zip((user_key, ip_key), results[1::2]):
-            if ttl < 0:  # the window starts at the first failure (EXPIRE NX needs Redis 7)
-                redis.expire(key, WINDOW)
-        return LoginResult()
-    redis.delete(user_key)
+    if coordinator is None:
+        return LoginResult(reason="用户名不存在")
+    if not ok:
+        return LoginResult(tried=coordinator, reason="密码错误")
+    if not coordinator.active:
+        return LoginResult(tried=coordinator, reason="账号已停用")
     rehash = _hasher.hash(password) if _hasher.check_needs_rehash(coordinator.password_hash) else None
-    return LoginResult(coordinator=coordinator, rehash=rehash)
+    return LoginResult(coordinator=coordinator, tried=coordinator, rehash=rehash)
 
 
 def create_account(session: Session, *, team_code: str, username: str, role: str, password: str,
@@ -106,3 +88,8 @@ def create_account(session: Session, *, team_code: str, username: str, role: str
     session.add(coordinator)
     session.flush()
     return coordinator
+
+
+def change_password(coordinator: Coordinator, new_password: str) -> None:
+    """Set a new password; the caller ends the account's sessions (`SessionStore.end_all`)."""
+    coordinator.password_hash = hash_password(new_password)

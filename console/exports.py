@@ -17,11 +17,11 @@ def to_csv(table: Table) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(table.columns)
-    writer.writerows([_safe(v) for v in row] for row in table.rows)
+    writer.writerows([safe_cell(v) for v in row] for row in table.rows)
     return ("\ufeff" + out.getvalue()).encode("utf-8")
 
 
-def _safe(value):
+def safe_cell(value):
     """Neutralise spreadsheet formulas in text cells (CSV injection)."""
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
         return "'" + value
@@ -40,7 +40,7 @@ def to_xlsx(table: Table) -> bytes:
         header.append(cell)
     ws.append(header)
     for row in table.rows:
-        ws.append([_safe(v) for v in row])
+        ws.append([safe_cell(v) for v in row])
     out = io.BytesIO()
     wb.save(out)
     return out.getvalue()

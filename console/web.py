@@ -1,23 +1,27 @@
 """The console's blueprint and what every request goes through: the SQL session, the
 signed-in coordinator and their scope, CSRF checks, and rendering helpers.
 
-Sessions are server-side in Redis (`console:session:<sha256 of token>` → coordinator id and
-CSRF token, 8 hours sliding); the browser holds only the random token in an HttpOnly,
-SameSite=Lax cookie limited to /console. Losing Redis logs everyone out, nothing more.
-Every POST must carry the session's CSRF token (form field `csrf_token` or header
-`X-CSRF-Token`); the login form uses a double-submit cookie instead.
+Sessions are server-side in Redis (`console.sessions`: idle timeout, a list per account);
+the browser holds only a random token in an HttpOnly, SameSite=Lax cookie limited to
+/console (Secure in production). Losing Redis logs everyone out, nothing more. A
+coordinator whose role must use a second factor (VOLBOT_2FA_REQUIRED_ROLES) and has none
+reaches only the enrolment page until they set one up. Every POST must carry the session's
+CSRF token (form field `csrf_token` or header `X-CSRF-Token`); the login forms use a
+double-submit cookie instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from functools import wraps
 from urllib.parse import urlparse
 
 from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, url_for
 
+from console import twofactor
+from console.sessions import MAX_AGE, SessionStore
+from console.throttle import LoginThrottle
 from rules import access
 from rules.audit import record
 from store.models import Coordinator
@@ -27,52 +31,66 @@ console = Blueprint("console", __name__, url_prefix="/console", template_folder=
 
 COOKIE = "volbot_console"
 LOGIN_CSRF_COOKIE = "volbot_console_login"
-SESSION_TTL = 8 * 3600
-PUBLIC = {"console.login", "console.static"}
-
-
-def _session_key(token: str) -> str:
-    return "console:session:" + hashlib.sha256(token.encode()).hexdigest()
+PENDING_COOKIE = "volbot_console_2fa"
+PUBLIC = {"console.login", "console.login_second_factor", "console.static"}
+# What a coordinator who must enrol a second factor may reach before they have.
+ENROLMENT = {"console.security_2fa", "console.security_2fa_qr", "console.security_2fa_enable", "console.logout"}
 
 
 def services():
     return current_app.extensions["volbot"]
 
 
-def _fingerprint(coordinator: Coordinator) -> str:
+def sessions() -> SessionStore:
+    svc = services()
+    return SessionStore(svc.redis, svc.clock, svc.config.console_idle_minutes * 60)
+
+
+def throttle() -> LoginThrottle:
+    svc = services()
+    return LoginThrottle(svc.redis, svc.clock)
+
+
+def fingerprint(coordinator: Coordinator) -> str:
     """Who the session belongs to, beyond a row id: a restore of an earlier backup hands a
     coordinator's id to someone else, and a session kept in Redis must not follow the id.
     The password hash is salted, so it is this account's alone (a new password ends the
-    account's sessions too)."""
+    account's sessions even where the explicit end missed one)."""
     return hashlib.sha256((coordinator.password_hash or "").encode()).hexdigest()[:32]
 
 
-def start_session(coordinator: Coordinator) -> tuple[str, str]:
-    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-    key = _session_key(token)
-    r = services().redis
-    r.hset(key, mapping={"cid": coordinator.id, "who": _fingerprint(coordinator), "csrf": csrf})
-    r.expire(key, SESSION_TTL)
-    return token, csrf
+def user_agent() -> str:
+    return request.headers.get("User-Agent", "")[:256]
 
 
-def end_session(token: str | None) -> None:
-    if token:
-        services().redis.delete(_session_key(token))
+def start_session(coordinator: Coordinator) -> str:
+    """Sign the coordinator in: the new session's token for the cookie."""
+    token, _session = sessions().start(coordinator.id, fingerprint(coordinator), client_ip(), user_agent())
+    return token
 
 
 def set_session_cookie(response, token: str):
-    response.set_cookie(COOKIE, token, max_age=SESSION_TTL, httponly=True, samesite="Lax",
-                        secure=_secure(), path="/console")
+    response.set_cookie(COOKIE, token, max_age=MAX_AGE, httponly=True, samesite="Lax",
+                        secure=secure_cookies(), path="/console")
     return response
 
 
-def _secure() -> bool:
-    return services().config.env == "production"
+def secure_cookies() -> bool:
+    """Secure cookies in production: the app's configuration decides, as for Flask's own
+    session cookie (bot.hardening)."""
+    return current_app.config["VOLBOT"].env == "production"
 
 
 def client_ip() -> str:
+    """The client's address: the peer's, or (VOLBOT_TRUSTED_PROXIES) what the trusted
+    proxies say it was — ProxyFix has put it in remote_addr already."""
     return (request.remote_addr or "?")[:64]
+
+
+def needs_second_factor(coordinator: Coordinator) -> bool:
+    """Must enrol before doing anything else: required of the role, not set up yet."""
+    return (twofactor.required(services().config.console_2fa_required_roles, coordinator)
+            and not twofactor.enabled(coordinator))
 
 
 @console.before_request
@@ -84,23 +102,26 @@ def load_request():
     g.csrf = ""
     if request.endpoint in PUBLIC:
         return None
-    token = request.cookies.get(COOKIE)
-    data = svc.redis.hgetall(_session_key(token)) if token else {}
-    coordinator = g.db.get(Coordinator, int(data[b"cid"])) if data else None
-    if coordinator is not None and not hmac.compare_digest(data.get(b"who", b""), _fingerprint(coordinator).encode()):
+    store = sessions()
+    session = store.load(request.cookies.get(COOKIE))
+    coordinator = g.db.get(Coordinator, session.cid) if session else None
+    if coordinator is not None and not hmac.compare_digest(session.who, fingerprint(coordinator)):
         coordinator = None  # the id now names another account (a restore), or the password changed
     if coordinator is None or not coordinator.active or not coordinator.password_hash:
         if request.accept_mimetypes.best == "application/json" or request.path.endswith(".json"):
             return jsonify(error="login required"), 401
         return redirect(url_for("console.login", next=request.full_path if request.method == "GET" else None))
-    svc.redis.expire(_session_key(token), SESSION_TTL)
-    g.csrf = data[b"csrf"].decode()
+    store.touch(session, client_ip(), user_agent())
+    g.session = session
+    g.csrf = session.csrf
     g.coordinator = coordinator
     g.scope = access.scope_for(g.db, coordinator)
     if request.method == "POST":
         sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
         if not hmac.compare_digest(sent.encode(), g.csrf.encode()):
             abort(400, description="表单已过期或来源不明（CSRF 校验失败），请刷新页面后重试。")
+    if request.endpoint not in ENROLMENT and needs_second_factor(coordinator):
+        return redirect(url_for("console.security_2fa"))
     return None
 
 

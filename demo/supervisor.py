@@ -251,6 +251,9 @@ def run(main, *, host: str, port: int, emulator_port: int, reset: bool, out=None
     env = child_environ()
     env.setdefault("VOLBOT_ENV", "demo")
     env.setdefault("WECHAT_API_BASE", f"http://{host}:{emulator_port}/cgi-bin/")
+    env.setdefault("SIMULATOR_WEBHOOK_URL", f"http://{host}:{port}/wechat")
+    # The demo's logins have a published password; a second factor would only stop the tour.
+    env.setdefault("VOLBOT_2FA_REQUIRED_ROLES", "none")
     config = load_config(environ=env)
     env["VOLBOT_INSTANCE"] = str(config.instance_path)
     lock = claim_instance(Path(config.instance_path))

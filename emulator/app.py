@@ -78,6 +78,9 @@ def create_emulator(apps: dict[str, str], *, token: str = "volbot-dev-token", ae
     """A fresh emulator for the accounts `apps` (appid -> secret). Our webhook's `token`
     (and `aes_key` for safe mode) sign the callbacks, as WeChat would."""
     app = Flask("wechat-emulator")
+    from bot import hardening  # the same headers as every app of ours (it never runs in production)
+
+    hardening.install(app)
     state = EmulatorState(apps=dict(apps), settings=settings or Settings())
     state.settings.callback_url = callback_url or state.settings.callback_url
     callbacks = CallbackSender(state, token, next(iter(apps)), aes_key)

@@ -4,6 +4,8 @@ phone or ID number. Use as a step's `show=`: `Step("phone", ..., show=masks.phon
 
 from __future__ import annotations
 
+import re
+
 from rules.inputs import normalize
 from rules.pii import mask_id_number
 
@@ -27,3 +29,15 @@ def name(value) -> str:
     """张三丰 → 张**; a one-character name stays (it says nothing alone)."""
     s = str(value or "").strip()
     return s[:1] + "*" * (len(s) - 1) if len(s) > 1 else s
+
+
+_PHONE_IN_TEXT = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
+_ID_IN_TEXT = re.compile(r"(?<![\dXx])\d{17}[\dXx](?![\dXx])|(?<!\d)\d{15}(?!\d)")
+
+
+def in_text(value) -> str:
+    """Any mobile number or ID number inside free text masked (for exports of text that
+    should hold none, such as the audit log, where someone may have typed one anyway)."""
+    s = str(value or "")
+    s = _ID_IN_TEXT.sub(lambda m: mask_id_number(m.group(0)) if len(m.group(0)) == 18 else "*" * 15, s)
+    return _PHONE_IN_TEXT.sub(lambda m: phone(m.group(0)), s)

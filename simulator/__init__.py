@@ -36,8 +36,10 @@ def only_in_demo_settings():
 
 
 def webhook_url() -> str:
-    """Where pushes go: SIMULATOR_WEBHOOK_URL if set, else this server's own /wechat."""
-    return current_app.config.get("SIMULATOR_WEBHOOK_URL") or request.host_url.rstrip("/") + "/wechat"
+    """Where pushes go: SIMULATOR_WEBHOOK_URL if set, else this server's own /wechat at its
+    first bind address — from configuration only: the request's Host header is whatever
+    the browser (or anyone) sent, and signed pushes must not follow it elsewhere."""
+    return _config().simulator_target
 
 
 @blueprint.get("/")

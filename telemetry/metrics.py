@@ -28,6 +28,10 @@ BUSY = Counter("volbot_busy_replies", "系统繁忙 replies by reason (deadline,
 RECEIPTS_REJECTED = Counter("volbot_receipts_rejected", "Delivery receipts dropped at intake: their MsgID "
                             "cannot be one of ours (rules.receipts)", registry=REGISTRY)
 
+LOGIN_FAILURES = Counter("volbot_console_login_failures", "Refused console logins by reason: password "
+                         "(wrong password, unknown or disabled account), second_factor, throttled",
+                         ["reason"], registry=REGISTRY)
+
 # Counted by the web server (bot/gunicorn_worker.py), before the app: requests that waited
 # past VOLBOT_QUEUE_BUDGET and were refused unread, and the wait of those served.
 SHED = Counter("volbot_shed", "Requests refused unread (503) after waiting past the queue budget, by path "

@@ -96,6 +96,26 @@ def test_defaults_and_url_spellings(tmp_path):
     assert load_config(tmp_path, environ={"WECHAT_AES_KEY": ""}).wechat_aes_key is None
 
 
+def test_the_console_security_settings(tmp_path):
+    """Issue 20's settings: their defaults (a second factor for the brigade, no proxy
+    trusted) and checks; the simulator's target never depends on a request."""
+    c = load_config(tmp_path, environ={})
+    assert c.console_2fa_required_roles == {"brigade"} and c.trusted_proxies == 0
+    assert (c.console_idle_minutes, c.audit_retention_days, c.hsts_seconds) == (30, 365, 31536000)
+    assert c.simulator_target == "http://127.0.0.1:8000/wechat"
+    c = load_config(tmp_path, environ={"VOLBOT_2FA_REQUIRED_ROLES": "none", "VOLBOT_TRUSTED_PROXIES": "1",
+                                        "VOLBOT_BIND": "0.0.0.0:9000,127.0.0.1:9001"})
+    assert c.console_2fa_required_roles == frozenset() and c.trusted_proxies == 1
+    assert c.simulator_target == "http://127.0.0.1:9000/wechat"
+    assert load_config(tmp_path, environ={"VOLBOT_2FA_REQUIRED_ROLES": "brigade, detachment"}
+                       ).console_2fa_required_roles == {"brigade", "detachment"}
+    for env, word in ({"VOLBOT_2FA_REQUIRED_ROLES": "admin"}, "roles are"), \
+            ({"VOLBOT_AUDIT_RETENTION_DAYS": "30"}, "at least 180"), ({"VOLBOT_TRUSTED_PROXIES": "-1"}, "negative"), \
+            ({"VOLBOT_CONSOLE_IDLE_MINUTES": "0"}, "positive"), ({"SIMULATOR_WEBHOOK_URL": "ftp://x"}, "http"):
+        with pytest.raises(ConfigError, match=word):
+            load_config(tmp_path, environ=env)
+
+
 def test_aes_key_must_decode_to_32_bytes(tmp_path):
     with pytest.raises(ConfigError, match="WECHAT_AES_KEY"):
         load_config(tmp_path, environ={"WECHAT_AES_KEY": GOOD_KEY[:-1] + "-"})

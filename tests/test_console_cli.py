@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from bot.cli import main
 from store.models import Coordinator
-from tests.console_support import Browser
+from tests.console_support import Browser, signed_in
 from tests.seeds import apply
 
 
@@ -51,17 +51,22 @@ def test_refusals_are_one_clear_line(svc):
     assert unknown.exit_code == 1 and "no team with code 'NOPE'" in unknown.output
 
 
-def test_set_password_lifts_a_lockout_and_deactivate_stops_logins(base_url, svc):
-    from console import accounts
+def test_set_password_lifts_the_delay_and_ends_sessions_and_deactivate_stops_logins(base_url, svc):
+    from console import throttle
 
     apply(svc, ["console_logins"])
+    elsewhere = signed_in(base_url, "df_lead")  # a session open before the reset
     b = Browser(base_url)
-    for _ in range(accounts.USER_LIMIT):
+    for _ in range(throttle.FREE + 1):
         b.login("df_lead", "wrong wrong wrong")
     assert b.login("df_lead", "brand new password").status_code == 429
     run = CliRunner().invoke
-    assert run(main, ["console", "set-password", "--username", "df_lead"],
-               env=env(svc, "brand new password")).exit_code == 0
-    assert Browser(base_url).login("df_lead", "brand new password").status_code == 302
-    assert run(main, ["console", "deactivate", "--username", "df_lead"], env=env(svc)).exit_code == 0
+    done = run(main, ["console", "set-password", "--username", "df_lead"], env=env(svc, "brand new password"))
+    assert done.exit_code == 0 and "1 open session(s) ended" in done.output
+    assert elsewhere.get("/console/").status_code == 302  # back to the login page
+    again = Browser(base_url)
+    assert again.login("df_lead", "brand new password").status_code == 302
+    done = run(main, ["console", "deactivate", "--username", "df_lead"], env=env(svc))
+    assert done.exit_code == 0 and "1 open session(s) ended" in done.output
+    assert again.get("/console/").status_code == 302
     assert Browser(base_url).login("df_lead", "brand new password").status_code == 401

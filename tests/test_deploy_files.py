@@ -65,3 +65,4 @@ def test_the_nginx_drill_passes_at_tiny_size():
                           timeout=280)
     assert "RESULT: PASS" in done.stdout and done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "chat turn through nginx: HTTP 200, a reply" in done.stdout
+    assert "forged X-Forwarded-For is audited from 127.0.0.1" in done.stdout

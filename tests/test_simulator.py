@@ -35,9 +35,14 @@ class Recorder:
 
 
 def serve(app):
+    """Serve `app` on a free loopback port; its simulator posts to this server's /wechat
+    (SIMULATOR_WEBHOOK_URL: the port is only known now)."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
+    url = f"http://127.0.0.1:{server.server_port}"
+    if "VOLBOT" in getattr(app, "config", {}):
+        app.config["VOLBOT"] = replace(app.config["VOLBOT"], simulator_webhook_url=url + "/wechat")
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_port}"
+    return server, url
 
 
 @pytest.fixture
@@ -57,6 +62,27 @@ def test_page_and_assets_are_local(sim):
     assert "http://" not in page.text and "https://" not in page.text  # no internet assets
     for asset in ("app.js", "app.css"):
         assert requests.get(f"{url}/simulator/static/simulator/{asset}").status_code == 200
+
+
+def test_a_crafted_host_header_does_not_redirect_the_signed_push(sim):
+    """The target comes from configuration: a Host naming another server (here one that
+    records what reaches it) gets the push nowhere but our own webhook."""
+    url, recorder = sim
+    other = Recorder(lambda environ, start_response: start_response("200 OK", []) or [b"success"])
+    server, other_url = serve_plain(other)
+    try:
+        resp = requests.post(url + "/simulator/api/send", headers={"Host": other_url.split("//")[1]},
+                             json={"openid": "o_sim_host", "kind": "text", "text": "菜单"})
+        assert resp.json()["ok"] and len(recorder.seen) == 1
+        assert other.seen == []
+    finally:
+        server.shutdown()
+
+
+def serve_plain(wsgi):
+    server = make_server("127.0.0.1", 0, wsgi, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
 
 
 @pytest.mark.parametrize("encrypt", [False, True])

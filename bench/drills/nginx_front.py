@@ -217,6 +217,28 @@ def receipts(sender, pushes: list[tuple[str, str]]) -> list[tuple[str, bytes]]:
             for openid, msgid in pushes]
 
 
+def failed_login_address(session, base: str, verify: str, stack: Stack) -> str | None:
+    """Fail a console login through nginx claiming another address in X-Forwarded-For; the
+    address the audit log then holds. nginx sets the header to the address it saw, and the
+    app (VOLBOT_TRUSTED_PROXIES=1) trusts that one hop only, so the claim must not show."""
+    import re
+
+    from sqlalchemy import select
+
+    from store.models import AuditLog
+
+    page = session.get(base + "/console/login", timeout=10, verify=verify)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    session.post(base + "/console/login", data={"username": "drill", "password": "wrong password", "csrf_token": token},
+                 headers={"X-Forwarded-For": "203.0.113.50"}, timeout=10, verify=verify, allow_redirects=False)
+    svc = stack.services()
+    try:
+        with svc.db.session() as s:
+            return s.scalar(select(AuditLog.ip).where(AuditLog.action == "login.failed").order_by(AuditLog.id.desc()))
+    finally:
+        svc.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--receipts", type=int, default=2000, help="receipts in each burst")
@@ -239,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     with Stack("drill-nginx", postgres=args.database) as stack:
         stack.create_schema()
         pushes = sent_pushes(stack, 2 * args.receipts)
-        url = stack.serve(workers=args.workers)
+        url = stack.serve(workers=args.workers, VOLBOT_TRUSTED_PROXIES="1")  # nginx is the one proxy
         folder = stack.folder / "nginx"
         cert, key = self_signed(folder / "tls")
         http_port, https_port = free_port(), free_port()
@@ -264,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
                 console_ok = page.status_code == 200 and "<html" in page.text.lower()
                 print(f"console page through nginx: HTTP {page.status_code} at {page.url.replace(base, '')} "
                       f"({len(page.content)} bytes)")
+                address = failed_login_address(s, base, str(cert), stack)
+                address_ok = address == "127.0.0.1"
+                print(f"a failed console login with a forged X-Forwarded-For is audited from {address} "
+                      "(the address nginx saw)")
             redirect = requests.get(f"http://127.0.0.1:{http_port}/wechat", allow_redirects=False, timeout=5)
             redirect_ok = redirect.status_code == 301 and redirect.headers.get("Location", "").startswith("https://")
             print(f"port 80: HTTP {redirect.status_code} → {redirect.headers.get('Location')}")
@@ -290,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         if errors:
             print("nginx error.log:\n" + errors[-1500:])
         burst_ok = front["out"]["success"] == args.receipts and direct["out"]["success"] == args.receipts
-        ok = chat_ok and console_ok and redirect_ok and burst_ok and states["delivered"] == 2 * args.receipts
+        ok = chat_ok and console_ok and address_ok and redirect_ok and burst_ok and states["delivered"] == 2 * args.receipts
         print(f"{load_average()}; RESULT: {'PASS' if ok else 'FAIL'}")
         return 0 if ok else 1
 

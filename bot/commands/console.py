@@ -3,6 +3,11 @@
     volbot console add-user --team CODE --username U --role brigade|detachment|squad [--name 姓名]
     volbot console set-password --username U
     volbot console deactivate --username U
+    volbot console reset-2fa --username U
+    volbot console prune-audit
+
+A new password, a deactivation and a second-factor reset end every open session of the
+account at once.
 
 The password is read from `VOLBOT_CONSOLE_PASSWORD` when set (for scripts), else asked
 for twice without echo. It is never printed or logged.
@@ -41,6 +46,12 @@ def _by_username(session, username: str):
     return c
 
 
+def _end_sessions(svc, coordinator) -> int:
+    from console.sessions import SessionStore
+
+    return SessionStore(svc.redis, svc.clock, svc.config.console_idle_minutes * 60).end_all(coordinator.id)
+
+
 def register(main) -> None:
     @main.group("console")
     def console_group():
@@ -67,22 +78,58 @@ def register(main) -> None:
     @console_group.command("set-password")
     @click.option("--username", required=True)
     def set_password(username):
-        """Set a new password (and lift a login lock-out for the user)."""
-        from console.accounts import AccountError, clear_throttle, hash_password
+        """Set a new password, end the user's sessions and lift their login delays."""
+        from console.accounts import AccountError, hash_password
+        from console.throttle import LoginThrottle
 
         password = _password()
         try:
             with operator_session() as (svc, s):
-                _by_username(s, username).password_hash = hash_password(password)
-                clear_throttle(svc.redis, username)
-            click.echo(f"password set for {username}")
+                coordinator = _by_username(s, username)
+                coordinator.password_hash = hash_password(password)
+                s.flush()
+                ended = _end_sessions(svc, coordinator)
+                LoginThrottle(svc.redis, svc.clock).clear_account(username)
+            click.echo(f"password set for {username}; {ended} open session(s) ended")
         except AccountError as e:
             _fail(str(e))
 
     @console_group.command("deactivate")
     @click.option("--username", required=True)
     def deactivate(username):
-        """Stop a login at once (open sessions end on their next request)."""
-        with operator_session() as (_, s):
-            _by_username(s, username).active = False
-        click.echo(f"deactivated {username}")
+        """Stop a login at once: its open sessions end."""
+        with operator_session() as (svc, s):
+            coordinator = _by_username(s, username)
+            coordinator.active = False
+            ended = _end_sessions(svc, coordinator)
+        click.echo(f"deactivated {username}; {ended} open session(s) ended")
+
+    @console_group.command("reset-2fa")
+    @click.option("--username", required=True)
+    def reset_2fa(username):
+        """Remove a user's second factor (a lost phone and no recovery code): their sessions
+        end, and a role that requires one enrols again at the next login."""
+        from console import twofactor
+
+        with operator_session() as (svc, s):
+            coordinator = _by_username(s, username)
+            twofactor.disable(s, coordinator)
+            ended = _end_sessions(svc, coordinator)
+        click.echo(f"second factor removed for {username}; {ended} open session(s) ended")
+
+    @console_group.command("prune-audit")
+    def prune_audit():
+        """Delete audit log entries older than VOLBOT_AUDIT_RETENTION_DAYS (the scheduler
+        does this hourly too)."""
+        from bot.cli import build_services
+        from rules.audit import prune
+
+        svc = build_services()
+        try:
+            with svc.db.session() as s:  # prune commits batch by batch
+                days = svc.config.audit_retention_days
+                removed = prune(s, svc.clock.now(), days)
+        finally:
+            svc.close()
+        click.echo(f"removed {removed} audit log entries older than {days} days" if days
+                   else "VOLBOT_AUDIT_RETENTION_DAYS is 0: every entry is kept")

@@ -117,6 +117,7 @@ def register(main: click.Group) -> None:
                 from bot.serving import reuse_port_for
 
                 overrides["bind"] = [b for item in bind for b in item.split(",") if b]
+                export(VOLBOT_BIND=",".join(overrides["bind"]))  # the workers' config (the simulator's target)
                 overrides["reuse_port"] = reuse_port_for(overrides["bind"], config.reuse_port)
             if workers:
                 overrides["workers"] = workers

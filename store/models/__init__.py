@@ -7,7 +7,7 @@ from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.audit import AuditLog
 from store.models.base import Base, UTCDateTime, utcnow
 from store.models.bus import BusRoute, BusSubscription, BusVisit
-from store.models.console import CoordinatorBindCode, ServiceCertificate
+from store.models.console import CoordinatorBindCode, CoordinatorRecoveryCode, ServiceCertificate
 from store.models.dispatch import Offer, TimePayment
 from store.models.district import Community, Team
 from store.models.followers import CoordinatorMessage, Follower
@@ -31,6 +31,7 @@ __all__ = [
     "AuditLog",
     "ServiceCertificate",
     "CoordinatorBindCode",
+    "CoordinatorRecoveryCode",
     "Base",
     "UTCDateTime",
     "utcnow",

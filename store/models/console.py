@@ -1,5 +1,6 @@
-"""What only the coordinators' console keeps: issued certificates of service, and the
-one-time codes that bind a console account to its owner's WeChat follower.
+"""What only the coordinators' console keeps: issued certificates of service, the
+one-time codes that bind a console account to its owner's WeChat follower, and the
+recovery codes of the accounts' second factor.
 
 A certificate of service (志愿服务记录证明) gets a number that is never reused, and the
 figures printed on it are kept, so a certificate shown later can be checked against
@@ -44,4 +45,18 @@ class CoordinatorBindCode(Base):
     code: Mapped[str] = mapped_column(String(8), unique=True)
     coordinator_id: Mapped[int] = mapped_column(ForeignKey("coordinators.id", ondelete="CASCADE"), index=True)
     expires_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CoordinatorRecoveryCode(Base):
+    """A one-use recovery code of a coordinator's second factor (for a lost phone). Only
+    its SHA-256 is kept: the codes are random (50 bits), so a fast hash is enough, and the
+    plain code is shown once, when issued."""
+
+    __tablename__ = "coordinator_recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    coordinator_id: Mapped[int] = mapped_column(ForeignKey("coordinators.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    used_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -95,6 +95,12 @@ class Coordinator(Base):
     active: Mapped[bool] = mapped_column(default=True)
     is_demo: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The second factor (console/twofactor.py): the TOTP secret, encrypted (rules.pii,
+    # purpose "totp-secret"); set once enrolment is confirmed with a first code. The last
+    # time step a code was accepted for, so a code cannot be used twice.
+    totp_secret: Mapped[str | None] = mapped_column(String(255))
+    totp_enabled_at: Mapped[datetime | None]
+    totp_last_step: Mapped[int | None]
 
     team: Mapped[Team] = relationship()
     follower: Mapped[Follower | None] = relationship()
