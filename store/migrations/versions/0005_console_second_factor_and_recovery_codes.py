@@ -1,6 +1,6 @@
 """Console second factor: coordinators' TOTP secret (encrypted), and one-use recovery codes.
 
-Revision ID: 0006
+Revision ID: 0005
 Revises: 0004
 """
 import sqlalchemy as sa
@@ -8,7 +8,7 @@ from alembic import op
 
 import store.models.base
 
-revision = '0006'
+revision = '0005'
 down_revision = '0004'
 branch_labels = None
 depends_on = None
