@@ -339,3 +339,38 @@ def test_the_same_call_out_serves_an_order_nobody_took(svc):
         # Too late for anyone else: the order is taken.
         late = attendance.answer_callout(s, wang, now)
         assert late.outcome == "none"
+
+
+# ---- reports -----------------------------------------------------------------------------------
+
+def test_attendance_reports_by_team_activity_month_and_the_no_show_list(svc):
+    from rules import access, reports
+    from store.models import Coordinator
+    from tests.seeds.volunteers import team
+
+    seeds.apply(svc, ["act_base"])
+    now = now_utc()
+    with svc.db.transaction() as s:
+        shift = a_shift(s, starts_in=timedelta(days=-1))
+        outcomes = {"o_act_a": ("present", False), "o_act_b": ("partial", False), "o_act_c": ("absent", False),
+                    "o_act_d": ("excused", True)}
+        for openid, (state, late) in outcomes.items():
+            s.add(SignUp(shift_id=shift.id, volunteer_id=volunteer(s, openid).id, state="signed",
+                         attendance=state, late_notice=late, signed_at=now - timedelta(days=3)))
+        coord = Coordinator(team_id=team(s, "VT-KW").id, name="区管理员", role="brigade", active=True)
+        s.add(coord)
+        s.flush()
+        scope = access.scope_for(s, coord)
+        year = shift.starts_at.astimezone(CHINA).year
+        by_activity = reports.REPORTS["attendance_activity"](s, scope, year)
+        assert by_activity.rows == [["东风社区志愿服务·测试值守", 3, 1, 1, 1, 1, 1, "67%"]]
+        by_month = reports.attendance_by_month(s, scope, year)
+        assert [r[0] for r in by_month.rows] == [f"{shift.starts_at.astimezone(CHINA).month}月"]
+        by_team = reports.attendance_by_team(s, scope, year)
+        assert sum(r[1] for r in by_team.rows) == 3 and sum(r[5] for r in by_team.rows) == 1
+        listed = reports.no_shows(s, scope, year)
+        assert [(r[1], r[3], r[4]) for r in listed.rows] == [("郑志愿", 1, 0), ("冯志愿", 0, 1)]
+        from console import exports
+
+        csv = exports.to_csv(listed).decode("utf-8-sig")
+        assert csv.splitlines()[0] == "编号,姓名,队伍,缺席次数,临时请假次数"
