@@ -143,6 +143,7 @@ def materialise(session: Session, p: ShiftPattern, now: datetime, calendar: Cale
         return []
     calendar = calendar if calendar is not None else load_calendar()
     first, last = _horizon(p, now)
+    p.materialised_on = first
     have = set(session.scalars(select(Activity.occurs_on).where(Activity.pattern_id == p.id,
                                                                 Activity.occurs_on >= first)))
     made = []
@@ -165,11 +166,19 @@ def materialise(session: Session, p: ShiftPattern, now: datetime, calendar: Cale
     return made
 
 
-def materialise_all(session: Session, now: datetime, calendar: Calendar | None = None) -> int:
+def materialise_all(session: Session, now: datetime, calendar: Calendar | None = None, *,
+                    due_only: bool = False) -> int:
+    """Make the coming weeks' shifts of every active pattern (`due_only`: of those not
+    made yet today, as the scheduler asks each pass). Returns how many were made."""
+    query = select(ShiftPattern).where(ShiftPattern.active.is_(True)).order_by(ShiftPattern.id)
+    if due_only:
+        today = now.astimezone(CHINA).date()
+        query = query.where((ShiftPattern.materialised_on.is_(None)) | (ShiftPattern.materialised_on < today))
+    patterns = list(session.scalars(query.limit(200)))
+    if not patterns:
+        return 0
     calendar = calendar if calendar is not None else load_calendar()
-    return sum(len(materialise(session, p, now, calendar))
-               for p in session.scalars(select(ShiftPattern).where(ShiftPattern.active.is_(True))
-                                        .order_by(ShiftPattern.id)))
+    return sum(len(materialise(session, p, now, calendar)) for p in patterns)
 
 
 PATTERN_FIELDS = ("title", "description", "weekdays", "every_weeks", "start_time", "end_time", "shift_name",
@@ -639,7 +648,7 @@ def run_due(services, settings: Settings | None = None) -> int:
                    apply_all=lambda s, ids: settle(s, now, ids), key=lambda sid: f"id:{sid}", show=str)
     done += result.applied
     with services.db.transaction() as session:
-        done += materialise_all(session, now)
+        done += materialise_all(session, now, due_only=True)
     signed = (select(func.count()).where(SignUp.shift_id == Shift.id, SignUp.state == "signed")
               .correlate(Shift).scalar_subquery())
     risky = (select(Shift.id).join(Shift.activity)

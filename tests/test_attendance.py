@@ -67,6 +67,13 @@ def test_every_other_friday_across_the_year_boundary_skips_new_year(svc):
         # Materialising again (another scheduler, the next pass) makes nothing new.
         assert attendance.materialise(s, p, now, calendar) == []
         assert attendance.materialise_all(s, now + timedelta(days=1), calendar) == 0
+        # The scheduler's pass looks at a pattern once a day only.
+        assert p.materialised_on == date(2026, 12, 21)
+        before = s.scalar(select(func.count()).select_from(Activity))
+        p.weeks_ahead = 8  # without a pass due today, nothing is made yet
+        assert attendance.materialise_all(s, now + timedelta(days=1), calendar, due_only=True) == 0
+        p.weeks_ahead = 6
+        assert s.scalar(select(func.count()).select_from(Activity)) == before
         # A week later the horizon moved on by a week: only the days in it that match.
         made = attendance.materialise(s, p, now + timedelta(days=7), calendar)
         assert [a.occurs_on for a in made] == []  # 5-6 Feb fall in an off week

@@ -51,6 +51,8 @@ class ShiftPattern(Base):
     skip_holidays: Mapped[bool] = mapped_column(default=True)  # menus/holidays.yaml
     exceptions: Mapped[list] = mapped_column(JSON, default=list)  # ISO dates skipped as well
     active: Mapped[bool] = mapped_column(default=True)
+    # China day its shifts were last made for: the scheduler makes them once a day, not each pass.
+    materialised_on: Mapped[date | None] = mapped_column(Date)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("coordinators.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime | None]

@@ -41,6 +41,7 @@ def upgrade() -> None:
     sa.Column('skip_holidays', sa.Boolean(), nullable=False),
     sa.Column('exceptions', sa.JSON(), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('materialised_on', sa.Date(), nullable=True),
     sa.Column('created_by', sa.Integer(), nullable=True),
     sa.Column('created_at', store.models.base.UTCDateTime(), nullable=False),
     sa.Column('updated_at', store.models.base.UTCDateTime(), nullable=True),
