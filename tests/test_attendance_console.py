@@ -47,6 +47,10 @@ def test_a_pattern_made_and_edited_in_the_console(base_url, world):
             "starts_on": "2026-01-01", "weeks_ahead": "3", "skip_holidays": "1", "exceptions": ""}
     bad = b.post("/console/patterns/new", {**form, "weekdays": []})
     assert bad.status_code == 400 and "星期" in bad.text
+    for garbage in ({"start_time": "25:99"}, {"starts_on": "明天"}, {"exceptions": "abc"}, {"weekdays": ["9"]},
+                    {"capacity": "x"}, {"min_staff": "7"}, {"every_weeks": "-1"}, {"project_id": "999"}):
+        assert b.post("/console/patterns/new", {**form, **garbage}).status_code == 400, garbage
+    assert b.post("/console/shifts/1/mark", {"signup_id": "x", "state": "present"}).status_code == 404
     assert b.post("/console/patterns/new", form).status_code == 302
     pid = one(world, select(ShiftPattern.id))
     made = one(world, select(func.count()).select_from(Activity).where(Activity.pattern_id == pid))

@@ -189,6 +189,9 @@ def _pattern_form(form, projects, places) -> tuple[dict | None, str | None]:
                   skip_holidays=form.get("skip_holidays") == "1", exceptions=exceptions)
     if minimum and values["min_staff"] is None:
         return None, "最少人数请填整数。"
+    for key, label in (("capacity", "人数"), ("every_weeks", "间隔周数"), ("weeks_ahead", "提前生成的周数")):
+        if int_or_none(form.get(key)) is None:
+            return None, f"{label}请填整数。"
     return {"project": project, "place": place, "address": (form.get("address") or "").strip()[:255],
             "values": values}, None
 
