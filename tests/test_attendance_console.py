@@ -123,3 +123,22 @@ def test_shifts_at_risk_and_the_call_out_button(base_url, world):
     b.post(f"/console/shifts/{sid}/callout", {"next": "at-risk"})  # the same day: nobody twice
     assert "今天未被召集过" in b.get("/console/activities/at-risk").text
     assert one(world, select(func.count()).select_from(Callout)) == 1
+
+
+def test_a_call_out_for_an_order_from_its_page(base_url, world):
+    from store.models import Order
+
+    with world.db.transaction() as s:
+        order = s.scalar(select(Order).where(Order.status == "submitted").join(Order.community)
+                         .order_by(Order.id).limit(1))
+        oid = order.id
+        df = s.scalar(select(Volunteer).where(Volunteer.number == "KW2026000100"))
+        assert df.team.community_id == order.community_id  # 东风's order
+        for number in ("KW2026000100", "KW2026000101", "KW2026000200"):
+            attendance.opt_in(s, s.scalar(select(Volunteer).where(Volunteer.number == number)), world.clock.now())
+    b = signed_in(base_url, "df_lead")
+    assert "发出召集" in b.get(f"/console/orders/{oid}").text
+    assert signed_in(base_url, "bs_lead").post(f"/console/orders/{oid}/callout").status_code == 404
+    assert b.post(f"/console/orders/{oid}/callout").status_code == 302
+    asked = one(world, select(func.count()).select_from(Callout).where(Callout.order_id == oid))
+    assert asked == 2  # 东风's two with the skill; 北苑's is of another community

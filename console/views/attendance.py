@@ -15,7 +15,7 @@ from console.views.common import int_or_none, local_today
 from console.web import audit, console, flash, render
 from rules import access, attendance, masks
 from rules import activities as acts
-from store.models import Volunteer
+from store.models import Order, Volunteer
 from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.attendance import ShiftPattern
 from store.models.places import Place
@@ -139,6 +139,17 @@ def shift_callout(shift_id: int):
           "没有可召集的志愿者（需本队、技能相符、当时空闲、已开启召集，且今天未被召集过）。", "ok" if sent else "error")
     target = request.form.get("next")
     return redirect(url_for("console.shifts_at_risk")) if target == "at-risk" else _back(shift)
+
+
+@console.post("/orders/<int:order_id>/callout")
+def order_callout(order_id: int):
+    order = access.get(g.db, g.scope, Order, order_id)
+    sent = attendance.send_order_callout(g.db, order.id, g.now, coordinator_id=g.coordinator.id)
+    audit("order.callout", entity="order", entity_id=order.id, after={"asked": sent})
+    g.db.commit()
+    flash(f"已向 {sent} 位志愿者发出召集，先回复“报名”者接单。" if sent else
+          "没有可召集的志愿者（需具备该技能、当时空闲、已开启召集，且今天未被召集过）。", "ok" if sent else "error")
+    return redirect(url_for("console.order_detail", order_id=order.id))
 
 
 @console.get("/activities/at-risk")
