@@ -48,6 +48,8 @@ def callout_answer(ctx, message):
         if r.outcome == "taken":
             return (f"接单成功！工单 {r.order.number}（{r.order.sub_name}）。"
                     "回复“我的任务”查看详情，上门前请先电话联系居民。")
+        if r.outcome == "already":
+            return f"您已经接了工单 {r.order.number}，回复“我的任务”查看详情。"
         return r.message
     shift = r.shift
     label = f"“{shift_title(shift)}”（{acts.when_label(shift.starts_at, shift.ends_at)}）"

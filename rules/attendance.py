@@ -610,6 +610,8 @@ def answer_callout(session: Session, volunteer: Volunteer, now: datetime,
         from rules import dispatch  # dispatch imports this module (to call out): import it when used
 
         order = callout.order
+        if callout.result == "taken":
+            return CalloutAnswer("already", callout, order=order)
         try:
             dispatch.take(session, volunteer, order, now)
         except dispatch.DispatchError as e:

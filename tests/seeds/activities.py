@@ -138,3 +138,27 @@ def act_unreliable(session):
         session.add(SignUp(shift_id=activity.shifts[0].id, volunteer_id=volunteer(session, "o_act_d").id,
                            state="signed", attendance="absent", signed_at=start - timedelta(days=1)))
     session.flush()
+
+
+@seed
+def callout_order(session):
+    """After dispatch_world: a repair order in 樱园 that nobody took, called out to 李师傅
+    (who opted in to call-outs; the only 樱园 volunteer with the skill)."""
+    from datetime import date
+
+    from menus.catalog import load
+    from rules import attendance
+    from rules import orders as order_rules
+    from store.models import Community, Volunteer
+
+    menu = load()
+    sub = menu.sub("08-01")
+    resident = session.query(Follower).filter_by(openid="o_dres").one()
+    community = session.query(Community).filter_by(code="DC-YY").one()
+    order, _ = order_rules.create_order(
+        session, follower=resident, sub=sub, category_name=menu.category_of(sub).name, description="水管漏水",
+        address="樱园小区3号楼2单元501", phone="13812345678", preferred=order_rules.Preferred(date(2030, 1, 9), "pm"),
+        now=_now(), community_id=community.id)
+    li = session.query(Volunteer).filter_by(number="KW2026100001").one()
+    attendance.opt_in(session, li, _now())
+    attendance.send_order_callout(session, order.id, _now())
