@@ -53,6 +53,10 @@ CALLOUT_LIMIT = 30  # volunteers asked by one call-out
 ANSWER_WINDOW = timedelta(hours=48)  # a "报名" answers a call-out sent this recently
 AT_RISK_DAYS = 7
 ORDER_SLOT_HOURS = 2  # an order with a time asked for blocks this long when looking for the free
+# Places are settled from the scans of shifts that ended at most this long ago: a shift older
+# than the feature (or than a scheduler outage this long) keeps no outcome rather than a
+# guessed "absent"; its coordinator can still mark it.
+SETTLE_WINDOW = timedelta(days=14)
 
 
 @dataclass(frozen=True)
@@ -290,12 +294,16 @@ def outcome_of(shift: Shift, attendance: Attendance | None) -> str:
     return "partial" if late or early else "present"
 
 
+def _unsettled(now: datetime) -> tuple:
+    """Signed places of held (not called-off) shifts over long enough ago, not settled yet."""
+    return (SignUp.state == "signed", SignUp.attendance.is_(None), Activity.state == "published",
+            Shift.ends_at < now - acts.AUTO_CLOSE_AFTER, Shift.ends_at > now - SETTLE_WINDOW)
+
+
 def settle(session: Session, now: datetime, ids: list[int] | None = None) -> int:
     """Give every signed place of a shift over (and its forgotten check-outs closed) the
     outcome its scans say; places a coordinator marked keep their mark."""
-    query = (select(SignUp).join(SignUp.shift)
-             .where(SignUp.state == "signed", SignUp.attendance.is_(None),
-                    Shift.ends_at < now - acts.AUTO_CLOSE_AFTER))
+    query = select(SignUp).join(SignUp.shift).join(Shift.activity).where(*_unsettled(now))
     if ids is not None:
         query = query.where(SignUp.id.in_(ids))
     signups = list(session.scalars(query.limit(500)))
@@ -636,19 +644,18 @@ def _due(services, stmt) -> list[int]:
 
 def run_due(services, settings: Settings | None = None) -> int:
     """Each scheduler pass: settle shifts that are over, make the patterns' shifts of the
-    coming weeks (a query finds nothing to do on most passes), and call out for shifts
-    `callout_hours` ahead still below their minimum. Each step
-    is a conditional change (a shift's `callout_at`, a day's unique call-out), so two
-    schedulers never do one twice."""
+    coming weeks (once a day per pattern), and call out for shifts `callout_hours` ahead
+    still below their minimum. Each step is a conditional change (an unsettled place, a
+    shift's `callout_at`, a day's unique call-out), so two schedulers never do one twice;
+    an item that fails alone is set aside (store.dead_letters) and the others go on."""
     settings = settings or getattr(services, "attendance_settings", None) or Settings()
     now = services.clock.now()
     done = 0
-    ended = (select(SignUp.id).join(SignUp.shift)
-             .where(SignUp.state == "signed", SignUp.attendance.is_(None),
-                    Shift.ends_at < now - acts.AUTO_CLOSE_AFTER).order_by(SignUp.id))
+    ended = select(SignUp.id).join(SignUp.shift).join(Shift.activity).where(*_unsettled(now)).order_by(SignUp.id)
     result = drain(services, "attendance-settle", _due(services, ended), lambda s, sid: settle(s, now, [sid]),
                    apply_all=lambda s, ids: settle(s, now, ids), key=lambda sid: f"id:{sid}", show=str)
     done += result.applied
+    errors = [result.error]
     with services.db.transaction() as session:
         done += materialise_all(session, now, due_only=True)
     signed = (select(func.count()).where(SignUp.shift_id == Shift.id, SignUp.state == "signed")
@@ -660,6 +667,10 @@ def run_due(services, settings: Settings | None = None) -> int:
     result = drain(services, "shift-callouts", _due(services, risky),
                    lambda s, sid: _auto_callout(s, sid, now), key=lambda sid: f"id:{sid}", show=str)
     done += result.applied
+    errors.append(result.error)
+    error = next((e for e in errors if e is not None), None)
+    if error is not None:
+        raise error
     return done
 
 

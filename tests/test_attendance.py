@@ -162,6 +162,22 @@ def test_settled_outcomes_from_scans_and_marks_that_win(svc):
         assert acts.reliability(s, d.id, later).no_shows == 1
 
 
+def test_called_off_and_long_past_shifts_are_not_settled_as_absent(svc):
+    seeds.apply(svc, ["act_base"])
+    with svc.db.transaction() as s:
+        a = volunteer(s, "o_act_a")
+        off = a_shift(s, starts_in=timedelta(days=-2))
+        old = a_shift(s, starts_in=timedelta(days=-20))
+        held = a_shift(s, starts_in=timedelta(days=-3))
+        for shift in (off, old, held):
+            s.add(SignUp(shift_id=shift.id, volunteer_id=a.id, state="signed", signed_at=now_utc()))
+        off.activity.state = "cancelled"
+        s.flush()
+        assert attendance.settle(s, now_utc()) == 1
+        got = dict(s.execute(select(SignUp.shift_id, SignUp.attendance)).all())
+        assert got == {off.id: None, old.id: None, held.id: "absent"}
+
+
 def test_marking_present_without_a_scan_gives_pending_hours_and_a_scan_cannot_be_marked_absent(svc):
     seeds.apply(svc, ["act_base"])
     with svc.db.transaction() as s:
