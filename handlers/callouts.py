@@ -2,7 +2,7 @@
 call-out by replying 报名 — a place on the shift at risk (its waitlist when it filled
 meanwhile), or the order nobody took. With no call-out to answer, 报名 opens the activity
 list. The rules (who is asked, one a day, the first to answer an order wins) are in
-`rules.attendance`.
+`rules.callouts`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from handlers import registry
 from handlers.activities import PENDING_WHY, active_volunteer, settings, shift_title
 from rules import activities as acts
-from rules import attendance
+from rules import callouts as callout_rules
 
 OPTED_IN = ("已开启召集提醒：活动缺人或有工单无人接时，会给您发召集通知（每天最多一条），"
             "回复“报名”即可参加。回复“关闭召集”可随时关闭。")
@@ -21,7 +21,7 @@ def callout_on(ctx, message):
     vol, refusal = active_volunteer(ctx)
     if vol is None:
         return refusal
-    if not attendance.opt_in(ctx.session, vol, ctx.now):
+    if not callout_rules.opt_in(ctx.session, vol, ctx.now):
         return "您已经开启了召集提醒。回复“关闭召集”可关闭。"
     return OPTED_IN
 
@@ -31,7 +31,7 @@ def callout_off(ctx, message):
     vol, refusal = active_volunteer(ctx)
     if vol is None:
         return refusal
-    if not attendance.opt_out(ctx.session, vol):
+    if not callout_rules.opt_out(ctx.session, vol):
         return "您没有开启召集提醒。回复“接收召集”可开启。"
     return "已关闭召集提醒，不会再收到召集通知。回复“接收召集”可重新开启。"
 
@@ -41,7 +41,7 @@ def callout_answer(ctx, message):
     vol, refusal = active_volunteer(ctx)
     if vol is None:
         return refusal
-    r = attendance.answer_callout(ctx.session, vol, ctx.now, settings(ctx))
+    r = callout_rules.answer_callout(ctx.session, vol, ctx.now, approval_above=settings(ctx).approval_above)
     if r.outcome == "none":
         return ctx.start("activities")
     if r.order is not None:

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import String, bindparam, case, cast, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from rules import attendance, timebank, volunteering
+from rules import callouts, timebank, volunteering
 from rules import orders as order_rules
 from rules.orders import CHINA, SLOTS, SYSTEM, Actor, OrderError, distance_m
 from store.dead_letters import drain
@@ -313,7 +313,7 @@ def _escalate(session: Session, order: Order, now: datetime, actor: Actor) -> No
                dedup_key=f"dispatch:escalate:{event.id}:{coord.id}")
     # Nobody left to ask one by one: a call-out to the free volunteers who opted in to them;
     # the first to answer 报名 takes it (`take`).
-    attendance.send_order_callout(session, order.id, now)
+    callouts.send_order_callout(session, order.id, now)
 
 
 def _lock(session: Session, order: Order) -> None:
@@ -369,7 +369,7 @@ def accept(session: Session, volunteer: Volunteer, order: Order, now: datetime) 
 
 
 def take(session: Session, volunteer: Volunteer, order: Order, now: datetime) -> Offer:
-    """A volunteer answering a call-out (rules.attendance) takes the order: an offer made
+    """A volunteer answering a call-out (rules.callouts) takes the order: an offer made
     and accepted at once, by the same rules as any acceptance (the first one wins)."""
     _lock(session, order)
     if volunteer.state != "active":

@@ -14,7 +14,7 @@ from menus.holidays import Calendar
 from menus.holidays import load as load_calendar
 from menus.holidays import parse as parse_calendar
 from rules import activities as acts
-from rules import attendance
+from rules import attendance, callouts, patterns
 from store.models import Activity, Attendance, Callout, HourRecord, Project, Push, Shift, ShiftPattern, SignUp
 from tests import seeds
 from tests.seeds.activities import volunteer
@@ -52,7 +52,7 @@ def test_every_other_friday_across_the_year_boundary_skips_new_year(svc):
     calendar = parse_calendar({"days_off": [{"from": "2027-01-01", "to": "2027-01-01", "name": "元旦"}]})
     now = datetime(2026, 12, 20, 10, 0, tzinfo=CHINA)  # a Sunday
     with svc.db.transaction() as s:
-        p = attendance.add_pattern(s, project=project(s), now=now, calendar=calendar, title="广场值守",
+        p = patterns.add_pattern(s, project=project(s), now=now, calendar=calendar, title="广场值守",
                                    address="文化路2号", weekdays=[4, 5], every_weeks=2, start_time="09:00",
                                    end_time="11:30", capacity=6, min_staff=3, starts_on=date(2026, 12, 14),
                                    weeks_ahead=6)
@@ -65,19 +65,19 @@ def test_every_other_friday_across_the_year_boundary_skips_new_year(svc):
         assert first.starts_at == datetime(2027, 1, 2, 9, 0, tzinfo=CHINA)
         assert (first.capacity, first.min_staff) == (6, 3)
         # Materialising again (another scheduler, the next pass) makes nothing new.
-        assert attendance.materialise(s, p, now, calendar) == []
-        assert attendance.materialise_all(s, now + timedelta(days=1), calendar) == 0
+        assert patterns.materialise(s, p, now, calendar) == []
+        assert patterns.materialise_all(s, now + timedelta(days=1), calendar) == 0
         # The scheduler's pass looks at a pattern once a day only.
         assert p.materialised_on == date(2026, 12, 21)
         before = s.scalar(select(func.count()).select_from(Activity))
         p.weeks_ahead = 8  # without a pass due today, nothing is made yet
-        assert attendance.materialise_all(s, now + timedelta(days=1), calendar, due_only=True) == 0
+        assert patterns.materialise_all(s, now + timedelta(days=1), calendar, due_only=True) == 0
         p.weeks_ahead = 6
         assert s.scalar(select(func.count()).select_from(Activity)) == before
         # A week later the horizon moved on by a week: only the days in it that match.
-        made = attendance.materialise(s, p, now + timedelta(days=7), calendar)
+        made = patterns.materialise(s, p, now + timedelta(days=7), calendar)
         assert [a.occurs_on for a in made] == []  # 5-6 Feb fall in an off week
-        made = attendance.materialise(s, p, now + timedelta(days=14), calendar)
+        made = patterns.materialise(s, p, now + timedelta(days=14), calendar)
         assert [a.occurs_on for a in made] == [date(2027, 2, 12), date(2027, 2, 13)]
 
 
@@ -93,7 +93,7 @@ def test_the_shipped_calendar_knows_the_2026_holidays_and_makeup_days():
 def test_exceptions_and_end_date_limit_the_days():
     p = ShiftPattern(weekdays=[0], every_weeks=1, starts_on=date(2026, 12, 1), ends_on=date(2026, 12, 28),
                      exceptions=["2026-12-14"], skip_holidays=True, start_time="09:00", end_time="10:00")
-    got = attendance.occurrences(p, date(2026, 11, 1), date(2027, 3, 1), Calendar({}, {}))
+    got = patterns.occurrences(p, date(2026, 11, 1), date(2027, 3, 1), Calendar({}, {}))
     assert got == [date(2026, 12, 7), date(2026, 12, 21), date(2026, 12, 28)]
 
 
@@ -102,7 +102,7 @@ def test_editing_a_pattern_changes_future_shifts_only_and_tells_those_signed(svc
     cal = Calendar({}, {})
     today = now_utc().astimezone(CHINA).date()
     with svc.db.transaction() as s:
-        p = attendance.add_pattern(s, project=project(s), now=now_utc(), calendar=cal, title="周末值守",
+        p = patterns.add_pattern(s, project=project(s), now=now_utc(), calendar=cal, title="周末值守",
                                    address="文化路2号", weekdays=list(range(7)), start_time="23:50",
                                    end_time="23:59", capacity=3, starts_on=today - timedelta(days=14),
                                    weeks_ahead=1)
@@ -120,7 +120,7 @@ def test_editing_a_pattern_changes_future_shifts_only_and_tells_those_signed(svc
         past.pattern_id, past.occurs_on = p.id, today - timedelta(days=2)
         s.flush()
         keep = {target.activity.occurs_on.weekday()}
-        edit = attendance.edit_pattern(s, p, now_utc(), calendar=cal, start_time="23:40", capacity=4,
+        edit = patterns.edit_pattern(s, p, now_utc(), calendar=cal, start_time="23:40", capacity=4,
                                        weekdays=sorted(keep))
         assert edit.called_off == len(shifts) - 1
         assert edit.changed == 1
@@ -298,15 +298,15 @@ def test_at_risk_call_out_once_a_day_and_reply_signs_up(svc):
         risky = a_shift(s, starts_in=timedelta(hours=30), min_staff=2)
         fine = a_shift(s, starts_in=timedelta(hours=40), min_staff=0)
         a, b, c, d = (volunteer(s, o) for o in ("o_act_a", "o_act_b", "o_act_c", "o_act_d"))
-        assert [v.shift.id for v in attendance.at_risk(s, now)] == [risky.id]
-        assert fine.id not in [v.shift.id for v in attendance.at_risk(s, now)]
+        assert [v.shift.id for v in callouts.at_risk(s, now)] == [risky.id]
+        assert fine.id not in [v.shift.id for v in callouts.at_risk(s, now)]
         for v in (a, b, d):
-            attendance.opt_in(s, v, now)
-        assert attendance.opt_in(s, a, now) is False
+            callouts.opt_in(s, v, now)
+        assert callouts.opt_in(s, a, now) is False
         # c did not opt in; d is of another team (北苑); b is busy then.
         busy = a_shift(s, starts_in=timedelta(hours=29))
         acts.sign_up(s, b, busy.id, now)
-        assert [v.id for v in attendance.callout_candidates(s, risky, now)] == [a.id]
+        assert [v.id for v in callouts.callout_candidates(s, risky, now)] == [a.id]
         risky_id, second_id = risky.id, a_shift(s, starts_in=timedelta(hours=50), min_staff=3).id
     # The rule: 48 hours before, still below the minimum, the scheduler calls out once.
     assert attendance.run_due(svc) >= 1
@@ -316,17 +316,17 @@ def test_at_risk_call_out_once_a_day_and_reply_signs_up(svc):
         assert s.get(Shift, risky_id).callout_at is not None
         # The same day, a coordinator's call-out for another shift (b is free then) asks
         # only b: a was called out today already.
-        assert attendance.send_callout(s, second_id, now, coordinator_id=None) == 1
+        assert callouts.send_callout(s, second_id, now, coordinator_id=None) == 1
         assert s.scalars(select(Callout.volunteer_id).where(Callout.shift_id == second_id)).all() == [b.id]
     attendance.run_due(svc)  # the risky shift's call-out is not sent again
     with svc.db.transaction() as s:
         assert pushes(s, "callout") == 2
-        answer = attendance.answer_callout(s, volunteer(s, "o_act_a"), now + timedelta(minutes=5))
+        answer = callouts.answer_callout(s, volunteer(s, "o_act_a"), now + timedelta(minutes=5))
         assert (answer.outcome, answer.shift.id) == ("signed", risky_id)
         assert answer.callout.result == "signed"
-        assert attendance.answer_callout(s, volunteer(s, "o_act_c"), now).outcome == "none"
+        assert callouts.answer_callout(s, volunteer(s, "o_act_c"), now).outcome == "none"
         # The next day both may be asked again.
-        assert attendance.send_callout(s, second_id, now + timedelta(days=1)) == 2
+        assert callouts.send_callout(s, second_id, now + timedelta(days=1)) == 2
 
 
 def test_the_same_call_out_serves_an_order_nobody_took(svc):
@@ -345,8 +345,8 @@ def test_the_same_call_out_serves_an_order_nobody_took(svc):
 
     with svc.db.transaction() as s:
         li, wang = by(s, "o_dv_li"), by(s, "o_dv_wang")
-        attendance.opt_in(s, li, now)
-        attendance.opt_in(s, wang, now)  # of 金都, not the order's community: not called
+        callouts.opt_in(s, li, now)
+        callouts.opt_in(s, wang, now)  # of 金都, not the order's community: not called
         order = new_order(s, now)
         dispatch.offer_next(s, order, now, SETTINGS)
         while (offer := dispatch.live_offer(s, order)) is not None:
@@ -355,12 +355,12 @@ def test_the_same_call_out_serves_an_order_nobody_took(svc):
         called = s.scalars(select(Callout.volunteer_id).where(Callout.order_id == order.id)).all()
         assert called == [li.id]
         assert s.scalar(select(Push.data).where(Push.kind == "callout"))["说明"].endswith("回复“报名”接单")
-        answer = attendance.answer_callout(s, li, order.created_at + timedelta(hours=2))
+        answer = callouts.answer_callout(s, li, order.created_at + timedelta(hours=2))
         assert answer.outcome == "taken", answer.message
         assert s.get(Order, order.id).status == "accepted"
         assert dispatch.accepted_offer(s, order).volunteer_id == li.id
         # Too late for anyone else: the order is taken.
-        late = attendance.answer_callout(s, wang, now)
+        late = callouts.answer_callout(s, wang, now)
         assert late.outcome == "none"
 
 

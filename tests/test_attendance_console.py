@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from rules import activities as acts
-from rules import attendance
+from rules import callouts
 from store.models import Activity, AuditLog, Callout, HourRecord, Shift, ShiftPattern, SignUp, Volunteer
 from tests.console_support import signed_in
 from tests.seeds import apply
@@ -115,7 +115,7 @@ def test_shifts_at_risk_and_the_call_out_button(base_url, world):
     assert "DF周末课堂" not in signed_in(base_url, "bs_lead").get("/console/activities/at-risk").text
     with world.db.transaction() as s:
         for number in ("KW2026000100", "KW2026000201"):  # 东风's and 北苑's
-            attendance.opt_in(s, s.scalar(select(Volunteer).where(Volunteer.number == number)), world.clock.now())
+            callouts.opt_in(s, s.scalar(select(Volunteer).where(Volunteer.number == number)), world.clock.now())
     b.post(f"/console/shifts/{sid}/callout", {"next": "at-risk"})
     called = one(world, select(func.count()).select_from(Callout).where(Callout.shift_id == sid))
     assert called == 1  # only 东风's volunteer: the shift is 东风's
@@ -135,7 +135,7 @@ def test_a_call_out_for_an_order_from_its_page(base_url, world):
         df = s.scalar(select(Volunteer).where(Volunteer.number == "KW2026000100"))
         assert df.team.community_id == order.community_id  # 东风's order
         for number in ("KW2026000100", "KW2026000101", "KW2026000200"):
-            attendance.opt_in(s, s.scalar(select(Volunteer).where(Volunteer.number == number)), world.clock.now())
+            callouts.opt_in(s, s.scalar(select(Volunteer).where(Volunteer.number == number)), world.clock.now())
     b = signed_in(base_url, "df_lead")
     assert "发出召集" in b.get(f"/console/orders/{oid}").text
     assert signed_in(base_url, "bs_lead").post(f"/console/orders/{oid}/callout").status_code == 404

@@ -207,7 +207,7 @@ def register(main: click.Group) -> None:
     @click.option("--order", "order_number", help="Order number (an order nobody accepted).")
     def callout(shift_id, order_number):
         """Call out opted-in volunteers free then (at most one call-out each a day)."""
-        from rules import attendance
+        from rules import callouts
         from store.models import Order
 
         if bool(shift_id) == bool(order_number):
@@ -216,12 +216,12 @@ def register(main: click.Group) -> None:
         try:
             with svc.db.transaction() as s:
                 if shift_id:
-                    sent = attendance.send_callout(s, shift_id, svc.clock.now())
+                    sent = callouts.send_callout(s, shift_id, svc.clock.now())
                 else:
                     order = s.scalar(select(Order).where(Order.number == order_number))
                     if order is None:
                         raise click.ClickException(f"no order {order_number}")
-                    sent = attendance.send_order_callout(s, order.id, svc.clock.now())
+                    sent = callouts.send_order_callout(s, order.id, svc.clock.now())
             click.echo(f"asked {sent} volunteer(s)")
         finally:
             svc.close()
@@ -250,7 +250,7 @@ def register(main: click.Group) -> None:
         from datetime import date
 
         from rules import activities as acts
-        from rules import attendance, teams
+        from rules import patterns, teams
         from rules.places import split_list
         from store.models import Activity, Place
 
@@ -275,13 +275,13 @@ def register(main: click.Group) -> None:
                 if team_code and team is None:
                     raise click.ClickException(f"no team with code {team_code}")
                 try:
-                    p = attendance.add_pattern(
+                    p = patterns.add_pattern(
                         s, project=proj, place=place, address=address, now=svc.clock.now(), title=title,
                         weekdays=days, every_weeks=every_weeks, start_time=start_time, end_time=end_time,
                         shift_name=shift_name, capacity=capacity, min_staff=min_staff, starts_on=first,
                         ends_on=last, weeks_ahead=weeks_ahead, skip_holidays=not keep_holidays,
                         exceptions=split_list(skip), skills=split_list(skills), team_id=team.id if team else None)
-                except attendance.BadPattern as e:
+                except patterns.BadPattern as e:
                     raise click.ClickException(str(e)) from None
                 made = s.scalars(select(Activity).where(Activity.pattern_id == p.id).order_by(Activity.starts_at))
                 click.echo(f"pattern {p.id}: {p.title}")
@@ -315,12 +315,12 @@ def register(main: click.Group) -> None:
     @pattern.command("materialise")
     def pattern_materialise():
         """Make the shifts of the coming weeks of every active pattern (idempotent)."""
-        from rules import attendance
+        from rules import patterns
 
         svc = build_services()
         try:
             with svc.db.transaction() as s:
-                made = attendance.materialise_all(s, svc.clock.now())
+                made = patterns.materialise_all(s, svc.clock.now())
             click.echo(f"made {made} shift(s)")
         finally:
             svc.close()

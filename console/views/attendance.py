@@ -1,7 +1,8 @@
 """Shifts that fill: a shift's roster (mark how each place ended, check in at the desk by
 name or the phone's last 4 digits, approve sign-ups that wait), shifts at risk with their
-call-out, and recurring shift patterns. The rules are `rules.attendance`'s; every action is
-audited. The roster is one column on a phone: large buttons, one volunteer a row.
+call-out, and recurring shift patterns. The rules are `rules.attendance`, `rules.callouts`
+and `rules.patterns`; every action is audited. The roster is one column on a phone: large
+buttons, one volunteer a row.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from sqlalchemy import select
 
 from console.views.common import int_or_none, local_today
 from console.web import audit, console, flash, render
-from rules import access, attendance, masks
+from rules import access, attendance, callouts, masks
 from rules import activities as acts
+from rules import patterns as pattern_rules
 from store.models import Order, Volunteer
 from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.attendance import ShiftPattern
@@ -132,7 +134,7 @@ def shift_minimum(shift_id: int):
 @console.post("/shifts/<int:shift_id>/callout")
 def shift_callout(shift_id: int):
     shift = _shift(shift_id)
-    sent = attendance.send_callout(g.db, shift.id, g.now, coordinator_id=g.coordinator.id)
+    sent = callouts.send_callout(g.db, shift.id, g.now, coordinator_id=g.coordinator.id)
     audit("shift.callout", entity="shift", entity_id=shift.id, after={"asked": sent})
     g.db.commit()
     flash(f"已向 {sent} 位空闲且愿意接收召集的志愿者发出召集。" if sent else
@@ -144,7 +146,7 @@ def shift_callout(shift_id: int):
 @console.post("/orders/<int:order_id>/callout")
 def order_callout(order_id: int):
     order = access.get(g.db, g.scope, Order, order_id)
-    sent = attendance.send_order_callout(g.db, order.id, g.now, coordinator_id=g.coordinator.id)
+    sent = callouts.send_order_callout(g.db, order.id, g.now, coordinator_id=g.coordinator.id)
     audit("order.callout", entity="order", entity_id=order.id, after={"asked": sent})
     g.db.commit()
     flash(f"已向 {sent} 位志愿者发出召集，先回复“报名”者接单。" if sent else
@@ -154,8 +156,8 @@ def order_callout(order_id: int):
 
 @console.get("/activities/at-risk")
 def shifts_at_risk():
-    views = attendance.at_risk(g.db, g.now, activity_ids=access.activities(g.scope, select(Activity.id)))
-    return render("at_risk.html", views=views, days=attendance.AT_RISK_DAYS)
+    views = callouts.at_risk(g.db, g.now, activity_ids=access.activities(g.scope, select(Activity.id)))
+    return render("at_risk.html", views=views, days=callouts.AT_RISK_DAYS)
 
 
 # ---- recurring shift patterns -------------------------------------------------------------
@@ -243,10 +245,10 @@ def pattern_new():
         parsed, error = _pattern_form(form, projects, places)
         if parsed:
             try:
-                p = attendance.add_pattern(g.db, project=parsed["project"], place=parsed["place"],
+                p = pattern_rules.add_pattern(g.db, project=parsed["project"], place=parsed["place"],
                                            address=parsed["address"], now=g.now, created_by=g.coordinator.id,
                                            **parsed["values"])
-            except attendance.BadPattern as e:
+            except pattern_rules.BadPattern as e:
                 g.db.rollback()
                 error = str(e)
             else:
@@ -274,8 +276,8 @@ def pattern_edit(pattern_id: int):
             if parsed["place"] is None:
                 p.address = parsed["address"]
             try:
-                done = attendance.edit_pattern(g.db, p, g.now, place=parsed["place"], **values)
-            except attendance.BadPattern as e:
+                done = pattern_rules.edit_pattern(g.db, p, g.now, place=parsed["place"], **values)
+            except pattern_rules.BadPattern as e:
                 g.db.rollback()
                 error = str(e)
             else:

@@ -88,7 +88,7 @@ class Shift(Base):
     starts_at: Mapped[datetime] = mapped_column(index=True)
     ends_at: Mapped[datetime]
     capacity: Mapped[int]
-    # Fewer signed than this is a shift at risk (rules.attendance.at_risk); None: no minimum.
+    # Fewer signed than this is a shift at risk (rules.callouts.at_risk); None: no minimum.
     min_staff: Mapped[int | None]
     # When the automatic call-out (48 hours before, still below the minimum) was sent.
     callout_at: Mapped[datetime | None]

@@ -147,7 +147,7 @@ def callout_order(session):
     from datetime import date
 
     from menus.catalog import load
-    from rules import attendance
+    from rules import callouts
     from rules import orders as order_rules
     from store.models import Community, Volunteer
 
@@ -160,5 +160,5 @@ def callout_order(session):
         address="樱园小区3号楼2单元501", phone="13812345678", preferred=order_rules.Preferred(date(2030, 1, 9), "pm"),
         now=_now(), community_id=community.id)
     li = session.query(Volunteer).filter_by(number="KW2026100001").one()
-    attendance.opt_in(session, li, _now())
-    attendance.send_order_callout(session, order.id, _now())
+    callouts.opt_in(session, li, _now())
+    callouts.send_order_callout(session, order.id, _now())
