@@ -51,8 +51,14 @@ def test_a_pattern_made_and_edited_in_the_console(base_url, world):
                     {"capacity": "x"}, {"min_staff": "7"}, {"every_weeks": "-1"}, {"project_id": "999"}):
         assert b.post("/console/patterns/new", {**form, **garbage}).status_code == 400, garbage
     assert b.post("/console/shifts/1/mark", {"signup_id": "x", "state": "present"}).status_code == 404
-    assert b.post("/console/patterns/new", form).status_code == 302
+    from store.models import Team
+
+    bs_team = one(world, select(Team.id).where(Team.code == "VT-BS"))
+    df_team = one(world, select(Team.id).where(Team.code == "VT-DF"))
+    assert b.post("/console/patterns/new", {**form, "team_id": str(bs_team)}).status_code == 400
+    assert b.post("/console/patterns/new", {**form, "team_id": str(df_team)}).status_code == 302
     pid = one(world, select(ShiftPattern.id))
+    assert one(world, select(ShiftPattern.team_id)) == df_team
     made = one(world, select(func.count()).select_from(Activity).where(Activity.pattern_id == pid))
     assert made >= 5  # three weeks of weekends (fewer only over a holiday)
     assert "广场值守" in b.get("/console/patterns").text

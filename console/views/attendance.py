@@ -17,7 +17,7 @@ from console.web import audit, console, flash, render
 from rules import access, attendance, callouts, masks
 from rules import activities as acts
 from rules import patterns as pattern_rules
-from store.models import Order, Volunteer
+from store.models import Order, Team, Volunteer
 from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.attendance import ShiftPattern
 from store.models.places import Place
@@ -175,6 +175,10 @@ def _choices():
     return projects, places
 
 
+def _teams():
+    return list(g.db.scalars(access.teams(g.scope).order_by(Team.path)))
+
+
 def _pattern_form(form, projects, places) -> tuple[dict | None, str | None]:
     project = next((p for p in projects if str(p.id) == form.get("project_id")), None)
     if project is None:
@@ -200,6 +204,10 @@ def _pattern_form(form, projects, places) -> tuple[dict | None, str | None]:
                   min_staff=int_or_none(minimum) if minimum else None, starts_on=starts_on, ends_on=ends_on,
                   weeks_ahead=int_or_none(form.get("weeks_ahead")) or 0,
                   skip_holidays=form.get("skip_holidays") == "1", exceptions=exceptions)
+    team_id = int_or_none(form.get("team_id"))
+    if form.get("team_id") and team_id not in set(g.scope.team_ids):
+        return None, "请选择本辖区的队伍。"
+    values["team_id"] = team_id
     if minimum and values["min_staff"] is None:
         return None, "最少人数请填整数。"
     for key, label in (("capacity", "人数"), ("every_weeks", "间隔周数"), ("weeks_ahead", "提前生成的周数")):
@@ -211,7 +219,7 @@ def _pattern_form(form, projects, places) -> tuple[dict | None, str | None]:
 
 def _form_of(p: ShiftPattern) -> dict:
     return dict(project_id=str(p.project_id), title=p.title, description=p.description, place_id=str(p.place_id or ""),
-                address=p.address if p.place_id is None else "", weekdays=[str(d) for d in p.weekdays],
+                address=p.address if p.place_id is None else "", team_id=str(p.team_id or ""), weekdays=[str(d) for d in p.weekdays],
                 every_weeks=str(p.every_weeks), start_time=p.start_time, end_time=p.end_time,
                 shift_name=p.shift_name, capacity=str(p.capacity),
                 min_staff="" if p.min_staff is None else str(p.min_staff), starts_on=p.starts_on.isoformat(),
@@ -259,7 +267,7 @@ def pattern_new():
                 flash(f"已建立排班“{p.title}”" + ("，未来几周的班次已生成。" if made else "。"))
                 return redirect(url_for("console.patterns"))
     return render("pattern_form.html", form=form, projects=projects, places=places, error=error, pattern=None,
-                  weekdays=WEEKDAY_LABELS), (400 if error else 200)
+                  weekdays=WEEKDAY_LABELS, teams=_teams()), (400 if error else 200)
 
 
 @console.route("/patterns/<int:pattern_id>/edit", methods=["GET", "POST"])
@@ -288,4 +296,4 @@ def pattern_edit(pattern_id: int):
                       f"已通知 {done.told} 位志愿者。")
                 return redirect(url_for("console.patterns"))
     return render("pattern_form.html", form=form, projects=projects, places=places, error=error, pattern=p,
-                  weekdays=WEEKDAY_LABELS), (400 if error else 200)
+                  weekdays=WEEKDAY_LABELS, teams=_teams()), (400 if error else 200)
