@@ -60,6 +60,7 @@ def shift_roster(shift_id: int):
     records = {v.id: acts.reliability(g.db, v.id, g.now) for s, v in rows if s.state == "pending"}
     return render("roster.html", shift=shift, activity=shift.activity, rows=rows, scans=scans, view=view,
                   labels=attendance.LABELS, query=query, found=found, records=records, started=shift.starts_at <= g.now,
+                  desk_open=shift.starts_at - acts.EARLY_CHECKIN <= g.now < shift.ends_at,
                   phone=masks.phone)
 
 
