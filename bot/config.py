@@ -75,6 +75,10 @@ class Config:
     dispatch_offer_minutes: int = 30  # an offer waits this long for its answer
     dispatch_confirm_hours: int = 48  # a finished service is confirmed by itself after this
     dispatch_cap_factor: int = 2  # minutes credited without approval, × the typical duration
+    # Attendance (rules.attendance.Settings)
+    attendance_cutoff_hours: int = 24  # cancelling later than this before a shift is late notice
+    attendance_approval_above: int = 2  # more no-shows + late notices (90 days): sign-ups need approval
+    callout_hours_before: int = 48  # a shift still below its minimum this close is called out for
     # The push worker (pushes.worker.PushSettings)
     push_rate: float = 50.0  # sends per second, all workers together
     push_burst: float = 0.0  # 0: the rate
@@ -132,6 +136,12 @@ class Config:
 
         return Settings(self.dispatch_offer_minutes, self.dispatch_confirm_hours, self.dispatch_cap_factor)
 
+    def attendance_settings(self):
+        """The attendance rules' tunables (`rules.attendance.Settings`)."""
+        from rules.attendance import Settings
+
+        return Settings(self.attendance_cutoff_hours, self.attendance_approval_above, self.callout_hours_before)
+
     def push_settings(self):
         """The push worker's and scheduler's tunables (`pushes.worker.PushSettings`)."""
         from pushes.worker import PushSettings
@@ -182,6 +192,9 @@ ENV_NAMES = {
     "dispatch_offer_minutes": "DISPATCH_OFFER_MINUTES",
     "dispatch_confirm_hours": "DISPATCH_CONFIRM_HOURS",
     "dispatch_cap_factor": "DISPATCH_CAP_FACTOR",
+    "attendance_cutoff_hours": "ATTENDANCE_CUTOFF_HOURS",
+    "attendance_approval_above": "ATTENDANCE_APPROVAL_ABOVE",
+    "callout_hours_before": "CALLOUT_HOURS_BEFORE",
     "push_rate": "PUSH_RATE",
     "push_burst": "PUSH_BURST",
     "push_max_attempts": "PUSH_MAX_ATTEMPTS",
@@ -199,7 +212,7 @@ ENV_NAMES = {
     "simulator_webhook_url": "SIMULATOR_WEBHOOK_URL",
 }
 TEMPLATE_PREFIX = "WECHAT_TEMPLATE_"
-POSITIVE = ("dispatch_offer_minutes", "dispatch_confirm_hours", "dispatch_cap_factor", "push_rate",
+POSITIVE = ("dispatch_offer_minutes", "dispatch_confirm_hours", "dispatch_cap_factor", "callout_hours_before", "push_rate",
             "push_max_attempts", "push_lease_seconds", "push_chunk", "push_claim", "push_backoff",
             "push_backoff_max", "threads", "worker_timeout", "graceful_timeout", "console_idle_minutes")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -326,7 +339,8 @@ def validate(config: Config) -> None:
     for name in POSITIVE:
         if getattr(config, name) <= 0:
             raise ConfigError(f"{ENV_NAMES[name]}: must be positive")
-    for name in ("push_burst", "web_workers", "max_requests", "trusted_proxies", "hsts_seconds"):
+    for name in ("push_burst", "web_workers", "max_requests", "trusted_proxies", "hsts_seconds",
+                 "attendance_cutoff_hours", "attendance_approval_above"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{ENV_NAMES[name]}: must not be negative")
     if 0 < config.audit_retention_days < 180:

@@ -48,10 +48,11 @@ class Services:
         self.protocol = Protocol(config.wechat_token, config.wechat_appid, config.wechat_aes_key,
                                  config.timestamp_tolerance)
         self.dispatch_settings = config.dispatch_settings()
+        self.attendance_settings = config.attendance_settings()
         self.push_settings = config.push_settings()
         self.settings = Settings(pii_key=config.pii_key, state_idle=config.state_idle,
                                  resume_window=config.resume_window, env=config.env,
-                                 dispatch=self.dispatch_settings)
+                                 dispatch=self.dispatch_settings, attendance=self.attendance_settings)
         self._engine = None
         if check:
             self.check()

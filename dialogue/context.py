@@ -40,6 +40,7 @@ class Settings:
     resume_window: int = 24 * 3600
     env: str = "development"
     dispatch: Any = None  # rules.dispatch.Settings, as configured
+    attendance: Any = None  # rules.attendance.Settings, as configured
     extra: dict = field(default_factory=dict)
 
 

@@ -13,6 +13,7 @@ registry = Registry()
 from handlers import (  # noqa: E402,F401 - imported for their registrations
     activities,
     bus,
+    callouts,
     checkin,
     console_bind,
     dispatch,

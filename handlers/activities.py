@@ -1,5 +1,6 @@
 """志愿活动报名: browse upcoming shifts (my team's, near me, matching my skills), sign up (a
-full shift offers its waitlist), and see or cancel my sign-ups.
+full shift offers its waitlist), and see or cancel my sign-ups (the can't-come: leave before
+the cut-off, late notice after it; the first on the waitlist takes the place and is told).
 
 Only active volunteers sign up; anyone else is told how to become one. The rules
 (capacity under concurrency, waitlist, promotion, reminders) live in `rules.activities`.
@@ -12,6 +13,7 @@ from dialogue import types as t
 from dialogue.flows import YES_NO
 from handlers import registry
 from rules import activities as acts
+from rules import attendance
 from rules.places import format_distance
 from rules.volunteering import volunteer_of
 from store.models.activities import SignUp
@@ -29,7 +31,7 @@ VIEWS = [
     Choice("team", "本队近期活动", aliases=("本队", "队伍")),
     Choice("near", "我附近的活动", aliases=("附近",)),
     Choice("skill", "适合我技能的活动", aliases=("技能",)),
-    Choice("mine", "我的报名（查看或取消）", aliases=("我的报名", "我的排班", "取消报名")),
+    Choice("mine", "我的报名（查看或请假）", aliases=("我的报名", "我的排班", "取消报名", "请假")),
 ]
 EMPTY = {
     "team": "本队近期暂时没有可报名的活动，可以看看“我附近的活动”。",
@@ -163,7 +165,8 @@ def read_waitlist(ctx, value, answers) -> bool:
 def mine_choices(ctx, answers) -> list[Choice]:
     choices = []
     for signup in _listing_or_none(ctx, "mine"):
-        status = "已报名" if signup.state == "signed" else f"候补第{acts.waitlist_rank(ctx.session, signup)}位"
+        status = {"signed": "已报名", "pending": "待负责人审核"}.get(signup.state) or \
+            f"候补第{acts.waitlist_rank(ctx.session, signup)}位"
         choices.append(Choice(signup.id, f"{short_when(signup.shift)} {shift_title(signup.shift)}",
                               note=f"{status}；{acts.place_label(signup.shift.activity)}"))
     return choices
@@ -175,7 +178,7 @@ def read_mine(ctx, signup_id, answers) -> dict:
         raise Invalid("这个报名已不存在，请重新选择。")
     shift = signup.shift
     label = f"{acts.when_label(shift.starts_at, shift.ends_at)} {shift_title(shift)}"
-    return {"id": signup.id, "label": label + ("（候补）" if signup.state == "waitlisted" else "")}
+    return {"id": signup.id, "label": label + {"waitlisted": "（候补）", "pending": "（待审核）"}.get(signup.state, "")}
 
 
 # ---- finishing -------------------------------------------------------------------------------
@@ -199,8 +202,13 @@ def done(ctx, answers):
     return _sign_up(ctx, vol, answers["shift"])
 
 
+def settings(ctx) -> attendance.Settings:
+    return ctx.settings.attendance or attendance.Settings()
+
+
 def _sign_up(ctx, vol, chosen: dict) -> str:
-    r = acts.sign_up(ctx.session, vol, chosen["id"], ctx.now, waitlist=bool(chosen.get("full")))
+    r = acts.sign_up(ctx.session, vol, chosen["id"], ctx.now, waitlist=bool(chosen.get("full")),
+                     approval_above=settings(ctx).approval_above)
     details = "\n".join(f"{k}：{v}" for k, v in acts.shift_fields(r.shift).items()) if r.shift else ""
     if r.outcome == "signed":
         soon = "活动前一天会提醒您。" if acts.reminded(r.shift, ctx.now) else "活动很快就开始了，请准时到场。"
@@ -209,6 +217,8 @@ def _sign_up(ctx, vol, chosen: dict) -> str:
     if r.outcome == "waitlisted":
         return (f"该时段名额已满，已为您加入候补名单，目前排第{r.position}位。\n{details}\n"
                 "有人取消时会自动为您递补并通知您。")
+    if r.outcome in ("pending", "already_pending"):
+        return f"已提交报名，需活动负责人审核后生效，审核结果会通知您。\n{details}\n{PENDING_WHY}"
     if r.outcome == "full":
         raise Invalid("很抱歉，这个时段的名额刚刚报满了。回复1重新选择时段（已满的时段可以候补）。")
     if r.outcome == "already_signed":
@@ -222,8 +232,18 @@ def _sign_up(ctx, vol, chosen: dict) -> str:
     return "这个时段已经开始或已停止报名。回复“活动”看看其他活动。"
 
 
+PENDING_WHY = "（近90天缺席或临时请假的次数较多，新的报名需负责人确认。）"
+
+
 def _cancel(ctx, vol, chosen: dict) -> str:
-    r = acts.cancel(ctx.session, vol, chosen["id"], ctx.now)
+    cutoff = settings(ctx).cutoff_hours
+    r = acts.cancel(ctx.session, vol, chosen["id"], ctx.now, cutoff=settings(ctx).cutoff)
+    if r.outcome == "cancelled" and r.late:
+        return (f"已为您请假：{chosen['label']}。\n距开始已不足{cutoff}小时，记为一次临时请假；"
+                "名额已让给其他志愿者。下次如不能参加，请尽早请假。")
+    if r.outcome == "cancelled" and r.signup.attendance == "excused":
+        return (f"已为您请假：{chosen['label']}。\n名额已让给候补的志愿者。"
+                "欢迎下次参加，回复“活动”查看其他活动。")
     if r.outcome == "cancelled":
         return f"已取消：{chosen['label']}。\n欢迎下次参加，回复“活动”查看其他活动。"
     if r.outcome == "already_cancelled":
@@ -239,7 +259,8 @@ ACTIVITIES = registry.flow(Flow(
     start=start,
     done=done,
     summary_title="请确认：",
-    help="报名后活动前一天会提醒您；名额已满的时段可以候补，有人取消时自动递补。",
+    help="报名后活动前一天会提醒您；名额已满的时段可以候补，有人取消时自动递补。"
+         "不能参加请在“我的报名”里请假。",
     steps=[
         Step("view", "您想看哪些活动？（也可以直接发送位置查看附近的活动）", choices=VIEWS,
              parse=read_view, accepts_location=True),
@@ -248,10 +269,10 @@ ACTIVITIES = registry.flow(Flow(
              help="每个时段后面注明了地点和剩余名额；已满的时段可以报名候补。"),
         Step("waitlist", ask_waitlist, label="加入候补", choices=YES_NO, parse=read_waitlist,
              show=lambda v: "是（名额已满，有人取消时递补）", when=is_full, depends_on=("shift",)),
-        Step("mine", "您的报名如下，回复序号可取消该报名：", label="取消报名", choices=mine_choices,
+        Step("mine", "您的报名如下，不能参加请回复序号请假（取消该报名）：", label="请假（取消报名）", choices=mine_choices,
              parse=read_mine, show=lambda v: v["label"], when=lambda ctx, a: a.get("view") == "mine",
              depends_on=("view",),
-             help="取消后名额会让给候补的志愿者。"),
+             help="请假后名额会让给候补的志愿者；临近开始才请假记为临时请假。"),
     ],
 ))
 
@@ -261,6 +282,6 @@ def activities_command(ctx, message):
     return ctx.start("activities")
 
 
-@registry.command("MY_SHIFTS", "我的报名", "我的排班", "我的活动", "取消报名")
+@registry.command("MY_SHIFTS", "我的报名", "我的排班", "我的活动", "取消报名", "请假", "不能参加", "来不了")
 def my_shifts_command(ctx, message):
     return ctx.start("activities", view="mine")

@@ -9,6 +9,10 @@ Rules kept here, for chat, CLI and the console alike:
   signed place promotes the first in line and tells them by push.
 - A volunteer cannot hold two signed shifts that overlap in time.
 - The day before a shift, each signed volunteer is due a reminder push.
+- Cancelling a signed place before CANCEL_CUTOFF ahead of the start is leave (请假); later
+  it still frees the place but counts as late notice. A volunteer with more than
+  APPROVAL_ABOVE no-shows and late notices in RECORD_DAYS signs up "pending" until a
+  coordinator approves (rules.attendance). The shell passes the configured values.
 - Minutes count only inside the shift window. A check-in at most GRACE after the start
   counts from the start and a check-out at most GRACE before the end counts to the end.
   An attendance still open AUTO_CLOSE_AFTER past the shift end is closed at the shift end
@@ -44,6 +48,9 @@ REMIND_BEFORE = timedelta(days=1)
 NEAR_RADIUS_M = 5_000  # "activities near me"
 BROWSE_DAYS = 60
 NO_CHECKOUT_NOTE = "未签退：按时段结束时间自动签退"
+CANCEL_CUTOFF = timedelta(hours=24)  # ATTENDANCE_CUTOFF_HOURS: later than this is late notice
+APPROVAL_ABOVE = 2  # ATTENDANCE_APPROVAL_ABOVE: more no-shows + late notices than this need approval
+RECORD_DAYS = 90  # the window those are counted in
 
 
 # ---- who and when ---------------------------------------------------------------------------
@@ -150,11 +157,11 @@ def shift_view(session: Session, shift_id: int) -> ShiftView | None:
 
 
 def my_signups(session: Session, volunteer: Volunteer, now: datetime) -> list[SignUp]:
-    """Signed and waitlisted places on shifts not yet over, soonest first."""
+    """Signed, waitlisted and pending places on shifts not yet over, soonest first."""
     return list(session.scalars(
         select(SignUp).join(SignUp.shift)
         .join(Shift.activity)
-        .where(SignUp.volunteer_id == volunteer.id, SignUp.state.in_(("signed", "waitlisted")),
+        .where(SignUp.volunteer_id == volunteer.id, SignUp.state.in_(("signed", "waitlisted", "pending")),
                Shift.ends_at > now, Activity.state == "published")
         .order_by(Shift.starts_at, SignUp.id)))
 
@@ -170,7 +177,8 @@ def waitlist_rank(session: Session, signup: SignUp) -> int:
 
 @dataclass
 class SignUpResult:
-    # signed | waitlisted | already_signed | already_waitlisted | full | overlap | closed
+    # signed | waitlisted | pending (waits for a coordinator) | already_signed | already_waitlisted
+    # | already_pending | full | overlap | closed
     outcome: str
     shift: Shift | None = None
     signup: SignUp | None = None
@@ -198,9 +206,35 @@ def overlapping_shift(session: Session, volunteer_id: int, shift: Shift) -> Shif
         .limit(1))
 
 
+@dataclass
+class Record:
+    """A volunteer's reliability over the last RECORD_DAYS: shifts missed, late cancellations."""
+
+    no_shows: int
+    late_notices: int
+
+    @property
+    def total(self) -> int:
+        return self.no_shows + self.late_notices
+
+
+def reliability(session: Session, volunteer_id: int, now: datetime, days: int = RECORD_DAYS) -> Record:
+    since = now - timedelta(days=days)
+    no_shows = session.scalar(select(func.count()).select_from(SignUp).join(SignUp.shift).where(
+        SignUp.volunteer_id == volunteer_id, SignUp.attendance == "absent", Shift.starts_at >= since,
+        Shift.starts_at <= now)) or 0
+    late = session.scalar(select(func.count()).where(
+        SignUp.volunteer_id == volunteer_id, SignUp.late_notice.is_(True), SignUp.cancelled_at >= since)) or 0
+    return Record(no_shows, late)
+
+
 def sign_up(session: Session, volunteer: Volunteer, shift_id: int, now: datetime, *,
-            waitlist: bool = False) -> SignUpResult:
-    """Take a place on the shift, or (with `waitlist`) a place in its waitlist when full."""
+            waitlist: bool = False, approval_above: int | None = APPROVAL_ABOVE) -> SignUpResult:
+    """Take a place on the shift, or (with `waitlist`) a place in its waitlist when full.
+
+    A volunteer whose no-shows and late notices exceed `approval_above` gets a "pending"
+    sign-up that holds no place until a coordinator approves it (None: no such check, as
+    when the coordinator's approval itself signs them up)."""
     shift = lock_shift(session, shift_id)
     if shift is None or shift.activity.state != "published" or shift.starts_at <= now:
         return SignUpResult("closed", shift)
@@ -211,9 +245,20 @@ def sign_up(session: Session, volunteer: Volunteer, shift_id: int, now: datetime
         return SignUpResult("already_signed", shift, signup)
     if signup is not None and signup.state == "waitlisted":
         return SignUpResult("already_waitlisted", shift, signup, waitlist_rank(session, signup))
+    if signup is not None and signup.state == "pending" and approval_above is not None:
+        return SignUpResult("already_pending", shift, signup)
     conflict = overlapping_shift(session, volunteer.id, shift)
     if conflict is not None:
         return SignUpResult("overlap", shift, conflict=conflict)
+    if approval_above is not None and reliability(session, volunteer.id, now).total > approval_above:
+        if signup is None:
+            signup = SignUp(shift_id=shift.id, volunteer_id=volunteer.id, created_at=now)
+            session.add(signup)
+        signup.state, signup.position, signup.signed_at = "pending", None, None
+        signup.cancelled_at = signup.promoted_at = None
+        signup.attendance, signup.late_notice = None, False
+        session.flush()
+        return SignUpResult("pending", shift, signup)
     full = _signed_count(session, shift.id) >= shift.capacity
     if full and not waitlist:
         return SignUpResult("full", shift)
@@ -227,6 +272,7 @@ def sign_up(session: Session, volunteer: Volunteer, shift_id: int, now: datetime
     signup.state = "waitlisted" if full else "signed"
     signup.position, signup.signed_at = position, None if full else now
     signup.cancelled_at = signup.promoted_at = None
+    signup.attendance, signup.late_notice = None, False
     session.flush()
     if full:
         return SignUpResult("waitlisted", shift, signup, waitlist_rank(session, signup))
@@ -239,10 +285,14 @@ class CancelResult:
     outcome: str  # cancelled | already_cancelled | started | not_found
     signup: SignUp | None = None
     promoted: list[SignUp] | None = None
+    late: bool = False  # a signed place given up after the cut-off (counts as late notice)
 
 
-def cancel(session: Session, volunteer: Volunteer, signup_id: int, now: datetime) -> CancelResult:
-    """Give up a place (or a waitlist entry); a freed place goes to the first in line."""
+def cancel(session: Session, volunteer: Volunteer, signup_id: int, now: datetime, *,
+           cutoff: timedelta = CANCEL_CUTOFF) -> CancelResult:
+    """Give up a place (or a waitlist entry); a freed place goes to the first in line.
+    A signed place given up at least `cutoff` before the start is leave (请假); later, it
+    is leave with late notice."""
     signup = session.get(SignUp, signup_id)
     if signup is None or signup.volunteer_id != volunteer.id:
         return CancelResult("not_found")
@@ -253,12 +303,14 @@ def cancel(session: Session, volunteer: Volunteer, signup_id: int, now: datetime
     if shift.starts_at <= now:
         return CancelResult("started", signup)
     was_signed = signup.state == "signed"
+    late = was_signed and shift.starts_at - now < cutoff
     if was_signed:
         _cancel_reminder(session, signup)
+        signup.attendance, signup.late_notice = "excused", late
     signup.state, signup.position, signup.cancelled_at = "cancelled", None, now
     session.flush()
     promoted = fill_from_waitlist(session, shift, now) if was_signed else []
-    return CancelResult("cancelled", signup, promoted)
+    return CancelResult("cancelled", signup, promoted, late)
 
 
 def fill_from_waitlist(session: Session, shift: Shift, now: datetime) -> list[SignUp]:

@@ -38,8 +38,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import String, bindparam, case, cast, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from rules import callouts, timebank, volunteering
 from rules import orders as order_rules
-from rules import timebank, volunteering
 from rules.orders import CHINA, SLOTS, SYSTEM, Actor, OrderError, distance_m
 from store.dead_letters import drain
 from store.models import (
@@ -311,6 +311,9 @@ def _escalate(session: Session, order: Order, now: datetime, actor: Actor) -> No
                fields={"订单号": order.number, "服务项目": order.sub_name, "时间": _when(order),
                        "备注": f"{_area_name(order)}，回复派单 {order.number}"},
                dedup_key=f"dispatch:escalate:{event.id}:{coord.id}")
+    # Nobody left to ask one by one: a call-out to the free volunteers who opted in to them;
+    # the first to answer 报名 takes it (`take`).
+    callouts.send_order_callout(session, order.id, now)
 
 
 def _lock(session: Session, order: Order) -> None:
@@ -363,6 +366,28 @@ def accept(session: Session, volunteer: Volunteer, order: Order, now: datetime) 
     order_rules.transition(session, order, "accepted", actor=Actor("volunteer", volunteer.id), now=now,
                            reason=f"志愿者 {volunteer.name[:1]}** 接单")
     return offer
+
+
+def take(session: Session, volunteer: Volunteer, order: Order, now: datetime) -> Offer:
+    """A volunteer answering a call-out (rules.callouts) takes the order: an offer made
+    and accepted at once, by the same rules as any acceptance (the first one wins)."""
+    _lock(session, order)
+    if volunteer.state != "active":
+        raise DispatchError("您的志愿者身份当前不能接单。")
+    if order.status not in ACCEPTING or accepted_offer(session, order) is not None:
+        raise DispatchError(f"谢谢您！工单 {order.number} 已经有人接了或已结束，这次不用麻烦您了。")
+    if order.follower_id is not None and volunteer.follower_id == order.follower_id:
+        raise DispatchError("不能接自己下的工单。")
+    offer = _offer_of(session, volunteer, order, ("offered",))
+    if offer is None:
+        offer = Offer(order_id=order.id, volunteer_id=volunteer.id, state="offered", offered_at=now, due_at=now,
+                      score=0, reasons=["召集报名"], note="召集报名", created_at=now)
+        session.add(offer)
+        session.flush()
+    if order.status != "offered":
+        order_rules.transition(session, order, "offered", actor=SYSTEM, now=now,
+                               reason=f"召集：志愿者 {volunteer.number} 报名")
+    return accept(session, volunteer, order, now)
 
 
 def decline(session: Session, volunteer: Volunteer, order: Order, now: datetime, reason: str = "",

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from rules import access
 from store.models import HourRecord, Order, OrderEvent, Team, Volunteer
-from store.models.activities import Activity, Attendance, Project, Shift
+from store.models.activities import Activity, Attendance, Project, Shift, SignUp
 from store.models.rollups import HourMonthTotal, HourYearTotal
 
 CHINA = ZoneInfo("Asia/Shanghai")
@@ -310,6 +310,76 @@ def project_ranking(session: Session, scope: access.Scope, year: int, limit: int
                  [[i, *r] for i, r in enumerate(rows, 1)])
 
 
+# ---- attendance (rules.attendance settles how each signed place ended) -----------------
+
+ATTENDANCE_COLUMNS = ["应到", "到岗", "迟到早退", "缺席", "请假", "其中临时请假", "出勤率"]
+
+
+def _tally(session: Session, scope: access.Scope, year: int, *keys):
+    """Counts of settled places on shifts of the subtree's projects that began in `year`,
+    grouped by `keys` and the outcome."""
+    start, end = year_bounds(year)
+    stmt = (select(*keys, SignUp.attendance, SignUp.late_notice, func.count())
+            .select_from(SignUp).join(Shift, Shift.id == SignUp.shift_id)
+            .join(Activity, Activity.id == Shift.activity_id).join(Project, Project.id == Activity.project_id)
+            .join(Volunteer, Volunteer.id == SignUp.volunteer_id)
+            .where(Project.team_id.in_(scope.team_ids), Shift.starts_at >= start, Shift.starts_at < end,
+                   SignUp.attendance.is_not(None))
+            .group_by(*keys, SignUp.attendance, SignUp.late_notice))
+    grid: dict[tuple, dict[str, int]] = {}
+    for *key, outcome, late, n in session.execute(stmt):
+        cell = grid.setdefault(tuple(key), {})
+        cell[outcome] = cell.get(outcome, 0) + n
+        if late:
+            cell["late"] = cell.get("late", 0) + n
+    return grid
+
+
+def _attendance_row(c: dict[str, int]) -> list:
+    """应到 (present + partial + absent: leave is not expected), the outcomes, the rate."""
+    expected = c.get("present", 0) + c.get("partial", 0) + c.get("absent", 0)
+    came = c.get("present", 0) + c.get("partial", 0)
+    rate = f"{came / expected:.0%}" if expected else ""
+    return [expected, c.get("present", 0), c.get("partial", 0), c.get("absent", 0), c.get("excused", 0),
+            c.get("late", 0), rate]
+
+
+def attendance_by_team(session: Session, scope: access.Scope, year: int) -> Table:
+    names, owner = _groups(session, scope)
+    merged: dict[int, dict[str, int]] = {}
+    for (team_id,), c in _tally(session, scope, year, Volunteer.team_id).items():
+        row = merged.setdefault(owner.get(team_id, scope.team_id), {})
+        for k, n in c.items():
+            row[k] = row.get(k, 0) + n
+    rows = [[names.get(tid, "")] + _attendance_row(c)
+            for tid, c in sorted(merged.items(), key=lambda kv: names.get(kv[0], ""))]
+    return Table("attendance_team", f"{year}年各队伍志愿者出勤", ["队伍"] + ATTENDANCE_COLUMNS, rows,
+                 note="出勤率 =（到岗 + 迟到早退）÷ 应到；请假不计入应到。")
+
+
+def attendance_by_activity(session: Session, scope: access.Scope, year: int) -> Table:
+    grid = _tally(session, scope, year, Project.name, Activity.title)
+    rows = [[f"{project}·{title}"] + _attendance_row(c) for (project, title), c in sorted(grid.items())]
+    return Table("attendance_activity", f"{year}年各活动出勤", ["项目·活动"] + ATTENDANCE_COLUMNS, rows)
+
+
+def attendance_by_month(session: Session, scope: access.Scope, year: int) -> Table:
+    month = local_part(session, Shift.starts_at, "month")
+    grid = {int(m): c for (m,), c in _tally(session, scope, year, month).items()}
+    rows = [[f"{m}月"] + _attendance_row(grid[m]) for m in sorted(grid)]
+    return Table("attendance_month", f"{year}年每月出勤", ["月份"] + ATTENDANCE_COLUMNS, rows)
+
+
+def no_shows(session: Session, scope: access.Scope, year: int, limit: int = 200) -> Table:
+    """Volunteers who missed shifts (or cancelled late) in `year`, most first."""
+    grid = _tally(session, scope, year, Volunteer.id, Volunteer.number, Volunteer.name, Volunteer.team_id)
+    team_names = dict(session.execute(access.teams(scope, select(Team.id, Team.name))).all())
+    rows = sorted(([number, name, team_names.get(team_id, ""), c.get("absent", 0), c.get("late", 0)]
+                   for (_, number, name, team_id), c in grid.items() if c.get("absent") or c.get("late")),
+                  key=lambda r: (-r[3], -r[4], r[0]))[:limit]
+    return Table("no_shows", f"{year}年缺席名单", ["编号", "姓名", "队伍", "缺席次数", "临时请假次数"], rows)
+
+
 REPORTS = {
     "hours": hours_by_team_month,
     "orders": orders_by_category_state,
@@ -317,5 +387,9 @@ REPORTS = {
     "satisfaction": satisfaction,
     "volunteer_ranking": volunteer_ranking,
     "project_ranking": project_ranking,
+    "attendance_team": attendance_by_team,
+    "attendance_activity": attendance_by_activity,
+    "attendance_month": attendance_by_month,
+    "no_shows": no_shows,
 }
 RANKINGS = ("volunteer_ranking", "project_ranking")

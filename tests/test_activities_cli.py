@@ -126,3 +126,27 @@ def test_qr_from_a_wechat_ticket(svc, volbot, env, tmp_path, emulator):
     assert out_file.read_bytes() == png_of(ticket["url"])
     code, out = run(volbot, env, "qr", "--scene", "act:1", "--temporary")
     assert code == 0 and "showqrcode?ticket=" in out, out
+
+
+def test_pattern_add_list_materialise_and_callout(volbot, env, svc):
+    from store.models import Callout, Shift, ShiftPattern
+    from store.models.attendance import CalloutOptIn
+
+    seeds.apply(svc, ["act_base"])
+    code, out = run(volbot, env, "pattern", "add", "--project", "东风社区志愿服务", "--title", "广场值守", "--place", "ACT-PZ1",
+              "--weekdays", "6,7", "--time", "09:00-11:30", "--from", "2026-01-01", "--capacity", "4", "--min", "2",
+              "--weeks", "2")
+    assert code == 0, out
+    assert out.startswith("pattern 1: 广场值守")
+    made = out.count("  shift ")
+    assert 2 <= made <= 4  # two weekends (fewer only over a holiday or today's shift already begun)
+    assert "made 0 shift(s)" in run(volbot, env, "pattern", "materialise")[1]
+    assert "每周周六、周日 09:00-11:30" in run(volbot, env, "pattern", "list")[1]
+    with svc.db.transaction() as s:
+        assert s.scalar(select(ShiftPattern.min_staff)) == 2
+        a = volunteer(s, "o_act_a")
+        s.add(CalloutOptIn(volunteer_id=a.id, opted_in_at=datetime.now(timezone.utc)))
+        shift_id = s.scalar(select(func.min(Shift.id)).join(Shift.activity).where(Activity.pattern_id == 1))
+    assert "asked 1 volunteer(s)" in run(volbot, env, "activity", "callout", "--shift", str(shift_id))[1]
+    with svc.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Callout)) == 1

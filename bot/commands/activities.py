@@ -6,6 +6,12 @@
     volbot activity add --project ID --title T (--place CODE | --address A [--lat --lng])
                         --shift "2026-12-01 09:00-11:00 上午场" … [--capacity N] [--skills 01,05]
     volbot activity close-overdue      (close forgotten check-outs; run it every few minutes)
+    volbot activity callout --shift ID | --order NUMBER   (call out opted-in free volunteers)
+    volbot pattern add --project ID --title T (--place CODE | --address A) --weekdays 6,7
+                       --time 09:00-11:30 --from 2027-01-02 [--every 2] [--capacity N] [--min N]
+                       [--weeks 4] [--team CODE] [--skip 2027-02-10,…] [--no-holidays-skip]
+    volbot pattern list
+    volbot pattern materialise         (make the coming weeks' shifts; the scheduler does it too)
     volbot qr --scene act:12 --out act12.png [--local]
 
 `volbot qr` asks WeChat (through `pushes.client`) for a permanent parametric QR ticket and
@@ -191,6 +197,131 @@ def register(main: click.Group) -> None:
             with svc.db.transaction() as s:
                 closed = acts.close_overdue(s, svc.clock.now())
             click.echo(f"closed {len(closed)} forgotten check-out(s)")
+        finally:
+            svc.close()
+
+    pattern = shared_group(main, "pattern", "Recurring shifts (固定排班).")
+
+    @activity.command("callout")
+    @click.option("--shift", "shift_id", type=int, help="Shift id.")
+    @click.option("--order", "order_number", help="Order number (an order nobody accepted).")
+    def callout(shift_id, order_number):
+        """Call out opted-in volunteers free then (at most one call-out each a day)."""
+        from rules import callouts
+        from store.models import Order
+
+        if bool(shift_id) == bool(order_number):
+            raise click.UsageError("give exactly one of --shift or --order")
+        svc = build_services()
+        try:
+            with svc.db.transaction() as s:
+                if shift_id:
+                    sent = callouts.send_callout(s, shift_id, svc.clock.now())
+                else:
+                    order = s.scalar(select(Order).where(Order.number == order_number))
+                    if order is None:
+                        raise click.ClickException(f"no order {order_number}")
+                    sent = callouts.send_order_callout(s, order.id, svc.clock.now())
+            click.echo(f"asked {sent} volunteer(s)")
+        finally:
+            svc.close()
+
+    @pattern.command("add")
+    @click.option("--project", "project_ref", required=True, help="Project id or name.")
+    @click.option("--title", required=True)
+    @click.option("--place", "place_code", help="Code of the station or plaza.")
+    @click.option("--address", default="")
+    @click.option("--weekdays", required=True, help="1 = Monday … 7 = Sunday, comma separated.")
+    @click.option("--time", "times", required=True, help="HH:MM-HH:MM, China time.")
+    @click.option("--from", "starts_on", required=True, help="First day, YYYY-MM-DD.")
+    @click.option("--until", "ends_on", help="Last day, YYYY-MM-DD (default: none).")
+    @click.option("--every", "every_weeks", default=1, show_default=True, type=int, help="Every n weeks.")
+    @click.option("--capacity", default=10, show_default=True, type=int)
+    @click.option("--min", "min_staff", type=int, help="Fewer signed than this is a shift at risk.")
+    @click.option("--weeks", "weeks_ahead", default=4, show_default=True, type=int, help="Weeks made ahead.")
+    @click.option("--team", "team_code", help="Team called out for it (default: the project's).")
+    @click.option("--name", "shift_name", default="", help="Shift name, e.g. 上午场.")
+    @click.option("--skills", default="", help="Wanted skills: needs-menu category codes, comma separated.")
+    @click.option("--skip", default="", help="Further days without a shift, YYYY-MM-DD, comma separated.")
+    @click.option("--no-holidays-skip", "keep_holidays", is_flag=True, help="Hold shifts on public holidays too.")
+    def pattern_add(project_ref, title, place_code, address, weekdays, times, starts_on, ends_on, every_weeks,
+                    capacity, min_staff, weeks_ahead, team_code, shift_name, skills, skip, keep_holidays):
+        """Add a weekly (or every-n-weeks) pattern and make its shifts of the coming weeks."""
+        from datetime import date
+
+        from rules import activities as acts
+        from rules import patterns, teams
+        from rules.places import split_list
+        from store.models import Activity, Place
+
+        try:
+            days = sorted({int(d) - 1 for d in weekdays.replace("，", ",").split(",") if d.strip()})
+            start_time, end_time = (t.strip() for t in times.split("-"))
+            first = date.fromisoformat(starts_on)
+            last = date.fromisoformat(ends_on) if ends_on else None
+        except ValueError:
+            raise click.BadParameter("weekdays 1-7, --time HH:MM-HH:MM, dates YYYY-MM-DD") from None
+        svc = build_services()
+        try:
+            with svc.db.transaction() as s:
+                try:
+                    proj = acts.find_project(s, project_ref)
+                except ValueError as e:
+                    raise click.ClickException(str(e)) from None
+                place = s.scalar(select(Place).where(Place.code == place_code)) if place_code else None
+                if place_code and place is None:
+                    raise click.ClickException(f"no place with code {place_code}")
+                team = teams.by_code(s, team_code) if team_code else None
+                if team_code and team is None:
+                    raise click.ClickException(f"no team with code {team_code}")
+                try:
+                    p = patterns.add_pattern(
+                        s, project=proj, place=place, address=address, now=svc.clock.now(), title=title,
+                        weekdays=days, every_weeks=every_weeks, start_time=start_time, end_time=end_time,
+                        shift_name=shift_name, capacity=capacity, min_staff=min_staff, starts_on=first,
+                        ends_on=last, weeks_ahead=weeks_ahead, skip_holidays=not keep_holidays,
+                        exceptions=split_list(skip), skills=split_list(skills), team_id=team.id if team else None)
+                except patterns.BadPattern as e:
+                    raise click.ClickException(str(e)) from None
+                made = s.scalars(select(Activity).where(Activity.pattern_id == p.id).order_by(Activity.starts_at))
+                click.echo(f"pattern {p.id}: {p.title}")
+                for a in made:
+                    sh = a.shifts[0]
+                    click.echo(f"  shift {sh.id}: {acts.when_label(sh.starts_at, sh.ends_at)} ×{sh.capacity}")
+        finally:
+            svc.close()
+
+    @pattern.command("list")
+    def pattern_list():
+        """Every pattern with its weekdays, times and the shifts made so far."""
+        from sqlalchemy import func
+
+        from rules import activities as acts
+        from store.models import Activity, ShiftPattern
+
+        svc = build_services()
+        try:
+            with svc.db.session() as s:
+                for p in s.scalars(select(ShiftPattern).order_by(ShiftPattern.id)):
+                    n = s.scalar(select(func.count()).select_from(Activity).where(Activity.pattern_id == p.id))
+                    days = "、".join(f"周{acts.WEEKDAYS[d]}" for d in p.weekdays)
+                    every = "每周" if p.every_weeks == 1 else f"每{p.every_weeks}周"
+                    state = "" if p.active else "\t(inactive)"
+                    click.echo(f"{p.id}\t{p.title}\t{every}{days} {p.start_time}-{p.end_time}\t×{p.capacity}"
+                               f"\t{n} shift(s){state}")
+        finally:
+            svc.close()
+
+    @pattern.command("materialise")
+    def pattern_materialise():
+        """Make the shifts of the coming weeks of every active pattern (idempotent)."""
+        from rules import patterns
+
+        svc = build_services()
+        try:
+            with svc.db.transaction() as s:
+                made = patterns.materialise_all(s, svc.clock.now())
+            click.echo(f"made {made} shift(s)")
         finally:
             svc.close()
 

@@ -18,6 +18,7 @@ from console.views.common import CHINA, args_builder, int_or_none, page_number, 
 from console.web import audit, console, flash, render
 from rules import access
 from rules import activities as activity_rules
+from rules.attendance import LABELS
 from rules.audit import snapshot
 from store.models import Volunteer
 from store.models.activities import Activity, Attendance, Project, Shift, SignUp
@@ -210,14 +211,16 @@ class SignupLine:
     activity: str
     starts_at: datetime
     state: str
+    attendance: str = ""  # how the place ended (到岗 / 缺席 / 请假 / 迟到早退), with late notice
 
 
-SIGNUP_LABELS = {"signed": "已报名", "waitlisted": "候补", "cancelled": "已取消"}
+SIGNUP_LABELS = {"signed": "已报名", "waitlisted": "候补", "cancelled": "已取消", "pending": "待审核"}
 
 
 def signups_of(session, volunteer_id: int, limit: int = 20) -> list[SignupLine]:
-    rows = session.execute(select(Activity.title, Shift.starts_at, SignUp.state)
+    rows = session.execute(select(Activity.title, Shift.starts_at, SignUp.state, SignUp.attendance, SignUp.late_notice)
                            .join(Shift, Shift.id == SignUp.shift_id).join(Activity, Activity.id == Shift.activity_id)
                            .where(SignUp.volunteer_id == volunteer_id)
                            .order_by(Shift.starts_at.desc()).limit(limit))
-    return [SignupLine(t, s, SIGNUP_LABELS.get(st, st)) for t, s, st in rows]
+    return [SignupLine(t, s, SIGNUP_LABELS.get(st, st),
+                       LABELS.get(att, "") + ("（临时）" if late else "")) for t, s, st, att, late in rows]

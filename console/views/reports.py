@@ -73,6 +73,11 @@ def chart_for(table: reports.Table):
     if table.key == "project_ranking":
         top = table.rows[:10]
         return charts.hbars([r[1] for r in top], [r[4] for r in top], table.title)
+    if table.key in ("attendance_team", "attendance_activity", "attendance_month"):
+        # 出勤率 in percent: (到岗 + 迟到早退) / 应到
+        rows = [r for r in table.rows if r[1]][:12]
+        return charts.hbars([r[0] for r in rows], [round((r[2] + r[3]) * 100 / r[1]) for r in rows],
+                            table.title + "（出勤率%）")
     return None
 
 

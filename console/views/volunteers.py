@@ -14,6 +14,7 @@ from console.views.common import args_builder, int_or_none, page_number, paged, 
 from console.views.hours import STATES as HOUR_STATES
 from console.web import audit, back, console, flash, render, services
 from rules import access, masks, pii, volunteering
+from rules import activities as activity_rules
 from store.models import HourRecord, ServiceCertificate, Team, Volunteer
 
 STATES = {"pending": "待审核", "active": "在册", "rejected": "未通过", "suspended": "暂停"}
@@ -61,6 +62,7 @@ def volunteer_detail(volunteer_id: int):
         ServiceCertificate.volunteer_id == volunteer.id).order_by(ServiceCertificate.id.desc())))
     shifts = activities.signups_of(g.db, volunteer.id)
     return render("volunteer.html", v=volunteer, summary=summary, states=STATES, hour_states=HOUR_STATES,
+                  record=activity_rules.reliability(g.db, volunteer.id, g.now),
                   masked_phone=masks.phone(volunteer.phone),
                   masked_id=pii.mask_id_tail(volunteer.id_number_tail),
                   certificates=certificates, shifts=shifts)

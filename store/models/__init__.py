@@ -4,6 +4,7 @@ One module per domain; each helper module registers its tables on the shared `Ba
 """
 
 from store.models.activities import Activity, Attendance, Project, Shift, SignUp
+from store.models.attendance import Callout, CalloutOptIn, ShiftPattern
 from store.models.audit import AuditLog
 from store.models.base import Base, UTCDateTime, utcnow
 from store.models.bus import BusRoute, BusSubscription, BusVisit
@@ -19,6 +20,9 @@ from store.models.timebank import TimeAccount, TimeBankFamily, TimeEntry, TimeTr
 from store.models.volunteers import Coordinator, HourRecord, Volunteer, VolunteerSerial, VolunteerStar
 
 __all__ = [
+    "Callout",
+    "CalloutOptIn",
+    "ShiftPattern",
     "DeadLetter",
     "HourMonthTotal",
     "HourYearTotal",

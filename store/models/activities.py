@@ -7,9 +7,9 @@ check-out of one volunteer for one shift; closing it produces a pending hour rec
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Date, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from store.models.base import Base, utcnow
@@ -18,8 +18,12 @@ from store.models.places import DEFAULT_RADIUS_M, Place
 from store.models.volunteers import HourRecord, Volunteer
 
 ACTIVITY_STATES = ("published", "cancelled")
-SIGNUP_STATES = ("signed", "waitlisted", "cancelled")
-CHECK_METHODS = ("qr", "location", "auto")
+# "pending": waiting for a coordinator's approval (a volunteer over the no-show threshold,
+# rules.attendance); it holds no place until approved.
+SIGNUP_STATES = ("signed", "waitlisted", "cancelled", "pending")
+CHECK_METHODS = ("qr", "location", "auto", "desk")
+# How a signed place ended (rules.attendance): 到岗 / 缺席 / 请假 / 迟到早退.
+ATTENDANCE_STATES = ("present", "absent", "excused", "partial")
 
 
 class Project(Base):
@@ -38,6 +42,8 @@ class Project(Base):
 
 class Activity(Base):
     __tablename__ = "activities"
+    # One activity per day of a recurring pattern: materialising twice makes nothing new.
+    __table_args__ = (UniqueConstraint("pattern_id", "occurs_on"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
@@ -55,6 +61,9 @@ class Activity(Base):
     capacity: Mapped[int] = mapped_column(default=10)  # default for its shifts
     skills: Mapped[list] = mapped_column(JSON, default=list)  # wanted: same codes as Volunteer.skills
     state: Mapped[str] = mapped_column(String(16), default="published")
+    # Made from a recurring pattern (store.models.attendance.ShiftPattern) for this day.
+    pattern_id: Mapped[int | None] = mapped_column(ForeignKey("shift_patterns.id"), index=True)
+    occurs_on: Mapped[date | None] = mapped_column(Date)
     is_demo: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -79,6 +88,10 @@ class Shift(Base):
     starts_at: Mapped[datetime] = mapped_column(index=True)
     ends_at: Mapped[datetime]
     capacity: Mapped[int]
+    # Fewer signed than this is a shift at risk (rules.callouts.at_risk); None: no minimum.
+    min_staff: Mapped[int | None]
+    # When the automatic call-out (48 hours before, still below the minimum) was sent.
+    callout_at: Mapped[datetime | None]
 
     activity: Mapped[Activity] = relationship(back_populates="shifts")
 
@@ -104,6 +117,11 @@ class SignUp(Base):
     signed_at: Mapped[datetime | None]  # when it last became "signed"
     promoted_at: Mapped[datetime | None]  # moved from the waitlist by a cancellation
     cancelled_at: Mapped[datetime | None]
+    # How the place ended (one of ATTENDANCE_STATES; None until settled or marked).
+    attendance: Mapped[str | None] = mapped_column(String(16))
+    late_notice: Mapped[bool] = mapped_column(default=False)  # cancelled after the cut-off
+    marked_by: Mapped[int | None] = mapped_column(ForeignKey("coordinators.id"))  # set by hand
+    marked_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     shift: Mapped[Shift] = relationship()

@@ -105,3 +105,60 @@ def act_on_shift(session):
     """o_act_a and o_act_b are signed up for shift 3, which is on now."""
     _sign(session, "o_act_a", 3)
     _sign(session, "o_act_b", 3)
+
+
+@seed
+def act_waiting(session):
+    """o_act_a is first on shift 1's waitlist (use with act_full)."""
+    _sign(session, "o_act_a", 1, state="waitlisted", position=1)
+
+
+@seed
+def act_soon(session):
+    """Shift 5: 社区巡防 at place 1, in 3 hours, ×3 with a minimum of 3 (at risk, inside the
+    48-hour call-out window); o_act_b signed up for it."""
+    project = session.query(Project).filter_by(name="东风社区志愿服务").one()
+    place = session.query(Place).filter_by(code="ACT-ST1").one()
+    start = _now() + timedelta(hours=3)
+    activity = add_activity(session, project=project, title="社区巡防", place=place, capacity=3, now=_now(),
+                            shifts=[(start, start + timedelta(hours=2), "")])
+    activity.shifts[0].min_staff = 3
+    session.flush()
+    _sign(session, "o_act_b", activity.shifts[0].id)
+
+
+@seed
+def act_unreliable(session):
+    """o_act_d missed three shifts in the last month (their places settled absent)."""
+    project = session.query(Project).filter_by(name="北苑健康行").one()
+    for days in (7, 14, 21):
+        start = _now() - timedelta(days=days)
+        activity = add_activity(session, project=project, title="助老上门", address="北苑小区", capacity=3,
+                                now=_now(), shifts=[(start, start + timedelta(hours=2), "")])
+        session.add(SignUp(shift_id=activity.shifts[0].id, volunteer_id=volunteer(session, "o_act_d").id,
+                           state="signed", attendance="absent", signed_at=start - timedelta(days=1)))
+    session.flush()
+
+
+@seed
+def callout_order(session):
+    """After dispatch_world: a repair order in 樱园 that nobody took, called out to 李师傅
+    (who opted in to call-outs; the only 樱园 volunteer with the skill)."""
+    from datetime import date
+
+    from menus.catalog import load
+    from rules import callouts
+    from rules import orders as order_rules
+    from store.models import Community, Volunteer
+
+    menu = load()
+    sub = menu.sub("08-01")
+    resident = session.query(Follower).filter_by(openid="o_dres").one()
+    community = session.query(Community).filter_by(code="DC-YY").one()
+    order, _ = order_rules.create_order(
+        session, follower=resident, sub=sub, category_name=menu.category_of(sub).name, description="水管漏水",
+        address="樱园小区3号楼2单元501", phone="13812345678", preferred=order_rules.Preferred(date(2030, 1, 9), "pm"),
+        now=_now(), community_id=community.id)
+    li = session.query(Volunteer).filter_by(number="KW2026100001").one()
+    callouts.opt_in(session, li, _now())
+    callouts.send_order_callout(session, order.id, _now())

@@ -1,0 +1,91 @@
+"""The shift roster (点名与签到台) in headless Chromium at a phone's width (390 px): a
+coordinator finds a volunteer by the last 4 digits of their phone and checks them in at the
+desk, then, after the shift, marks another absent; buttons are at least 44 px and the page
+does not scroll sideways. Screenshots go to artifacts/console/roster-*.png.
+
+Skipped with a reason when /usr/bin/chromium or Python Playwright is missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from rules import activities as acts
+from store.models import Activity, Attendance, Shift, SignUp, Volunteer
+from tests.seeds import apply
+from tests.seeds.console import PASSWORD
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "console"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} "
+                       "(apt-get install -y chromium fonts-wqy-microhei)"),
+    pytest.mark.timeout(300),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
+
+
+def one(svc, stmt):
+    with svc.db.session() as s:
+        return s.scalar(stmt)
+
+
+def test_roster_on_a_phone(base_url, svc):
+    apply(svc, ["console_world"])
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with svc.db.transaction() as s:
+        shift = s.scalar(select(Shift).join(Shift.activity).where(Activity.title == "DF周末课堂"))
+        for number in ("KW2026000100", "KW2026000101"):  # DF甲 (phone …1334), DF乙
+            acts.sign_up(s, s.scalar(select(Volunteer).where(Volunteer.number == number)), shift.id, svc.clock.now())
+        sid, start, end = shift.id, shift.starts_at, shift.ends_at
+    svc.clock.advance(seconds=(start - svc.clock.now()).total_seconds() + 120)  # the shift has begun
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN")
+            pg = context.new_page()
+            pg.set_default_timeout(15_000)
+            pg.goto(base_url + f"/console/shifts/{sid}/roster")
+            pg.fill("input[name=username]", "df_lead")
+            pg.fill("input[name=password]", PASSWORD)
+            pg.click("button[type=submit]")
+            pg.wait_for_url(f"**/console/shifts/{sid}/roster")
+            pg.screenshot(path=str(SHOTS / "roster-1-phone.png"), full_page=True)
+            assert pg.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+            # At the desk: the last 4 digits of DF甲's phone find them, masked.
+            pg.fill("input[name=q]", "1334")
+            pg.click(".roster-desk button[type=submit]")
+            desk = pg.locator(".roster-desk ul.roster li")
+            assert desk.count() == 1 and "DF甲" in desk.inner_text() and "13901001334" not in pg.content()
+            box = desk.locator("button").bounding_box()
+            assert box["height"] >= 44 and box["width"] >= 44
+            desk.locator("button", has_text="签到").click()
+            pg.wait_for_selector(".flash")
+            assert "已签到" in pg.inner_text(".flash")
+            pg.screenshot(path=str(SHOTS / "roster-2-desk.png"), full_page=True)
+
+            # After the shift: DF乙 never came and is marked absent; the badge shows it.
+            svc.clock.advance(seconds=(end - start).total_seconds())
+            pg.goto(base_url + f"/console/shifts/{sid}/roster")
+            yi = one(svc, select(SignUp.id).join(Volunteer, Volunteer.id == SignUp.volunteer_id)
+                     .where(SignUp.shift_id == sid, Volunteer.name == "DF乙"))
+            row = pg.locator(f"li[data-signup='{yi}']")
+            row.locator("button[value=absent]").click()
+            pg.wait_for_selector(".flash")
+            row = pg.locator(f"li[data-signup='{yi}']")
+            assert "缺席" in row.locator(".badge").inner_text()
+            assert row.locator("button[value=absent]").get_attribute("aria-pressed") == "true"
+            assert pg.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+            pg.screenshot(path=str(SHOTS / "roster-3-marked.png"), full_page=True)
+        finally:
+            browser.close()
+    assert one(svc, select(SignUp.attendance).where(SignUp.id == yi)) == "absent"
+    assert one(svc, select(Attendance.in_method).where(Attendance.shift_id == sid)) == "desk"
