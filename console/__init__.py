@@ -10,8 +10,8 @@ import importlib
 from console.web import console
 
 # Importing a view module registers its routes on `console`.
-VIEWS = ("account", "activities", "audit", "auth", "bus", "dashboard", "hours", "inbox", "orders", "places", "reports",
-         "volunteers")
+VIEWS = ("account", "activities", "audit", "auth", "bus", "contact", "dashboard", "hours", "inbox", "orders", "places",
+         "reports", "volunteers")
 for _view in VIEWS:
     importlib.import_module(f"console.views.{_view}")
 

@@ -51,3 +51,9 @@ def record(session: Session, scope: Scope, action: str, *, entity: str = "", ent
         entry.created_at = now
     session.add(entry)
     return entry
+
+
+# ---- actions on personal data (their Chinese names beside them, for the audit page) --------
+
+PHONE_REVEAL = "phone.reveal"  # a coordinator had a full phone number shown, with a reason
+PII_ACTION_LABELS = {PHONE_REVEAL: "查看完整电话"}
