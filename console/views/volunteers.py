@@ -1,6 +1,6 @@
-"""Volunteers: search by name, number, the last four digits of the phone or the whole phone
-(personal data masked; `console.views.contact` reveals a phone), sign-up approval, and a
-volunteer's detail with hours, shifts and certificates."""
+"""Volunteers: search by name, number or the last four digits of the phone (personal data
+masked; `console.views.contact` reveals a phone), sign-up approval, and a volunteer's
+detail with hours, shifts and certificates."""
 
 from __future__ import annotations
 
@@ -21,14 +21,12 @@ STATES = {"pending": "待审核", "active": "在册", "rejected": "未通过", "
 
 
 def search_filter(stmt, q: str):
-    """Four digits: the phone's last four; a whole mobile number: that phone (by its keyed
-    hash, under every key held); letters and digits: a volunteer number (prefix); anything
-    else: part of the name."""
+    """Four digits: the phone's last four (kept in clear for this); letters and digits: a
+    volunteer number (prefix); anything else: part of the name. Not the whole phone: a
+    search is a GET, and its URL would carry the number into access logs."""
     q = q.strip()
     if re.fullmatch(r"\d{4}", q):
         return stmt.where(Volunteer.phone_last4 == q)
-    if re.fullmatch(r"1\d{10}", q):
-        return stmt.where(Volunteer.phone_hash.in_(pii.phone_hashes(services().keyring, q)))
     if re.fullmatch(r"[A-Za-z]{1,4}\d{2,}", q):
         return stmt.where(Volunteer.number.startswith(q.upper(), autoescape=True))
     return stmt.where(Volunteer.name.contains(q, autoescape=True))
