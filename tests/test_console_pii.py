@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from rules.audit import PHONE_REVEAL, PII_ACTION_LABELS
-from store.models import AuditLog, Order, Volunteer
+from store.models import AuditLog, CoordinatorMessage, Follower, Order, Team, Volunteer
 from tests.console_support import signed_in
 from tests.seeds import apply
 
@@ -78,4 +78,15 @@ def test_an_orders_phone_for_the_coordinator_who_must_call(base_url, world):
     assert shown.status_code == 200 and ORDER_PHONE in shown.text
     entry, = reveals(world)
     assert (entry.entity, entry.entity_id, entry.reason) == ("order", str(oid), "志愿者联系不上居民")
-    assert one(world, select(func.count()).select_from(AuditLog).where(AuditLog.action == PHONE_REVEAL)) == 1
+    # A resident's message for staff: the phone remembered for them.
+    with world.db.transaction() as s:
+        res = s.scalar(select(Follower).where(Follower.openid == "o_DF_res"))
+        m = CoordinatorMessage(follower_id=res.id, flow="order", step="address", text="请打电话给我",
+                               team_id=s.scalar(select(Team.id).where(Team.code == "VT-DF")))
+        s.add(m)
+        s.flush()
+        mid = m.id
+    assert "137****1111" in b.get(f"/console/messages/{mid}").text
+    shown = b.post(f"/console/messages/{mid}/phone", {"reason": "居民留言要求回电"})
+    assert shown.status_code == 200 and "13700001111" in shown.text
+    assert [(e.entity, e.entity_id) for e in reveals(world)] == [("order", str(oid)), ("message", str(mid))]
