@@ -145,5 +145,4 @@ class SealedId:
 
 def seal_id_number(keys: Keys, number: str) -> SealedId:
     n = normalize_id_number(number)
-    ring = keyring(keys)
-    return SealedId(ring.encrypt(n, ID_NUMBER), ring.hash(n, ID_NUMBER), n[-4:])
+    return SealedId(encrypt(keys, n), lookup_hash(keys, n), n[-4:])
