@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bot.config import environ_value
@@ -46,6 +46,7 @@ from bot.services import Services
 from console.accounts import hash_password
 from rules import reports
 from rules import teams as team_rules
+from store import sealing
 from store.models import Coordinator, Team
 
 TARGET_MS = 200
@@ -139,18 +140,21 @@ def seed(svc, volunteers: int, hours: int, orders: int) -> dict:
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
         run(raw, "SET statement_timeout = 0")  # the app's 4 s limit is for requests, not bulk loads
-        cols = ["id", "number", "name", "phone", "id_number_enc", "id_number_hash", "id_number_tail", "birth_date",
-                "team_id", "skills", "availability", "state", "star_level", "is_demo", "created_at"]
+        cols = ["id", "number", "name", "phone_enc", "phone_hash", "phone_last4", "id_number_enc", "id_number_hash",
+                "id_number_last4", "birth_year", "team_id", "skills", "availability", "state", "star_level", "is_demo",
+                "created_at"]
         vol_team = []
+        keys = svc.keyring
 
         def vol_rows():
             for i in range(1, volunteers + 1):
                 team_id = squads[(i - 1) % len(squads)].id  # from the first squad: a small seed fills BS000
                 vol_team.append(team_id)
                 state = "pending" if i % 97 == 0 else "active"
+                phone = f"13{rnd.randrange(10**9):09d}"  # sealed as the app seals it (store.sealing)
                 yield (i, f"KW2025{i:06d}", rnd.choice(SURNAMES) + rnd.choice(GIVEN) + rnd.choice(GIVEN),
-                       f"13{rnd.randrange(10**9):09d}", "bench", f"bench-{i}", "37070000",
-                       date(1960 + i % 45, 1 + i % 12, 1 + i % 28), team_id,
+                       keys.encrypt(phone, sealing.PHONE), keys.hash(phone, sealing.PHONE), phone[-4:],
+                       "bench", f"bench-{i}", "0000", 1960 + i % 45, team_id,
                        json.dumps(rnd.sample(SKILLS, 2)), "[]", state, 0, False, now - timedelta(days=i % 900))
         copy(raw, "volunteers", cols, vol_rows())
         start = now - timedelta(days=3 * 365)

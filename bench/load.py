@@ -556,7 +556,7 @@ def main() -> None:
 
             t0 = time.monotonic()
             with svc.db.transaction() as session:
-                district.seed(session, now=svc.clock.now(), pii_key=svc.config.pii_key)
+                district.seed(session, now=svc.clock.now(), pii_key=svc.keyring)
             print(f"set-up: demo district seeded in {time.monotonic() - t0:.0f} s")
         finally:
             svc.close()

@@ -116,7 +116,7 @@ def fresh_app(stack: Stack, url: str):
     svc.redis.flushdb()
     svc.db.create_all()
     with svc.db.transaction() as session:
-        district.seed(session, now=svc.clock.now(), pii_key=svc.config.pii_key)
+        district.seed(session, now=svc.clock.now(), pii_key=svc.keyring)
     app = create_app(services=svc)
     gc.collect()
     return app, svc

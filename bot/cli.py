@@ -48,7 +48,7 @@ def db_upgrade(revision):
     """Apply Alembic migrations up to REVISION (default: head)."""
     services = build_services()
     try:
-        services.db.upgrade(revision)
+        services.db.upgrade(revision, keyring=services.keyring)
         click.echo(f"database at {revision}: {services.db.engine.url.render_as_string(hide_password=True)}")
     finally:
         services.close()

@@ -37,7 +37,11 @@ class Config:
     database_url: str | None = None
     redis_url: str | None = None
     secret_key: str = "dev-secret-key-change-me"
-    pii_key: str = "dev-pii-key-change-me"
+    pii_key: str = "dev-pii-key-change-me"  # the secret of key v1 (when PII_KEYS is unset)
+    # Versioned keys for personal data (docs/privacy.md): "v1=<secret>,v2=<secret>"; unset
+    # means v1 = PII_KEY. PII_KEY_ID names the key new values are written under.
+    pii_keys: str = ""
+    pii_key_id: str = "v1"
     # Protocol tolerances
     timestamp_tolerance: int = 300  # seconds a signed request may be old (0 = unchecked)
     reply_deadline: float = 4.5  # seconds from the request's arrival; WeChat gives up at 5
@@ -150,6 +154,26 @@ class Config:
                             lease_seconds=self.push_lease_seconds, chunk=self.push_chunk, claim=self.push_claim,
                             backoff=self.push_backoff, backoff_max=self.push_backoff_max)
 
+    def keyring(self):
+        """The personal-data keyring (`store.sealing.Keyring`): every key still readable,
+        and the current one."""
+        from store.sealing import Keyring, KeyringError
+
+        if self.pii_keys.strip():
+            versions = []
+            for item in re.split(r"[,\s]+", self.pii_keys.strip()):
+                version, sep, secret = item.partition("=")
+                if not sep:
+                    raise ConfigError(f"PII_KEYS: expected id=secret pairs (v1=...,v2=...), got {version[:8]!r}...")
+                versions.append((version.strip(), secret.strip()))
+        else:
+            versions = [("v1", self.pii_key)]
+        versions.sort(key=lambda v: int(v[0][1:]) if re.fullmatch(r"v\d+", v[0]) else 0)
+        try:
+            return Keyring(tuple(versions), self.pii_key_id)
+        except KeyringError as e:
+            raise ConfigError(f"{'PII_KEY_ID' if 'current' in str(e) else 'PII_KEYS'}: {e}") from None
+
     @property
     def sqlalchemy_url(self) -> str:
         if self.database_url:
@@ -168,6 +192,8 @@ ENV_NAMES = {
     "redis_url": "REDIS_URL",
     "secret_key": "SECRET_KEY",
     "pii_key": "PII_KEY",
+    "pii_keys": "PII_KEYS",
+    "pii_key_id": "PII_KEY_ID",
     "timestamp_tolerance": "WECHAT_TIMESTAMP_TOLERANCE",
     "reply_deadline": "REPLY_DEADLINE",
     "queue_budget": "VOLBOT_QUEUE_BUDGET",
@@ -322,8 +348,15 @@ def validate(config: Config) -> None:
         defaults = Config(instance_path=config.instance_path)
         for name in ("secret_key", "pii_key", "wechat_token", "wechat_appid", "wechat_secret"):
             value = getattr(config, name)
+            if name == "pii_key" and config.pii_keys.strip():
+                continue  # PII_KEYS lists the keys instead
             if value == getattr(defaults, name) or value.startswith("dev-"):
                 raise ConfigError(f"{ENV_NAMES[name]}: must be set in production (the development value is public)")
+    keyring = config.keyring()
+    if config.env == "production":
+        for version, secret in keyring.versions:
+            if secret.startswith("dev-") or len(secret) < 16:
+                raise ConfigError(f"PII_KEYS: key {version} must be a secret of 16 characters or more, not a development value")
     if config.redis_url and not config.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("REDIS_URL: must start with redis://, rediss:// or unix://")
     if not config.wechat_api_base.startswith(("http://", "https://")):

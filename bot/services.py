@@ -15,6 +15,7 @@ from bot.config import Config, ConfigError
 from bot.protocol import Protocol
 from dialogue.context import Settings
 from store import redis as redis_store
+from store import sealing
 from store.db import Database
 
 log = logging.getLogger("volbot")
@@ -50,7 +51,9 @@ class Services:
         self.dispatch_settings = config.dispatch_settings()
         self.attendance_settings = config.attendance_settings()
         self.push_settings = config.push_settings()
-        self.settings = Settings(pii_key=config.pii_key, state_idle=config.state_idle,
+        self.keyring = config.keyring()
+        sealing.use(self.keyring)  # the process's: the phone columns read and write with it
+        self.settings = Settings(pii_key=self.keyring, state_idle=config.state_idle,
                                  resume_window=config.resume_window, env=config.env,
                                  dispatch=self.dispatch_settings, attendance=self.attendance_settings)
         self._engine = None

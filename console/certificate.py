@@ -115,7 +115,7 @@ def render_pdf(cert: ServiceCertificate, volunteer: Volunteer, team: Team, font:
         period = f"注册之日至 {cert.issued_on}"
     facts = [
         ("姓名", volunteer.name),
-        ("身份证号", pii.mask_id_tail(volunteer.id_number_tail)),
+        ("身份证号", pii.mask_id_last4(volunteer.id_number_last4)),
         ("志愿者编号", volunteer.number),
         ("所属队伍", volunteer.team.name if volunteer.team else ""),
         ("统计期间", period),

@@ -2,8 +2,9 @@
 reads the secret from a QR code) and one-use recovery codes for a lost phone.
 
 - The secret is made at enrolment, kept in the enrolling session (Redis) until a first code
-  proves the phone has it, then stored encrypted (`rules.pii.encrypt`, purpose
-  "totp-secret"; without PII_KEY the database gives no secret away).
+  proves the phone has it, then stored sealed (`store.sealing.SealedText`, under the PII
+  keyring and re-sealed by `volbot pii rotate`; without the keys the database gives no
+  secret away).
 - A code is accepted for the current 30-second step or the one before or after (clocks
   drift), and never twice: the step of the last accepted code is kept
   (`coordinators.totp_last_step`), so a code seen over a shoulder is spent.
@@ -26,11 +27,9 @@ import segno
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from rules import pii
 from store.models import Coordinator, CoordinatorRecoveryCode
 
 ISSUER = "爱满奎文志愿服务"
-PURPOSE = b"totp-secret"
 RECOVERY_CODES = 10
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read aloud or typed from paper
 _CODE = re.compile(r"^\d{6}$")
@@ -82,25 +81,25 @@ def check_enrolment(secret: str, code: str, at: float) -> bool:
     return _matching_step(secret, code, at) is not None
 
 
-def enable(session: Session, coordinator: Coordinator, secret: str, code: str, pii_key: str, now: datetime,
+def enable(session: Session, coordinator: Coordinator, secret: str, code: str, now: datetime,
            at: float) -> list[str] | None:
     """Turn the factor on with its first code; the recovery codes to show once, or None
     for a wrong code."""
     step = _matching_step(secret, code, at)
     if step is None:
         return None
-    coordinator.totp_secret = pii.encrypt(pii_key, secret, PURPOSE)
+    coordinator.totp_secret = secret  # sealed by the column type
     coordinator.totp_enabled_at = now
     coordinator.totp_last_step = step
     return issue_recovery_codes(session, coordinator, now)
 
 
-def verify(session: Session, coordinator: Coordinator, code: str, pii_key: str, at: float) -> bool:
+def verify(session: Session, coordinator: Coordinator, code: str, at: float) -> bool:
     """A code from the enrolled phone, not used before. Spends its time step atomically
     (two requests racing with one code: one wins)."""
     if not enabled(coordinator):
         return False
-    step = _matching_step(pii.decrypt(pii_key, coordinator.totp_secret, PURPOSE), code, at)
+    step = _matching_step(coordinator.totp_secret, code, at)
     if step is None:
         return False
     spent = session.execute(

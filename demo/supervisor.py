@@ -183,7 +183,7 @@ def prepare_database(services, reset: bool, say) -> object | None:
         existing.drop_all(services.db.engine)
         services.redis.flushdb()
         say("  --reset: emptied the database and Redis")
-    services.db.upgrade()
+    services.db.upgrade(keyring=services.keyring)
     missing = missing_tables(services)
     if missing:
         # Before the first release the baseline migration is rewritten in place, so a
@@ -196,7 +196,7 @@ def prepare_database(services, reset: bool, say) -> object | None:
             say("  the database already holds a district: kept as it is (--reset starts clean)")
             return None
         started = time.monotonic()
-        summary = district.seed(session, now=services.clock.now(), pii_key=services.config.pii_key)
+        summary = district.seed(session, now=services.clock.now(), pii_key=services.keyring)
     say(f"  seeded the demo district in {time.monotonic() - started:.1f} s:")
     for what, n in summary.counts.items():
         say(f"    {what}: {n}")

@@ -35,7 +35,7 @@ class Records(Protocol):
 class Settings:
     """The slice of configuration journeys may read (no protocol secrets)."""
 
-    pii_key: str = "dev-pii-key-change-me"
+    pii_key: Any = "dev-pii-key-change-me"  # a store.sealing.Keyring (or one secret: key v1)
     state_idle: int = 1800
     resume_window: int = 24 * 3600
     env: str = "development"

@@ -2,13 +2,14 @@
 team → skills → availability → privacy consent → summary → a number from the brigade.
 
 The ID number never sits in Redis or a reply in clear: the answer kept between turns is
-its AES-GCM ciphertext plus the four first and last characters for the masked summary.
+its AES-GCM ciphertext plus the four first and last characters for the masked summary (not
+the birth date: with it those eight would give the number back); whether the person is a
+minor is read from the ciphertext.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import date
 
 from sqlalchemy import delete
 
@@ -57,9 +58,8 @@ def read_id_number(ctx, message, answers) -> dict:
     # A record unlinked when its owner unfollowed may be taken back (name checked at the end).
     if existing is not None and (existing.follower_id is not None or existing.name != answers.get("name")):
         raise Invalid("该身份证号已经注册过志愿者。如需找回编号，请联系所在队伍的协调员。")
-    sealed = pii.seal_id_number(ctx.settings.pii_key, parsed.number)
-    return {"enc": sealed.enc, "tail": sealed.tail, "birth": parsed.birth_date.isoformat(),
-            "relink": existing is not None}
+    n = parsed.number
+    return {"enc": pii.encrypt(ctx.settings.pii_key, n), "tail": n[:4] + n[-4:], "relink": existing is not None}
 
 
 def new_volunteer(ctx, answers) -> bool:
@@ -71,9 +71,8 @@ def is_minor(ctx, answers) -> bool:
     idn = answers.get("id_number")
     if not idn or idn.get("relink"):
         return False
-    born = date.fromisoformat(idn["birth"])
-    today = ctx.local_now.date()
-    return today.year - born.year - ((today.month, today.day) < (born.month, born.day)) < volunteering.ADULT_AGE
+    parsed = pii.parse_id_number(pii.decrypt(ctx.settings.pii_key, idn["enc"]), ctx.local_now.date())
+    return parsed.age_on(ctx.local_now.date()) < volunteering.ADULT_AGE
 
 
 def read_team(ctx, message, answers) -> list:

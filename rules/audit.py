@@ -101,3 +101,6 @@ def prune_due(services) -> int:
         return 0
     with services.db.session() as session:
         return prune(session, services.clock.now(), days)
+
+
+PHONE_REVEAL = "phone.reveal"  # a coordinator had a full phone number shown, with a reason (rules.audit_actions names it)

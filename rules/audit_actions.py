@@ -33,6 +33,7 @@ ACTION_NAMES = {
     "message.handle": "处理留言",
     "order.assign": "派单",
     "order.reassign": "改派工单",
+    "phone.reveal": "查看完整电话",
     "place.edit": "修改站点",
     "report.export": "导出报表",
     "volunteer.approve": "通过志愿者注册",

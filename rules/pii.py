@@ -1,25 +1,20 @@
 """Personal data: resident ID numbers checked, encrypted at rest, found by a keyed hash and
 shown only masked (phones are masked by `rules.masks` / `handlers.common`).
 
-Keys are derived from `PII_KEY` with HKDF, one per purpose, so the encryption key and the
-lookup-hash key are independent. Encryption is AES-256-GCM with a random nonce; the stored
-text is "v1:" + base64url(nonce + ciphertext). Nothing here logs a value.
+The keys are a versioned keyring (`store.sealing`: AES-256-GCM, the stored text "v2:..."
+names its key; HKDF derives each version's encryption and lookup-hash keys apart). The
+database keeps an ID number's ciphertext, its keyed hash and its last four characters, and
+the birth year; nothing from which the number could be rebuilt. Nothing here logs a value.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import os
 import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from store.sealing import ID_NUMBER, PHONE, Keyring, phone_digits
 
 # ---- resident ID numbers (居民身份证号) -------------------------------------------------
 
@@ -97,47 +92,57 @@ def mask_id_number(number: str) -> str:
 
 
 def mask_id_tail(tail: str) -> str:
-    """The masked form from the stored prefix+suffix ("37071234" → 3707**********1234)."""
+    """The masked form from a prefix+suffix kept only in a form's answer ("37071234" →
+    3707**********1234): the person's own summary in chat."""
     return tail[:4] + "*" * 10 + tail[4:]
 
 
-# ---- encryption and lookup hash -----------------------------------------------------------
+def mask_id_last4(last4: str) -> str:
+    """The masked form from what the database keeps (the last four): **************1234."""
+    return "*" * 14 + (last4 or "")[-4:]
 
-def _derive(pii_key: str, purpose: bytes) -> bytes:
-    if not pii_key:
+
+# ---- encryption and lookup hash (store.sealing's keyring) ---------------------------------
+
+Keys = Keyring | str  # a keyring, or one secret (key v1: what PII_KEY alone configures)
+
+
+def keyring(keys: Keys) -> Keyring:
+    if not keys:
         raise ValueError("PII_KEY is empty")
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"volbot-pii", info=purpose).derive(
-        pii_key.encode("utf-8"))
+    return Keyring.of(keys)
 
 
-def encrypt(pii_key: str, plain: str, purpose: bytes = b"id-number") -> str:
-    nonce = os.urandom(12)
-    ct = AESGCM(_derive(pii_key, b"enc:" + purpose)).encrypt(nonce, plain.encode("utf-8"), purpose)
-    return "v1:" + base64.urlsafe_b64encode(nonce + ct).decode("ascii")
+def encrypt(keys: Keys, plain: str, purpose: str = ID_NUMBER) -> str:
+    return keyring(keys).encrypt(plain, purpose)
 
 
-def decrypt(pii_key: str, token: str, purpose: bytes = b"id-number") -> str:
-    if not token.startswith("v1:"):
-        raise ValueError("unknown ciphertext version")
-    raw = base64.urlsafe_b64decode(token[3:].encode("ascii"))
-    plain = AESGCM(_derive(pii_key, b"enc:" + purpose)).decrypt(raw[:12], raw[12:], purpose)
-    return plain.decode("utf-8")
+def decrypt(keys: Keys, token: str, purpose: str = ID_NUMBER) -> str:
+    return keyring(keys).decrypt(token, purpose)
 
 
-def lookup_hash(pii_key: str, value: str, purpose: bytes = b"id-number") -> str:
-    """HMAC-SHA256 (hex) of the normalised value: equal numbers, equal hashes; no key, no
-    dictionary attack on the 18-digit space."""
-    key = _derive(pii_key, b"hash:" + purpose)
-    return hmac.new(key, normalize_id_number(value).encode("utf-8"), hashlib.sha256).hexdigest()
+def lookup_hash(keys: Keys, value: str) -> str:
+    """HMAC-SHA256 (hex) of the normalised ID number under the current key's hash key: equal
+    numbers, equal hashes; no key, no dictionary attack on the 18-digit space."""
+    return keyring(keys).hash(normalize_id_number(value), ID_NUMBER)
+
+
+def lookup_hashes(keys: Keys, value: str) -> list[str]:
+    """The number's hash under every key held (a rotation may be half done)."""
+    return keyring(keys).hashes(normalize_id_number(value), ID_NUMBER)
+
+
+def phone_hashes(keys: Keys, phone: str) -> list[str]:
+    return keyring(keys).hashes(phone_digits(phone), PHONE)
 
 
 @dataclass(frozen=True)
 class SealedId:
     enc: str
     hash: str
-    tail: str  # first four + last four, for masked display
+    last4: str  # for masked display: all the database keeps in clear
 
 
-def seal_id_number(pii_key: str, number: str) -> SealedId:
+def seal_id_number(keys: Keys, number: str) -> SealedId:
     n = normalize_id_number(number)
-    return SealedId(encrypt(pii_key, n), lookup_hash(pii_key, n), n[:4] + n[-4:])
+    return SealedId(encrypt(keys, n), lookup_hash(keys, n), n[-4:])

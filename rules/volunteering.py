@@ -113,8 +113,9 @@ def can_act(coordinator: Coordinator | None, team: Team) -> bool:
 
 # ---- registration -------------------------------------------------------------------------
 
-def find_by_id_number(session: Session, pii_key: str, number: str) -> Volunteer | None:
-    return session.scalar(select(Volunteer).where(Volunteer.id_number_hash == pii.lookup_hash(pii_key, number)))
+def find_by_id_number(session: Session, pii_key: pii.Keys, number: str) -> Volunteer | None:
+    """By the keyed hash, under every key held (a key rotation may be half done)."""
+    return session.scalar(select(Volunteer).where(Volunteer.id_number_hash.in_(pii.lookup_hashes(pii_key, number))))
 
 
 _VOLUNTEER_OF = select(Volunteer).where(Volunteer.follower_id == bindparam("follower_id"))
@@ -124,7 +125,7 @@ def volunteer_of(session: Session, follower: Follower) -> Volunteer | None:
     return session.scalar(_VOLUNTEER_OF, {"follower_id": follower.id})
 
 
-def register(session: Session, *, pii_key: str, follower: Follower | None, name: str, phone: str,
+def register(session: Session, *, pii_key: pii.Keys, follower: Follower | None, name: str, phone: str,
              id_number: pii.IdNumber, team: Team, now: datetime, skills: list | None = None,
              availability: list | None = None, guardian_name: str | None = None,
              guardian_phone: str | None = None, consent: bool = True,
@@ -149,8 +150,8 @@ def register(session: Session, *, pii_key: str, follower: Follower | None, name:
     volunteer = Volunteer(
         number=format_number(rule.number_prefix, year, next_serial(session, year)),
         follower_id=follower.id if follower else None, name=name, phone=phone,
-        id_number_enc=sealed.enc, id_number_hash=sealed.hash, id_number_tail=sealed.tail,
-        birth_date=id_number.birth_date, guardian_name=guardian_name, guardian_phone=guardian_phone,
+        id_number_enc=sealed.enc, id_number_hash=sealed.hash, id_number_last4=sealed.last4,
+        birth_year=id_number.birth_date.year, guardian_name=guardian_name, guardian_phone=guardian_phone,
         team_id=team.id, skills=list(skills or []), availability=list(availability or []),
         state="active" if team.join_policy == "auto" else "pending",
         consent_at=now, consent_version=rule.privacy_version or None, created_at=now,
@@ -180,7 +181,7 @@ def coordinators_over(session: Session, team: Team) -> list[Coordinator]:
         Coordinator.team_id.in_(ancestors), Coordinator.active.is_(True), Coordinator.follower_id.is_not(None))))
 
 
-def relink(session: Session, *, pii_key: str, follower: Follower, id_number: pii.IdNumber,
+def relink(session: Session, *, pii_key: pii.Keys, follower: Follower, id_number: pii.IdNumber,
            name: str) -> Volunteer:
     """Tie a volunteer record left unlinked by an unsubscribe to this follower again, when
     the name and ID number both match: the number, hours and stars come back with it."""

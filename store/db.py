@@ -72,10 +72,21 @@ class Database:
     def drop_all(self) -> None:
         Base.metadata.drop_all(self.engine)
 
-    def upgrade(self, revision: str = "head") -> None:
+    def upgrade(self, revision: str = "head", keyring=None) -> None:
+        """Migrate to `revision`. `keyring` (`store.sealing.Keyring`) is needed by the
+        migrations that seal stored personal data (0005 encrypts phones kept in clear)."""
         from alembic import command
 
-        command.upgrade(alembic_config(self.url), revision)
+        cfg = alembic_config(self.url)
+        cfg.attributes["pii_keyring"] = keyring
+        command.upgrade(cfg, revision)
+
+    def downgrade(self, revision: str, keyring=None) -> None:
+        from alembic import command
+
+        cfg = alembic_config(self.url)
+        cfg.attributes["pii_keyring"] = keyring
+        command.downgrade(cfg, revision)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -15,7 +15,7 @@ import pyotp
 import pytest
 import requests
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from werkzeug.serving import make_server
 
 from bot.app import create_app
@@ -167,7 +167,8 @@ def test_brigade_accounts_enrol_a_second_factor_and_then_need_it(logins, two_fac
     _b, secret, codes = enrol(base_url, svc)
     with svc.db.session() as s:
         admin = s.scalar(select(Coordinator).where(Coordinator.username == "admin"))
-        assert admin.totp_enabled_at is not None and secret not in admin.totp_secret  # encrypted at rest
+        stored = s.scalar(text("SELECT totp_secret FROM coordinators WHERE username = 'admin'"))
+        assert admin.totp_enabled_at is not None and admin.totp_secret == secret and secret not in stored  # sealed
         hashes = set(s.scalars(select(CoordinatorRecoveryCode.code_hash)))
     assert len(hashes) == 10 and not {c.replace("-", "") for c in codes} & hashes
     totp = pyotp.TOTP(secret)

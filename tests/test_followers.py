@@ -4,7 +4,6 @@ them), unsubscribe erases personal data and unlinks volunteer records, which sta
 from __future__ import annotations
 
 import json
-from datetime import date
 
 from sqlalchemy import select
 
@@ -88,8 +87,8 @@ def test_volunteer_is_unlinked_but_kept_and_a_return_revives_the_follower(wechat
         session.flush()
         f = session.scalar(select(Follower).where(Follower.openid == "o_f5"))
         session.add(Volunteer(number="KW2026000001", follower_id=f.id, name="张三", phone="13800001234",
-                              id_number_enc="x", id_number_hash="h1", id_number_tail="1234",
-                              birth_date=date(1990, 1, 1), team_id=team.id))
+                              id_number_enc="x", id_number_hash="h1", id_number_last4="1234",
+                              birth_year=1990, team_id=team.id))
     wechat.event("o_f5", "unsubscribe")
     with svc.db.transaction() as session:
         volunteer = session.scalar(select(Volunteer).where(Volunteer.number == "KW2026000001"))

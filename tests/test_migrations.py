@@ -20,14 +20,18 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, create_engine, func, select, text
 
-from bot.config import normalise_database_url
+from bot.config import Config, normalise_database_url
+from rules import pii
+from store import sealing
 from store.db import RELEASES, Database, alembic_config
-from store.models import Base, Order, OrderEvent, Push
+from store.models import Base, Follower, Order, OrderEvent, Push, Volunteer
+from store.sealing import Keyring
 
 RELEASE_DATA = Path(__file__).parent / "fixtures" / "release-0.1.0.json"
 ON_POSTGRESQL = bool(os.environ.get("TEST_DATABASE_URL"))
@@ -110,7 +114,21 @@ def load_release_data(db: Database, dump: dict) -> dict[str, int]:
     return counts
 
 
-def test_an_upgrade_from_release_0_1_0_keeps_every_row(tmp_path):
+@pytest.fixture
+def keyring():
+    """The key the release's data was sealed with (the development default), as the process's."""
+    keys = Keyring.single(Config(instance_path=Path(".")).pii_key)
+    previous = sealing.use(keys)
+    yield keys
+    sealing.use(previous)
+
+
+def release_rows(dump: dict, table: str) -> list[dict]:
+    part = dump["tables"][table]
+    return [dict(zip(part["columns"], row)) for row in part["rows"]]
+
+
+def test_an_upgrade_from_release_0_1_0_keeps_every_row(tmp_path, keyring):
     dump = json.loads(RELEASE_DATA.read_text("utf-8"))
     with empty_database(tmp_path) as url:
         db = Database(url)
@@ -118,7 +136,13 @@ def test_an_upgrade_from_release_0_1_0_keeps_every_row(tmp_path):
             db.upgrade(RELEASES[dump["release"]])
             counts = load_release_data(db, dump)
             assert counts["orders"] == 2 and counts["pushes"] == 2 and counts["volunteers"] == 12
-            db.upgrade()
+            # 0007 encrypts the phones kept in clear: without the keys it refuses and changes nothing.
+            with pytest.raises(RuntimeError, match="PII keys"):
+                db.upgrade()
+            with db.engine.connect() as conn:
+                assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
+                assert conn.scalar(text("SELECT phone FROM orders WHERE id = 1")) == "13800138000"
+            db.upgrade(keyring=keyring)
             assert_matches_models(db)
             meta = MetaData()
             meta.reflect(db.engine)
@@ -141,5 +165,29 @@ def test_an_upgrade_from_release_0_1_0_keeps_every_row(tmp_path):
                                  dedup_key="after-upgrade"))
                 session.flush()
                 assert session.scalar(select(func.max(Push.id))) == 3
+                # 0005: phones sealed (hash and last four beside), the ID number's tail cut to
+                # its last four and the birth date to its year; the numbers still decrypt.
+                old = {v["id"]: v for v in release_rows(dump, "volunteers")}
+                for v in session.scalars(select(Volunteer)):
+                    was = old[v.id]
+                    assert v.phone == was["phone"] and v.phone_last4 == was["phone"][-4:]
+                    assert v.phone_hash in pii.phone_hashes(keyring, was["phone"])
+                    assert v.id_number_last4 == was["id_number_tail"][-4:]
+                    assert v.birth_year == int(was["birth_date"]["$date"][:4])
+                    assert pii.decrypt(keyring, v.id_number_enc).endswith(v.id_number_last4)
+                followers = {f["id"]: f["phone"] for f in release_rows(dump, "followers")}
+                assert {f.id: f.phone for f in session.scalars(select(Follower))} == followers
+                assert [o.phone for o in orders] == [o["phone"] for o in release_rows(dump, "orders")]
+            with db.engine.connect() as conn:
+                stored = [conn.scalar(text("SELECT phone_enc FROM volunteers WHERE id = 1")),
+                          conn.scalar(text("SELECT phone_enc FROM orders WHERE id = 1"))]
+            assert all(s.startswith("v1:") for s in stored)
+            # And back: the downgrade restores what the release stored, exactly.
+            db.downgrade("0004", keyring=keyring)
+            with db.engine.connect() as conn:
+                rows = conn.execute(text("SELECT id, phone, id_number_tail, birth_date FROM volunteers")).all()
+                assert {r.id: (r.phone, r.id_number_tail, str(r.birth_date)) for r in rows} == {
+                    i: (v["phone"], v["id_number_tail"], v["birth_date"]["$date"]) for i, v in old.items()}
+                assert dict(conn.execute(text("SELECT id, phone FROM followers")).all()) == followers
         finally:
             db.dispose()

@@ -129,7 +129,7 @@ def login_second_factor():
         return _page("login_2fa.html", refused, 429)
     code = request.form.get("code", "")[:32]
     svc = services()
-    if twofactor.verify(g.db, coordinator, code, svc.config.pii_key, svc.clock.timestamp()):
+    if twofactor.verify(g.db, coordinator, code, svc.clock.timestamp()):
         factor = "totp"
     elif twofactor.use_recovery_code(g.db, coordinator, code, g.now):
         factor = "recovery_code"

@@ -37,7 +37,7 @@ def _code_ok(code: str) -> str | None:
     if not verdict.allowed:
         return f"尝试次数过多，请 {describe_wait(verdict.wait)}后再试。"
     svc = services()
-    if twofactor.verify(g.db, g.coordinator, code, svc.config.pii_key, svc.clock.timestamp()):
+    if twofactor.verify(g.db, g.coordinator, code, svc.clock.timestamp()):
         return None
     throttle().failed(username, client_ip())
     return "验证码不正确或已用过。"
@@ -74,8 +74,8 @@ def security_2fa_enable():
     if not secret:
         return redirect(url_for("console.security_2fa"))
     svc = services()
-    codes = twofactor.enable(g.db, coordinator, secret, request.form.get("code", "")[:16], svc.config.pii_key,
-                             g.now, svc.clock.timestamp())
+    codes = twofactor.enable(g.db, coordinator, secret, request.form.get("code", "")[:16], g.now,
+                             svc.clock.timestamp())
     if codes is None:
         return make_response(render("security_2fa.html", coordinator=coordinator, required=_required(), left=0,
                                     codes=None, secret=twofactor.grouped(secret), must=needs_second_factor(coordinator),

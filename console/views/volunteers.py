@@ -1,5 +1,6 @@
 """Volunteers: search by name, number or the last four digits of the phone (personal data
-masked), sign-up approval, and a volunteer's detail with hours, shifts and certificates."""
+masked; `console.views.contact` reveals a phone), sign-up approval, and a volunteer's
+detail with hours, shifts and certificates."""
 
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ STATES = {"pending": "待审核", "active": "在册", "rejected": "未通过", "
 
 
 def search_filter(stmt, q: str):
-    """Four digits: the phone's tail; letters and digits: a volunteer number (prefix);
-    anything else: part of the name."""
+    """Four digits: the phone's last four (kept in clear for this); letters and digits: a
+    volunteer number (prefix); anything else: part of the name. Not the whole phone: a
+    search is a GET, and its URL would carry the number into access logs."""
     q = q.strip()
     if re.fullmatch(r"\d{4}", q):
-        return stmt.where(Volunteer.phone.like(f"%{q}"))
+        return stmt.where(Volunteer.phone_last4 == q)
     if re.fullmatch(r"[A-Za-z]{1,4}\d{2,}", q):
         return stmt.where(Volunteer.number.startswith(q.upper(), autoescape=True))
     return stmt.where(Volunteer.name.contains(q, autoescape=True))
@@ -64,7 +66,8 @@ def volunteer_detail(volunteer_id: int):
     return render("volunteer.html", v=volunteer, summary=summary, states=STATES, hour_states=HOUR_STATES,
                   record=activity_rules.reliability(g.db, volunteer.id, g.now),
                   masked_phone=masks.phone(volunteer.phone),
-                  masked_id=pii.mask_id_tail(volunteer.id_number_tail),
+                  masked_guardian_phone=masks.phone(volunteer.guardian_phone),
+                  masked_id=pii.mask_id_last4(volunteer.id_number_last4),
                   certificates=certificates, shifts=shifts)
 
 

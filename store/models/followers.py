@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from store.models.base import Base, utcnow
 from store.models.district import Community, Team
+from store.sealing import PHONE, SealedText, keep_phone_lookups
 
 
 class Follower(Base):
@@ -25,7 +26,9 @@ class Follower(Base):
     scene: Mapped[str | None] = mapped_column(String(64))
     community_id: Mapped[int | None] = mapped_column(ForeignKey("communities.id"))
     # Personal data (erased on unsubscribe).
-    phone: Mapped[str | None] = mapped_column(String(32))
+    phone: Mapped[str | None] = mapped_column("phone_enc", SealedText(PHONE))  # store.sealing
+    phone_hash: Mapped[str | None] = mapped_column(String(64))
+    phone_last4: Mapped[str | None] = mapped_column(String(4))
     last_lat: Mapped[float | None]
     last_lng: Mapped[float | None]
     last_location_at: Mapped[datetime | None]
@@ -39,6 +42,9 @@ class Follower(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     community: Mapped[Community | None] = relationship()
+
+
+keep_phone_lookups(Follower.phone)
 
 
 class CoordinatorMessage(Base):

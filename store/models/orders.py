@@ -17,6 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from store.models.base import Base, utcnow
 from store.models.district import Community
 from store.models.followers import Follower
+from store.sealing import PHONE, SealedText, keep_phone_lookups
 
 
 class Order(Base):
@@ -44,7 +45,9 @@ class Order(Base):
     address: Mapped[str | None] = mapped_column(String(200))
     lat: Mapped[float | None]
     lng: Mapped[float | None]
-    phone: Mapped[str | None] = mapped_column(String(32))
+    phone: Mapped[str | None] = mapped_column("phone_enc", SealedText(PHONE))  # store.sealing
+    phone_hash: Mapped[str | None] = mapped_column(String(64))
+    phone_last4: Mapped[str | None] = mapped_column(String(4))
     community_id: Mapped[int | None] = mapped_column(ForeignKey("communities.id"), index=True)
     # When the resident would like it: a day and a part of it, or an exact time.
     preferred_date: Mapped[date] = mapped_column(Date)
@@ -66,6 +69,9 @@ class Order(Base):
     events: Mapped[list["OrderEvent"]] = relationship(
         back_populates="order", order_by="OrderEvent.id", cascade="all, delete-orphan"
     )
+
+
+keep_phone_lookups(Order.phone)
 
 
 class OrderEvent(Base):

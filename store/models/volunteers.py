@@ -6,14 +6,15 @@ minutes. The spendable time bank is a separate ledger (see `store.models.timeban
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 
-from sqlalchemy import JSON, Date, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from store.models.base import Base, utcnow
 from store.models.district import Team
 from store.models.followers import Follower
+from store.sealing import PHONE, TOTP_SECRET, SealedText, keep_phone_lookups
 
 VOLUNTEER_STATES = ("pending", "active", "rejected", "suspended")
 HOUR_SOURCES = ("activity", "order", "manual")
@@ -30,13 +31,19 @@ class Volunteer(Base):
         ForeignKey("followers.id", ondelete="SET NULL"), unique=True
     )
     name: Mapped[str] = mapped_column(String(32))
-    phone: Mapped[str] = mapped_column(String(32))
-    id_number_enc: Mapped[str] = mapped_column(String(255))  # encrypted with PII_KEY
+    # Personal data (docs/privacy.md): phones and the ID number only as ciphertext, keyed
+    # hash and last four; of the birth date only the year.
+    phone: Mapped[str] = mapped_column("phone_enc", SealedText(PHONE))
+    phone_hash: Mapped[str] = mapped_column(String(64), index=True)
+    phone_last4: Mapped[str] = mapped_column(String(4), index=True)
+    id_number_enc: Mapped[str] = mapped_column(String(255))  # rules.pii.seal_id_number
     id_number_hash: Mapped[str] = mapped_column(String(64), unique=True)  # keyed hash
-    id_number_tail: Mapped[str] = mapped_column(String(8))  # for masked display
-    birth_date: Mapped[date] = mapped_column(Date)
+    id_number_last4: Mapped[str] = mapped_column(String(4))  # for masked display
+    birth_year: Mapped[int]
     guardian_name: Mapped[str | None] = mapped_column(String(32))
-    guardian_phone: Mapped[str | None] = mapped_column(String(32))
+    guardian_phone: Mapped[str | None] = mapped_column("guardian_phone_enc", SealedText(PHONE))
+    guardian_phone_hash: Mapped[str | None] = mapped_column(String(64))
+    guardian_phone_last4: Mapped[str | None] = mapped_column(String(4))
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), index=True)
     skills: Mapped[list] = mapped_column(JSON, default=list)  # needs-menu category codes
     availability: Mapped[list] = mapped_column(JSON, default=list)  # e.g. ["weekday_am"]
@@ -53,6 +60,10 @@ class Volunteer(Base):
 
     team: Mapped[Team] = relationship()
     follower: Mapped[Follower | None] = relationship()
+
+
+keep_phone_lookups(Volunteer.phone)
+keep_phone_lookups(Volunteer.guardian_phone)
 
 
 class VolunteerStar(Base):
@@ -95,10 +106,10 @@ class Coordinator(Base):
     active: Mapped[bool] = mapped_column(default=True)
     is_demo: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # The second factor (console/twofactor.py): the TOTP secret, encrypted (rules.pii,
-    # purpose "totp-secret"); set once enrolment is confirmed with a first code. The last
-    # time step a code was accepted for, so a code cannot be used twice.
-    totp_secret: Mapped[str | None] = mapped_column(String(255))
+    # The second factor (console/twofactor.py): the TOTP secret, sealed like the phones (so
+    # `volbot pii rotate` re-seals it too); set once enrolment is confirmed with a first code.
+    # The last time step a code was accepted for, so a code cannot be used twice.
+    totp_secret: Mapped[str | None] = mapped_column(SealedText(TOTP_SECRET))
     totp_enabled_at: Mapped[datetime | None]
     totp_last_step: Mapped[int | None]
 

@@ -80,8 +80,8 @@ def dispatch_world(session):
         sealed = pii.seal_id_number(PII_KEY, idn)
         session.add(Volunteer(
             number=number, follower_id=f.id if f else None, name=name, phone="13900000000",
-            id_number_enc=sealed.enc, id_number_hash=sealed.hash, id_number_tail=sealed.tail,
-            birth_date=date(1975, 3, 1), team_id=teams.by_code(session, team_code).id, state="active",
+            id_number_enc=sealed.enc, id_number_hash=sealed.hash, id_number_last4=sealed.last4,
+            birth_year=1975, team_id=teams.by_code(session, team_code).id, state="active",
             skills=skills, availability=availability))
     for openid, name, code in (("o_dc_gw", "周协调", "DT-GW"), ("o_dc_top", "吴大队", "DT-KW")):
         f = _follower(session, openid)

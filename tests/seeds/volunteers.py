@@ -64,8 +64,8 @@ def add_volunteer(session, openid: str | None, name: str, number: str, team_code
     sealed = pii.seal_id_number(PII_KEY, idn)
     parsed = pii.parse_id_number(idn, date(2026, 1, 1))
     v = Volunteer(number=number, follower_id=f.id if f else None, name=name, phone="13800000000",
-                  id_number_enc=sealed.enc, id_number_hash=sealed.hash, id_number_tail=sealed.tail,
-                  birth_date=parsed.birth_date, team_id=team(session, team_code).id, state=state)
+                  id_number_enc=sealed.enc, id_number_hash=sealed.hash, id_number_last4=sealed.last4,
+                  birth_year=parsed.birth_date.year, team_id=team(session, team_code).id, state=state)
     session.add(v)
     session.flush()
     return v
