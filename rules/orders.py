@@ -137,6 +137,11 @@ def _catalog_in_use(session: Session, now: datetime | None = None) -> Catalog:
     return menu
 
 
+def catalog_at(session: Session, now: datetime) -> Catalog:
+    """The needs menu in use at `now`, read from SQL (not the per-process copy)."""
+    return _catalog_in_use(session, now)
+
+
 def version_in_use(session: Session, now: datetime | None = None):
     """(id, sha256) of the version in use at `now` (default: the clock): the newest whose
     `effective_from` has come, NULL meaning at once. A revision published for a later date

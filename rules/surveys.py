@@ -312,12 +312,15 @@ def export_rows(session: Session, survey: Survey) -> tuple[list[str], list[list]
     return columns, out
 
 
-def answer_counts_by_word(session: Session, since: datetime | None = None) -> dict[str, int]:
+def answer_counts_by_word(session: Session, since: datetime | None = None,
+                          until: datetime | None = None) -> dict[str, int]:
     """How often each chosen option of every choice question was picked (all surveys): the
     demand side of the needs report matches these against sub-category names."""
     stmt = select(Survey.questions, SurveyResponse.answers).join(Survey, Survey.id == SurveyResponse.survey_id)
     if since is not None:
         stmt = stmt.where(SurveyResponse.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(SurveyResponse.created_at < until)
     counts: dict[str, int] = {}
     for questions, answers in session.execute(stmt):
         for q, a in zip(questions, answers):

@@ -7,9 +7,9 @@ digit runs dropped: a phone number is not a need), the community and the time �
 
 Grouping (`group`) puts similar wordings together ("修自行车", "自行车修理", "帮忙修一下自行车"):
 the text is normalised as the menu search reads it (NFKC, punctuation and filler words such
-as 我想/帮忙 dropped, `rules.needs.clean`), cut into character pairs (`rules.needs.pairs`),
-and a wording joins the biggest group whose pairs it shares enough of (Jaccard ≥
-`SIMILAR`, or one text containing the other). Our own rather than a word segmenter: jieba,
+as 我想/帮忙 dropped, `rules.needs.clean`), cut into character pairs (`rules.needs.pairs`, plus pairs one character apart, so
+"配把钥匙" meets "配钥匙"), and a wording joins the biggest group whose pairs it shares
+enough of (Jaccard ≥ `SIMILAR`, or one text containing the other). Our own rather than a word segmenter: jieba,
 the usual one, has had no release since 2020 and loads a 20 MB dictionary per process, and
 for the short phrases residents type, shared character pairs group as well — the same
 measure the menu search already uses, so "what the search missed" and "what it would find"
@@ -31,7 +31,7 @@ from store.models import Community, UnmetNeed
 from store.models.needs import UNMET_KINDS
 
 KIND_LABELS = {"search": "搜索无结果", "other": "选“其他”", "retired": "服务已下架", "no_volunteer": "无志愿者接单"}
-SIMILAR = 0.34
+SIMILAR = 0.3
 MAX_TEXT = 100
 
 
@@ -75,8 +75,15 @@ def similar(a: str, b: str) -> bool:
         return False
     if len(a) >= 2 and len(b) >= 2 and (a in b or b in a):
         return True
-    pa, pb = pairs(a), pairs(b)
+    pa, pb = grams(a), grams(b)
     return bool(pa and pb) and len(pa & pb) / len(pa | pb) >= SIMILAR
+
+
+def grams(text: str) -> set[str]:
+    """Adjacent character pairs and pairs one character apart: "配把钥匙" shares 配钥 with
+    "配钥匙" (a measure word or particle in between is common in what people type)."""
+    skips = {text[i] + text[i + 2] for i in range(len(text) - 2)}
+    return pairs(text) | skips
 
 
 def group(rows: list) -> list[Group]:
@@ -97,7 +104,9 @@ def group(rows: list) -> list[Group]:
         for m in members:
             home.texts[m.text] += 1
             home.rows.append(m)
-    groups.sort(key=lambda g: (-g.count, g.key))
+    for g in groups:  # named by its most frequent wording (ties: the shortest)
+        g.label = min(g.texts, key=lambda t: (-g.texts[t], len(t), t))
+    groups.sort(key=lambda g: (-g.count, g.label))
     return groups
 
 
