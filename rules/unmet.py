@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rules.needs import clean, pairs
@@ -32,6 +32,7 @@ from store.models.needs import UNMET_KINDS
 
 KIND_LABELS = {"search": "搜索无结果", "other": "选“其他”", "retired": "服务已下架", "no_volunteer": "无志愿者接单"}
 SIMILAR = 0.3
+COMPARED = 8
 MAX_TEXT = 100
 
 
@@ -62,21 +63,23 @@ class Group:
     key: str  # its normalised form
     texts: Counter = field(default_factory=Counter)  # wording -> how many times
     rows: list = field(default_factory=list)
+    keys: list = field(default_factory=list)  # (normalised wording, its grams) a newcomer is compared with
 
     @property
     def count(self) -> int:
         return sum(self.texts.values())
 
 
-def similar(a: str, b: str) -> bool:
+def similar(a: str, b: str, ga: set[str] | None = None, gb: set[str] | None = None) -> bool:
     """Two normalised wordings name the same need: one contains the other, or they share
-    enough character pairs."""
+    enough character pairs (`ga`, `gb`: their `grams`, when already known)."""
     if not a or not b:
         return False
     if len(a) >= 2 and len(b) >= 2 and (a in b or b in a):
         return True
-    pa, pb = grams(a), grams(b)
-    return bool(pa and pb) and len(pa & pb) / len(pa | pb) >= SIMILAR
+    pa, pb = grams(a) if ga is None else ga, grams(b) if gb is None else gb
+    shared = len(pa & pb)
+    return shared > 0 and shared / (len(pa) + len(pb) - shared) >= SIMILAR
 
 
 def grams(text: str) -> set[str]:
@@ -89,21 +92,32 @@ def grams(text: str) -> set[str]:
 def group(rows: list) -> list[Group]:
     """Rows (anything with `.text`) grouped by similar wording, biggest group first. The same
     input always gives the same groups: wordings are placed most frequent first (ties by
-    text), each joining the biggest similar group so far."""
+    text), each joining the biggest similar group so far (ties: the older)."""
     by_key: dict[str, list] = {}
     for r in rows:
         by_key.setdefault(clean(r.text) or r.text, []).append(r)
     groups: list[Group] = []
+    # Which groups' compared wordings have each character pair: a wording is compared only
+    # with groups it shares a pair with (containment implies a shared pair, too), and with
+    # each group's first COMPARED wordings (its most frequent: they were placed first), so
+    # a year of many distinct wordings groups in about linear time.
+    index: dict[str, set[int]] = {}
     for key in sorted(by_key, key=lambda k: (-len(by_key[k]), k)):
-        members = by_key[key]
-        home = next((g for g in sorted(groups, key=lambda g: -g.count)
-                     if similar(key, g.key) or any(similar(key, clean(t)) for t in g.texts)), None)
+        members, own = by_key[key], grams(key)
+        near = set().union(*(index.get(x, ()) for x in own)) if own else set()
+        home = next((i for i in sorted(near, key=lambda i: (-groups[i].count, i))
+                     if any(similar(key, k, own, kg) for k, kg in groups[i].keys)), None)
         if home is None:
-            home = Group(label=Counter(m.text for m in members).most_common(1)[0][0], key=key)
-            groups.append(home)
+            home = len(groups)
+            groups.append(Group(label=members[0].text, key=key))
+        g = groups[home]
+        if len(g.keys) < COMPARED:
+            g.keys.append((key, own))
+            for x in own:
+                index.setdefault(x, set()).add(home)
         for m in members:
-            home.texts[m.text] += 1
-            home.rows.append(m)
+            g.texts[m.text] += 1
+            g.rows.append(m)
     for g in groups:  # named by its most frequent wording (ties: the shortest)
         g.label = min(g.texts, key=lambda t: (-g.texts[t], len(t), t))
     groups.sort(key=lambda g: (-g.count, g.label))
@@ -119,6 +133,13 @@ def rows_between(session: Session, start: datetime, end: datetime, community_ids
     if kinds:
         stmt = stmt.where(UnmetNeed.kind.in_(kinds))
     return list(session.scalars(stmt.order_by(UnmetNeed.id)))
+
+
+def count_between(session: Session, start: datetime, end: datetime, community_ids=None) -> int:
+    stmt = select(func.count()).select_from(UnmetNeed).where(UnmetNeed.created_at >= start, UnmetNeed.created_at < end)
+    if community_ids is not None:
+        stmt = stmt.where(UnmetNeed.community_id.in_(community_ids))
+    return session.scalar(stmt) or 0
 
 
 def by_group_and_month(groups: list[Group], tz) -> list[list]:

@@ -51,7 +51,7 @@ def needs_home():
     start, end = year_bounds(local_today(g.now).year)
     scoped = None if g.scope.is_district else g.scope.community_ids
     return render("needs/home.html", open_surveys=surveys.count_open(g.db),
-                  unmet_count=len(unmet.rows_between(g.db, start, end, scoped)),
+                  unmet_count=unmet.count_between(g.db, start, end, scoped),
                   draft=menu_revisions.open_draft(g.db), can_revise=g.scope.can("menu.revise"))
 
 
@@ -318,9 +318,10 @@ def chat_screens(menu) -> list[tuple[str, str]]:
 @needs("menu.revise")
 def menu_publish():
     draft = menu_revisions.open_draft(g.db)
-    day = parse_day(request.form.get("effective_from"))
-    if draft is None:
-        flash("还没有草稿。", "error")
+    typed = (request.form.get("effective_from") or "").strip()
+    day = parse_day(typed)
+    if draft is None or (typed and day is None):
+        flash("还没有草稿。" if draft is None else "生效日期请写成 2026-07-01。", "error")
         return redirect(url_for("console.menu_page"))
     when = datetime.combine(day, time(0), tzinfo=CHINA) if day else None
     try:

@@ -34,3 +34,14 @@ def needs_survey(session):
                             intro="了解大家最需要的志愿服务，约1分钟。", personal_reason="",
                             questions_text=QUESTIONS, audience="community", community_id=community.id, now=now)
     surveys.open_and_invite(session, survey, now)
+
+
+@seed
+def needs_two_surveys(session):
+    """The community survey and a second one for every follower."""
+    needs_survey(session)
+    brigade = session.query(Team).filter_by(code="NS-KW").one()
+    survey = surveys.create(session, team_id=brigade.id, coordinator_id=None, title="全区志愿服务满意度",
+                            intro="", personal_reason="", questions_text="单选：您对志愿服务满意吗？| 满意 | 一般 | 不满意",
+                            audience="all", now=datetime(2026, 5, 2, 2, 0, tzinfo=timezone.utc))
+    surveys.open_and_invite(session, survey, datetime(2026, 5, 2, 2, 0, tzinfo=timezone.utc))
