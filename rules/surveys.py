@@ -239,9 +239,14 @@ def close(survey: Survey, now: datetime) -> None:
 
 def submit(session: Session, survey: Survey, follower: Follower, answers: list, now: datetime) -> bool:
     """Keep one answer set (a list, one entry per question); False when this follower had
-    already answered (the first set stands)."""
+    already answered (the first set stands). A survey that asks no personal data keeps none:
+    long digit runs in free answers are dropped."""
     if answered(session, survey.id, follower.id):
         return False
+    if not survey.personal_reason:
+        # Not asked for, so not kept: a phone or ID number typed into a free answer.
+        answers = [re.sub(r"\d{7,}[\dXx]*", "…", a) if q["kind"] == "text" and isinstance(a, str) else a
+                   for q, a in zip(survey.questions, answers)]
     try:
         with session.begin_nested():  # a concurrent first answer of the same person
             session.add(SurveyResponse(survey_id=survey.id, follower_id=follower.id,

@@ -135,6 +135,7 @@ def test_surveys_keep_one_answer_set_and_ask_personal_data_only_with_a_reason(sv
         assert not surveys.submit(s, survey, inside, [["理发"], 5], NOW)
         total, results = surveys.results(s, survey)
         assert total == 1 and results[0].counts == [("助餐", 1), ("理发", 1)] and results[1].stats["mean"] == 2
+        assert surveys.mask_digits("电话13812345678") == "电话13*******78"  # shown so where a survey asks it
         columns, export = surveys.export_rows(s, survey)
         assert export[0][1:] == ["樱园社区", "助餐、理发", 2]
 
