@@ -28,6 +28,7 @@ from rules.reports import Table, year_bounds
 from store.models import HourRecord, Order, ProjectNeed, UnmetNeed, Volunteer
 from store.models.activities import Activity, Project, Shift
 
+ORDER_NUMBER_WIDTH = len("D20261128-0042")
 COLUMNS = ["服务项目", "类别", "工单", "未满足", "问卷选择", "需求合计", "关联项目", "有此专长的志愿者",
            "服务时长（小时）", "供需提示"]
 
@@ -100,7 +101,9 @@ def report(session: Session, scope: access.Scope, year: int) -> Table:
     approved = (HourRecord.state == "approved", HourRecord.started_at >= start, HourRecord.started_at < end)
     order_minutes = dict(session.execute(
         access.hour_records(scope, select(Order.sub_code, func.sum(HourRecord.minutes)))
-        .join(Order, HourRecord.source_ref.like(literal("order:") + Order.number + literal("%")))
+        # source_ref is "order:<number>" (+ ":approved" for approved extra minutes); order numbers
+        # have a fixed width, so this is an equality join the database can hash.
+        .join(Order, func.substr(HourRecord.source_ref, 7, ORDER_NUMBER_WIDTH) == Order.number)
         .where(HourRecord.source == "order", *approved).group_by(Order.sub_code)).all())
     shift_minutes = dict(session.execute(
         access.hour_records(scope, select(ProjectNeed.sub_code, func.sum(HourRecord.minutes)))

@@ -13,9 +13,10 @@ from sqlalchemy import select
 
 from rules import dispatch, menu_revisions, needs_report, surveys, unmet
 from rules import orders as order_rules
-from store.models import Community, Follower, Order, Team, UnmetNeed
+from store.models import Community, Follower, HourRecord, Order, Team, UnmetNeed
 from store.models.activities import Project
 from tests.seeds.orders import place_order, resident
+from tests.seeds.volunteers import add_volunteer, id_number
 
 NOW = datetime(2026, 6, 10, 2, 0, tzinfo=timezone.utc)
 
@@ -144,8 +145,14 @@ def test_demand_beside_supply_spans_versions(svc):
     with svc.db.transaction() as s:
         c, brigade, squad = _world(s)
         res = resident(s, "o_sup_res")
-        for _ in range(3):
-            place_order(s, res, sub_code="08-01", now=NOW).community_id = c.id
+        made = [place_order(s, res, sub_code="08-01", now=NOW) for _ in range(3)]
+        for order in made:
+            order.community_id = c.id
+        vol = add_volunteer(s, None, "维修甲", "KW2026009001", "NT-YYS", id_number(order="901"))
+        vol.skills = ["08"]
+        for ref, minutes in ((f"order:{made[0].number}", 90), (f"order:{made[0].number}:approved", 30)):
+            s.add(HourRecord(volunteer_id=vol.id, source="order", source_ref=ref, minutes=minutes, state="approved",
+                             started_at=NOW, ended_at=NOW + timedelta(minutes=minutes)))
         unmet.record(s, kind="no_volunteer", text="水电维修", sub_code="08-01", community_id=c.id, now=NOW)
         project = Project(name="家电义修", team_id=squad.id)
         s.add(project)
@@ -160,6 +167,6 @@ def test_demand_beside_supply_spans_versions(svc):
         table = needs_report.report(s, admin, NOW.year)
     row = next(r for r in table.rows if r[0].startswith("水电维修"))
     assert row[0].endswith("（已下架）")
-    assert row[2:6] == [3, 1, 0, 4] and row[6] == 1
+    assert row[2:6] == [3, 1, 0, 4] and row[6:9] == [1, 1, 2.0]  # 90 + 30 minutes served
 
 
