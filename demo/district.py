@@ -7,7 +7,8 @@ detachments; 13 star-rated plazas and 260+ stations inside the district outline;
 needs menu; 150 projects with upcoming activities and shifts; the Volunteer Bus route with
 the next weeks' visits; a few hundred volunteers with varied approved hours (some at every
 star level, credited to the time bank by approval); coordinators with console logins;
-residents who follow the account.
+residents who follow the account; a year of the needs loop (a closed survey, unmet needs,
+projects linked to sub-categories: `demo.needs`).
 
 Everything generated is marked: `is_demo` where the model has it; otherwise codes start
 with "DEMO" (teams, places, communities, bus), openids with "o_demo_" (followers) and hour
@@ -101,6 +102,9 @@ def seed(session: Session, *, now: datetime, pii_key: str, volunteers: int = 300
 
     schedule.seed(session, rng, now, summary)
     _residents(session, rng, communities, now, summary)
+    from demo import needs
+
+    needs.seed(session, rng, now, summary)
     return summary
 
 

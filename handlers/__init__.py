@@ -24,6 +24,7 @@ from handlers import (  # noqa: E402,F401 - imported for their registrations
     orders,
     push_receipts,
     review,
+    surveys,
     volunteers,
     welcome,
 )

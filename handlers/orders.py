@@ -20,7 +20,7 @@ from handlers import registry
 from handlers.common import mask_phone, parse_phone
 from handlers.parsing import TIME_HINT, When, parse_when, slot_choices
 from menus import main_menu
-from rules import dispatch, needs, timebank
+from rules import dispatch, needs, timebank, unmet
 from rules import orders as store
 from rules.inputs import as_written, normalize
 from rules.volunteering import hours_text
@@ -28,6 +28,8 @@ from store.models import Community, Volunteer
 
 # Words that make a message a request for help even when no service matches its words.
 ASKING_FOR_HELP = ("需要帮", "帮帮", "帮忙", "帮我", "求助", "找人", "有人能", "谁能", "上门", "志愿者来")
+# A need typed as "其他" (none of the categories): what follows is searched, else recorded.
+OTHER_WORDS = ("其他", "其它", "别的", "都不是", "没有合适的")
 SEARCH = "?"  # the category "value" when the sub-categories offered come from a search
 MIN_NEED, MAX_NEED = 4, 500
 ADDRESS_MAX = 100  # characters of an address, typed or from a sent location's label
@@ -64,6 +66,11 @@ def read_category(ctx, arg, answers):
     if value is not None:
         return value
     text = _text(arg)
+    other = next((w for w in OTHER_WORDS if text.startswith(w)), None)
+    if other is not None:
+        text = text[len(other):].lstrip(":：，,。 ")
+        if not needs.clean(text):
+            raise Invalid("请直接说说您需要什么帮助，例如“帮忙修自行车”：")
     cat = needs.find_category(catalog(ctx), text)
     if cat is not None:
         return {"code": cat.code, "name": cat.name}
@@ -72,7 +79,20 @@ def read_category(ctx, arg, answers):
         answers["hits"] = [h.sub.code for h in hits]
         answers["query"] = text
         return {"code": SEARCH, "name": "搜索结果"}
+    if _has_words(text) and _note_unmet(ctx, answers, "other" if other else "search", text):
+        raise Invalid("没有找到相关的服务（您说的需求已记下，我们会据此调整服务菜单），请从下面的类别中选择：")
     raise Invalid("没有找到相关的服务，请从下面的类别中选择：")
+
+
+def _note_unmet(ctx, answers, kind: str, text: str) -> bool:
+    """Record a need the menu does not offer (rules.unmet), once per wording per form."""
+    said = answers.setdefault("unmet", [])
+    if text in said:
+        return True
+    if unmet.record(ctx.session, kind=kind, text=text, now=ctx.now, community_id=ctx.follower.community_id) is None:
+        return False
+    said.append(text)
+    return True
 
 
 def ask_sub(ctx, answers):
@@ -318,6 +338,8 @@ def submit(ctx, answers):
     menu = catalog(ctx)
     sub = menu.sub(answers["sub"]["code"])
     if sub is None:
+        # Retired from the menu while the form was open: what was wanted is an unmet need.
+        _note_unmet(ctx, answers, "retired", answers["sub"].get("name", ""))
         raise Invalid("这项服务已经调整，请回复 1 重新选择服务项目。")
     when = When.from_dict(answers["time"])
     tz = ctx.local_now.tzinfo
@@ -406,7 +428,8 @@ def need_in_words(ctx, message):
     if hits:
         return ctx.start("order", hits=[h.sub.code for h in hits], query=text)
     if any(word in text for word in ASKING_FOR_HELP):
-        # Clearly a request, but for nothing on the menu by name: offer the categories.
+        # Clearly a request, but for nothing on the menu by name: keep it, offer the categories.
+        unmet.record(ctx.session, kind="search", text=text, now=ctx.now, community_id=ctx.follower.community_id)
         first = ctx.start("order")
         return Reply(f"没有找到和“{text}”直接相关的服务，请从类别中选择：\n{first.text}")
     return None

@@ -70,6 +70,7 @@ CAPABILITIES = {
     "bus.manage": ("brigade", "detachment"),
     "places.manage": ("brigade", "detachment"),
     "rankings.view": ("brigade", "detachment"),
+    "menu.revise": ("brigade",),  # the needs menu is the district's (rules.menu_revisions)
 }
 
 

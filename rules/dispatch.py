@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import String, bindparam, case, cast, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from rules import callouts, timebank, volunteering
+from rules import callouts, timebank, unmet, volunteering
 from rules import orders as order_rules
 from rules.orders import CHINA, SLOTS, SYSTEM, Actor, OrderError, distance_m
 from store.dead_letters import drain
@@ -306,6 +306,8 @@ def coordinators_for(session: Session, order: Order) -> list[Coordinator]:
 
 def _escalate(session: Session, order: Order, now: datetime, actor: Actor) -> None:
     event = order_rules.transition(session, order, "escalated", actor=actor, now=now, reason="暂无志愿者接单")
+    unmet.record(session, kind="no_volunteer", text=order.sub_name, now=now, community_id=order.community_id,
+                 sub_code=order.sub_code)
     for coord in coordinators_for(session, order):
         notify(session, openid=coord.follower.openid, kind="order_offer", title="工单无人接单，请派单",
                fields={"订单号": order.number, "服务项目": order.sub_name, "时间": _when(order),

@@ -28,10 +28,10 @@ class Hit:
 
 def search(catalog: Catalog, text: str, limit: int = 5) -> list[Hit]:
     """Sub-categories matching `text`, best first; [] when nothing fits well enough."""
-    query = _clean(text)
+    query = clean(text)
     if len(query) < 2:
         return []
-    pairs = _pairs(query)
+    query_pairs = pairs(query)
     hits = []
     for cat in catalog.categories:
         lift = sum(len(k) for k in cat.keywords if k in query)
@@ -42,7 +42,7 @@ def search(catalog: Catalog, text: str, limit: int = 5) -> list[Hit]:
                         for k in sub.keywords)
             if sub.name in query:
                 score += 3 * len(sub.name)
-            shared = pairs & _pairs(sub.name + sub.description + "".join(sub.keywords))
+            shared = query_pairs & pairs(sub.name + sub.description + "".join(sub.keywords))
             score += len(shared) + lift
             if score >= MIN_SCORE and (score > lift or lift >= MIN_SCORE):
                 hits.append(Hit(sub, score))
@@ -58,7 +58,8 @@ def find_category(catalog: Catalog, text: str) -> Category | None:
     return None
 
 
-def _clean(text: str) -> str:
+def clean(text: str) -> str:
+    """The words that say which service is wanted: normalised, punctuation and filler gone."""
     t = normalize(text)
     t = re.sub(r"[\s\W_]+", "", t)
     for word in FILLER:
@@ -74,6 +75,7 @@ def _loose(keyword: str, query: str) -> bool:
     return at >= 0 and keyword[1] in query[at + 2:at + 4]
 
 
-def _pairs(text: str) -> set[str]:
+def pairs(text: str) -> set[str]:
+    """The text's character pairs, filler characters left out (how similar wordings are compared)."""
     t = "".join(ch for ch in text if ch not in FILLER_CHARS)
     return {t[i:i + 2] for i in range(len(t) - 1)}

@@ -18,10 +18,10 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Float, Integer, bindparam, select
+from sqlalchemy import Float, Integer, bindparam, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -124,10 +124,8 @@ def current_catalog(session: Session) -> Catalog:
     return menu
 
 
-def _catalog_in_use(session: Session) -> Catalog:
-    row = session.execute(
-        select(CatalogVersion.id, CatalogVersion.sha256).order_by(CatalogVersion.id.desc()).limit(1)
-    ).first()
+def _catalog_in_use(session: Session, now: datetime | None = None) -> Catalog:
+    row = version_in_use(session, now)
     if row is None:
         return load()  # parsed once per file content (menus.catalog.parse_text)
     menu = _PARSED.get(row.sha256)
@@ -139,16 +137,36 @@ def _catalog_in_use(session: Session) -> Catalog:
     return menu
 
 
+def catalog_at(session: Session, now: datetime) -> Catalog:
+    """The needs menu in use at `now`, read from SQL (not the per-process copy)."""
+    return _catalog_in_use(session, now)
+
+
+def version_in_use(session: Session, now: datetime | None = None):
+    """(id, sha256) of the version in use at `now` (default: the clock): the newest whose
+    `effective_from` has come, NULL meaning at once. A revision published for a later date
+    is so taken up at read time, within RECHECK_SECONDS, with nothing to schedule."""
+    now = now or datetime.now(timezone.utc)
+    return session.execute(
+        select(CatalogVersion.id, CatalogVersion.sha256)
+        .where(or_(CatalogVersion.effective_from.is_(None), CatalogVersion.effective_from <= now))
+        .order_by(CatalogVersion.id.desc()).limit(1)
+    ).first()
+
+
 def forget_catalog_in_use() -> None:
     """Read the menu in use from SQL on next use (an import here, or tables emptied)."""
     _IN_USE.clear()
 
 
-def import_catalog(session: Session, catalog: Catalog, source: str = "") -> CatalogVersion:
-    """Make `catalog` (already checked) the needs menu in use for every process."""
+def import_catalog(session: Session, catalog: Catalog, source: str = "", *,
+                   effective_from: datetime | None = None, published_by: int | None = None) -> CatalogVersion:
+    """Make `catalog` (already checked) the needs menu in use for every process, at once or
+    from `effective_from`."""
     data = catalog.to_dict()
     digest = hashlib.sha256(json.dumps(data, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
-    version = CatalogVersion(district=catalog.district, data=data, sha256=digest, source=source[:255])
+    version = CatalogVersion(district=catalog.district, data=data, sha256=digest, source=source[:255],
+                             effective_from=effective_from, published_by=published_by)
     session.add(version)
     session.flush()
     session.info.pop("catalog", None)  # this transaction now sees the new menu

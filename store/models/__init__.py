@@ -12,6 +12,7 @@ from store.models.console import CoordinatorBindCode, CoordinatorRecoveryCode, S
 from store.models.dispatch import Offer, TimePayment
 from store.models.district import Community, Team
 from store.models.followers import CoordinatorMessage, Follower
+from store.models.needs import MenuDraft, ProjectNeed, Survey, SurveyResponse, UnmetNeed
 from store.models.orders import CatalogVersion, Order, OrderEvent, OrderSerial
 from store.models.places import Place
 from store.models.pushes import DeadLetter, Push, PushReceipt
@@ -23,6 +24,11 @@ __all__ = [
     "Callout",
     "CalloutOptIn",
     "ShiftPattern",
+    "MenuDraft",
+    "ProjectNeed",
+    "Survey",
+    "SurveyResponse",
+    "UnmetNeed",
     "DeadLetter",
     "HourMonthTotal",
     "HourYearTotal",

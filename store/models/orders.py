@@ -101,7 +101,8 @@ class OrderSerial(Base):
 
 
 class CatalogVersion(Base):
-    """A needs menu imported with `volbot import catalog`; the newest one is in use."""
+    """A needs menu imported with `volbot import catalog` or published from a console draft.
+    In use: the newest whose `effective_from` (NULL: at once) has come (rules.orders)."""
 
     __tablename__ = "catalog_versions"
 
@@ -111,3 +112,5 @@ class CatalogVersion(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(255), default="")
     imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+    effective_from: Mapped[datetime | None]
+    published_by: Mapped[int | None] = mapped_column(ForeignKey("coordinators.id", ondelete="SET NULL"))
