@@ -52,9 +52,9 @@ class Settings:
 
 
 def phone_last4_matches(digits: str):
-    """The SQL condition "the volunteer's phone ends with these 4 digits", in one place:
-    when phones are stored encrypted this becomes a comparison on the last-4 column."""
-    return Volunteer.phone.like(f"%{digits}")
+    """The SQL condition "the volunteer's phone ends with these 4 digits": phones are sealed
+    at rest, so it is the clear last-4 column (docs/privacy.md)."""
+    return Volunteer.phone_last4 == digits
 
 
 # ---- how a place ended ------------------------------------------------------------------

@@ -87,9 +87,13 @@ def test_roster_desk_check_in_marks_and_scope(base_url, world):
     # The shift begins: DF甲 is checked in at the desk, and out at the end.
     with world.db.session() as s:
         start, end = s.get(Shift, sid).starts_at, s.get(Shift, sid).ends_at
+    # Hours pass on the test clock: the console's idle timeout signs the coordinator out, so
+    # they sign in again, as at the desk.
     world.clock.advance(seconds=(start - world.clock.now()).total_seconds() + 60)
+    b = signed_in(base_url, "df_lead")
     b.post(f"/console/shifts/{sid}/desk", {"signup_id": str(jia)})
     world.clock.advance(seconds=(end - start).total_seconds())
+    b = signed_in(base_url, "df_lead")
     r = b.post(f"/console/shifts/{sid}/desk", {"signup_id": str(jia)})
     assert r.status_code == 302
     with world.db.session() as s:
