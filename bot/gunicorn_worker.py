@@ -37,9 +37,11 @@ hashed anew.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import math
 import mmap
 import os
+import resource
 import selectors
 import socket
 import struct
@@ -204,13 +206,32 @@ class BufferedWorker(_OwnSocket, base.Worker):
     under more load than the machine carries the queue was in the kernel's socket buffers,
     where no deadline can see it (bench/load.py: p99 21.9 s while the app answered each in
     0.1 s). This loop takes every readable byte and every pending connection between two
-    requests (one `epoll_wait` of no time), so a request's wait is measured from its arrival
-    on the host (within one request's service time), and a request that has already waited
-    longer than WeChat will (`QUEUE_BUDGET`, 2 s) costs a 503 and a close — no parsing, no
-    app, no dedup claim — so WeChat's retry of it is served as a first delivery would be.
-    The excess is counted (`volbot_shed_total`) and the wait of the served ones observed
-    (`volbot_queue_seconds`). The app's reply deadline counts from the same arrival
-    (`volbot.arrived` in the environ, bot/pipeline.py).
+    requests (one `epoll_wait` of no time), and a request's wait is measured from its arrival
+    on the host: the kernel's receive stamp of its last bytes (so the time in the accept
+    backlog and the socket buffer counts), or, from a trusted proxy (`forwarded_allow_ips`),
+    the `X-Request-Start: t=<epoch seconds>` nginx adds when it has the request (deploy/nginx),
+    whichever is earlier. A request that has already waited longer than it may costs a 503
+    — no parsing, no app, no dedup claim — so WeChat's retry of it is served as a first
+    delivery would be. The excess is counted (`volbot_shed_total{path,reason}`) and the
+    wait of the served ones observed (`volbot_queue_seconds`). The app's reply deadline
+    counts from the same arrival (`volbot.arrived` in the environ, bot/pipeline.py).
+
+    How long it may wait (`allowed_wait`): `QUEUE_BUDGET` (2 s) while the queue empties now
+    and then — a burst is absorbed whole. Once the queue has not been empty for a whole
+    budget the host is over capacity, not in a burst, and until it empties again a request
+    may wait only `OVERLOAD_WAIT` (reason `overload`): a standing queue of 2 s would make
+    every answered push 2 s late and hold twice as many of the sender's connections, and a
+    sender with a bounded pool (WeChat's, nginx's) then gets fewer answers a second, not
+    more (bench/drills/overload.py: goodput 498/s = 1,000 connections / 2 s against a
+    capacity of 1,284/s). This is the controlled-delay queue of Facebook's "Fail at scale"
+    (CoDel applied to a request queue), with the budget as its interval.
+
+    Connections: beyond `worker_connections` a worker still accepts (a connection left in
+    the kernel's backlog is one nobody refuses, and a full backlog drops SYNs, which the
+    client retries after 1 s, then 3 s), but answers the first request of each connection
+    taken over the limit with a 503 and a close (reason `connections`). The worker raises
+    its soft limit of open files to the hard one; at that limit it stops accepting for a
+    second (`sweep`) and the backlog holds the rest.
 
     What it costs: about 250 lines of HTTP framing and connection handling of our own
     (gunicorn still parses every request and writes every answer); pipelined requests are
@@ -220,6 +241,7 @@ class BufferedWorker(_OwnSocket, base.Worker):
     """
 
     MAX_REQUEST = 1 << 20
+    OVERLOAD_WAIT = 0.1  # seconds a request may wait while the queue stands (about 40 pushes a worker)
     READ_TIMEOUT = 30.0  # a request not whole by then is given up (408)
     WRITE_TIMEOUT = 10.0  # an answer the client does not take by then is given up
     IDLE_FIRST = 5.0  # seconds a connection may stay silent at least, keep-alive or not
@@ -236,6 +258,8 @@ class BufferedWorker(_OwnSocket, base.Worker):
         self.poller = None
         self.accepting = False
         self.clock_offset = 0.0
+        self.busy_since = 0.0  # the queue has not been empty since this arrival (see allowed_wait)
+        self.trusted: dict[str, bool] = {}  # peer address: may it set X-Request-Start (see from_trusted)
 
     @classmethod
     def check_config(cls, cfg, log):
@@ -248,6 +272,7 @@ class BufferedWorker(_OwnSocket, base.Worker):
 
         self.budget = load_config().queue_budget
         self.shed_count, self.queue_seconds = observability.SHED, observability.QUEUE_SECONDS
+        _raise_open_files_limit()
         self.listen()
         self.poller = selectors.DefaultSelector()
         self.set_accepting(True)
@@ -257,9 +282,9 @@ class BufferedWorker(_OwnSocket, base.Worker):
             self.notify()
             # With requests waiting, only a look (no wait) between two of them.
             self.poll(0.0 if self.ready else self.SWEEP_EVERY)
-            self.shed_expired()
+            allowed = self.shed_expired()
             if self.ready:
-                self.serve(self.ready.popleft())
+                self.serve(self.ready.popleft(), allowed)
             now = time.monotonic()
             if now - swept >= self.SWEEP_EVERY:
                 swept = now
@@ -299,19 +324,23 @@ class BufferedWorker(_OwnSocket, base.Worker):
                 self.read(key.data, now)
 
     def accept(self, listener, now: float) -> None:
-        """Every connection waiting on `listener` (up to `worker_connections` in all)."""
-        while len(self.conns) < self.cfg.worker_connections:
+        """Every connection waiting on `listener`; those beyond `worker_connections` are
+        marked, to be refused at their first request (see `queue`)."""
+        while True:
             try:
                 client, addr = listener.accept()
             except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    self.set_accepting(False)  # out of files: the backlog holds the rest (see sweep)
+                    return
                 if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                     raise
                 return
             client.setblocking(False)
             conn = _Conn(client, addr, listener.getsockname(), now)
+            conn.over = len(self.conns) >= self.cfg.worker_connections
             self.conns[client.fileno()] = conn
             self.poller.register(client, selectors.EVENT_READ, conn)
-        self.set_accepting(False)  # full: the kernel's backlog holds the rest (see sweep)
 
     def read(self, conn: _Conn, now: float) -> None:
         try:
@@ -348,7 +377,7 @@ class BufferedWorker(_OwnSocket, base.Worker):
                     self.cfg.limit_request_fields + 1):
                 self.queue(conn, len(buf), now)  # gunicorn's parser answers it (400/431)
             return
-        length, chunked, expect = 0, False, False
+        length, chunked, expect, start = 0, False, False, None
         for line in bytes(buf[:end]).lower().split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name, value = name.strip(), value.strip()
@@ -358,16 +387,45 @@ class BufferedWorker(_OwnSocket, base.Worker):
                 chunked = value.endswith(b"chunked")
             elif name == b"expect":
                 expect = value == b"100-continue"
+            elif name == b"x-request-start":
+                start = value
         total = _chunked_end(buf, end + 4) if chunked else end + 4 + length
         if (total or len(buf)) > self.MAX_REQUEST or length > self.MAX_REQUEST:
             self.refuse(conn, b"413 Content Too Large")
         elif total is not None and len(buf) >= total:
+            if start is not None and self.from_trusted(conn):
+                now = min(now, _request_start(start, now, self.clock_offset))
             self.queue(conn, total, now)
         elif expect and not conn.continued:
             conn.continued = True  # the client waits for this before it sends the body
             self.send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
 
+    def from_trusted(self, conn: _Conn) -> bool:
+        """Whether `conn` comes from a proxy whose headers count (as gunicorn decides for
+        X-Forwarded-*): a unix socket, or a peer in `forwarded_allow_ips`."""
+        if not isinstance(conn.addr, tuple):
+            return True
+        peer = conn.addr[0]
+        if peer not in self.trusted:
+            if len(self.trusted) > 1024:
+                self.trusted.clear()
+            try:
+                ip = ipaddress.ip_address(peer)
+            except ValueError:
+                ip = None
+            self.trusted[peer] = "*" in self.cfg.forwarded_allow_ips or (
+                ip is not None and any(ip in net for net in self.cfg.forwarded_allow_networks()))
+        return self.trusted[peer]
+
     def queue(self, conn: _Conn, size: int, now: float) -> None:
+        if conn.over:
+            conn.over = False
+            if len(self.conns) > self.cfg.worker_connections:  # still over: refused, and closed
+                self.shed_count.labels(_path_kind(bytes(conn.buf[:64])), "connections").inc()
+                self.refuse(conn, b"503 Service Unavailable")
+                return
+        if not self.ready or now < self.busy_since:  # the earliest arrival since it was last empty
+            self.busy_since = now
         conn.size, conn.queued, conn.arrived = size, True, now
         self.ready.append(conn)
 
@@ -384,8 +442,8 @@ class BufferedWorker(_OwnSocket, base.Worker):
                 self.refuse(conn, b"408 Request Timeout")
             elif not conn.buf and now - conn.started > idle_limit:
                 self.close(conn)
-        if self.alive and len(self.conns) < self.cfg.worker_connections:
-            self.set_accepting(True)
+        if self.alive:
+            self.set_accepting(True)  # again, after running out of files (see accept)
 
     def close(self, conn: _Conn) -> None:
         if self.conns.pop(conn.sock.fileno(), None) is None:
@@ -408,18 +466,29 @@ class BufferedWorker(_OwnSocket, base.Worker):
 
     # ---- serving --------------------------------------------------------------------------
 
-    def shed_expired(self) -> None:
-        """Refuse at once every request at the head of the queue that has waited past the
-        budget (the queue is in order of arrival): under overload a refusal costs a few
-        microseconds, not a pass of the loop."""
-        if not self.budget:
-            return
-        limit = time.monotonic() - self.budget
-        while self.ready and (self.ready[0].closed or self.ready[0].arrived < limit):
-            self.serve(self.ready.popleft())
+    def allowed_wait(self, now: float) -> float:
+        """How long a request may wait now: the budget, or `OVERLOAD_WAIT` while the queue
+        has not been empty for a whole budget (see the class's docstring)."""
+        if self.ready and now - self.busy_since >= self.budget:
+            return min(self.budget, self.OVERLOAD_WAIT)
+        return self.budget
 
-    def serve(self, conn: _Conn) -> None:
-        """The oldest whole request: refused if it waited past the budget, else answered."""
+    def shed_expired(self) -> float:
+        """Refuse at once every request at the head of the queue that has waited past what
+        it may (the queue is in order of arrival): under overload a refusal costs a few
+        microseconds, not a pass of the loop. Returns the wait allowed now."""
+        if not self.budget:
+            return 0.0
+        now = time.monotonic()
+        allowed = self.allowed_wait(now)
+        limit = now - allowed
+        while self.ready and (self.ready[0].closed or self.ready[0].arrived < limit):
+            self.serve(self.ready.popleft(), allowed)
+        return allowed
+
+    def serve(self, conn: _Conn, allowed: float) -> None:
+        """The oldest whole request: refused if it waited longer than `allowed` (0: any
+        wait is fine), else answered."""
         if conn.closed:
             return
         data = bytes(conn.buf[:conn.size])
@@ -427,9 +496,9 @@ class BufferedWorker(_OwnSocket, base.Worker):
         conn.queued = False
         arrived = conn.arrived
         now = time.monotonic()
-        if self.budget and now - arrived > self.budget and not data.startswith(_NEVER_SHED):
+        if allowed and now - arrived > allowed and not data.startswith(_NEVER_SHED):
             # Kept alive: under overload a close would cost a new connection per refusal.
-            self.shed_count.labels(_path_kind(data)).inc()
+            self.shed_count.labels(_path_kind(data), "late" if now - arrived > self.budget else "overload").inc()
             self.send(conn, _SHED_ANSWER)
             conn.started = now
             if conn.buf:
@@ -535,7 +604,7 @@ class BufferedWorker(_OwnSocket, base.Worker):
             self.notify()
             self.poll(0.0 if self.ready else 0.1)
             if self.ready:
-                self.serve(self.ready.popleft())
+                self.serve(self.ready.popleft(), self.budget)
                 continue
             if time.monotonic() > linger:  # only idle or half-sent requests are left
                 break
@@ -549,7 +618,7 @@ class _Conn:
     """A client connection of `BufferedWorker` and the bytes it has sent so far."""
 
     __slots__ = ("sock", "addr", "server", "buf", "started", "arrived", "size", "queued", "eof", "paused",
-                 "closed", "continued")
+                 "closed", "continued", "over")
 
     def __init__(self, sock, addr, server, now: float):
         self.sock, self.addr, self.server = sock, addr, server
@@ -558,6 +627,7 @@ class _Conn:
         self.arrived = now  # when the queued request became whole
         self.size = 0  # the queued request's length in `buf`
         self.queued = self.eof = self.paused = self.closed = self.continued = False
+        self.over = False  # accepted beyond worker_connections: its first request is refused
 
 
 # SO_TIMESTAMPNS (Linux; the constant is missing from Python's socket module): a read on a
@@ -565,6 +635,34 @@ class _Conn:
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TIMESPEC = struct.Struct("qq")
 _STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+def _request_start(value: bytes, stamp: float, clock_offset: float) -> float:
+    """A proxy's `X-Request-Start` (`t=1733500000.123`, epoch seconds as nginx's $msec) on
+    the monotonic clock; `stamp` when it is no such value or not within a minute before it
+    (a clock that disagrees is not a queue)."""
+    if value.startswith(b"t="):
+        value = value[2:]
+    if len(value) > 24:
+        return stamp
+    try:
+        start = float(value) - clock_offset
+    except ValueError:
+        return stamp
+    return start if stamp - 60.0 <= start <= stamp else stamp  # NaN fails both
+
+
+def _raise_open_files_limit() -> None:
+    """The soft limit of open files up to the hard one (systemd's default soft limit is
+    1,024: a worker of 1,000 connections and their overflow would run out of files)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 _SHED_ANSWER = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n"
