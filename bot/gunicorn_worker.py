@@ -219,12 +219,17 @@ class BufferedWorker(_OwnSocket, base.Worker):
     How long it may wait (`allowed_wait`): `QUEUE_BUDGET` (2 s) while the queue empties now
     and then — a burst is absorbed whole. Once the queue has not been empty for a whole
     budget the host is over capacity, not in a burst, and until it empties again a request
-    may wait only `OVERLOAD_WAIT` (reason `overload`): a standing queue of 2 s would make
-    every answered push 2 s late and hold twice as many of the sender's connections, and a
-    sender with a bounded pool (WeChat's, nginx's) then gets fewer answers a second, not
-    more (bench/drills/overload.py: goodput 498/s = 1,000 connections / 2 s against a
-    capacity of 1,284/s). This is the controlled-delay queue of Facebook's "Fail at scale"
-    (CoDel applied to a request queue), with the budget as its interval.
+    may wait only an eighth of the budget (`OVERLOAD_SHARE`; 0.25 s), reason `overload`: a
+    request that would wait longer (the requests ahead of it times the mean service time)
+    is refused as soon as it is whole, and one at the head that waited longer is refused
+    there. A standing queue of 2 s made every answered push 2 s late and held a sender's
+    connection that long for every push, answered or refused, so a sender with a bounded
+    pool (WeChat's, nginx's) got fewer answers a second, not more (bench/drills/overload.py:
+    goodput 498/s = 1,000 connections / 2 s against a capacity of 1,284/s). This is the
+    controlled-delay queue of Facebook's "Fail at scale" (CoDel applied to a request queue),
+    with the budget as its interval; a client with a fixed number of requests out (a
+    benchmark's closed loop) keeps the queue from emptying too, but its waits stay far
+    under the short one.
 
     Connections: beyond `worker_connections` a worker still accepts (a connection left in
     the kernel's backlog is one nobody refuses, and a full backlog drops SYNs, which the
@@ -241,7 +246,7 @@ class BufferedWorker(_OwnSocket, base.Worker):
     """
 
     MAX_REQUEST = 1 << 20
-    OVERLOAD_WAIT = 0.1  # seconds a request may wait while the queue stands (about 40 pushes a worker)
+    OVERLOAD_SHARE = 8  # while the queue stands, a request may wait budget / this (see allowed_wait)
     READ_TIMEOUT = 30.0  # a request not whole by then is given up (408)
     WRITE_TIMEOUT = 10.0  # an answer the client does not take by then is given up
     IDLE_FIRST = 5.0  # seconds a connection may stay silent at least, keep-alive or not
@@ -259,6 +264,7 @@ class BufferedWorker(_OwnSocket, base.Worker):
         self.accepting = False
         self.clock_offset = 0.0
         self.busy_since = 0.0  # the queue has not been empty since this arrival (see allowed_wait)
+        self.service = 0.0  # mean seconds a served request takes (moving average)
         self.trusted: dict[str, bool] = {}  # peer address: may it set X-Request-Start (see from_trusted)
 
     @classmethod
@@ -426,6 +432,14 @@ class BufferedWorker(_OwnSocket, base.Worker):
                 return
         if not self.ready or now < self.busy_since:  # the earliest arrival since it was last empty
             self.busy_since = now
+        elif self.budget:
+            wait = self.allowed_wait(time.monotonic())
+            if wait < self.budget and len(self.ready) * self.service > wait:  # would wait too long: at once
+                data = bytes(conn.buf[:size])
+                if not data.startswith(_NEVER_SHED):
+                    del conn.buf[:size]
+                    self.shed(conn, data, "overload", now)
+                    return
         conn.size, conn.queued, conn.arrived = size, True, now
         self.ready.append(conn)
 
@@ -467,10 +481,10 @@ class BufferedWorker(_OwnSocket, base.Worker):
     # ---- serving --------------------------------------------------------------------------
 
     def allowed_wait(self, now: float) -> float:
-        """How long a request may wait now: the budget, or `OVERLOAD_WAIT` while the queue
+        """How long a request may wait now: the budget, or an eighth of it while the queue
         has not been empty for a whole budget (see the class's docstring)."""
         if self.ready and now - self.busy_since >= self.budget:
-            return min(self.budget, self.OVERLOAD_WAIT)
+            return self.budget / self.OVERLOAD_SHARE
         return self.budget
 
     def shed_expired(self) -> float:
@@ -497,18 +511,12 @@ class BufferedWorker(_OwnSocket, base.Worker):
         arrived = conn.arrived
         now = time.monotonic()
         if allowed and now - arrived > allowed and not data.startswith(_NEVER_SHED):
-            # Kept alive: under overload a close would cost a new connection per refusal.
-            self.shed_count.labels(_path_kind(data), "late" if now - arrived > self.budget else "overload").inc()
-            self.send(conn, _SHED_ANSWER)
-            conn.started = now
-            if conn.buf:
-                self.frame(conn, now)
-            if conn.eof and not conn.queued:
-                self.close(conn)
+            self.shed(conn, data, "late" if now - arrived > self.budget else "overload", now)
             return
         self.queue_seconds.observe(now - arrived)
         conn.started = now  # idle (or reading its next request) from now
         keepalive = self.answer(conn, data, arrived)
+        self.service += (time.monotonic() - now - self.service) / 16
         if not keepalive or conn.eof and not conn.buf:
             self.close(conn)
             return
@@ -516,6 +524,17 @@ class BufferedWorker(_OwnSocket, base.Worker):
             conn.paused = False
             self.poller.register(conn.sock, selectors.EVENT_READ, conn)
         if conn.buf:  # pipelined: the next request may be whole already
+            self.frame(conn, now)
+        if conn.eof and not conn.queued:
+            self.close(conn)
+
+    def shed(self, conn: _Conn, data: bytes, reason: str, now: float) -> None:
+        """Refuse `data` (taken off `conn`'s buffer) unread: a bare 503, counted. Kept
+        alive: under overload a close would cost a new connection per refusal."""
+        self.shed_count.labels(_path_kind(data), reason).inc()
+        self.send(conn, _SHED_ANSWER)
+        conn.started = now
+        if conn.buf:
             self.frame(conn, now)
         if conn.eof and not conn.queued:
             self.close(conn)

@@ -430,8 +430,8 @@ def _answered_push(answer: bytes) -> bool:
 
 def test_a_standing_queue_is_cut_to_a_short_wait_and_the_refused_pushes_retries_are_served(svc, tmp_path):
     """Once the queue has not been empty for a whole budget the host is over capacity, not
-    in a burst: a request may then wait only OVERLOAD_WAIT (0.1 s) before it is refused, so
-    the queue stops standing at the budget. One worker, budget 0.5 s, stopped (SIGSTOP):
+    in a burst: a request may then wait only an eighth of the budget before it is refused,
+    so the queue stops standing at the budget. One worker, budget 0.5 s, stopped (SIGSTOP):
     one push arrives, then 0.7 s later five more, which have waited about 0.3 s — under the
     budget — when the worker goes on. The queue has not been empty since the first push
     (1 s), so the five are refused as `overload` (before, they were served 0.3 s late and
