@@ -75,9 +75,11 @@ def _replace(text: str, old: str, new: str) -> str:
 
 
 def render_site(*, cert: Path, key: str | Path, log_dir: Path, upstream: str | None = None,
-                http_port: int | None = None, https_port: int | None = None) -> str:
+                http_port: int | None = None, https_port: int | None = None, plain_port: int | None = None) -> str:
     """The shipped site with what a deployment sets rewritten: certificate, log folder and,
-    when given, the upstream address and loopback ports. Nothing else is touched."""
+    when given, the upstream address and loopback ports. Nothing else is touched, except
+    that `plain_port` gives the HTTPS server a plain-HTTP listener as well (for
+    bench/drills/overload.py, whose sender would spend the cores on TLS)."""
     text = SITE.read_text()
     text = _replace(text, "/etc/ssl/volbot/fullchain.pem", str(cert))
     text = _replace(text, "/etc/ssl/volbot/privkey.pem", str(key))
@@ -88,6 +90,9 @@ def render_site(*, cert: Path, key: str | Path, log_dir: Path, upstream: str | N
         text = _replace(text, "listen 80;", f"listen 127.0.0.1:{http_port};")
     if https_port:
         text = _replace(text, "listen 443 ssl", f"listen 127.0.0.1:{https_port} ssl")
+    if plain_port:
+        text = _replace(text, "    server_name volbot.example.org;\n    ssl_certificate",
+                        f"    listen 127.0.0.1:{plain_port};\n    server_name volbot.example.org;\n    ssl_certificate")
     return text
 
 

@@ -1,6 +1,6 @@
 """Drill: more pushes than the machine can answer, and what becomes of them.
 
-    .venv/bin/python bench/drills/overload.py [--factor 2] [--seconds 60] [--workers N]
+    .venv/bin/python bench/drills/overload.py [--factor 2] [--seconds 60] [--workers N] [--nginx]
                                               [--worker-class CLASS] [--postgres private|sqlite]
 
 Starts a private redis-server and PostgreSQL cluster and the web server alone (gunicorn
@@ -22,6 +22,11 @@ server counted in /metrics (`volbot_shed_total`), how the retries of refused pus
 answered, and the follower rows against the subscribes answered: a refused push must have
 left nothing behind, its answered retry exactly one row.
 
+`--nginx` puts the shipped nginx site (deploy/nginx/volbot.conf, as bench/drills/nginx_front.py
+renders it, with a plain-HTTP listener added to its HTTPS server) in front, and both the
+capacity and the overload go through it: nginx then sends `X-Request-Start`, and refusals are
+nginx passing the worker's 503 on.
+
 Expected (issue 28): answered p99 < 4.5 s, goodput near capacity, no time-outs, every
 refusal counted, followers == subscribes answered.
 """
@@ -29,6 +34,7 @@ refusal counted, followers == subscribes answered.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import selectors
 import socket
@@ -41,7 +47,7 @@ from urllib.parse import urlencode
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.drills.slow_clients import server_choice, server_options, start_server
-from bench.drills.support import APPID, TOKEN, Stack, load_average, percentile
+from bench.drills.support import APPID, TOKEN, Stack, free_port, load_average, percentile, wait_for
 
 WECHAT_TIMEOUT, RETRY_AFTER, RETRIES = 5.0, 1.0, 3
 TARGET_P99_MS, TARGET_GOODPUT = 4500.0, 0.8
@@ -340,23 +346,47 @@ def shed_counted(port: int) -> Counter:
     return out
 
 
+def front(stack: Stack, upstream: int, cleanup: contextlib.ExitStack) -> int:
+    """The shipped nginx site in front of `upstream`; the port of its plain-HTTP listener."""
+    from urllib.request import urlopen
+
+    from bench.drills.nginx_front import PrivateNginx, nginx_binary, nginx_conf, nginx_test, render_site, self_signed
+
+    if not nginx_binary():
+        raise SystemExit("--nginx: nginx is not installed (apt-get install nginx)")
+    folder = stack.folder / "nginx"
+    cert, key = self_signed(folder / "tls")
+    plain = free_port()
+    conf = nginx_conf(folder, render_site(cert=cert, key=key, log_dir=folder, upstream=f"127.0.0.1:{upstream}",
+                                          http_port=free_port(), https_port=free_port(), plain_port=plain))
+    checked = nginx_test(conf)
+    if checked.returncode != 0:
+        raise SystemExit(f"nginx -t refused the site:\n{checked.stderr}")
+    cleanup.callback(PrivateNginx(conf).stop)
+    wait_for(lambda: urlopen(f"http://127.0.0.1:{plain}/healthz", timeout=2).status == 200, 30, "nginx")
+    return plain
+
+
 def main(argv: list[str] | None = None) -> bool:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--factor", type=float, default=2.0, help="offered load as a multiple of the capacity")
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--capacity-seconds", type=float, default=10)
     ap.add_argument("--connections", type=int, default=1000, help="most connections the sender keeps open")
+    ap.add_argument("--nginx", action="store_true", help="through the shipped nginx site")
     server_options(ap)
     args = ap.parse_args(argv)
     workers, worker_class = server_choice(args)
     print(f"overload drill: {args.factor:g}x capacity for {args.seconds:g} s; {workers} workers of "
-          f"{worker_class}, no proxy; {load_average()}")
-    with Stack("overload", postgres=args.postgres) as stack:
-        port = start_server(stack, workers, args.worker_class)
+          f"{worker_class}, {'the nginx site in front' if args.nginx else 'no proxy'}; {load_average()}")
+    with Stack("overload", postgres=args.postgres) as stack, contextlib.ExitStack() as cleanup:
+        server_port = port = start_server(stack, workers, args.worker_class)
+        if args.nginx:
+            port = front(stack, server_port, cleanup)
         clients = 4 * workers
         closed_loop(port, pushes(3000, "warm"), 2.0, clients)  # each worker's first turns import and connect
         capacity = closed_loop(port, pushes(int(3000 * args.capacity_seconds), "cap"), args.capacity_seconds, clients)
-        shed_before = shed_counted(port)
+        shed_before = shed_counted(server_port)
         rate = capacity * args.factor
         requests = pushes(int(rate * args.seconds) + 1, "over")
         print(f"capacity (closed loop, {clients} connections, {args.capacity_seconds:g} s): {capacity:.0f} pushes/s "
@@ -368,7 +398,7 @@ def main(argv: list[str] | None = None) -> bool:
         goodput = in_window / args.seconds
         subscribes = sum(1 for i, status in r["final"].items() if i % 2 == 0 and status == 200)
         rows = followers(stack, "over")
-        by_reason = shed_counted(port) - shed_before
+        by_reason = shed_counted(server_port) - shed_before
         counted = sum(by_reason.values())
         never = sum(1 for status in r["final"].values() if status != 200)
         print(f"offered {r['n']} pushes ({r['connections']} connections opened); answered 200: {len(lat)}, "
