@@ -216,13 +216,18 @@ class BufferedWorker(_OwnSocket, base.Worker):
     wait of the served ones observed (`volbot_queue_seconds`). The app's reply deadline
     counts from the same arrival (`volbot.arrived` in the environ, bot/pipeline.py).
 
-    How long it may wait (`allowed_wait`): `QUEUE_BUDGET` (2 s) while the queue empties now
-    and then — a burst is absorbed whole. Once the queue has not been empty for a whole
-    budget the host is over capacity, not in a burst, and until it empties again a request
-    may wait only an eighth of the budget (`OVERLOAD_SHARE`; 0.25 s), reason `overload`: a
-    request that would wait longer (the requests ahead of it times the mean service time)
-    is refused as soon as it is whole, and one at the head that waited longer is refused
-    there. A standing queue of 2 s made every answered push 2 s late and held a sender's
+    How long it may wait: `QUEUE_BUDGET` (2 s) since it reached the host, always (reason
+    `late`); while the queue empties now and then that is all — a burst is absorbed whole.
+    Once the queue has not been empty for a whole budget the host is over capacity, not in a
+    burst, and from then on a request may also wait only an eighth of the budget
+    (`OVERLOAD_SHARE`; 0.25 s) since it reached this worker's socket (`overload_wait`, reason
+    `overload`; the time in a proxy counts towards the budget only, or a slow proxy would
+    have every request refused by a worker with time for it): one that would wait longer
+    (the requests ahead of it times the mean service time) is refused as soon as it is
+    whole, one at the head that waited longer is refused there. That lasts until a whole
+    budget passes with no such refusal (the load is back under capacity): ending it at the
+    first moment the queue was empty let the queue grow to the budget again every few
+    seconds (behind nginx, 503s after 1.8-2 s upstream were the commonest). A standing queue of 2 s made every answered push 2 s late and held a sender's
     connection that long for every push, answered or refused, so a sender with a bounded
     pool (WeChat's, nginx's) got fewer answers a second, not more (bench/drills/overload.py:
     goodput 498/s = 1,000 connections / 2 s against a capacity of 1,284/s). This is the
@@ -246,7 +251,7 @@ class BufferedWorker(_OwnSocket, base.Worker):
     """
 
     MAX_REQUEST = 1 << 20
-    OVERLOAD_SHARE = 8  # while the queue stands, a request may wait budget / this (see allowed_wait)
+    OVERLOAD_SHARE = 8  # while the queue stands, a request may wait budget / this (see overload_wait)
     READ_TIMEOUT = 30.0  # a request not whole by then is given up (408)
     WRITE_TIMEOUT = 10.0  # an answer the client does not take by then is given up
     IDLE_FIRST = 5.0  # seconds a connection may stay silent at least, keep-alive or not
@@ -263,7 +268,8 @@ class BufferedWorker(_OwnSocket, base.Worker):
         self.poller = None
         self.accepting = False
         self.clock_offset = 0.0
-        self.busy_since = 0.0  # the queue has not been empty since this arrival (see allowed_wait)
+        self.busy_since = 0.0  # the queue has not been empty since this arrival (see overload_wait)
+        self.overloaded_until = 0.0  # the short wait applies until then (see overload_wait)
         self.service = 0.0  # mean seconds a served request takes (moving average)
         self.trusted: dict[str, bool] = {}  # peer address: may it set X-Request-Start (see from_trusted)
 
@@ -288,9 +294,9 @@ class BufferedWorker(_OwnSocket, base.Worker):
             self.notify()
             # With requests waiting, only a look (no wait) between two of them.
             self.poll(0.0 if self.ready else self.SWEEP_EVERY)
-            allowed = self.shed_expired()
+            short = self.shed_expired()
             if self.ready:
-                self.serve(self.ready.popleft(), allowed)
+                self.serve(self.ready.popleft(), short)
             now = time.monotonic()
             if now - swept >= self.SWEEP_EVERY:
                 swept = now
@@ -381,7 +387,7 @@ class BufferedWorker(_OwnSocket, base.Worker):
         if end < 0:
             if len(buf) > self.cfg.limit_request_line + self.cfg.limit_request_field_size * (
                     self.cfg.limit_request_fields + 1):
-                self.queue(conn, len(buf), now)  # gunicorn's parser answers it (400/431)
+                self.queue(conn, len(buf), now, now)  # gunicorn's parser answers it (400/431)
             return
         length, chunked, expect, start = 0, False, False, None
         for line in bytes(buf[:end]).lower().split(b"\r\n")[1:]:
@@ -399,9 +405,10 @@ class BufferedWorker(_OwnSocket, base.Worker):
         if (total or len(buf)) > self.MAX_REQUEST or length > self.MAX_REQUEST:
             self.refuse(conn, b"413 Content Too Large")
         elif total is not None and len(buf) >= total:
+            arrived = now
             if start is not None and self.from_trusted(conn):
-                now = min(now, _request_start(start, now, self.clock_offset))
-            self.queue(conn, total, now)
+                arrived = min(now, _request_start(start, now, self.clock_offset))
+            self.queue(conn, total, now, arrived)
         elif expect and not conn.continued:
             conn.continued = True  # the client waits for this before it sends the body
             self.send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -423,7 +430,9 @@ class BufferedWorker(_OwnSocket, base.Worker):
                 ip is not None and any(ip in net for net in self.cfg.forwarded_allow_networks()))
         return self.trusted[peer]
 
-    def queue(self, conn: _Conn, size: int, now: float) -> None:
+    def queue(self, conn: _Conn, size: int, now: float, arrived: float) -> None:
+        """Queue a whole request that reached this socket at `now` (the kernel's stamp) and
+        the host at `arrived` (earlier behind a proxy) — or refuse it at once."""
         if conn.over:
             conn.over = False
             if len(self.conns) > self.cfg.worker_connections:  # still over: refused, and closed
@@ -433,14 +442,14 @@ class BufferedWorker(_OwnSocket, base.Worker):
         if not self.ready or now < self.busy_since:  # the earliest arrival since it was last empty
             self.busy_since = now
         elif self.budget:
-            wait = self.allowed_wait(time.monotonic())
-            if wait < self.budget and len(self.ready) * self.service > wait:  # would wait too long: at once
+            short = self.overload_wait(time.monotonic())
+            if short is not None and len(self.ready) * self.service > short:  # would wait too long: at once
                 data = bytes(conn.buf[:size])
                 if not data.startswith(_NEVER_SHED):
                     del conn.buf[:size]
                     self.shed(conn, data, "overload", now)
                     return
-        conn.size, conn.queued, conn.arrived = size, True, now
+        conn.size, conn.queued, conn.received, conn.arrived = size, True, now, arrived
         self.ready.append(conn)
 
     def sweep(self, now: float) -> None:
@@ -480,29 +489,30 @@ class BufferedWorker(_OwnSocket, base.Worker):
 
     # ---- serving --------------------------------------------------------------------------
 
-    def allowed_wait(self, now: float) -> float:
-        """How long a request may wait now: the budget, or an eighth of it while the queue
-        has not been empty for a whole budget (see the class's docstring)."""
+    def overload_wait(self, now: float) -> float | None:
+        """How long a request may wait on this worker while it is overloaded (an eighth of
+        the budget); None when it is not (see the class's docstring)."""
         if self.ready and now - self.busy_since >= self.budget:
-            return self.budget / self.OVERLOAD_SHARE
-        return self.budget
+            self.overloaded_until = now + self.budget
+        return self.budget / self.OVERLOAD_SHARE if now < self.overloaded_until else None
 
-    def shed_expired(self) -> float:
+    def shed_expired(self) -> float | None:
         """Refuse at once every request at the head of the queue that has waited past what
         it may (the queue is in order of arrival): under overload a refusal costs a few
-        microseconds, not a pass of the loop. Returns the wait allowed now."""
+        microseconds, not a pass of the loop. Returns the overload wait now (None: none)."""
         if not self.budget:
-            return 0.0
+            return None
         now = time.monotonic()
-        allowed = self.allowed_wait(now)
-        limit = now - allowed
-        while self.ready and (self.ready[0].closed or self.ready[0].arrived < limit):
-            self.serve(self.ready.popleft(), allowed)
-        return allowed
+        short = self.overload_wait(now)
+        late, stale = now - self.budget, now - (short if short is not None else self.budget)
+        while self.ready and (self.ready[0].closed or self.ready[0].arrived < late or self.ready[0].received < stale):
+            self.serve(self.ready.popleft(), short)
+        return short
 
-    def serve(self, conn: _Conn, allowed: float) -> None:
-        """The oldest whole request: refused if it waited longer than `allowed` (0: any
-        wait is fine), else answered."""
+    def serve(self, conn: _Conn, short: float | None) -> None:
+        """The oldest whole request: refused if it waited past the budget since it reached
+        the host, or past `short` (the overload wait, if any) since it reached this socket;
+        else answered."""
         if conn.closed:
             return
         data = bytes(conn.buf[:conn.size])
@@ -510,9 +520,13 @@ class BufferedWorker(_OwnSocket, base.Worker):
         conn.queued = False
         arrived = conn.arrived
         now = time.monotonic()
-        if allowed and now - arrived > allowed and not data.startswith(_NEVER_SHED):
-            self.shed(conn, data, "late" if now - arrived > self.budget else "overload", now)
-            return
+        if self.budget and not data.startswith(_NEVER_SHED):
+            if now - arrived > self.budget:
+                self.shed(conn, data, "late", now)
+                return
+            if short is not None and now - conn.received > short:
+                self.shed(conn, data, "overload", now)
+                return
         self.queue_seconds.observe(now - arrived)
         conn.started = now  # idle (or reading its next request) from now
         keepalive = self.answer(conn, data, arrived)
@@ -532,6 +546,8 @@ class BufferedWorker(_OwnSocket, base.Worker):
         """Refuse `data` (taken off `conn`'s buffer) unread: a bare 503, counted. Kept
         alive: under overload a close would cost a new connection per refusal."""
         self.shed_count.labels(_path_kind(data), reason).inc()
+        if reason == "overload":  # still more than it can serve: the short wait goes on
+            self.overloaded_until = time.monotonic() + self.budget
         self.send(conn, _SHED_ANSWER)
         conn.started = now
         if conn.buf:
@@ -623,7 +639,7 @@ class BufferedWorker(_OwnSocket, base.Worker):
             self.notify()
             self.poll(0.0 if self.ready else 0.1)
             if self.ready:
-                self.serve(self.ready.popleft(), self.budget)
+                self.serve(self.ready.popleft(), None)
                 continue
             if time.monotonic() > linger:  # only idle or half-sent requests are left
                 break
@@ -636,14 +652,15 @@ class BufferedWorker(_OwnSocket, base.Worker):
 class _Conn:
     """A client connection of `BufferedWorker` and the bytes it has sent so far."""
 
-    __slots__ = ("sock", "addr", "server", "buf", "started", "arrived", "size", "queued", "eof", "paused",
-                 "closed", "continued", "over")
+    __slots__ = ("sock", "addr", "server", "buf", "started", "received", "arrived", "size", "queued", "eof",
+                 "paused", "closed", "continued", "over")
 
     def __init__(self, sock, addr, server, now: float):
         self.sock, self.addr, self.server = sock, addr, server
         self.buf = bytearray()
         self.started = now  # the first byte of the request being read (or idle since)
-        self.arrived = now  # when the queued request became whole
+        self.received = now  # when the queued request became whole on this socket (the kernel's stamp)
+        self.arrived = now  # when it reached the host: `received`, or earlier by a proxy's X-Request-Start
         self.size = 0  # the queued request's length in `buf`
         self.queued = self.eof = self.paused = self.closed = self.continued = False
         self.over = False  # accepted beyond worker_connections: its first request is refused

@@ -96,9 +96,10 @@ def render_site(*, cert: Path, key: str | Path, log_dir: Path, upstream: str | N
     return text
 
 
-def nginx_conf(folder: Path, site: str) -> Path:
+def nginx_conf(folder: Path, site: str, worker_connections: int = 1024) -> Path:
     """A main nginx.conf in `folder` that includes `site` at http level, as Debian's
-    /etc/nginx/nginx.conf includes sites-enabled/*, with its pid, logs and temp files there."""
+    /etc/nginx/nginx.conf includes sites-enabled/*, with its pid, logs and temp files there.
+    (Debian's own has `worker_connections 768`; deploy/README.md says what to set.)"""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "volbot.conf").write_text(site)
     temps = []
@@ -112,7 +113,7 @@ def nginx_conf(folder: Path, site: str) -> Path:
         f"pid {folder}/nginx.pid;",
         f"error_log {folder}/error.log warn;",
         "worker_processes 2;",
-        "events { worker_connections 1024; }",
+        f"events {{ worker_connections {worker_connections}; }}",
         "http {",
         f"    access_log {folder}/access.log;",
         *temps,

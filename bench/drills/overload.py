@@ -357,8 +357,12 @@ def front(stack: Stack, upstream: int, cleanup: contextlib.ExitStack) -> int:
     folder = stack.folder / "nginx"
     cert, key = self_signed(folder / "tls")
     plain = free_port()
-    conf = nginx_conf(folder, render_site(cert=cert, key=key, log_dir=folder, upstream=f"127.0.0.1:{upstream}",
-                                          http_port=free_port(), https_port=free_port(), plain_port=plain))
+    # Each proxied request holds two of nginx's connections, and the sender keeps up to 1,000
+    # open: sized as docs/performance.md says (with 1,024 nginx closed idle client
+    # connections, "worker_connections are not enough", and the drill measured that).
+    site = render_site(cert=cert, key=key, log_dir=folder, upstream=f"127.0.0.1:{upstream}",
+                       http_port=free_port(), https_port=free_port(), plain_port=plain)
+    conf = nginx_conf(folder, site, worker_connections=4096)
     checked = nginx_test(conf)
     if checked.returncode != 0:
         raise SystemExit(f"nginx -t refused the site:\n{checked.stderr}")
@@ -411,6 +415,10 @@ def main(argv: list[str] | None = None) -> bool:
         late = r["late"]
         print(f"the generator's lag (sent after the planned moment): p50 {percentile(late, 50) * 1000:.0f} ms, "
               f"p99 {percentile(late, 99) * 1000:.0f} ms")
+        errors = (stack.folder / "nginx" / "error.log").read_text(errors="replace").strip() if args.nginx else ""
+        if errors:
+            lines = errors.splitlines()
+            print(f"nginx error.log ({len(lines)} lines), the last:\n" + "\n".join(lines[-5:]))
         print(f"follower rows {rows} for {subscribes} subscribes answered "
               f"({'each once, none for a refused one' if rows == subscribes else 'MISMATCH'}); {load_average()}")
     ok = (percentile(lat, 99) * 1000 < TARGET_P99_MS and goodput >= TARGET_GOODPUT * capacity
