@@ -227,14 +227,16 @@ class BufferedWorker(_OwnSocket, base.Worker):
     whole, one at the head that waited longer is refused there. That lasts until a whole
     budget passes with no such refusal (the load is back under capacity): ending it at the
     first moment the queue was empty let the queue grow to the budget again every few
-    seconds (behind nginx, 503s after 1.8-2 s upstream were the commonest). A standing queue of 2 s made every answered push 2 s late and held a sender's
+    seconds (behind nginx, 503s after 1.8-2 s upstream were the commonest).
+
+    Why short: a standing queue of 2 s made every answered push 2 s late and held a sender's
     connection that long for every push, answered or refused, so a sender with a bounded
     pool (WeChat's, nginx's) got fewer answers a second, not more (bench/drills/overload.py:
     goodput 498/s = 1,000 connections / 2 s against a capacity of 1,284/s). This is the
     controlled-delay queue of Facebook's "Fail at scale" (CoDel applied to a request queue),
-    with the budget as its interval; a client with a fixed number of requests out (a
-    benchmark's closed loop) keeps the queue from emptying too, but its waits stay far
-    under the short one.
+    with the budget as its interval. A client with a fixed number of requests out (a
+    benchmark's closed loop) keeps the queue from emptying too; its waits stay far under the
+    short one unless the machine is starved (bench/README.md, webhook.py).
 
     Connections: beyond `worker_connections` a worker still accepts (a connection left in
     the kernel's backlog is one nobody refuses, and a full backlog drops SYNs, which the
