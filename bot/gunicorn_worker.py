@@ -37,9 +37,11 @@ hashed anew.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import math
 import mmap
 import os
+import resource
 import selectors
 import socket
 import struct
@@ -204,13 +206,44 @@ class BufferedWorker(_OwnSocket, base.Worker):
     under more load than the machine carries the queue was in the kernel's socket buffers,
     where no deadline can see it (bench/load.py: p99 21.9 s while the app answered each in
     0.1 s). This loop takes every readable byte and every pending connection between two
-    requests (one `epoll_wait` of no time), so a request's wait is measured from its arrival
-    on the host (within one request's service time), and a request that has already waited
-    longer than WeChat will (`QUEUE_BUDGET`, 2 s) costs a 503 and a close — no parsing, no
-    app, no dedup claim — so WeChat's retry of it is served as a first delivery would be.
-    The excess is counted (`volbot_shed_total`) and the wait of the served ones observed
-    (`volbot_queue_seconds`). The app's reply deadline counts from the same arrival
-    (`volbot.arrived` in the environ, bot/pipeline.py).
+    requests (one `epoll_wait` of no time), and a request's wait is measured from its arrival
+    on the host: the kernel's receive stamp of its last bytes (so the time in the accept
+    backlog and the socket buffer counts), or, from a trusted proxy (`forwarded_allow_ips`),
+    the `X-Request-Start: t=<epoch seconds>` nginx adds when it has the request (deploy/nginx),
+    whichever is earlier. A request that has already waited longer than it may costs a 503
+    — no parsing, no app, no dedup claim — so WeChat's retry of it is served as a first
+    delivery would be. The excess is counted (`volbot_shed_total{path,reason}`) and the
+    wait of the served ones observed (`volbot_queue_seconds`). The app's reply deadline
+    counts from the same arrival (`volbot.arrived` in the environ, bot/pipeline.py).
+
+    How long it may wait: `QUEUE_BUDGET` (2 s) since it reached the host, always (reason
+    `late`); while the queue empties now and then that is all — a burst is absorbed whole.
+    Once the queue has not been empty for a whole budget the host is over capacity, not in a
+    burst, and from then on a request may also wait only an eighth of the budget
+    (`OVERLOAD_SHARE`; 0.25 s) since it reached this worker's socket (`overload_wait`, reason
+    `overload`; the time in a proxy counts towards the budget only, or a slow proxy would
+    have every request refused by a worker with time for it): one that would wait longer
+    (the requests ahead of it times the mean service time) is refused as soon as it is
+    whole, one at the head that waited longer is refused there. That lasts until a whole
+    budget passes with no such refusal (the load is back under capacity): ending it at the
+    first moment the queue was empty let the queue grow to the budget again every few
+    seconds (behind nginx, 503s after 1.8-2 s upstream were the commonest).
+
+    Why short: a standing queue of 2 s made every answered push 2 s late and held a sender's
+    connection that long for every push, answered or refused, so a sender with a bounded
+    pool (WeChat's, nginx's) got fewer answers a second, not more (bench/drills/overload.py:
+    goodput 498/s = 1,000 connections / 2 s against a capacity of 1,284/s). This is the
+    controlled-delay queue of Facebook's "Fail at scale" (CoDel applied to a request queue),
+    with the budget as its interval. A client with a fixed number of requests out (a
+    benchmark's closed loop) keeps the queue from emptying too; its waits stay far under the
+    short one unless the machine is starved (bench/README.md, webhook.py).
+
+    Connections: beyond `worker_connections` a worker still accepts (a connection left in
+    the kernel's backlog is one nobody refuses, and a full backlog drops SYNs, which the
+    client retries after 1 s, then 3 s), but answers the first request of each connection
+    taken over the limit with a 503 and a close (reason `connections`). The worker raises
+    its soft limit of open files to the hard one; at that limit it stops accepting for a
+    second (`sweep`) and the backlog holds the rest.
 
     What it costs: about 250 lines of HTTP framing and connection handling of our own
     (gunicorn still parses every request and writes every answer); pipelined requests are
@@ -220,6 +253,7 @@ class BufferedWorker(_OwnSocket, base.Worker):
     """
 
     MAX_REQUEST = 1 << 20
+    OVERLOAD_SHARE = 8  # while the queue stands, a request may wait budget / this (see overload_wait)
     READ_TIMEOUT = 30.0  # a request not whole by then is given up (408)
     WRITE_TIMEOUT = 10.0  # an answer the client does not take by then is given up
     IDLE_FIRST = 5.0  # seconds a connection may stay silent at least, keep-alive or not
@@ -236,6 +270,10 @@ class BufferedWorker(_OwnSocket, base.Worker):
         self.poller = None
         self.accepting = False
         self.clock_offset = 0.0
+        self.busy_since = 0.0  # the queue has not been empty since this arrival (see overload_wait)
+        self.overloaded_until = 0.0  # the short wait applies until then (see overload_wait)
+        self.service = 0.0  # mean seconds a served request takes (moving average)
+        self.trusted: dict[str, bool] = {}  # peer address: may it set X-Request-Start (see from_trusted)
 
     @classmethod
     def check_config(cls, cfg, log):
@@ -248,6 +286,7 @@ class BufferedWorker(_OwnSocket, base.Worker):
 
         self.budget = load_config().queue_budget
         self.shed_count, self.queue_seconds = observability.SHED, observability.QUEUE_SECONDS
+        _raise_open_files_limit()
         self.listen()
         self.poller = selectors.DefaultSelector()
         self.set_accepting(True)
@@ -257,9 +296,9 @@ class BufferedWorker(_OwnSocket, base.Worker):
             self.notify()
             # With requests waiting, only a look (no wait) between two of them.
             self.poll(0.0 if self.ready else self.SWEEP_EVERY)
-            self.shed_expired()
+            short = self.shed_expired()
             if self.ready:
-                self.serve(self.ready.popleft())
+                self.serve(self.ready.popleft(), short)
             now = time.monotonic()
             if now - swept >= self.SWEEP_EVERY:
                 swept = now
@@ -299,19 +338,23 @@ class BufferedWorker(_OwnSocket, base.Worker):
                 self.read(key.data, now)
 
     def accept(self, listener, now: float) -> None:
-        """Every connection waiting on `listener` (up to `worker_connections` in all)."""
-        while len(self.conns) < self.cfg.worker_connections:
+        """Every connection waiting on `listener`; those beyond `worker_connections` are
+        marked, to be refused at their first request (see `queue`)."""
+        while True:
             try:
                 client, addr = listener.accept()
             except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    self.set_accepting(False)  # out of files: the backlog holds the rest (see sweep)
+                    return
                 if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                     raise
                 return
             client.setblocking(False)
             conn = _Conn(client, addr, listener.getsockname(), now)
+            conn.over = len(self.conns) >= self.cfg.worker_connections
             self.conns[client.fileno()] = conn
             self.poller.register(client, selectors.EVENT_READ, conn)
-        self.set_accepting(False)  # full: the kernel's backlog holds the rest (see sweep)
 
     def read(self, conn: _Conn, now: float) -> None:
         try:
@@ -346,9 +389,9 @@ class BufferedWorker(_OwnSocket, base.Worker):
         if end < 0:
             if len(buf) > self.cfg.limit_request_line + self.cfg.limit_request_field_size * (
                     self.cfg.limit_request_fields + 1):
-                self.queue(conn, len(buf), now)  # gunicorn's parser answers it (400/431)
+                self.queue(conn, len(buf), now, now)  # gunicorn's parser answers it (400/431)
             return
-        length, chunked, expect = 0, False, False
+        length, chunked, expect, start = 0, False, False, None
         for line in bytes(buf[:end]).lower().split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name, value = name.strip(), value.strip()
@@ -358,17 +401,57 @@ class BufferedWorker(_OwnSocket, base.Worker):
                 chunked = value.endswith(b"chunked")
             elif name == b"expect":
                 expect = value == b"100-continue"
+            elif name == b"x-request-start":
+                start = value
         total = _chunked_end(buf, end + 4) if chunked else end + 4 + length
         if (total or len(buf)) > self.MAX_REQUEST or length > self.MAX_REQUEST:
             self.refuse(conn, b"413 Content Too Large")
         elif total is not None and len(buf) >= total:
-            self.queue(conn, total, now)
+            arrived = now
+            if start is not None and self.from_trusted(conn):
+                arrived = min(now, _request_start(start, now, self.clock_offset))
+            self.queue(conn, total, now, arrived)
         elif expect and not conn.continued:
             conn.continued = True  # the client waits for this before it sends the body
             self.send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    def queue(self, conn: _Conn, size: int, now: float) -> None:
-        conn.size, conn.queued, conn.arrived = size, True, now
+    def from_trusted(self, conn: _Conn) -> bool:
+        """Whether `conn` comes from a proxy whose headers count (as gunicorn decides for
+        X-Forwarded-*): a unix socket, or a peer in `forwarded_allow_ips`."""
+        if not isinstance(conn.addr, tuple):
+            return True
+        peer = conn.addr[0]
+        if peer not in self.trusted:
+            if len(self.trusted) > 1024:
+                self.trusted.clear()
+            try:
+                ip = ipaddress.ip_address(peer)
+            except ValueError:
+                ip = None
+            self.trusted[peer] = "*" in self.cfg.forwarded_allow_ips or (
+                ip is not None and any(ip in net for net in self.cfg.forwarded_allow_networks()))
+        return self.trusted[peer]
+
+    def queue(self, conn: _Conn, size: int, now: float, arrived: float) -> None:
+        """Queue a whole request that reached this socket at `now` (the kernel's stamp) and
+        the host at `arrived` (earlier behind a proxy) — or refuse it at once."""
+        if conn.over:
+            conn.over = False
+            if len(self.conns) > self.cfg.worker_connections:  # still over: refused, and closed
+                self.shed_count.labels(_path_kind(bytes(conn.buf[:64])), "connections").inc()
+                self.refuse(conn, b"503 Service Unavailable")
+                return
+        if not self.ready or now < self.busy_since:  # the earliest arrival since it was last empty
+            self.busy_since = now
+        elif self.budget:
+            short = self.overload_wait(time.monotonic())
+            if short is not None and len(self.ready) * self.service > short:  # would wait too long: at once
+                data = bytes(conn.buf[:size])
+                if not data.startswith(_NEVER_SHED):
+                    del conn.buf[:size]
+                    self.shed(conn, data, "overload", now)
+                    return
+        conn.size, conn.queued, conn.received, conn.arrived = size, True, now, arrived
         self.ready.append(conn)
 
     def sweep(self, now: float) -> None:
@@ -384,8 +467,8 @@ class BufferedWorker(_OwnSocket, base.Worker):
                 self.refuse(conn, b"408 Request Timeout")
             elif not conn.buf and now - conn.started > idle_limit:
                 self.close(conn)
-        if self.alive and len(self.conns) < self.cfg.worker_connections:
-            self.set_accepting(True)
+        if self.alive:
+            self.set_accepting(True)  # again, after running out of files (see accept)
 
     def close(self, conn: _Conn) -> None:
         if self.conns.pop(conn.sock.fileno(), None) is None:
@@ -408,18 +491,30 @@ class BufferedWorker(_OwnSocket, base.Worker):
 
     # ---- serving --------------------------------------------------------------------------
 
-    def shed_expired(self) -> None:
-        """Refuse at once every request at the head of the queue that has waited past the
-        budget (the queue is in order of arrival): under overload a refusal costs a few
-        microseconds, not a pass of the loop."""
-        if not self.budget:
-            return
-        limit = time.monotonic() - self.budget
-        while self.ready and (self.ready[0].closed or self.ready[0].arrived < limit):
-            self.serve(self.ready.popleft())
+    def overload_wait(self, now: float) -> float | None:
+        """How long a request may wait on this worker while it is overloaded (an eighth of
+        the budget); None when it is not (see the class's docstring)."""
+        if self.ready and now - self.busy_since >= self.budget:
+            self.overloaded_until = now + self.budget
+        return self.budget / self.OVERLOAD_SHARE if now < self.overloaded_until else None
 
-    def serve(self, conn: _Conn) -> None:
-        """The oldest whole request: refused if it waited past the budget, else answered."""
+    def shed_expired(self) -> float | None:
+        """Refuse at once every request at the head of the queue that has waited past what
+        it may (the queue is in order of arrival): under overload a refusal costs a few
+        microseconds, not a pass of the loop. Returns the overload wait now (None: none)."""
+        if not self.budget:
+            return None
+        now = time.monotonic()
+        short = self.overload_wait(now)
+        late, stale = now - self.budget, now - (short if short is not None else self.budget)
+        while self.ready and (self.ready[0].closed or self.ready[0].arrived < late or self.ready[0].received < stale):
+            self.serve(self.ready.popleft(), short)
+        return short
+
+    def serve(self, conn: _Conn, short: float | None) -> None:
+        """The oldest whole request: refused if it waited past the budget since it reached
+        the host, or past `short` (the overload wait, if any) since it reached this socket;
+        else answered."""
         if conn.closed:
             return
         data = bytes(conn.buf[:conn.size])
@@ -427,19 +522,17 @@ class BufferedWorker(_OwnSocket, base.Worker):
         conn.queued = False
         arrived = conn.arrived
         now = time.monotonic()
-        if self.budget and now - arrived > self.budget and not data.startswith(_NEVER_SHED):
-            # Kept alive: under overload a close would cost a new connection per refusal.
-            self.shed_count.labels(_path_kind(data)).inc()
-            self.send(conn, _SHED_ANSWER)
-            conn.started = now
-            if conn.buf:
-                self.frame(conn, now)
-            if conn.eof and not conn.queued:
-                self.close(conn)
-            return
+        if self.budget and not data.startswith(_NEVER_SHED):
+            if now - arrived > self.budget:
+                self.shed(conn, data, "late", now)
+                return
+            if short is not None and now - conn.received > short:
+                self.shed(conn, data, "overload", now)
+                return
         self.queue_seconds.observe(now - arrived)
         conn.started = now  # idle (or reading its next request) from now
         keepalive = self.answer(conn, data, arrived)
+        self.service += (time.monotonic() - now - self.service) / 16
         if not keepalive or conn.eof and not conn.buf:
             self.close(conn)
             return
@@ -447,6 +540,19 @@ class BufferedWorker(_OwnSocket, base.Worker):
             conn.paused = False
             self.poller.register(conn.sock, selectors.EVENT_READ, conn)
         if conn.buf:  # pipelined: the next request may be whole already
+            self.frame(conn, now)
+        if conn.eof and not conn.queued:
+            self.close(conn)
+
+    def shed(self, conn: _Conn, data: bytes, reason: str, now: float) -> None:
+        """Refuse `data` (taken off `conn`'s buffer) unread: a bare 503, counted. Kept
+        alive: under overload a close would cost a new connection per refusal."""
+        self.shed_count.labels(_path_kind(data), reason).inc()
+        if reason == "overload":  # still more than it can serve: the short wait goes on
+            self.overloaded_until = time.monotonic() + self.budget
+        self.send(conn, _SHED_ANSWER)
+        conn.started = now
+        if conn.buf:
             self.frame(conn, now)
         if conn.eof and not conn.queued:
             self.close(conn)
@@ -535,7 +641,7 @@ class BufferedWorker(_OwnSocket, base.Worker):
             self.notify()
             self.poll(0.0 if self.ready else 0.1)
             if self.ready:
-                self.serve(self.ready.popleft())
+                self.serve(self.ready.popleft(), None)
                 continue
             if time.monotonic() > linger:  # only idle or half-sent requests are left
                 break
@@ -548,16 +654,18 @@ class BufferedWorker(_OwnSocket, base.Worker):
 class _Conn:
     """A client connection of `BufferedWorker` and the bytes it has sent so far."""
 
-    __slots__ = ("sock", "addr", "server", "buf", "started", "arrived", "size", "queued", "eof", "paused",
-                 "closed", "continued")
+    __slots__ = ("sock", "addr", "server", "buf", "started", "received", "arrived", "size", "queued", "eof",
+                 "paused", "closed", "continued", "over")
 
     def __init__(self, sock, addr, server, now: float):
         self.sock, self.addr, self.server = sock, addr, server
         self.buf = bytearray()
         self.started = now  # the first byte of the request being read (or idle since)
-        self.arrived = now  # when the queued request became whole
+        self.received = now  # when the queued request became whole on this socket (the kernel's stamp)
+        self.arrived = now  # when it reached the host: `received`, or earlier by a proxy's X-Request-Start
         self.size = 0  # the queued request's length in `buf`
         self.queued = self.eof = self.paused = self.closed = self.continued = False
+        self.over = False  # accepted beyond worker_connections: its first request is refused
 
 
 # SO_TIMESTAMPNS (Linux; the constant is missing from Python's socket module): a read on a
@@ -565,6 +673,34 @@ class _Conn:
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TIMESPEC = struct.Struct("qq")
 _STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+def _request_start(value: bytes, stamp: float, clock_offset: float) -> float:
+    """A proxy's `X-Request-Start` (`t=1733500000.123`, epoch seconds as nginx's $msec) on
+    the monotonic clock; `stamp` when it is no such value or not within a minute before it
+    (a clock that disagrees is not a queue)."""
+    if value.startswith(b"t="):
+        value = value[2:]
+    if len(value) > 24:
+        return stamp
+    try:
+        start = float(value) - clock_offset
+    except ValueError:
+        return stamp
+    return start if stamp - 60.0 <= start <= stamp else stamp  # NaN fails both
+
+
+def _raise_open_files_limit() -> None:
+    """The soft limit of open files up to the hard one (systemd's default soft limit is
+    1,024: a worker of 1,000 connections and their overflow would run out of files)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 _SHED_ANSWER = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n"

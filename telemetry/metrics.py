@@ -32,10 +32,12 @@ LOGIN_FAILURES = Counter("volbot_console_login_failures", "Refused console login
                          "(wrong password, unknown or disabled account), second_factor, throttled",
                          ["reason"], registry=REGISTRY)
 
-# Counted by the web server (bot/gunicorn_worker.py), before the app: requests that waited
-# past VOLBOT_QUEUE_BUDGET and were refused unread, and the wait of those served.
-SHED = Counter("volbot_shed", "Requests refused unread (503) after waiting past the queue budget, by path "
-               "(wechat, other)", ["path"], registry=REGISTRY)
+# Counted by the web server (bot/gunicorn_worker.py), before the app: requests refused unread,
+# and the wait of those served. Reasons: late (waited past VOLBOT_QUEUE_BUDGET), overload (waited
+# past the short wait allowed while the queue has not emptied for a whole budget), connections
+# (the first request of a connection taken beyond worker_connections).
+SHED = Counter("volbot_shed", "Requests refused unread (503) before the app, by path (wechat, other) and "
+               "reason (late, overload, connections)", ["path", "reason"], registry=REGISTRY)
 QUEUE_SECONDS = Histogram("volbot_queue_seconds", "Time a whole request waited in the web worker before the app",
                           buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.5),
                           registry=REGISTRY)

@@ -406,7 +406,7 @@ def test_a_request_that_waited_past_the_budget_is_refused_unread_and_its_retry_i
         assert _read_responses(probe, 1)[0].startswith(b"HTTP/1.1 200")
         probe.close()
         text = requests.get(served.url + "/metrics", timeout=10).text
-        assert sample(text, "volbot_shed_total", path="wechat") == 1
+        assert sample(text, "volbot_shed_total", path="wechat", reason="late") == 1
         assert sample(text, "volbot_requests_total", outcome="reply") == 0  # the app never saw it
         retry = _raw(served.port, push)  # WeChat's retry: the same push, on time
         answer = _read_responses(retry, 1)[0]
@@ -416,5 +416,91 @@ def test_a_request_that_waited_past_the_budget_is_refused_unread_and_its_retry_i
         assert sample(text, "volbot_requests_total", outcome="reply") == 1
         assert sample(text, "volbot_dedup_hits_total") == 0  # a first delivery, not a retry's copy
         assert sample(text, "volbot_queue_seconds_count") >= 2  # the retry and the scrape waited little
+    finally:
+        assert served.stop() == 0, served.output()
+
+
+def _status(answer: bytes) -> int:
+    return int(answer[9:12])
+
+
+def _answered_push(answer: bytes) -> bool:
+    return answer.startswith(b"HTTP/1.1 200") and ("菜单".encode() in answer or b"1." in answer)
+
+
+def test_a_standing_queue_is_cut_to_a_short_wait_and_the_refused_pushes_retries_are_served(svc, tmp_path):
+    """Once the queue has not been empty for a whole budget the host is over capacity, not
+    in a burst: a request may then wait only an eighth of the budget before it is refused,
+    so the queue stops standing at the budget. One worker, budget 0.5 s, stopped (SIGSTOP):
+    one push arrives, then 0.7 s later five more, which have waited about 0.3 s — under the
+    budget — when the worker goes on. The queue has not been empty since the first push
+    (1 s), so the five are refused as `overload` (before, they were served 0.3 s late and
+    the queue kept standing), the first as `late`. A push whose trusted proxy says it
+    reached the host a second ago (`X-Request-Start`, what the nginx site sends) is refused
+    as late too. WeChat's retries of all of them are served, each processed once."""
+    served = Served({**serve_env(svc, tmp_path), "VOLBOT_QUEUE_BUDGET": "0.5"}, "--workers", "1")
+    try:
+        (worker,) = served.workers()
+        first = _push_bytes("o_stand_0", "菜单")
+        later = [_push_bytes(f"o_stand_{i}", "菜单") for i in range(1, 6)]
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            conns = [_raw(served.port, first)]
+            time.sleep(0.7)
+            conns += [_raw(served.port, push) for push in later]
+            time.sleep(0.3)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        answers = [_read_responses(conn, 1)[0] for conn in conns]
+        assert [_status(a) for a in answers] == [503] * 6, [a[:80] for a in answers]
+        def proxied(ago: float) -> bytes:  # as nginx sends it: when it had the request
+            return _push_bytes("o_stand_6", "菜单").replace(
+                b"\r\n\r\n", f"\r\nX-Request-Start: t={time.time() - ago:.3f}\r\n\r\n".encode(), 1)
+
+        conns.append(_raw(served.port, proxied(1.0)))
+        assert _status(_read_responses(conns[-1], 1)[0]) == 503
+        text = requests.get(served.url + "/metrics", timeout=10).text
+        assert sample(text, "volbot_shed_total", path="wechat", reason="overload") == 5
+        assert sample(text, "volbot_shed_total", path="wechat", reason="late") == 2
+        assert sample(text, "volbot_requests_total", outcome="reply") == 0  # the app saw none of them
+        for conn, push in zip(conns, [first, *later, proxied(0.0)]):  # WeChat's retries, on time
+            conn.sendall(push)
+            answer = _read_responses(conn, 1)[0]
+            assert _answered_push(answer), answer[:300]
+            conn.close()
+        text = requests.get(served.url + "/metrics", timeout=10).text
+        assert sample(text, "volbot_requests_total", outcome="reply") == 7
+        assert sample(text, "volbot_dedup_hits_total") == 0  # each a first delivery
+    finally:
+        assert served.stop() == 0, served.output()
+
+
+def test_connections_beyond_the_limit_are_taken_and_refused_at_once_and_the_retry_is_served(svc, tmp_path):
+    """A worker holding `--worker-connections` still accepts: a connection beyond the limit
+    gets a 503 and a close for its first request at once (before, it waited unaccepted in
+    the kernel's backlog, where nothing answered it, until a connection closed), counted as
+    `connections`; the retry, once a connection is free, is served."""
+    served = Served(serve_env(svc, tmp_path), "--workers", "1", "--worker-connections", "3")
+    try:
+        held = [_raw(served.port, _get("/healthz"), timeout=10) for _ in range(3)]
+        assert [_status(_read_responses(conn, 1)[0]) for conn in held] == [200] * 3  # kept alive
+        push = _push_bytes("o_over_1", "菜单")
+        flood = [_raw(served.port, push, timeout=10) for _ in range(4)]
+        answers = [_read_responses(conn, 1) for conn in flood]
+        assert [_status(a[0]) for a in answers] == [503] * 4, answers
+        assert all(b"connection: close" in a[0].lower() for a in answers)
+        for conn in flood:
+            assert conn.recv(1) == b""  # closed by the server
+            conn.close()
+        held.pop().close()
+        retry = _raw(served.port, push, timeout=10)
+        answer = _read_responses(retry, 1)[0]
+        retry.close()
+        assert _answered_push(answer), answer[:300]
+        for conn in held:
+            conn.close()
+        text = requests.get(served.url + "/metrics", timeout=10).text
+        assert sample(text, "volbot_shed_total", path="wechat", reason="connections") == 4
+        assert sample(text, "volbot_requests_total", outcome="reply") == 1
     finally:
         assert served.stop() == 0, served.output()

@@ -75,9 +75,11 @@ def _replace(text: str, old: str, new: str) -> str:
 
 
 def render_site(*, cert: Path, key: str | Path, log_dir: Path, upstream: str | None = None,
-                http_port: int | None = None, https_port: int | None = None) -> str:
+                http_port: int | None = None, https_port: int | None = None, plain_port: int | None = None) -> str:
     """The shipped site with what a deployment sets rewritten: certificate, log folder and,
-    when given, the upstream address and loopback ports. Nothing else is touched."""
+    when given, the upstream address and loopback ports. Nothing else is touched, except
+    that `plain_port` gives the HTTPS server a plain-HTTP listener as well (for
+    bench/drills/overload.py, whose sender would spend the cores on TLS)."""
     text = SITE.read_text()
     text = _replace(text, "/etc/ssl/volbot/fullchain.pem", str(cert))
     text = _replace(text, "/etc/ssl/volbot/privkey.pem", str(key))
@@ -88,12 +90,16 @@ def render_site(*, cert: Path, key: str | Path, log_dir: Path, upstream: str | N
         text = _replace(text, "listen 80;", f"listen 127.0.0.1:{http_port};")
     if https_port:
         text = _replace(text, "listen 443 ssl", f"listen 127.0.0.1:{https_port} ssl")
+    if plain_port:
+        text = _replace(text, "    server_name volbot.example.org;\n    ssl_certificate",
+                        f"    listen 127.0.0.1:{plain_port};\n    server_name volbot.example.org;\n    ssl_certificate")
     return text
 
 
-def nginx_conf(folder: Path, site: str) -> Path:
+def nginx_conf(folder: Path, site: str, worker_connections: int = 1024) -> Path:
     """A main nginx.conf in `folder` that includes `site` at http level, as Debian's
-    /etc/nginx/nginx.conf includes sites-enabled/*, with its pid, logs and temp files there."""
+    /etc/nginx/nginx.conf includes sites-enabled/*, with its pid, logs and temp files there.
+    (Debian's own has `worker_connections 768`; deploy/README.md says what to set.)"""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "volbot.conf").write_text(site)
     temps = []
@@ -107,7 +113,7 @@ def nginx_conf(folder: Path, site: str) -> Path:
         f"pid {folder}/nginx.pid;",
         f"error_log {folder}/error.log warn;",
         "worker_processes 2;",
-        "events { worker_connections 1024; }",
+        f"events {{ worker_connections {worker_connections}; }}",
         "http {",
         f"    access_log {folder}/access.log;",
         *temps,

@@ -93,11 +93,14 @@ def register(main: click.Group) -> None:
     @click.option("--workers", "-w", type=int, envvar="WEB_CONCURRENCY",
                   help="Worker processes (env WEB_CONCURRENCY; default one per core plus one, at least 3).")
     @click.option("--threads", type=int, envvar="VOLBOT_THREADS", help="Threads per worker: 1 (default) serves on each worker's event loop, more use gthread's pool.")
+    @click.option("--worker-connections", type=click.IntRange(1), default=None,
+                  help="Connections a worker serves (default 1000); the first request of each one beyond is "
+                       "refused with 503 and closed.")
     @click.option("--access-log/--no-access-log", default=None, help="Log each request (path only, no query).")
     @click.option("--control-socket", default=None, metavar="PATH",
                   help="Enable gunicorn's control socket at PATH (off by default).")
     @click.option("--pid", "pidfile", default=None, metavar="FILE", help="Write the master's pid to FILE.")
-    def serve(bind, workers, threads, access_log, control_socket, pidfile):
+    def serve(bind, workers, threads, worker_connections, access_log, control_socket, pidfile):
         """Serve the webhook, console and /metrics with gunicorn (production)."""
         from bot.config import child_environ, environ_value, export, load_config
 
@@ -125,6 +128,8 @@ def register(main: click.Group) -> None:
                 from bot.serving import worker_class_for
 
                 overrides.update(threads=threads, worker_class=worker_class_for(threads))
+            if worker_connections:
+                overrides["worker_connections"] = worker_connections
             if access_log is not None:  # read by bot.gunicorn_conf (it also sets the log level)
                 export(VOLBOT_ACCESS_LOG="1" if access_log else "0")
             if control_socket:
