@@ -72,6 +72,11 @@ class Config:
     dispatch_offer_minutes: int = 30  # an offer waits this long for its answer
     dispatch_confirm_hours: int = 48  # a finished service is confirmed by itself after this
     dispatch_cap_factor: int = 2  # minutes credited without approval, × the typical duration
+    # The time bank (rules.timebank.Policy); each default keeps the bank as it was
+    timebank_overflow: str = "pool"  # above the storage cap: pool | family (linked family first)
+    timebank_grant_min_age: int = 0  # pool grants only to residents this old or older (0: any)
+    timebank_daily_cap_minutes: int = 0  # minutes one volunteer may earn per service day (0: none)
+    timebank_idle_expiry_days: int = 0  # an untouched balance goes to the pool after this (0: never)
     # The push worker (pushes.worker.PushSettings)
     push_rate: float = 50.0  # sends per second, all workers together
     push_burst: float = 0.0  # 0: the rate
@@ -97,6 +102,14 @@ class Config:
         from rules.dispatch import Settings
 
         return Settings(self.dispatch_offer_minutes, self.dispatch_confirm_hours, self.dispatch_cap_factor)
+
+    def timebank_policy(self):
+        """The time bank's district rules (`rules.timebank.Policy`), as plain values."""
+        from rules.timebank import Policy
+
+        return Policy(overflow=self.timebank_overflow, grant_min_age=self.timebank_grant_min_age,
+                      daily_cap_minutes=self.timebank_daily_cap_minutes,
+                      idle_expiry_days=self.timebank_idle_expiry_days)
 
     def push_settings(self):
         """The push worker's and scheduler's tunables (`pushes.worker.PushSettings`)."""
@@ -147,6 +160,10 @@ ENV_NAMES = {
     "dispatch_offer_minutes": "DISPATCH_OFFER_MINUTES",
     "dispatch_confirm_hours": "DISPATCH_CONFIRM_HOURS",
     "dispatch_cap_factor": "DISPATCH_CAP_FACTOR",
+    "timebank_overflow": "TIMEBANK_OVERFLOW",
+    "timebank_grant_min_age": "TIMEBANK_GRANT_MIN_AGE",
+    "timebank_daily_cap_minutes": "TIMEBANK_DAILY_CAP_MINUTES",
+    "timebank_idle_expiry_days": "TIMEBANK_IDLE_EXPIRY_DAYS",
     "push_rate": "PUSH_RATE",
     "push_burst": "PUSH_BURST",
     "push_max_attempts": "PUSH_MAX_ATTEMPTS",
@@ -286,7 +303,13 @@ def validate(config: Config) -> None:
     for name in POSITIVE:
         if getattr(config, name) <= 0:
             raise ConfigError(f"{ENV_NAMES[name]}: must be positive")
-    for name in ("push_burst", "web_workers", "max_requests"):
+    if config.timebank_overflow not in ("pool", "family"):
+        raise ConfigError(f"TIMEBANK_OVERFLOW: pool or family, got {config.timebank_overflow!r}")
+    if not 0 <= config.timebank_grant_min_age <= 120:
+        raise ConfigError("TIMEBANK_GRANT_MIN_AGE: must be 0 (any age) to 120")
+    if not 0 <= config.timebank_daily_cap_minutes <= 24 * 60:
+        raise ConfigError("TIMEBANK_DAILY_CAP_MINUTES: must be 0 (no cap) to 1440")
+    for name in ("push_burst", "web_workers", "max_requests", "timebank_idle_expiry_days"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{ENV_NAMES[name]}: must not be negative")
     if config.log_format not in ("text", "json"):

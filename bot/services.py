@@ -49,9 +49,10 @@ class Services:
                                  config.timestamp_tolerance)
         self.dispatch_settings = config.dispatch_settings()
         self.push_settings = config.push_settings()
+        self.timebank_policy = config.timebank_policy()
         self.settings = Settings(pii_key=config.pii_key, state_idle=config.state_idle,
                                  resume_window=config.resume_window, env=config.env,
-                                 dispatch=self.dispatch_settings)
+                                 dispatch=self.dispatch_settings, extra={"timebank": self.timebank_policy})
         self._engine = None
         if check:
             self.check()

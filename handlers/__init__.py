@@ -23,6 +23,7 @@ from handlers import (  # noqa: E402,F401 - imported for their registrations
     orders,
     push_receipts,
     review,
+    timebank,
     volunteers,
     welcome,
 )

@@ -1,26 +1,63 @@
-"""Time-bank operations: deposit from approved hours, spend on orders, reverse, audit.
+"""Time-bank operations: deposits from approved hours, spending on orders, family links,
+gifts, donations, pool grants, the storage cap, idle expiry, reversals, the passbook and
+the audit.
 
 Rules:
 - minutes are created only by `deposit_for_hours`, from an *approved* hour record, once
-  per record (idempotency key `deposit:hour:<id>`), at the configured rate, up to the cap;
-- spending needs the volunteer or a designated family member, and never takes a balance
-  below zero; the same order is paid once (`spend:<order_ref>`);
+  per record (idempotency key `deposit:hour:<id>`), at the configured rate, within the
+  district's optional daily earning cap. What goes above the storage cap is never lost:
+  it moves on at once, in its own `overflow` transaction, to the district pool (or, by
+  `Policy.overflow = "family"`, to the volunteer's linked family first), and the volunteer
+  is told;
+- spending needs the account's holder, or a family member the volunteer linked (an invite
+  code accepted in chat), and never takes a balance below zero; an order is paid once;
+- a volunteer may give minutes to a linked family member (`gift`) and donate to the
+  district pool (`donate`); the pool pays out only through a `PoolGrant` requested with a
+  reason by a coordinator and approved by one a team level up (`grant`);
 - entries never change; `reverse` posts the opposite entries as a new transaction;
 - every posting locks the accounts it touches (`SELECT … FOR UPDATE` on PostgreSQL; SQLite
-  serialises writers), so the cached balances and the checks stay true under concurrency.
+  serialises writers), the issuing account first and the rest by id, so the cached
+  balances and the checks stay true under concurrency and two postings never deadlock.
+
+The district's choices (`Policy`) come from `bot/config.py` as plain values; this module
+reads no configuration.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.models import Follower, HourRecord, TimeAccount, TimeBankFamily, TimeEntry, TimeTransaction, Volunteer
-from store.models.timebank import ISSUED, REDEEMED
+from rules import masks
+from store.models import (
+    Coordinator,
+    Follower,
+    HourRecord,
+    PoolGrant,
+    Team,
+    TimeAccount,
+    TimeBankFamily,
+    TimeBankInvite,
+    TimeEntry,
+    TimeTransaction,
+    Volunteer,
+)
+from store.models.timebank import ISSUED, POOL, REDEEMED
+from store.outbox import notify
+
+CHINA = ZoneInfo("Asia/Shanghai")
+INVITE_DAYS = 3  # an invite code is valid this long
+OVERFLOW_RULES = ("pool", "family")
+# What a passbook line says for each kind of transaction (the sign says which way).
+LABELS = {"deposit": "存入", "spend": "支出", "gift": "赠与", "donate": "捐赠", "overflow": "捐赠",
+          "grant": "资助", "expire": "到期转捐", "reversal": "冲正"}
+POOL_IN_KINDS = ("donate", "overflow", "expire")
 
 
 class TimeBankError(ValueError):
@@ -29,6 +66,8 @@ class TimeBankError(ValueError):
 
 @dataclass(frozen=True)
 class BankRules:
+    """The district's data file (menus/volunteers.yaml): the earning rate and storage cap."""
+
     rate_numerator: int = 1
     rate_denominator: int = 1
     cap_minutes: int | None = 90000
@@ -37,7 +76,24 @@ class BankRules:
         return service_minutes * self.rate_numerator // self.rate_denominator
 
 
-def _account(session: Session, code: str, volunteer_id: int | None = None,
+@dataclass(frozen=True)
+class Policy:
+    """The district's settings (bot/config.py, TIMEBANK_*). Each default keeps the bank as
+    it was before they existed: no age rule, no daily cap, no expiry; above the cap to the pool."""
+
+    overflow: str = "pool"  # pool | family (linked family first, the rest to the pool)
+    grant_min_age: int = 0  # pool grants only to residents at least this old (0: any age)
+    daily_cap_minutes: int = 0  # minutes one volunteer may earn per service day (0: no cap)
+    idle_expiry_days: int = 0  # a balance untouched this long goes to the pool (0: never)
+
+    def __post_init__(self):
+        if self.overflow not in OVERFLOW_RULES:
+            raise ValueError(f"overflow must be one of {OVERFLOW_RULES}")
+
+
+# ---- accounts -----------------------------------------------------------------------------
+
+def _account(session: Session, code: str, volunteer_id: int | None = None, follower_id: int | None = None,
              allow_negative: bool = False, lock: bool = True) -> TimeAccount:
     """The account with `code`, created on first use; locked for this transaction."""
     stmt = select(TimeAccount).where(TimeAccount.code == code)
@@ -48,12 +104,24 @@ def _account(session: Session, code: str, volunteer_id: int | None = None,
     if acc is None:
         try:
             with session.begin_nested():
-                acc = TimeAccount(code=code, volunteer_id=volunteer_id, allow_negative=allow_negative)
+                acc = TimeAccount(code=code, volunteer_id=volunteer_id, follower_id=follower_id,
+                                  allow_negative=allow_negative)
                 session.add(acc)
                 session.flush()
         except IntegrityError:  # created meanwhile by a concurrent transaction
             acc = session.scalar(stmt)
     return acc
+
+
+def _lock(session: Session, *accounts: TimeAccount) -> None:
+    """Lock accounts in one global order, the issuing account first and the rest by id, and
+    re-read their balances (populate_existing: the committed values, not a stale cache)."""
+    ids = {a.id for a in accounts}
+    issued = [a.id for a in accounts if a.code == ISSUED]
+    for part in (issued, sorted(ids - set(issued))):
+        if part:
+            session.scalars(select(TimeAccount).where(TimeAccount.id.in_(part)).order_by(TimeAccount.id)
+                            .with_for_update().execution_options(populate_existing=True)).all()
 
 
 def lock_issuing(session: Session) -> TimeAccount:
@@ -62,8 +130,25 @@ def lock_issuing(session: Session) -> TimeAccount:
     return _account(session, ISSUED, allow_negative=True)
 
 
+def pool_account(session: Session, lock: bool = False) -> TimeAccount:
+    return _account(session, POOL, lock=lock)
+
+
 def account_for(session: Session, volunteer: Volunteer, lock: bool = True) -> TimeAccount:
     return _account(session, f"vol:{volunteer.id}", volunteer_id=volunteer.id, lock=lock)
+
+
+def holder_account(session: Session, follower: Follower, lock: bool = False) -> TimeAccount:
+    """Where minutes given to a person land: their volunteer account if they are one,
+    else their own resident account (created on first use)."""
+    vol = session.scalar(select(Volunteer).where(Volunteer.follower_id == follower.id))
+    if vol is not None:
+        return account_for(session, vol, lock=lock)
+    return _account(session, f"fol:{follower.id}", follower_id=follower.id, lock=lock)
+
+
+def _as_account(session: Session, holder: Volunteer | TimeAccount) -> TimeAccount:
+    return holder if isinstance(holder, TimeAccount) else account_for(session, holder, lock=False)
 
 
 _BALANCE = select(TimeAccount.balance).where(TimeAccount.volunteer_id == bindparam("volunteer_id"))
@@ -75,20 +160,48 @@ def balance(session: Session, volunteer: Volunteer) -> int:
     return value or 0
 
 
+def follower_of(session: Session, account: TimeAccount) -> Follower | None:
+    """Who is told about movements of `account` (its holder in chat), if anyone."""
+    if account.follower_id is not None:
+        return session.get(Follower, account.follower_id)
+    if account.volunteer_id is not None:
+        vol = session.get(Volunteer, account.volunteer_id)
+        return vol.follower if vol is not None else None
+    return None
+
+
+def holder_name(session: Session, account: TimeAccount) -> str:
+    """A masked name for a passbook line: 张**, 居民, 公益池."""
+    if account.code == POOL:
+        return "公益池"
+    if account.volunteer_id is not None:
+        vol = session.get(Volunteer, account.volunteer_id)
+        return masks.name(vol.name) if vol is not None else "志愿者"
+    return "家人" if account.follower_id is not None else account.code
+
+
+# ---- posting ------------------------------------------------------------------------------
+
 def _post(session: Session, *, kind: str, key: str, actor: str, reason: str, now: datetime,
           moves: list[tuple[TimeAccount, int]], hour_record_id: int | None = None,
-          order_ref: str | None = None, reverses_id: int | None = None) -> TimeTransaction | None:
-    """Write one balanced transaction; None if `key` was posted before."""
+          order_ref: str | None = None, reverses_id: int | None = None, approved_by: str | None = None,
+          cap: int | None = None) -> TimeTransaction | None:
+    """Write one balanced transaction; None if `key` was posted before. `cap`: no personal
+    account may end above it (the pool and system accounts have none)."""
     if sum(m for _, m in moves) != 0:
         raise ValueError("unbalanced transaction")
     if session.scalar(select(TimeTransaction.id).where(TimeTransaction.idempotency_key == key)):
         return None
+    _lock(session, *(acc for acc, _ in moves))
     for acc, minutes in moves:
         if not acc.allow_negative and acc.balance + minutes < 0:
-            raise TimeBankError("时间银行余额不足。")
+            raise TimeBankError("公益池余额不足。" if acc.code == POOL else "时间银行余额不足。")
+        if (cap is not None and minutes > 0 and not acc.code.startswith("system:")
+                and acc.balance + minutes > cap):
+            raise TimeBankError(f"对方的时间银行将超过存储上限（{cap // 60}小时），请减少时长。")
     tx = TimeTransaction(kind=kind, idempotency_key=key, actor=actor[:64], reason=reason[:255],
-                         hour_record_id=hour_record_id, order_ref=order_ref,
-                         reverses_id=reverses_id, created_at=now)
+                         hour_record_id=hour_record_id, order_ref=order_ref, reverses_id=reverses_id,
+                         approved_by=approved_by and approved_by[:64], created_at=now)
     try:
         with session.begin_nested():
             session.add(tx)
@@ -102,58 +215,423 @@ def _post(session: Session, *, kind: str, key: str, actor: str, reason: str, now
     return tx
 
 
+def _tell(session: Session, account: TimeAccount, title: str, what: str, minutes: int, now: datetime,
+          key: str) -> None:
+    """A time-bank notice to the account's holder (push kind `timebank`)."""
+    follower = follower_of(session, account)
+    if follower is None or not follower.subscribed:
+        return
+    notify(session, openid=follower.openid, kind="timebank", title=title,
+           fields={"事项": what[:20], "时长": hours_text(abs(minutes)), "余额": hours_text(account.balance),
+                   "时间": f"{now.astimezone(CHINA):%Y年%m月%d日 %H:%M}"},
+           dedup_key=f"timebank:{key}")
+
+
+def hours_text(minutes: int) -> str:
+    """The same wording as rules.volunteering.hours_text (kept here: volunteering imports us)."""
+    if 0 < minutes < 60:
+        return f"{minutes}分钟"
+    h = minutes / 60
+    return f"{int(h)}小时" if minutes % 60 == 0 else f"{h:.1f}小时"
+
+
+# ---- earning ------------------------------------------------------------------------------
+
+def _earned_on(session: Session, acc: TimeAccount, volunteer_id: int, day: date) -> int:
+    """Minutes this account earned from service done on local `day` (deposits less their
+    reversals)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=CHINA)
+    return int(session.scalar(
+        select(func.coalesce(func.sum(TimeEntry.minutes), 0))
+        .join(TimeTransaction, TimeTransaction.id == TimeEntry.tx_id)
+        .join(HourRecord, HourRecord.id == TimeTransaction.hour_record_id)
+        .where(TimeEntry.account_id == acc.id, TimeTransaction.kind.in_(("deposit", "reversal")),
+               HourRecord.volunteer_id == volunteer_id,
+               HourRecord.started_at >= start, HourRecord.started_at < start + timedelta(days=1))) or 0)
+
+
 def deposit_for_hours(session: Session, record: HourRecord, *, actor: str, now: datetime,
-                      rules: BankRules) -> TimeTransaction | None:
-    """Credit an approved hour record once. Above the cap only what fits is credited."""
+                      rules: BankRules, policy: Policy | None = None) -> TimeTransaction | None:
+    """Credit an approved hour record once. Above the daily cap (if any) nothing more is
+    earned that day; above the storage cap the excess moves on (`_overflow`), never lost."""
+    policy = policy or Policy()
     if record.state != "approved":
         raise TimeBankError("只有审核通过的时长可以存入时间银行。")
     issued = lock_issuing(session)
     acc = account_for(session, record.volunteer)
     credit = rules.credit_for(record.minutes)
     reason = f"服务时长存入（记录 {record.id}，{record.minutes} 分钟）"
-    if rules.cap_minutes is not None and acc.balance + credit > rules.cap_minutes:
-        credit = max(0, rules.cap_minutes - acc.balance)
-        reason += f"，已达存储上限，仅存入 {credit} 分钟"
+    if policy.daily_cap_minutes:
+        day = record.started_at.astimezone(CHINA).date()
+        room = max(0, policy.daily_cap_minutes - _earned_on(session, acc, record.volunteer_id, day))
+        if credit > room:
+            reason += f"，当日存入上限{hours_text(policy.daily_cap_minutes)}，存入 {room} 分钟"
+            credit = room
     if credit <= 0:
         return None
-    return _post(session, kind="deposit", key=f"deposit:hour:{record.id}", actor=actor,
-                 reason=reason, now=now, moves=[(issued, -credit), (acc, credit)],
-                 hour_record_id=record.id)
+    tx = _post(session, kind="deposit", key=f"deposit:hour:{record.id}", actor=actor,
+               reason=reason, now=now, moves=[(issued, -credit), (acc, credit)],
+               hour_record_id=record.id)
+    if tx is not None and rules.cap_minutes is not None and acc.balance > rules.cap_minutes:
+        _overflow(session, acc, record, acc.balance - rules.cap_minutes, rules, policy, actor=actor, now=now)
+    return tx
 
 
-def may_spend(session: Session, volunteer: Volunteer, follower: Follower | None) -> bool:
-    """The volunteer themself, or a family member they designated."""
+def _overflow(session: Session, acc: TimeAccount, record: HourRecord, excess: int, rules: BankRules,
+              policy: Policy, *, actor: str, now: datetime) -> None:
+    """Move what lies above the storage cap out of `acc` (in the deposit's transaction):
+    to linked family members with room (rule "family"), the rest to the pool; tell them."""
+    cap, total = rules.cap_minutes, excess
+    if policy.overflow == "family":
+        for link in live_links_of_volunteer(session, record.volunteer_id):
+            member = session.get(Follower, link.follower_id)
+            target = holder_account(session, member)
+            _lock(session, acc, target)
+            room = max(0, cap - target.balance) if cap is not None else excess
+            part = min(room, excess)
+            if part <= 0:
+                continue
+            _post(session, kind="overflow", key=f"overflow:hour:{record.id}:fam:{link.id}", actor=actor,
+                  reason=f"超出存储上限，转赠家人（记录 {record.id}）", now=now,
+                  moves=[(acc, -part), (target, part)], hour_record_id=record.id)
+            _tell(session, target, "收到家人时长", "家人超出上限的时长转入", part, now,
+                  f"overflow:{record.id}:fam:{link.id}")
+            excess -= part
+            if excess <= 0:
+                break
+    if excess > 0:
+        pool = pool_account(session)
+        _post(session, kind="overflow", key=f"overflow:hour:{record.id}", actor=actor,
+              reason=f"超出存储上限{hours_text(cap)}，捐入公益池（记录 {record.id}）", now=now,
+              moves=[(acc, -excess), (pool, excess)], hour_record_id=record.id)
+    where = "公益池" if excess == total else ("家人" if excess <= 0 else "家人和公益池")
+    _tell(session, acc, "时间银行已达存储上限", f"超出上限的时长已转入{where}", total, now, f"overflow:{record.id}")
+
+
+# ---- family links -------------------------------------------------------------------------
+
+def live_links_of_volunteer(session: Session, volunteer_id: int) -> list[TimeBankFamily]:
+    return list(session.scalars(select(TimeBankFamily).where(
+        TimeBankFamily.volunteer_id == volunteer_id, TimeBankFamily.ended_at.is_(None)).order_by(TimeBankFamily.id)))
+
+
+def links_of(session: Session, follower: Follower) -> tuple[list[TimeBankFamily], list[TimeBankFamily]]:
+    """Live links where this follower is the volunteer, and where they are the member."""
+    live = TimeBankFamily.ended_at.is_(None)
+    mine = list(session.scalars(select(TimeBankFamily).join(Volunteer, Volunteer.id == TimeBankFamily.volunteer_id)
+                                .where(Volunteer.follower_id == follower.id, live).order_by(TimeBankFamily.id)))
+    theirs = list(session.scalars(select(TimeBankFamily).where(TimeBankFamily.follower_id == follower.id, live)
+                                  .order_by(TimeBankFamily.id)))
+    return mine, theirs
+
+
+def live_link(session: Session, volunteer_id: int, follower_id: int) -> TimeBankFamily | None:
+    return session.scalar(select(TimeBankFamily).where(
+        TimeBankFamily.volunteer_id == volunteer_id, TimeBankFamily.follower_id == follower_id,
+        TimeBankFamily.ended_at.is_(None)))
+
+
+def invite(session: Session, volunteer: Volunteer, relation: str, now: datetime) -> TimeBankInvite:
+    """A new 6-digit invite code for a family member; the volunteer's older open codes end."""
+    if volunteer.state != "active":
+        raise TimeBankError("只有在册志愿者可以邀请家人。")
+    session.execute(update(TimeBankInvite).where(
+        TimeBankInvite.volunteer_id == volunteer.id, TimeBankInvite.used_at.is_(None),
+        TimeBankInvite.expires_at > now).values(expires_at=now).execution_options(synchronize_session=False))
+    for _ in range(20):
+        code = f"{secrets.randbelow(10 ** 6):06d}"
+        try:
+            with session.begin_nested():
+                inv = TimeBankInvite(volunteer_id=volunteer.id, code=code, relation=relation[:16],
+                                     created_at=now, expires_at=now + timedelta(days=INVITE_DAYS))
+                session.add(inv)
+                session.flush()
+            return inv
+        except IntegrityError:
+            continue  # that code was taken before: draw again
+    raise TimeBankError("暂时无法生成邀请码，请稍后再试。")
+
+
+def open_invite(session: Session, code: str, now: datetime) -> TimeBankInvite:
+    inv = session.scalar(select(TimeBankInvite).where(TimeBankInvite.code == code))
+    if inv is None:
+        raise TimeBankError("没有找到这个邀请码，请核对后再输入。")
+    if inv.used_at is not None:
+        raise TimeBankError("这个邀请码已经使用过了，请让家人重新邀请。")
+    if inv.expires_at <= now:
+        raise TimeBankError("这个邀请码已过期，请让家人重新邀请。")
+    return inv
+
+
+def accept_invite(session: Session, code: str, follower: Follower, now: datetime) -> TimeBankFamily:
+    """The member accepts: the code is used once (conditional update), the link made and
+    the volunteer told."""
+    inv = open_invite(session, code, now)
+    volunteer = session.get(Volunteer, inv.volunteer_id)
+    if volunteer.follower_id == follower.id:
+        raise TimeBankError("这是您自己的邀请码，请发给家人，由家人在自己的微信里回复。")
+    if live_link(session, volunteer.id, follower.id) is not None:
+        raise TimeBankError("你们已经是时间银行家人了。")
+    used = session.execute(update(TimeBankInvite).where(TimeBankInvite.id == inv.id, TimeBankInvite.used_at.is_(None))
+                           .values(used_at=now, used_by=follower.id)
+                           .execution_options(synchronize_session=False)).rowcount == 1
+    if not used:
+        raise TimeBankError("这个邀请码已经使用过了，请让家人重新邀请。")
+    link = TimeBankFamily(volunteer_id=volunteer.id, follower_id=follower.id, relation=inv.relation,
+                          created_at=now)
+    session.add(link)
+    session.flush()
+    _tell(session, account_for(session, volunteer, lock=False), "家人已接受邀请",
+          f"{inv.relation or '家人'}已绑定时间银行", 0, now, f"link:{link.id}:made")
+    return link
+
+
+def end_link(session: Session, link: TimeBankFamily, *, by: Follower | None, now: datetime) -> TimeBankFamily:
+    """Either side (or an operator, `by` None) ends a link; the other side is told."""
+    volunteer = session.get(Volunteer, link.volunteer_id)
+    if by is None:
+        side = "operator"
+    elif by.id == link.follower_id:
+        side = "member"
+    elif volunteer.follower_id == by.id:
+        side = "volunteer"
+    else:
+        raise TimeBankError("只有绑定的双方可以解除家人关系。")
+    ended = session.execute(update(TimeBankFamily).where(TimeBankFamily.id == link.id, TimeBankFamily.ended_at.is_(None))
+                            .values(ended_at=now, ended_by=side).execution_options(synchronize_session=False)).rowcount
+    session.refresh(link)
+    if not ended:
+        raise TimeBankError("这个家人关系已经解除了。")
+    others = []
+    if side != "volunteer" and volunteer.follower is not None:
+        others.append(volunteer.follower)
+    if side != "member":
+        others.append(session.get(Follower, link.follower_id))
+    for other in others:
+        if other is not None and other.subscribed:
+            notify(session, openid=other.openid, kind="timebank", title="时间银行家人关系已解除",
+                   fields={"事项": f"与{masks.name(volunteer.name)}的家人关系已解除", "时长": "", "余额": "",
+                           "时间": f"{now.astimezone(CHINA):%Y年%m月%d日 %H:%M}"},
+                   dedup_key=f"timebank:link:{link.id}:ended:{other.id}")
+    return link
+
+
+def set_notices(session: Session, link: TimeBankFamily, on: bool) -> None:
+    link.notices = on
+    session.flush()
+
+
+def watchers(session: Session, member_follower_id: int) -> list[Follower]:
+    """Volunteers (their followers) who chose to get the notices of this member's orders."""
+    return list(session.scalars(
+        select(Follower).join(Volunteer, Volunteer.follower_id == Follower.id)
+        .join(TimeBankFamily, TimeBankFamily.volunteer_id == Volunteer.id)
+        .where(TimeBankFamily.follower_id == member_follower_id, TimeBankFamily.ended_at.is_(None),
+               TimeBankFamily.notices.is_(True)).order_by(Follower.id)))
+
+
+def watched_members(session: Session, follower: Follower) -> list[int]:
+    """Follower ids of the members whose orders this follower (a volunteer) watches and may
+    confirm."""
+    return list(session.scalars(
+        select(TimeBankFamily.follower_id).join(Volunteer, Volunteer.id == TimeBankFamily.volunteer_id)
+        .where(Volunteer.follower_id == follower.id, TimeBankFamily.ended_at.is_(None),
+               TimeBankFamily.notices.is_(True))))
+
+
+# ---- spending -----------------------------------------------------------------------------
+
+def may_spend(session: Session, holder: Volunteer | TimeAccount, follower: Follower | None) -> bool:
+    """The holder themself, or a family member the volunteer linked (a live link)."""
     if follower is None:
+        return False
+    acc = holder if isinstance(holder, TimeAccount) else None
+    if acc is not None and acc.follower_id is not None:
+        return acc.follower_id == follower.id
+    volunteer = holder if isinstance(holder, Volunteer) else (
+        session.get(Volunteer, acc.volunteer_id) if acc is not None and acc.volunteer_id else None)
+    if volunteer is None:
         return False
     if volunteer.follower_id == follower.id:
         return True
-    return session.scalar(select(TimeBankFamily.id).where(
-        TimeBankFamily.volunteer_id == volunteer.id,
-        TimeBankFamily.follower_id == follower.id)) is not None
+    return live_link(session, volunteer.id, follower.id) is not None
 
 
-def designate_family(session: Session, volunteer: Volunteer, follower: Follower, relation: str = "") -> None:
-    exists = session.scalar(select(TimeBankFamily.id).where(
-        TimeBankFamily.volunteer_id == volunteer.id, TimeBankFamily.follower_id == follower.id))
-    if exists is None:
-        session.add(TimeBankFamily(volunteer_id=volunteer.id, follower_id=follower.id, relation=relation[:16]))
-        session.flush()
+def payable_accounts(session: Session, follower: Follower) -> list[tuple[TimeAccount, str, int]]:
+    """Accounts this follower may pay their own orders from, with minutes in them: their own
+    (volunteer or resident) first, then those of volunteers who linked them. Each with
+    whose it is in words (本人, 张**的) and its balance."""
+    rows = session.execute(
+        select(TimeAccount, Volunteer).outerjoin(Volunteer, Volunteer.id == TimeAccount.volunteer_id)
+        .where(TimeAccount.balance > 0, or_(
+            TimeAccount.follower_id == follower.id,
+            Volunteer.follower_id == follower.id,
+            TimeAccount.volunteer_id.in_(select(TimeBankFamily.volunteer_id).where(
+                TimeBankFamily.follower_id == follower.id, TimeBankFamily.ended_at.is_(None)))))).all()
+    out = []
+    for acc, vol in rows:
+        own = acc.follower_id == follower.id or (vol is not None and vol.follower_id == follower.id)
+        out.append((acc, "本人" if own else f"{masks.name(vol.name)}的", acc.balance, own))
+    out.sort(key=lambda r: (not r[3], r[0].id))
+    return [(acc, whose, minutes) for acc, whose, minutes, _ in out]
 
 
-def spend_for_order(session: Session, volunteer: Volunteer, minutes: int, *, order_ref: str,
+def spend_for_order(session: Session, holder: Volunteer | TimeAccount, minutes: int, *, order_ref: str,
                     payer: Follower | None, now: datetime, actor: str | None = None) -> TimeTransaction | None:
-    """Pay an order with time. Refused for anyone but the volunteer or their family, for
+    """Pay an order with time. Refused for anyone but the holder or linked family, for
     non-positive amounts and when the balance is short. Paying the same order again is a no-op."""
     if minutes <= 0:
         raise TimeBankError("支付的时长必须大于零。")
-    if not may_spend(session, volunteer, payer):
-        raise TimeBankError("只有志愿者本人或其指定的家庭成员可以使用时间银行。")
-    acc = account_for(session, volunteer)
-    redeemed = _account(session, REDEEMED, allow_negative=True)
+    acc = _as_account(session, holder)
+    if not may_spend(session, acc, payer):
+        raise TimeBankError("只有志愿者本人或其绑定的家人可以使用时间银行。")
+    redeemed = _account(session, REDEEMED, allow_negative=True, lock=False)
     return _post(session, kind="spend", key=f"spend:{order_ref}", actor=actor or f"follower:{payer.id}",
                  reason=f"支付服务订单 {order_ref}（{minutes} 分钟）", now=now,
                  moves=[(acc, -minutes), (redeemed, minutes)], order_ref=order_ref)
 
+
+# ---- gifts and donations ------------------------------------------------------------------
+
+def gift(session: Session, volunteer: Volunteer, link: TimeBankFamily, minutes: int, *, key: str,
+         now: datetime, rules: BankRules, actor: str | None = None) -> TimeTransaction | None:
+    """The volunteer gives minutes to a linked family member (within the member's cap)."""
+    if minutes <= 0:
+        raise TimeBankError("赠与的时长必须大于零。")
+    if link.volunteer_id != volunteer.id or link.ended_at is not None:
+        raise TimeBankError("只能赠与已绑定的家人。")
+    member = session.get(Follower, link.follower_id)
+    source = account_for(session, volunteer, lock=False)
+    target = holder_account(session, member)
+    if target.id == source.id:
+        raise TimeBankError("不能赠与自己。")
+    tx = _post(session, kind="gift", key=f"gift:{key}", actor=actor or f"follower:{volunteer.follower_id}",
+               reason=f"赠与家人（{link.relation or '家人'}）{minutes} 分钟", now=now,
+               moves=[(source, -minutes), (target, minutes)], cap=rules.cap_minutes)
+    if tx is not None:
+        _tell(session, target, "收到家人赠与的时长", f"{masks.name(volunteer.name)}赠与", minutes, now, f"gift:{tx.id}")
+    return tx
+
+
+def donate(session: Session, holder: Volunteer | TimeAccount, minutes: int, *, key: str, now: datetime,
+           actor: str) -> TimeTransaction | None:
+    """Minutes from a holder's account to the district pool."""
+    if minutes <= 0:
+        raise TimeBankError("捐赠的时长必须大于零。")
+    acc = _as_account(session, holder)
+    return _post(session, kind="donate", key=f"donate:{key}", actor=actor,
+                 reason=f"捐赠给公益池 {minutes} 分钟", now=now,
+                 moves=[(acc, -minutes), (pool_account(session), minutes)])
+
+
+# ---- pool grants --------------------------------------------------------------------------
+
+def age_on(born: date, day: date) -> int:
+    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
+def request_grant(session: Session, coordinator: Coordinator, follower: Follower, minutes: int, reason: str, *,
+                  now: datetime, policy: Policy | None = None, birth_date: date | None = None) -> PoolGrant:
+    """A coordinator asks for pool minutes for a resident in need; nothing moves until a
+    coordinator one level up approves."""
+    policy = policy or Policy()
+    if coordinator is None or not coordinator.active:
+        raise TimeBankError("只有在任的协调员可以申请公益池资助。")
+    if not 1 <= minutes <= 100 * 60:
+        raise TimeBankError("资助时长请填写 1-6000 分钟。")
+    if not reason.strip():
+        raise TimeBankError("资助需要说明原因。")
+    vol = session.scalar(select(Volunteer).where(Volunteer.follower_id == follower.id))
+    born = vol.birth_date if vol is not None else birth_date
+    if policy.grant_min_age:
+        if born is None:
+            raise TimeBankError(f"公益池资助只给{policy.grant_min_age}岁以上的居民，请填写出生日期。")
+        if age_on(born, now.astimezone(CHINA).date()) < policy.grant_min_age:
+            raise TimeBankError(f"公益池资助只给{policy.grant_min_age}岁以上的居民。")
+    grant = PoolGrant(follower_id=follower.id, minutes=minutes, reason=reason.strip()[:255], birth_date=born,
+                      team_id=coordinator.team_id, requested_by=coordinator.id, requested_at=now, state="pending")
+    session.add(grant)
+    session.flush()
+    return grant
+
+
+def may_approve(session: Session, coordinator: Coordinator | None, grant: PoolGrant) -> bool:
+    """One level up: a coordinator of a team above the requester's (for the district's top
+    team, which has none, another coordinator of that team). Never the requester."""
+    if coordinator is None or not coordinator.active or coordinator.id == grant.requested_by:
+        return False
+    team = session.get(Team, grant.team_id)
+    mine = session.get(Team, coordinator.team_id)
+    if team.parent_id is None:
+        return mine.id == team.id
+    return team.path.startswith(mine.path) and mine.id != team.id
+
+
+def decide_grant(session: Session, grant: PoolGrant, coordinator: Coordinator, *, approve: bool, now: datetime,
+                 note: str = "", rules: BankRules | None = None) -> PoolGrant:
+    """Approve (the pool pays, once) or reject a pending grant."""
+    if not may_approve(session, coordinator, grant):
+        raise TimeBankError("资助需要由申请人的上一级协调员审批。")
+    if not approve and not note.strip():
+        raise TimeBankError("驳回需要说明原因。")
+    won = session.execute(update(PoolGrant).where(PoolGrant.id == grant.id, PoolGrant.state == "pending")
+                          .values(state="approved" if approve else "rejected", decided_by=coordinator.id,
+                                  decided_at=now, note=note.strip()[:255] or None)
+                          .execution_options(synchronize_session=False)).rowcount == 1
+    session.refresh(grant)
+    if not won:
+        raise TimeBankError("这笔资助已经审批过了。")
+    if approve:
+        follower = session.get(Follower, grant.follower_id)
+        target = holder_account(session, follower)
+        cap = rules.cap_minutes if rules is not None else None
+        tx = _post(session, kind="grant", key=f"grant:{grant.id}", actor=f"coordinator:{grant.requested_by}",
+                   reason=f"公益池资助：{grant.reason}", now=now, approved_by=f"coordinator:{coordinator.id}",
+                   moves=[(pool_account(session), -grant.minutes), (target, grant.minutes)], cap=cap)
+        grant.tx_id = tx.id
+        session.flush()
+        _tell(session, target, "收到公益池资助", grant.reason, grant.minutes, now, f"grant:{grant.id}")
+    return grant
+
+
+def pending_grants(session: Session, coordinator: Coordinator) -> list[PoolGrant]:
+    """Grants waiting that this coordinator may decide."""
+    rows = session.scalars(select(PoolGrant).where(PoolGrant.state == "pending").order_by(PoolGrant.id))
+    return [g for g in rows if may_approve(session, coordinator, g)]
+
+
+# ---- idle expiry --------------------------------------------------------------------------
+
+def expire_idle(session: Session, now: datetime, policy: Policy) -> list[TimeTransaction]:
+    """Balances untouched for `idle_expiry_days` go to the pool (once per idle spell: the
+    key names the last entry); the holders are told. Nothing with the default policy."""
+    if not policy.idle_expiry_days:
+        return []
+    cutoff = now - timedelta(days=policy.idle_expiry_days)
+    last = (select(TimeEntry.account_id, func.max(TimeEntry.id).label("last_id"),
+                   func.max(TimeEntry.created_at).label("last_at")).group_by(TimeEntry.account_id).subquery())
+    idle = session.execute(
+        select(TimeAccount, last.c.last_id).join(last, last.c.account_id == TimeAccount.id)
+        .where(TimeAccount.balance > 0, ~TimeAccount.code.startswith("system:"), last.c.last_at < cutoff)
+        .order_by(TimeAccount.id)).all()
+    posted = []
+    pool = pool_account(session)
+    for acc, last_id in idle:
+        with session.begin_nested():
+            _lock(session, acc, pool)
+            if acc.balance <= 0:
+                continue
+            minutes = acc.balance
+            tx = _post(session, kind="expire", key=f"expire:{acc.id}:{last_id}", actor="system",
+                       reason=f"余额{policy.idle_expiry_days}天未使用，转入公益池", now=now,
+                       moves=[(acc, -minutes), (pool, minutes)])
+        if tx is not None:
+            posted.append(tx)
+            _tell(session, acc, "时间银行余额已到期", "长期未使用，已转入公益池", minutes, now, f"expire:{tx.id}")
+    return posted
+
+
+# ---- reversals ----------------------------------------------------------------------------
 
 def reverse(session: Session, tx: TimeTransaction, *, actor: str, reason: str, now: datetime) -> TimeTransaction:
     """Post the opposite of `tx` (once). Refused if it would take a balance below zero,
@@ -163,23 +641,96 @@ def reverse(session: Session, tx: TimeTransaction, *, actor: str, reason: str, n
     if not reason.strip():
         raise TimeBankError("冲正需要说明原因。")
     entries = list(session.scalars(select(TimeEntry).where(TimeEntry.tx_id == tx.id).order_by(TimeEntry.id)))
-    # Locked in the order the original took them, so reversals cannot deadlock with postings.
-    locked = {e.account_id: session.scalar(
-        select(TimeAccount).where(TimeAccount.id == e.account_id).with_for_update()
-        .execution_options(populate_existing=True)) for e in entries}
+    accounts = {e.account_id: session.get(TimeAccount, e.account_id) for e in entries}
     posted = _post(session, kind="reversal", key=f"reverse:{tx.id}", actor=actor,
                    reason=f"冲正交易 {tx.id}：{reason}", now=now,
-                   moves=[(locked[e.account_id], -e.minutes) for e in entries],
+                   moves=[(accounts[e.account_id], -e.minutes) for e in entries],
                    hour_record_id=tx.hour_record_id, order_ref=tx.order_ref, reverses_id=tx.id)
     if posted is None:
         raise TimeBankError("这笔交易已经冲正过了。")
     return posted
 
 
+# ---- the passbook -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PassbookLine:
+    """One entry of an account, as a passbook (存折) shows it."""
+
+    entry_id: int
+    tx_id: int
+    at: datetime
+    kind: str
+    label: str  # 存入 / 支出 / 赠与 / 捐赠 / 资助 / 到期转捐 / 冲正
+    minutes: int  # + in, - out
+    balance_after: int
+    reason: str
+    actor: str
+    approved_by: str | None
+
+
+def _lines(session: Session, account_id: int, *, start: datetime | None = None, end: datetime | None = None,
+           limit: int | None = None) -> list[PassbookLine]:
+    running = (select(TimeEntry.id.label("entry_id"), TimeEntry.tx_id, TimeEntry.minutes, TimeEntry.created_at,
+                      func.sum(TimeEntry.minutes).over(order_by=TimeEntry.id).label("after"))
+               .where(TimeEntry.account_id == account_id).subquery())
+    stmt = (select(running, TimeTransaction).join(TimeTransaction, TimeTransaction.id == running.c.tx_id))
+    if start is not None:
+        stmt = stmt.where(running.c.created_at >= start)
+    if end is not None:
+        stmt = stmt.where(running.c.created_at < end)
+    stmt = stmt.order_by(running.c.entry_id.desc() if limit else running.c.entry_id)
+    if limit:
+        stmt = stmt.limit(limit)
+    out = []
+    for row in session.execute(stmt):
+        tx = row.TimeTransaction
+        out.append(PassbookLine(row.entry_id, tx.id, row.created_at, tx.kind, LABELS.get(tx.kind, tx.kind),
+                                int(row.minutes), int(row.after), tx.reason, tx.actor, tx.approved_by))
+    return out
+
+
+def passbook(session: Session, account: TimeAccount, limit: int = 8) -> list[PassbookLine]:
+    """The latest entries of an account, newest first, each with the balance after it."""
+    return _lines(session, account.id, limit=limit)
+
+
+def passbook_year(session: Session, holder: Volunteer | Follower | TimeAccount, year: int) -> list[PassbookLine]:
+    """Every entry of the holder's account in local (Asia/Shanghai) calendar `year`, oldest
+    first, each with the balance after it (the web passbook renders this). A holder
+    without an account has none."""
+    if isinstance(holder, TimeAccount):
+        acc = holder
+    elif isinstance(holder, Volunteer):
+        acc = session.scalar(select(TimeAccount).where(TimeAccount.volunteer_id == holder.id))
+    else:
+        vol = session.scalar(select(Volunteer).where(Volunteer.follower_id == holder.id))
+        acc = session.scalar(select(TimeAccount).where(
+            TimeAccount.volunteer_id == vol.id if vol is not None else TimeAccount.follower_id == holder.id))
+    if acc is None:
+        return []
+    return _lines(session, acc.id, start=datetime(year, 1, 1, tzinfo=CHINA), end=datetime(year + 1, 1, 1, tzinfo=CHINA))
+
+
+def statement(session: Session, volunteer: Volunteer, limit: int = 5) -> list[tuple[TimeTransaction, int]]:
+    """The latest movements of a volunteer's account (存入 / 取出), newest first."""
+    rows = session.execute(
+        select(TimeTransaction, TimeEntry.minutes).join(TimeEntry, TimeEntry.tx_id == TimeTransaction.id)
+        .join(TimeAccount, TimeAccount.id == TimeEntry.account_id)
+        .where(TimeAccount.volunteer_id == volunteer.id)
+        .order_by(TimeEntry.id.desc()).limit(limit)).all()
+    return [(tx, minutes) for tx, minutes in rows]
+
+
+# ---- the audit ----------------------------------------------------------------------------
+
 @dataclass
 class AuditReport:
     accounts: int = 0
     transactions: int = 0
+    pool_in: int = 0
+    pool_out: int = 0
+    pool_balance: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -189,8 +740,10 @@ class AuditReport:
 
 def audit(session: Session) -> AuditReport:
     """Prove the ledger: every cached balance equals the sum of its entries, every
-    transaction sums to zero, no personal balance is negative, deposits come only from
-    approved hour records and never exceed what the record earned."""
+    transaction sums to zero, no personal balance (nor the pool) is negative, deposits come
+    only from approved hour records, the pool's in and out match its balance, every grant
+    has its approved request (by someone other than the requester) and every gift went to
+    family linked at the time."""
     report = AuditReport()
     sums = dict(session.execute(
         select(TimeEntry.account_id, func.coalesce(func.sum(TimeEntry.minutes), 0)).group_by(TimeEntry.account_id)).all())
@@ -219,17 +772,57 @@ def audit(session: Session) -> AuditReport:
     for tx_id, state in bad_deposits:
         report.problems.append(f"transaction {tx_id}: deposit from a {state} hour record, not reversed")
     orphan = session.scalars(select(TimeTransaction.id).where(
-        TimeTransaction.kind == "deposit", TimeTransaction.hour_record_id.is_(None))).all()
+        TimeTransaction.kind.in_(("deposit", "overflow")), TimeTransaction.hour_record_id.is_(None))).all()
     for tx_id in orphan:
-        report.problems.append(f"transaction {tx_id}: deposit without an hour record")
+        report.problems.append(f"transaction {tx_id}: deposit or overflow without an hour record")
+    _audit_pool(session, report)
+    _audit_grants(session, report)
+    _audit_gifts(session, report)
     return report
 
 
-def statement(session: Session, volunteer: Volunteer, limit: int = 5) -> list[tuple[TimeTransaction, int]]:
-    """The latest movements of a volunteer's account (存入 / 取出), newest first."""
-    rows = session.execute(
-        select(TimeTransaction, TimeEntry.minutes).join(TimeEntry, TimeEntry.tx_id == TimeTransaction.id)
-        .join(TimeAccount, TimeAccount.id == TimeEntry.account_id)
-        .where(TimeAccount.volunteer_id == volunteer.id)
-        .order_by(TimeEntry.id.desc()).limit(limit)).all()
-    return [(tx, minutes) for tx, minutes in rows]
+def _audit_pool(session: Session, report: AuditReport) -> None:
+    pool = session.scalar(select(TimeAccount).where(TimeAccount.code == POOL))
+    if pool is None:
+        return
+    rows = session.execute(select(TimeTransaction.kind, TimeEntry.minutes)
+                           .join(TimeEntry, TimeEntry.tx_id == TimeTransaction.id)
+                           .where(TimeEntry.account_id == pool.id)).all()
+    for kind, minutes in rows:
+        if kind in POOL_IN_KINDS and minutes < 0 or kind == "grant" and minutes > 0:
+            report.problems.append(f"pool: a {kind} entry of {minutes} goes the wrong way")
+        elif kind not in POOL_IN_KINDS + ("grant", "reversal"):
+            report.problems.append(f"pool: a {kind} entry, which never touches the pool")
+        if minutes > 0:
+            report.pool_in += minutes
+        else:
+            report.pool_out -= minutes
+    report.pool_balance = pool.balance
+    if report.pool_in - report.pool_out != pool.balance:
+        report.problems.append(f"pool: in {report.pool_in} - out {report.pool_out} != balance {pool.balance}")
+
+
+def _audit_grants(session: Session, report: AuditReport) -> None:
+    grants = {g.tx_id: g for g in session.scalars(select(PoolGrant).where(PoolGrant.tx_id.is_not(None)))}
+    for tx in session.scalars(select(TimeTransaction).where(TimeTransaction.kind == "grant")):
+        g = grants.pop(tx.id, None)
+        if g is None or g.state != "approved":
+            report.problems.append(f"transaction {tx.id}: a grant without an approved request")
+        elif g.decided_by is None or g.decided_by == g.requested_by or not tx.approved_by:
+            report.problems.append(f"transaction {tx.id}: a grant not approved by a second coordinator")
+    for g in session.scalars(select(PoolGrant).where(PoolGrant.state == "approved", PoolGrant.tx_id.is_(None))):
+        report.problems.append(f"grant {g.id}: approved but never paid")
+
+
+def _audit_gifts(session: Session, report: AuditReport) -> None:
+    for tx in session.scalars(select(TimeTransaction).where(TimeTransaction.kind == "gift")):
+        entries = list(session.scalars(select(TimeEntry).where(TimeEntry.tx_id == tx.id)))
+        giver = next((session.get(TimeAccount, e.account_id) for e in entries if e.minutes < 0), None)
+        taker = next((session.get(TimeAccount, e.account_id) for e in entries if e.minutes > 0), None)
+        member = follower_of(session, taker) if taker is not None else None
+        linked = giver is not None and member is not None and session.scalar(select(TimeBankFamily.id).where(
+            TimeBankFamily.volunteer_id == giver.volunteer_id, TimeBankFamily.follower_id == member.id,
+            TimeBankFamily.created_at <= tx.created_at,
+            or_(TimeBankFamily.ended_at.is_(None), TimeBankFamily.ended_at >= tx.created_at)).limit(1))
+        if not linked:
+            report.problems.append(f"transaction {tx.id}: a gift to someone not linked as family then")

@@ -33,9 +33,14 @@ def make_volunteers(svc, n=2) -> list[int]:
             v = add_volunteer(s, f"o_tb_{i}", f"时间{i}", f"KW2026000{800 + i}", "VT-DF", id_number(order=f"{800 + i}"))
             ids.append(v.id)
         fam = follower(s, "o_tb_family")
-        timebank.designate_family(s, s.get(Volunteer, ids[0]), fam, "女儿")
+        link_family(s, s.get(Volunteer, ids[0]), fam, "女儿")
         follower(s, "o_tb_stranger")
     return ids
+
+
+def link_family(s, volunteer, member, relation="", now=NOW):
+    """A family link as chat makes it: the volunteer's invite code, accepted by the member."""
+    return timebank.accept_invite(s, timebank.invite(s, volunteer, relation, now).code, member, now)
 
 
 def earn(s, vid: int, minutes: int, n: int, approve: bool = True) -> HourRecord:
@@ -215,16 +220,15 @@ def test_cli_family_statement_reverse_audit(svc, tmp_path):
         earn(s, vid, 90, 0)
         number = s.get(Volunteer, vid).number
         deposit = s.scalar(select(TimeTransaction.id))
-        follower(s, "o_tb_father")
+        link_family(s, s.get(Volunteer, vid), follower(s, "o_tb_father"), "父亲")
     runner, env = CliRunner(), cli_env(svc, tmp_path)
-    out = runner.invoke(volbot, ["timebank", "family", "--volunteer", number, "--openid", "o_tb_father",
-                                 "--relation", "父亲"], env=env)
-    assert out.exit_code == 0, out.output
+    out = runner.invoke(volbot, ["timebank", "family", number], env=env)
+    assert out.exit_code == 0 and "父亲" in out.output and "live" in out.output, out.output
     with svc.db.transaction() as s:
         father = s.scalar(select(Follower).where(Follower.openid == "o_tb_father"))
         timebank.spend_for_order(s, s.get(Volunteer, vid), 30, order_ref="D9", payer=father, now=NOW)
     out = runner.invoke(volbot, ["timebank", "statement", number], env=env)
-    assert "balance 60 min" in out.output and "\tspend\t-30\t" in out.output and "\tdeposit\t+90\t" in out.output
+    assert "balance 60 min" in out.output and "\t支出\t-30\t= 60" in out.output and "\t存入\t+90\t= 90" in out.output
     out = runner.invoke(volbot, ["timebank", "reverse", str(deposit), "--reason", "误录"], env=env)
     assert out.exit_code != 0 and "余额不足" in out.output  # 60 left, 90 to take back
     out = runner.invoke(volbot, ["timebank", "audit"], env=env)
