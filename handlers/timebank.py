@@ -91,9 +91,10 @@ registry.flow(Flow(
 
 
 def read_code(ctx, message, answers):
-    code = re.sub(r"\s", "", normalize(message.text or ""))
-    if not re.fullmatch(r"\d{6}", code):
+    found = re.search(r"(?<!\d)\d{6}(?!\d)", normalize(message.text or ""))  # "接受邀请 123456" too
+    if found is None:
         raise Invalid("请回复家人发给您的 6 位数字邀请码。")
+    code = found.group(0)
     try:
         inv = timebank.open_invite(ctx.session, code, ctx.now)
     except TimeBankError as e:

@@ -198,7 +198,7 @@ def _post(session: Session, *, kind: str, key: str, actor: str, reason: str, now
             raise TimeBankError("公益池余额不足。" if acc.code == POOL else "时间银行余额不足。")
         if (cap is not None and minutes > 0 and not acc.code.startswith("system:")
                 and acc.balance + minutes > cap):
-            raise TimeBankError(f"对方的时间银行将超过存储上限（{cap // 60}小时），请减少时长。")
+            raise TimeBankError(f"收款的时间银行将超过存储上限（{hours_text(cap)}）。")
     tx = TimeTransaction(kind=kind, idempotency_key=key, actor=actor[:64], reason=reason[:255],
                          hour_record_id=hour_record_id, order_ref=order_ref, reverses_id=reverses_id,
                          approved_by=approved_by and approved_by[:64], created_at=now)
@@ -273,7 +273,10 @@ def deposit_for_hours(session: Session, record: HourRecord, *, actor: str, now: 
                reason=reason, now=now, moves=[(issued, -credit), (acc, credit)],
                hour_record_id=record.id)
     if tx is not None and rules.cap_minutes is not None and acc.balance > rules.cap_minutes:
-        _overflow(session, acc, record, acc.balance - rules.cap_minutes, rules, policy, actor=actor, now=now)
+        # What this deposit brought above the cap (never more: a balance left above a
+        # lowered cap is not swept away by the next deposit).
+        _overflow(session, acc, record, min(credit, acc.balance - rules.cap_minutes), rules, policy,
+                  actor=actor, now=now)
     return tx
 
 
@@ -337,7 +340,7 @@ def invite(session: Session, volunteer: Volunteer, relation: str, now: datetime)
         raise TimeBankError("只有在册志愿者可以邀请家人。")
     session.execute(update(TimeBankInvite).where(
         TimeBankInvite.volunteer_id == volunteer.id, TimeBankInvite.used_at.is_(None),
-        TimeBankInvite.expires_at > now).values(expires_at=now).execution_options(synchronize_session=False))
+        TimeBankInvite.expires_at > now).values(expires_at=now))
     for _ in range(20):
         code = f"{secrets.randbelow(10 ** 6):06d}"
         try:
@@ -373,8 +376,7 @@ def accept_invite(session: Session, code: str, follower: Follower, now: datetime
     if live_link(session, volunteer.id, follower.id) is not None:
         raise TimeBankError("你们已经是时间银行家人了。")
     used = session.execute(update(TimeBankInvite).where(TimeBankInvite.id == inv.id, TimeBankInvite.used_at.is_(None))
-                           .values(used_at=now, used_by=follower.id)
-                           .execution_options(synchronize_session=False)).rowcount == 1
+                           .values(used_at=now, used_by=follower.id)).rowcount == 1
     if not used:
         raise TimeBankError("这个邀请码已经使用过了，请让家人重新邀请。")
     link = TimeBankFamily(volunteer_id=volunteer.id, follower_id=follower.id, relation=inv.relation,
@@ -574,23 +576,25 @@ def decide_grant(session: Session, grant: PoolGrant, coordinator: Coordinator, *
         raise TimeBankError("资助需要由申请人的上一级协调员审批。")
     if not approve and not note.strip():
         raise TimeBankError("驳回需要说明原因。")
-    won = session.execute(update(PoolGrant).where(PoolGrant.id == grant.id, PoolGrant.state == "pending")
-                          .values(state="approved" if approve else "rejected", decided_by=coordinator.id,
-                                  decided_at=now, note=note.strip()[:255] or None)
-                          .execution_options(synchronize_session=False)).rowcount == 1
+    # One savepoint: a grant the pool cannot pay stays pending, whatever the caller does next.
+    with session.begin_nested():
+        won = session.execute(update(PoolGrant).where(PoolGrant.id == grant.id, PoolGrant.state == "pending")
+                              .values(state="approved" if approve else "rejected", decided_by=coordinator.id,
+                                      decided_at=now, note=note.strip()[:255] or None)
+                              .execution_options(synchronize_session=False)).rowcount == 1
+        if not won:
+            raise TimeBankError("这笔资助已经审批过了。")
+        if approve:
+            follower = session.get(Follower, grant.follower_id)
+            target = holder_account(session, follower)
+            cap = rules.cap_minutes if rules is not None else None
+            tx = _post(session, kind="grant", key=f"grant:{grant.id}", actor=f"coordinator:{grant.requested_by}",
+                       reason=f"公益池资助：{grant.reason}", now=now, approved_by=f"coordinator:{coordinator.id}",
+                       moves=[(pool_account(session), -grant.minutes), (target, grant.minutes)], cap=cap)
+            session.execute(update(PoolGrant).where(PoolGrant.id == grant.id).values(tx_id=tx.id)
+                            .execution_options(synchronize_session=False))
+            _tell(session, target, "收到公益池资助", grant.reason, grant.minutes, now, f"grant:{grant.id}")
     session.refresh(grant)
-    if not won:
-        raise TimeBankError("这笔资助已经审批过了。")
-    if approve:
-        follower = session.get(Follower, grant.follower_id)
-        target = holder_account(session, follower)
-        cap = rules.cap_minutes if rules is not None else None
-        tx = _post(session, kind="grant", key=f"grant:{grant.id}", actor=f"coordinator:{grant.requested_by}",
-                   reason=f"公益池资助：{grant.reason}", now=now, approved_by=f"coordinator:{coordinator.id}",
-                   moves=[(pool_account(session), -grant.minutes), (target, grant.minutes)], cap=cap)
-        grant.tx_id = tx.id
-        session.flush()
-        _tell(session, target, "收到公益池资助", grant.reason, grant.minutes, now, f"grant:{grant.id}")
     return grant
 
 
@@ -633,9 +637,11 @@ def expire_idle(session: Session, now: datetime, policy: Policy) -> list[TimeTra
 
 # ---- reversals ----------------------------------------------------------------------------
 
-def reverse(session: Session, tx: TimeTransaction, *, actor: str, reason: str, now: datetime) -> TimeTransaction:
+def reverse(session: Session, tx: TimeTransaction, *, actor: str, reason: str, now: datetime,
+            cap: int | None = None) -> TimeTransaction:
     """Post the opposite of `tx` (once). Refused if it would take a balance below zero,
-    e.g. reversing a deposit whose minutes were already spent."""
+    e.g. reversing a deposit whose minutes were already spent, or a personal balance
+    above `cap` (the storage cap, so nothing has to overflow to undo a mistake)."""
     if tx.kind == "reversal":
         raise TimeBankError("冲正记录不能再次冲正。")
     if not reason.strip():
@@ -645,7 +651,7 @@ def reverse(session: Session, tx: TimeTransaction, *, actor: str, reason: str, n
     posted = _post(session, kind="reversal", key=f"reverse:{tx.id}", actor=actor,
                    reason=f"冲正交易 {tx.id}：{reason}", now=now,
                    moves=[(accounts[e.account_id], -e.minutes) for e in entries],
-                   hour_record_id=tx.hour_record_id, order_ref=tx.order_ref, reverses_id=tx.id)
+                   hour_record_id=tx.hour_record_id, order_ref=tx.order_ref, reverses_id=tx.id, cap=cap)
     if posted is None:
         raise TimeBankError("这笔交易已经冲正过了。")
     return posted

@@ -183,7 +183,7 @@ def register(main: click.Group) -> None:
     @click.option("--reason", required=True)
     def timebank_reverse(tx_id, reason):
         """Post the opposite of transaction TX_ID (a new entry; nothing is edited)."""
-        from rules import timebank
+        from rules import timebank, volunteering
         from store.models import TimeTransaction
 
         with operator_session() as (svc, s):
@@ -191,7 +191,8 @@ def register(main: click.Group) -> None:
             if tx is None:
                 raise click.ClickException(f"no transaction {tx_id}")
             try:
-                rev = timebank.reverse(s, tx, actor="cli", reason=reason, now=svc.clock.now())
+                rev = timebank.reverse(s, tx, actor="cli", reason=reason, now=svc.clock.now(),
+                                       cap=volunteering.rules().bank.cap_minutes)
             except timebank.TimeBankError as e:
                 raise click.ClickException(str(e)) from None
             click.echo(f"transaction {rev.id} reverses {tx_id}")
