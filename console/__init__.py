@@ -11,7 +11,7 @@ from console.web import console
 
 # Importing a view module registers its routes on `console`.
 VIEWS = ("account", "activities", "audit", "auth", "bus", "dashboard", "hours", "inbox", "orders", "places", "reports",
-         "volunteers")
+         "timebank", "volunteers")
 for _view in VIEWS:
     importlib.import_module(f"console.views.{_view}")
 
