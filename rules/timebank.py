@@ -635,6 +635,19 @@ def expire_idle(session: Session, now: datetime, policy: Policy) -> list[TimeTra
     return posted
 
 
+EXPIRY_KEY = "volbot:timebank:expiry-pass"  # at most one expiry pass an hour (losing it costs one pass)
+
+
+def run_due(services) -> int:
+    """The scheduler's due work (pushes.scheduler.DUE_WORK): with idle expiry set, move idle
+    balances to the pool, at most once an hour. Returns how many moved."""
+    policy = getattr(services, "timebank_policy", None) or Policy()
+    if not policy.idle_expiry_days or not services.redis.set(EXPIRY_KEY, "1", nx=True, ex=3600):
+        return 0
+    with services.db.transaction() as session:
+        return len(expire_idle(session, services.clock.now(), policy))
+
+
 # ---- reversals ----------------------------------------------------------------------------
 
 def reverse(session: Session, tx: TimeTransaction, *, actor: str, reason: str, now: datetime,

@@ -512,6 +512,23 @@ def test_idle_balances_expire_to_the_pool_only_when_set(svc):
         assert timebank.audit(s).ok
 
 
+def test_the_scheduler_expires_idle_balances_once_an_hour_when_set(svc, monkeypatch):
+    from pushes.scheduler import run_pass
+
+    world(svc)
+    with svc.db.transaction() as s:
+        earn(s, vol(s, LI), 100, 1)
+    svc.clock.advance(days=800)
+    assert run_pass(svc, recover=False)["rules.timebank:run_due"] == 0  # the default: never
+    monkeypatch.setattr(svc, "timebank_policy", Policy(idle_expiry_days=365))
+    assert run_pass(svc, recover=False)["rules.timebank:run_due"] == 1
+    with svc.db.transaction() as s:
+        earn(s, vol(s, WANG), 100, 2)
+    assert run_pass(svc, recover=False)["rules.timebank:run_due"] == 0  # the next pass waits its hour
+    with svc.db.transaction() as s:
+        assert bal(s, POOL) == 100 and timebank.audit(s).ok
+
+
 def test_settings_come_from_the_environment_with_defaults_that_keep_todays_bank(tmp_path):
     default = load_config(tmp_path, environ={}).timebank_policy()
     assert default == Policy()
