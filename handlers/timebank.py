@@ -16,13 +16,15 @@ from __future__ import annotations
 import re
 import uuid
 
+from sqlalchemy import update
+
 from dialogue import Flow, Invalid, Step
 from dialogue.flows import Choice
 from handlers import registry
 from rules import masks, timebank, volunteering
 from rules.inputs import normalize
 from rules.timebank import CHINA, TimeBankError, hours_text
-from store.models import Follower, TimeAccount, TimeBankFamily, Volunteer
+from store.models import TimeAccount, TimeBankFamily, Volunteer
 
 NOT_VOLUNTEER = "时间银行的时长来自志愿服务。回复“注册”成为志愿者后，就可以邀请家人、赠与和捐赠时长了。"
 RELATIONS = ("父亲", "母亲", "配偶", "子女", "祖父母", "外祖父母", "兄弟姐妹", "其他亲属")
@@ -234,6 +236,15 @@ def words_with_number(ctx, message):
     return notices_word(ctx, number, switch)
 
 
+@registry.eraser
+def end_family_links(ctx, follower):
+    """A follower who leaves may no longer pay with a volunteer's time: their links as a
+    member end (kept as the record of past gifts, which the audit checks)."""
+    ctx.session.execute(update(TimeBankFamily).where(TimeBankFamily.follower_id == follower.id,
+                                                     TimeBankFamily.ended_at.is_(None))
+                        .values(ended_at=ctx.now, ended_by="unsubscribe"))
+
+
 # ---- gifts and donations ------------------------------------------------------------------
 
 def _balance(ctx) -> int:
@@ -349,7 +360,7 @@ def _own_account(ctx) -> TimeAccount | None:
     return ctx.session.query(TimeAccount).filter_by(follower_id=ctx.follower.id).one_or_none()
 
 
-def passbook_text(ctx, follower: Follower | None = None) -> str:
+def passbook_text(ctx) -> str:
     acc = _own_account(ctx)
     if acc is None:
         return "您的时间银行还没有记录。志愿服务的时长审核通过后会存入这里。"

@@ -379,10 +379,14 @@ def accept_invite(session: Session, code: str, follower: Follower, now: datetime
                            .values(used_at=now, used_by=follower.id)).rowcount == 1
     if not used:
         raise TimeBankError("这个邀请码已经使用过了，请让家人重新邀请。")
-    link = TimeBankFamily(volunteer_id=volunteer.id, follower_id=follower.id, relation=inv.relation,
-                          created_at=now)
-    session.add(link)
-    session.flush()
+    try:
+        with session.begin_nested():  # the live pair is unique: a second code accepted at once loses
+            link = TimeBankFamily(volunteer_id=volunteer.id, follower_id=follower.id, relation=inv.relation,
+                                  created_at=now)
+            session.add(link)
+            session.flush()
+    except IntegrityError:
+        raise TimeBankError("你们已经是时间银行家人了。") from None
     _tell(session, account_for(session, volunteer, lock=False), "家人已接受邀请",
           f"{inv.relation or '家人'}已绑定时间银行", 0, now, f"link:{link.id}:made")
     return link
@@ -729,16 +733,6 @@ def passbook_year(session: Session, holder: Volunteer | Follower | TimeAccount, 
     if acc is None:
         return []
     return _lines(session, acc.id, start=datetime(year, 1, 1, tzinfo=CHINA), end=datetime(year + 1, 1, 1, tzinfo=CHINA))
-
-
-def statement(session: Session, volunteer: Volunteer, limit: int = 5) -> list[tuple[TimeTransaction, int]]:
-    """The latest movements of a volunteer's account (存入 / 取出), newest first."""
-    rows = session.execute(
-        select(TimeTransaction, TimeEntry.minutes).join(TimeEntry, TimeEntry.tx_id == TimeTransaction.id)
-        .join(TimeAccount, TimeAccount.id == TimeEntry.account_id)
-        .where(TimeAccount.volunteer_id == volunteer.id)
-        .order_by(TimeEntry.id.desc()).limit(limit)).all()
-    return [(tx, minutes) for tx, minutes in rows]
 
 
 # ---- the audit ----------------------------------------------------------------------------

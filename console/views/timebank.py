@@ -12,7 +12,8 @@ from sqlalchemy import select
 from console.views.common import parse_day
 from console.web import audit, console, flash, render, services
 from rules import access, timebank, volunteering
-from store.models import Coordinator, Order, PoolGrant, Team, Volunteer
+from store.models import Coordinator, Order, PoolGrant, Team, TimeAccount, Volunteer
+from store.models.timebank import POOL
 
 STATES = {"pending": "待审批", "approved": "已通过", "rejected": "已驳回"}
 
@@ -34,8 +35,8 @@ def _page(form, error=None, status=200):
     people = {c.id: c.name for c in g.db.scalars(select(Coordinator).where(
         Coordinator.id.in_({x.requested_by for x in mine} | {x.decided_by for x in mine if x.decided_by})))}
     teams = {t.id: t.name for t in g.db.scalars(select(Team).where(Team.id.in_({x.team_id for x in mine})))}
-    pool = timebank.pool_account(g.db)
-    return render("timebank.html", pool=pool.balance, waiting=timebank.pending_grants(g.db, me), grants=mine,
+    pool = g.db.scalar(select(TimeAccount.balance).where(TimeAccount.code == POOL)) or 0
+    return render("timebank.html", pool=pool, waiting=timebank.pending_grants(g.db, me), grants=mine,
                   people=people, teams=teams, states=STATES, form=form, error=error), status
 
 
