@@ -20,7 +20,8 @@ from dialogue.types import Reply
 from handlers import registry
 from handlers.common import mask_address
 from handlers.my_orders import ORDER_NUMBER, canonical, preferred_text
-from rules import dispatch, timebank, volunteering
+from rules import dispatch, volunteering
+from rules import timebank_family as family
 from rules.inputs import chinese_number, normalize, parse_int
 from rules.orders import STATES, Actor
 from rules.teams import subtree_ids
@@ -269,9 +270,9 @@ registry.flow(Flow(
 
 def confirm_done(ctx, rest: str = ""):
     """The resident confirms their order; a volunteer who linked them as family and chose
-    their notices may confirm it for them (rules.timebank.watched_members)."""
+    their notices may confirm it for them (rules.family.watched_members)."""
     number = _number(rest)
-    whose = [ctx.follower.id, *timebank.watched_members(ctx.session, ctx.follower)]
+    whose = [ctx.follower.id, *family.watched_members(ctx.session, ctx.follower)]
     stmt = select(Order).where(Order.follower_id.in_(whose), Order.status == "completed")
     if number:
         stmt = stmt.where(Order.number == number)

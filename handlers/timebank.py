@@ -22,6 +22,7 @@ from dialogue import Flow, Invalid, Step
 from dialogue.flows import Choice
 from handlers import registry
 from rules import masks, timebank, volunteering
+from rules import timebank_family as family
 from rules.inputs import normalize
 from rules.timebank import CHINA, TimeBankError, hours_text
 from store.models import TimeAccount, TimeBankFamily, Volunteer
@@ -71,7 +72,7 @@ def invite_done(ctx, answers):
     if vol is None:
         return NOT_VOLUNTEER
     try:
-        inv = timebank.invite(ctx.session, vol, answers["relation"], ctx.now)
+        inv = family.invite(ctx.session, vol, answers["relation"], ctx.now)
     except TimeBankError as e:
         return str(e)
     until = inv.expires_at.astimezone(CHINA)
@@ -98,7 +99,7 @@ def read_code(ctx, message, answers):
         raise Invalid("请回复家人发给您的 6 位数字邀请码。")
     code = found.group(0)
     try:
-        inv = timebank.open_invite(ctx.session, code, ctx.now)
+        inv = family.open_invite(ctx.session, code, ctx.now)
     except TimeBankError as e:
         raise Invalid(str(e)) from None
     vol = ctx.session.get(Volunteer, inv.volunteer_id)
@@ -112,7 +113,7 @@ def start_accept(ctx, params):
     if not code:
         return None
     try:
-        inv = timebank.open_invite(ctx.session, code, ctx.now)
+        inv = family.open_invite(ctx.session, code, ctx.now)
     except TimeBankError as e:
         return str(e)
     vol = ctx.session.get(Volunteer, inv.volunteer_id)
@@ -124,7 +125,7 @@ def start_accept(ctx, params):
 def accept_done(ctx, answers):
     inv = answers["invite"]
     try:
-        timebank.accept_invite(ctx.session, inv["code"], ctx.follower, ctx.now)
+        family.accept_invite(ctx.session, inv["code"], ctx.follower, ctx.now)
     except TimeBankError as e:
         return str(e)
     return (f"绑定成功！您已成为志愿者{inv['who']}的时间银行家人。\n"
@@ -147,7 +148,7 @@ registry.flow(Flow(
 
 def _numbered(ctx) -> list[tuple[TimeBankFamily, str]]:
     """This follower's live links, numbered as 我的家人 shows them: (link, side)."""
-    mine, theirs = timebank.links_of(ctx.session, ctx.follower)
+    mine, theirs = family.links_of(ctx.session, ctx.follower)
     return [(link, "volunteer") for link in mine] + [(link, "member") for link in theirs]
 
 
@@ -199,7 +200,7 @@ def end_word(ctx, number):
         return picked
     link, _side = picked
     try:
-        timebank.end_link(ctx.session, link, by=ctx.follower, now=ctx.now)
+        family.end_link(ctx.session, link, by=ctx.follower, now=ctx.now)
     except TimeBankError as e:
         return str(e)
     return "已解除这个家人关系，对方会收到通知。今后对方不能再用这份时长支付订单。"
@@ -215,7 +216,7 @@ def notices_word(ctx, number, switch):
     if switch is None:
         return "请回复“家人通知 序号 开”或“家人通知 序号 关”。"
     on = switch in ("开", "开启")
-    timebank.set_notices(ctx.session, link, on)
+    family.set_notices(ctx.session, link, on)
     if on:
         return "已开启：家人的订单被接单、服务完成时您会收到通知，并可回复“确认完成”代为确认。"
     return "已关闭家人订单通知。"

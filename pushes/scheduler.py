@@ -42,7 +42,7 @@ PASS_LIMIT = 20_000  # rows queued per pass; the next pass takes the rest
 # Other domains' due work, run first in every pass (so pushes it records go out in the same
 # pass): "module:function" called with the services, returning how many items it handled.
 # Each is a query on due times in SQL, like everything here.
-DUE_WORK = ("rules.dispatch:run_due", "rules.activities:run_due", "rules.inbox:run_due", "rules.timebank:run_due")
+DUE_WORK = ("rules.dispatch:run_due", "rules.activities:run_due", "rules.inbox:run_due", "rules.timebank_pool:run_due")
 
 
 def _job_id(first: int) -> str:

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from menus.catalog import Catalog, Sub, from_dict, load
-from rules import timebank
+from rules import timebank_family as family
 from store.models import CatalogVersion, Community, Follower, Order, OrderEvent, OrderSerial
 from store.outbox import notify
 
@@ -285,7 +285,7 @@ def _tell_resident(session: Session, order: Order, event: OrderEvent) -> None:
         notify(session, openid=follower.openid, kind="order_update", title="服务订单状态更新",
                fields=fields, dedup_key=f"order:{order.number}:event:{event.id}")
     if event.to_status in FAMILY_NOTICES:
-        for watcher in timebank.watchers(session, follower.id):
+        for watcher in family.watchers(session, follower.id):
             if watcher.subscribed:
                 note = "可回复“确认完成”代为确认" if event.to_status == "completed" else "家人的订单"
                 notify(session, openid=watcher.openid, kind="order_update", title="家人的服务订单状态更新",

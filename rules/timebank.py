@@ -1,6 +1,7 @@
-"""Time-bank operations: deposits from approved hours, spending on orders, family links,
-gifts, donations, pool grants, the storage cap, idle expiry, reversals, the passbook and
-the audit.
+"""The time-bank ledger: accounts, deposits from approved hours, the storage cap, spending
+on orders, gifts and donations, reversals, the passbook and the audit. Family links are
+made in `rules.timebank_family`, pool grants and idle expiry are `rules.timebank_pool`'s;
+both post through this module.
 
 Rules:
 - minutes are created only by `deposit_for_hours`, from an *approved* hour record, once
@@ -25,25 +26,21 @@ reads no configuration.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rules import masks
 from store.models import (
-    Coordinator,
     Follower,
     HourRecord,
     PoolGrant,
-    Team,
     TimeAccount,
     TimeBankFamily,
-    TimeBankInvite,
     TimeEntry,
     TimeTransaction,
     Volunteer,
@@ -52,7 +49,6 @@ from store.models.timebank import ISSUED, POOL, REDEEMED
 from store.outbox import notify
 
 CHINA = ZoneInfo("Asia/Shanghai")
-INVITE_DAYS = 3  # an invite code is valid this long
 OVERFLOW_RULES = ("pool", "family")
 # What a passbook line says for each kind of transaction (the sign says which way).
 LABELS = {"deposit": "存入", "spend": "支出", "gift": "赠与", "donate": "捐赠", "overflow": "捐赠",
@@ -318,131 +314,10 @@ def live_links_of_volunteer(session: Session, volunteer_id: int) -> list[TimeBan
         TimeBankFamily.volunteer_id == volunteer_id, TimeBankFamily.ended_at.is_(None)).order_by(TimeBankFamily.id)))
 
 
-def links_of(session: Session, follower: Follower) -> tuple[list[TimeBankFamily], list[TimeBankFamily]]:
-    """Live links where this follower is the volunteer, and where they are the member."""
-    live = TimeBankFamily.ended_at.is_(None)
-    mine = list(session.scalars(select(TimeBankFamily).join(Volunteer, Volunteer.id == TimeBankFamily.volunteer_id)
-                                .where(Volunteer.follower_id == follower.id, live).order_by(TimeBankFamily.id)))
-    theirs = list(session.scalars(select(TimeBankFamily).where(TimeBankFamily.follower_id == follower.id, live)
-                                  .order_by(TimeBankFamily.id)))
-    return mine, theirs
-
-
 def live_link(session: Session, volunteer_id: int, follower_id: int) -> TimeBankFamily | None:
     return session.scalar(select(TimeBankFamily).where(
         TimeBankFamily.volunteer_id == volunteer_id, TimeBankFamily.follower_id == follower_id,
         TimeBankFamily.ended_at.is_(None)))
-
-
-def invite(session: Session, volunteer: Volunteer, relation: str, now: datetime) -> TimeBankInvite:
-    """A new 6-digit invite code for a family member; the volunteer's older open codes end."""
-    if volunteer.state != "active":
-        raise TimeBankError("只有在册志愿者可以邀请家人。")
-    session.execute(update(TimeBankInvite).where(
-        TimeBankInvite.volunteer_id == volunteer.id, TimeBankInvite.used_at.is_(None),
-        TimeBankInvite.expires_at > now).values(expires_at=now))
-    for _ in range(20):
-        code = f"{secrets.randbelow(10 ** 6):06d}"
-        try:
-            with session.begin_nested():
-                inv = TimeBankInvite(volunteer_id=volunteer.id, code=code, relation=relation[:16],
-                                     created_at=now, expires_at=now + timedelta(days=INVITE_DAYS))
-                session.add(inv)
-                session.flush()
-            return inv
-        except IntegrityError:
-            continue  # that code was taken before: draw again
-    raise TimeBankError("暂时无法生成邀请码，请稍后再试。")
-
-
-def open_invite(session: Session, code: str, now: datetime) -> TimeBankInvite:
-    inv = session.scalar(select(TimeBankInvite).where(TimeBankInvite.code == code))
-    if inv is None:
-        raise TimeBankError("没有找到这个邀请码，请核对后再输入。")
-    if inv.used_at is not None:
-        raise TimeBankError("这个邀请码已经使用过了，请让家人重新邀请。")
-    if inv.expires_at <= now:
-        raise TimeBankError("这个邀请码已过期，请让家人重新邀请。")
-    return inv
-
-
-def accept_invite(session: Session, code: str, follower: Follower, now: datetime) -> TimeBankFamily:
-    """The member accepts: the code is used once (conditional update), the link made and
-    the volunteer told."""
-    inv = open_invite(session, code, now)
-    volunteer = session.get(Volunteer, inv.volunteer_id)
-    if volunteer.follower_id == follower.id:
-        raise TimeBankError("这是您自己的邀请码，请发给家人，由家人在自己的微信里回复。")
-    if live_link(session, volunteer.id, follower.id) is not None:
-        raise TimeBankError("你们已经是时间银行家人了。")
-    used = session.execute(update(TimeBankInvite).where(TimeBankInvite.id == inv.id, TimeBankInvite.used_at.is_(None))
-                           .values(used_at=now, used_by=follower.id)).rowcount == 1
-    if not used:
-        raise TimeBankError("这个邀请码已经使用过了，请让家人重新邀请。")
-    try:
-        with session.begin_nested():  # the live pair is unique: a second code accepted at once loses
-            link = TimeBankFamily(volunteer_id=volunteer.id, follower_id=follower.id, relation=inv.relation,
-                                  created_at=now)
-            session.add(link)
-            session.flush()
-    except IntegrityError:
-        raise TimeBankError("你们已经是时间银行家人了。") from None
-    _tell(session, account_for(session, volunteer, lock=False), "家人已接受邀请",
-          f"{inv.relation or '家人'}已绑定时间银行", 0, now, f"link:{link.id}:made")
-    return link
-
-
-def end_link(session: Session, link: TimeBankFamily, *, by: Follower | None, now: datetime) -> TimeBankFamily:
-    """Either side (or an operator, `by` None) ends a link; the other side is told."""
-    volunteer = session.get(Volunteer, link.volunteer_id)
-    if by is None:
-        side = "operator"
-    elif by.id == link.follower_id:
-        side = "member"
-    elif volunteer.follower_id == by.id:
-        side = "volunteer"
-    else:
-        raise TimeBankError("只有绑定的双方可以解除家人关系。")
-    ended = session.execute(update(TimeBankFamily).where(TimeBankFamily.id == link.id, TimeBankFamily.ended_at.is_(None))
-                            .values(ended_at=now, ended_by=side).execution_options(synchronize_session=False)).rowcount
-    session.refresh(link)
-    if not ended:
-        raise TimeBankError("这个家人关系已经解除了。")
-    others = []
-    if side != "volunteer" and volunteer.follower is not None:
-        others.append(volunteer.follower)
-    if side != "member":
-        others.append(session.get(Follower, link.follower_id))
-    for other in others:
-        if other is not None and other.subscribed:
-            notify(session, openid=other.openid, kind="timebank", title="时间银行家人关系已解除",
-                   fields={"事项": f"与{masks.name(volunteer.name)}的家人关系已解除", "时长": "", "余额": "",
-                           "时间": f"{now.astimezone(CHINA):%Y年%m月%d日 %H:%M}"},
-                   dedup_key=f"timebank:link:{link.id}:ended:{other.id}")
-    return link
-
-
-def set_notices(session: Session, link: TimeBankFamily, on: bool) -> None:
-    link.notices = on
-    session.flush()
-
-
-def watchers(session: Session, member_follower_id: int) -> list[Follower]:
-    """Volunteers (their followers) who chose to get the notices of this member's orders."""
-    return list(session.scalars(
-        select(Follower).join(Volunteer, Volunteer.follower_id == Follower.id)
-        .join(TimeBankFamily, TimeBankFamily.volunteer_id == Volunteer.id)
-        .where(TimeBankFamily.follower_id == member_follower_id, TimeBankFamily.ended_at.is_(None),
-               TimeBankFamily.notices.is_(True)).order_by(Follower.id)))
-
-
-def watched_members(session: Session, follower: Follower) -> list[int]:
-    """Follower ids of the members whose orders this follower (a volunteer) watches and may
-    confirm."""
-    return list(session.scalars(
-        select(TimeBankFamily.follower_id).join(Volunteer, Volunteer.id == TimeBankFamily.volunteer_id)
-        .where(Volunteer.follower_id == follower.id, TimeBankFamily.ended_at.is_(None),
-               TimeBankFamily.notices.is_(True))))
 
 
 # ---- spending -----------------------------------------------------------------------------
@@ -528,128 +403,6 @@ def donate(session: Session, holder: Volunteer | TimeAccount, minutes: int, *, k
     return _post(session, kind="donate", key=f"donate:{key}", actor=actor,
                  reason=f"捐赠给公益池 {minutes} 分钟", now=now,
                  moves=[(acc, -minutes), (pool_account(session), minutes)])
-
-
-# ---- pool grants --------------------------------------------------------------------------
-
-def age_on(born: date, day: date) -> int:
-    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
-
-
-def request_grant(session: Session, coordinator: Coordinator, follower: Follower, minutes: int, reason: str, *,
-                  now: datetime, policy: Policy | None = None, birth_date: date | None = None) -> PoolGrant:
-    """A coordinator asks for pool minutes for a resident in need; nothing moves until a
-    coordinator one level up approves."""
-    policy = policy or Policy()
-    if coordinator is None or not coordinator.active:
-        raise TimeBankError("只有在任的协调员可以申请公益池资助。")
-    if not 1 <= minutes <= 100 * 60:
-        raise TimeBankError("资助时长请填写 1-6000 分钟。")
-    if not reason.strip():
-        raise TimeBankError("资助需要说明原因。")
-    vol = session.scalar(select(Volunteer).where(Volunteer.follower_id == follower.id))
-    born = vol.birth_date if vol is not None else birth_date
-    if policy.grant_min_age:
-        if born is None:
-            raise TimeBankError(f"公益池资助只给{policy.grant_min_age}岁以上的居民，请填写出生日期。")
-        if age_on(born, now.astimezone(CHINA).date()) < policy.grant_min_age:
-            raise TimeBankError(f"公益池资助只给{policy.grant_min_age}岁以上的居民。")
-    grant = PoolGrant(follower_id=follower.id, minutes=minutes, reason=reason.strip()[:255], birth_date=born,
-                      team_id=coordinator.team_id, requested_by=coordinator.id, requested_at=now, state="pending")
-    session.add(grant)
-    session.flush()
-    return grant
-
-
-def may_approve(session: Session, coordinator: Coordinator | None, grant: PoolGrant) -> bool:
-    """One level up: a coordinator of a team above the requester's (for the district's top
-    team, which has none, another coordinator of that team). Never the requester."""
-    if coordinator is None or not coordinator.active or coordinator.id == grant.requested_by:
-        return False
-    team = session.get(Team, grant.team_id)
-    mine = session.get(Team, coordinator.team_id)
-    if team.parent_id is None:
-        return mine.id == team.id
-    return team.path.startswith(mine.path) and mine.id != team.id
-
-
-def decide_grant(session: Session, grant: PoolGrant, coordinator: Coordinator, *, approve: bool, now: datetime,
-                 note: str = "", rules: BankRules | None = None) -> PoolGrant:
-    """Approve (the pool pays, once) or reject a pending grant."""
-    if not may_approve(session, coordinator, grant):
-        raise TimeBankError("资助需要由申请人的上一级协调员审批。")
-    if not approve and not note.strip():
-        raise TimeBankError("驳回需要说明原因。")
-    # One savepoint: a grant the pool cannot pay stays pending, whatever the caller does next.
-    with session.begin_nested():
-        won = session.execute(update(PoolGrant).where(PoolGrant.id == grant.id, PoolGrant.state == "pending")
-                              .values(state="approved" if approve else "rejected", decided_by=coordinator.id,
-                                      decided_at=now, note=note.strip()[:255] or None)
-                              .execution_options(synchronize_session=False)).rowcount == 1
-        if not won:
-            raise TimeBankError("这笔资助已经审批过了。")
-        if approve:
-            follower = session.get(Follower, grant.follower_id)
-            target = holder_account(session, follower)
-            cap = rules.cap_minutes if rules is not None else None
-            tx = _post(session, kind="grant", key=f"grant:{grant.id}", actor=f"coordinator:{grant.requested_by}",
-                       reason=f"公益池资助：{grant.reason}", now=now, approved_by=f"coordinator:{coordinator.id}",
-                       moves=[(pool_account(session), -grant.minutes), (target, grant.minutes)], cap=cap)
-            session.execute(update(PoolGrant).where(PoolGrant.id == grant.id).values(tx_id=tx.id)
-                            .execution_options(synchronize_session=False))
-            _tell(session, target, "收到公益池资助", grant.reason, grant.minutes, now, f"grant:{grant.id}")
-    session.refresh(grant)
-    return grant
-
-
-def pending_grants(session: Session, coordinator: Coordinator) -> list[PoolGrant]:
-    """Grants waiting that this coordinator may decide."""
-    rows = session.scalars(select(PoolGrant).where(PoolGrant.state == "pending").order_by(PoolGrant.id))
-    return [g for g in rows if may_approve(session, coordinator, g)]
-
-
-# ---- idle expiry --------------------------------------------------------------------------
-
-def expire_idle(session: Session, now: datetime, policy: Policy) -> list[TimeTransaction]:
-    """Balances untouched for `idle_expiry_days` go to the pool (once per idle spell: the
-    key names the last entry); the holders are told. Nothing with the default policy."""
-    if not policy.idle_expiry_days:
-        return []
-    cutoff = now - timedelta(days=policy.idle_expiry_days)
-    last = (select(TimeEntry.account_id, func.max(TimeEntry.id).label("last_id"),
-                   func.max(TimeEntry.created_at).label("last_at")).group_by(TimeEntry.account_id).subquery())
-    idle = session.execute(
-        select(TimeAccount, last.c.last_id).join(last, last.c.account_id == TimeAccount.id)
-        .where(TimeAccount.balance > 0, ~TimeAccount.code.startswith("system:"), last.c.last_at < cutoff)
-        .order_by(TimeAccount.id)).all()
-    posted = []
-    pool = pool_account(session)
-    for acc, last_id in idle:
-        with session.begin_nested():
-            _lock(session, acc, pool)
-            if acc.balance <= 0:
-                continue
-            minutes = acc.balance
-            tx = _post(session, kind="expire", key=f"expire:{acc.id}:{last_id}", actor="system",
-                       reason=f"余额{policy.idle_expiry_days}天未使用，转入公益池", now=now,
-                       moves=[(acc, -minutes), (pool, minutes)])
-        if tx is not None:
-            posted.append(tx)
-            _tell(session, acc, "时间银行余额已到期", "长期未使用，已转入公益池", minutes, now, f"expire:{tx.id}")
-    return posted
-
-
-EXPIRY_KEY = "volbot:timebank:expiry-pass"  # at most one expiry pass an hour (losing it costs one pass)
-
-
-def run_due(services) -> int:
-    """The scheduler's due work (pushes.scheduler.DUE_WORK): with idle expiry set, move idle
-    balances to the pool, at most once an hour. Returns how many moved."""
-    policy = getattr(services, "timebank_policy", None) or Policy()
-    if not policy.idle_expiry_days or not services.redis.set(EXPIRY_KEY, "1", nx=True, ex=3600):
-        return 0
-    with services.db.transaction() as session:
-        return len(expire_idle(session, services.clock.now(), policy))
 
 
 # ---- reversals ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from menus.catalog import load
 from pushes.scheduler import run_pass
 from rules import dispatch, timebank, volunteering
 from rules import orders as order_rules
+from rules import timebank_family as family
 from store.models import Community, Follower, HourRecord, Offer, Order, Push, TimePayment, Volunteer
 from tests.seeds import apply
 
@@ -307,7 +308,7 @@ def test_payable_accounts_are_ones_own_then_the_familys_with_minutes_only(world)
         for v, minutes in ((qian, 30), (wang, 90), (li, 60)):
             give_balance(s, v, minutes, now)
         for v in (zhao, wang):
-            timebank.accept_invite(s, timebank.invite(s, v, "母亲", now).code, qian.follower, now)
+            family.accept_invite(s, family.invite(s, v, "母亲", now).code, qian.follower, now)
         assert [(acc.volunteer_id, whose, m) for acc, whose, m in dispatch.payable_accounts(s, qian.follower)] == [
             (qian.id, "本人", 30), (wang.id, "王**的", 90)]
         stranger = s.scalar(select(Follower).where(Follower.openid == "o_dres"))

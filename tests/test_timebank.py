@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from rules import timebank, volunteering
+from rules import timebank_family as family
 from rules.timebank import BankRules, TimeBankError
 from rules.volunteering import Rules
 from store.models import Follower, HourRecord, TimeEntry, TimeTransaction, Volunteer
@@ -41,7 +42,7 @@ def make_volunteers(svc, n=2) -> list[int]:
 
 def link_family(s, volunteer, member, relation="", now=NOW):
     """A family link as chat makes it: the volunteer's invite code, accepted by the member."""
-    return timebank.accept_invite(s, timebank.invite(s, volunteer, relation, now).code, member, now)
+    return family.accept_invite(s, family.invite(s, volunteer, relation, now).code, member, now)
 
 
 def earn(s, vid: int, minutes: int, n: int, approve: bool = True) -> HourRecord:

@@ -20,6 +20,8 @@ from sqlalchemy import func, select
 
 from bot.config import ConfigError, load_config
 from rules import timebank, volunteering
+from rules import timebank_family as family
+from rules import timebank_pool as pool
 from rules.timebank import BankRules, Policy, TimeBankError
 from rules.volunteering import Rules
 from store.models import (
@@ -67,7 +69,7 @@ def coord(s, openid: str) -> Coordinator:
 
 def link(s, volunteer: Volunteer, member: Follower, relation: str = "父亲", now=NOW) -> TimeBankFamily:
     """A family link as chat makes it: the volunteer's code, accepted by the member."""
-    return timebank.accept_invite(s, timebank.invite(s, volunteer, relation, now).code, member, now)
+    return family.accept_invite(s, family.invite(s, volunteer, relation, now).code, member, now)
 
 
 def earn(s, volunteer: Volunteer, minutes: int, n: int, *, started: datetime | None = None,
@@ -90,9 +92,9 @@ def bal(s, code: str) -> int:
 def grant(s, minutes: int, reason: str = "独居老人助浴", recipient: str = "o_dres", policy=None,
           born: date | None = None) -> PoolGrant:
     """Requested by the street detachment's coordinator, approved by the brigade's."""
-    g = timebank.request_grant(s, coord(s, "o_dc_gw"), fol(s, recipient), minutes, reason, now=NOW,
+    g = pool.request_grant(s, coord(s, "o_dc_gw"), fol(s, recipient), minutes, reason, now=NOW,
                                policy=policy, birth_date=born)
-    return timebank.decide_grant(s, g, coord(s, "o_dc_top"), approve=True, now=NOW, rules=BANK)
+    return pool.decide_grant(s, g, coord(s, "o_dc_top"), approve=True, now=NOW, rules=BANK)
 
 
 # ---- the state machine --------------------------------------------------------------------
@@ -301,25 +303,25 @@ def test_a_family_link_is_an_invite_code_accepted_once_and_ended_by_either_side(
     with svc.db.transaction() as s:
         li, dres, wang = vol(s, LI), fol(s, "o_dres"), vol(s, WANG)
         earn(s, li, 120, 1)
-        inv = timebank.invite(s, li, "父亲", NOW)
+        inv = family.invite(s, li, "父亲", NOW)
         with pytest.raises(TimeBankError, match="自己的邀请码"):
-            timebank.accept_invite(s, inv.code, li.follower, NOW)
+            family.accept_invite(s, inv.code, li.follower, NOW)
         assert not timebank.may_spend(s, li, dres)
-        made = timebank.accept_invite(s, inv.code, dres, NOW)
+        made = family.accept_invite(s, inv.code, dres, NOW)
         assert timebank.may_spend(s, li, dres) and not timebank.may_spend(s, wang, dres)
         with pytest.raises(TimeBankError, match="使用过"):
-            timebank.accept_invite(s, inv.code, wang.follower, NOW)
-        late = timebank.invite(s, wang, "配偶", NOW)
+            family.accept_invite(s, inv.code, wang.follower, NOW)
+        late = family.invite(s, wang, "配偶", NOW)
         with pytest.raises(TimeBankError, match="过期"):
-            timebank.accept_invite(s, late.code, dres, NOW + timedelta(days=timebank.INVITE_DAYS, seconds=1))
+            family.accept_invite(s, late.code, dres, NOW + timedelta(days=family.INVITE_DAYS, seconds=1))
         assert [acc.code for acc, _, _ in timebank.payable_accounts(s, dres)] == [f"vol:{li.id}"]
         with pytest.raises(TimeBankError, match="双方"):
-            timebank.end_link(s, made, by=wang.follower, now=NOW)
-        timebank.end_link(s, made, by=dres, now=NOW)
+            family.end_link(s, made, by=wang.follower, now=NOW)
+        family.end_link(s, made, by=dres, now=NOW)
         assert made.ended_by == "member" and not timebank.may_spend(s, li, dres)
         assert timebank.payable_accounts(s, dres) == []
         with pytest.raises(TimeBankError, match="已经解除"):
-            timebank.end_link(s, made, by=li.follower, now=NOW)
+            family.end_link(s, made, by=li.follower, now=NOW)
         # linked again later: a new live link beside the ended one (history kept)
         again = link(s, li, dres)
         assert again.id != made.id and timebank.may_spend(s, li, dres)
@@ -331,10 +333,10 @@ def test_a_second_invite_ends_the_first_code(svc):
     world(svc)
     with svc.db.transaction() as s:
         li = vol(s, LI)
-        first = timebank.invite(s, li, "母亲", NOW)
-        timebank.invite(s, li, "母亲", NOW)
+        first = family.invite(s, li, "母亲", NOW)
+        family.invite(s, li, "母亲", NOW)
         with pytest.raises(TimeBankError, match="过期"):
-            timebank.accept_invite(s, first.code, fol(s, "o_dres"), NOW + timedelta(seconds=1))
+            family.accept_invite(s, first.code, fol(s, "o_dres"), NOW + timedelta(seconds=1))
 
 
 # ---- gifts, donations, grants -------------------------------------------------------------
@@ -353,7 +355,7 @@ def test_gifts_go_to_linked_family_only_and_within_their_cap(svc):
         other = vol(s, WANG)
         with pytest.raises(TimeBankError, match="已绑定"):
             timebank.gift(s, other, made, 10, key="g3", now=NOW, rules=BANK)
-        timebank.end_link(s, made, by=li.follower, now=NOW)
+        family.end_link(s, made, by=li.follower, now=NOW)
         with pytest.raises(TimeBankError, match="已绑定"):
             timebank.gift(s, li, made, 10, key="g4", now=NOW, rules=BANK)
         dres_acc = timebank.holder_account(s, dres)
@@ -372,33 +374,33 @@ def test_grants_need_a_reason_and_a_coordinator_one_level_up(svc):
         timebank.donate(s, vol(s, LI), 150, key="d1", now=NOW, actor="test")
         gw, top, dres = coord(s, "o_dc_gw"), coord(s, "o_dc_top"), fol(s, "o_dres")
         with pytest.raises(TimeBankError, match="原因"):
-            timebank.request_grant(s, gw, dres, 60, " ", now=NOW)
-        g = timebank.request_grant(s, gw, dres, 60, "独居老人助浴", now=NOW)
+            pool.request_grant(s, gw, dres, 60, " ", now=NOW)
+        g = pool.request_grant(s, gw, dres, 60, "独居老人助浴", now=NOW)
         assert timebank.holder_account(s, dres).balance == 0  # nothing moves on request
         with pytest.raises(TimeBankError, match="上一级"):
-            timebank.decide_grant(s, g, gw, approve=True, now=NOW)  # the requester
-        assert [x.id for x in timebank.pending_grants(s, top)] == [g.id] and timebank.pending_grants(s, gw) == []
-        timebank.decide_grant(s, g, top, approve=True, now=NOW, rules=BANK)
+            pool.decide_grant(s, g, gw, approve=True, now=NOW)  # the requester
+        assert [x.id for x in pool.pending_grants(s, top)] == [g.id] and pool.pending_grants(s, gw) == []
+        pool.decide_grant(s, g, top, approve=True, now=NOW, rules=BANK)
         tx = s.get(TimeTransaction, g.tx_id)
         assert (tx.kind, tx.actor, tx.approved_by) == ("grant", f"coordinator:{gw.id}", f"coordinator:{top.id}")
         with pytest.raises(TimeBankError, match="审批过"):
-            timebank.decide_grant(s, g, top, approve=True, now=NOW)
+            pool.decide_grant(s, g, top, approve=True, now=NOW)
         # a request by the top team is approved by another coordinator of it, never its author
-        top_request = timebank.request_grant(s, top, dres, 30, "重点老人", now=NOW)
+        top_request = pool.request_grant(s, top, dres, 30, "重点老人", now=NOW)
         with pytest.raises(TimeBankError, match="上一级"):
-            timebank.decide_grant(s, top_request, gw, approve=True, now=NOW)
+            pool.decide_grant(s, top_request, gw, approve=True, now=NOW)
         with pytest.raises(TimeBankError, match="上一级"):
-            timebank.decide_grant(s, top_request, top, approve=True, now=NOW)
+            pool.decide_grant(s, top_request, top, approve=True, now=NOW)
         deputy = Coordinator(team_id=top.team_id, name="郑副大队", role="brigade")
         s.add(deputy)
         s.flush()
         with pytest.raises(TimeBankError, match="驳回需要"):
-            timebank.decide_grant(s, top_request, deputy, approve=False, now=NOW)
-        timebank.decide_grant(s, top_request, deputy, approve=False, now=NOW, note="已有家属照护")
+            pool.decide_grant(s, top_request, deputy, approve=False, now=NOW)
+        pool.decide_grant(s, top_request, deputy, approve=False, now=NOW, note="已有家属照护")
         assert (top_request.state, top_request.tx_id) == ("rejected", None)
-        big = timebank.request_grant(s, gw, dres, 100, "康复护理", now=NOW)
+        big = pool.request_grant(s, gw, dres, 100, "康复护理", now=NOW)
         with pytest.raises(TimeBankError, match="公益池余额不足"):
-            timebank.decide_grant(s, big, top, approve=True, now=NOW)
+            pool.decide_grant(s, big, top, approve=True, now=NOW)
         assert big.state == "pending"  # the refusal left it as it was
         report = timebank.audit(s)
         assert report.ok and (report.pool_in, report.pool_out, report.pool_balance) == (150, 60, 90)
@@ -482,15 +484,15 @@ def test_grant_age_threshold_and_its_default(svc):
     with svc.db.transaction() as s:
         gw, dres = coord(s, "o_dc_gw"), fol(s, "o_dres")
         with pytest.raises(TimeBankError, match="出生日期"):
-            timebank.request_grant(s, gw, dres, 60, "助餐", now=NOW, policy=sixty)
+            pool.request_grant(s, gw, dres, 60, "助餐", now=NOW, policy=sixty)
         with pytest.raises(TimeBankError, match="60岁以上"):
-            timebank.request_grant(s, gw, dres, 60, "助餐", now=NOW, policy=sixty, birth_date=date(1970, 1, 1))
-        assert timebank.request_grant(s, gw, dres, 60, "助餐", now=NOW, policy=sixty,
+            pool.request_grant(s, gw, dres, 60, "助餐", now=NOW, policy=sixty, birth_date=date(1970, 1, 1))
+        assert pool.request_grant(s, gw, dres, 60, "助餐", now=NOW, policy=sixty,
                                       birth_date=date(1950, 1, 1)).birth_date == date(1950, 1, 1)
         # a volunteer's own date of birth is used (李师傅 was born in 1975: 51)
         with pytest.raises(TimeBankError, match="60岁以上"):
-            timebank.request_grant(s, gw, vol(s, LI).follower, 60, "助餐", now=NOW, policy=sixty)
-        assert timebank.request_grant(s, gw, dres, 60, "助餐", now=NOW).state == "pending"  # default: any age
+            pool.request_grant(s, gw, vol(s, LI).follower, 60, "助餐", now=NOW, policy=sixty)
+        assert pool.request_grant(s, gw, dres, 60, "助餐", now=NOW).state == "pending"  # default: any age
 
 
 def test_idle_balances_expire_to_the_pool_only_when_set(svc):
@@ -501,13 +503,13 @@ def test_idle_balances_expire_to_the_pool_only_when_set(svc):
         earn(s, wang, 100, 2)
     later = NOW + timedelta(days=400)
     with svc.db.transaction() as s:
-        assert timebank.expire_idle(s, later, Policy()) == []  # the default: never
+        assert pool.expire_idle(s, later, Policy()) == []  # the default: never
         timebank.spend_for_order(s, vol(s, WANG), 10, order_ref="D1", payer=vol(s, WANG).follower,
                                  now=later - timedelta(days=10))
-        posted = timebank.expire_idle(s, later, Policy(idle_expiry_days=365))
+        posted = pool.expire_idle(s, later, Policy(idle_expiry_days=365))
         assert [tx.kind for tx in posted] == ["expire"]
         assert (bal(s, f"vol:{vol(s, LI).id}"), bal(s, f"vol:{vol(s, WANG).id}"), bal(s, POOL)) == (0, 90, 100)
-        assert timebank.expire_idle(s, later, Policy(idle_expiry_days=365)) == []  # once
+        assert pool.expire_idle(s, later, Policy(idle_expiry_days=365)) == []  # once
         assert s.scalar(select(Push.title).where(Push.openid == "o_dv_li", Push.kind == "timebank")) == "时间银行余额已到期"
         assert timebank.audit(s).ok
 
@@ -519,12 +521,12 @@ def test_the_scheduler_expires_idle_balances_once_an_hour_when_set(svc, monkeypa
     with svc.db.transaction() as s:
         earn(s, vol(s, LI), 100, 1)
     svc.clock.advance(days=800)
-    assert run_pass(svc, recover=False)["rules.timebank:run_due"] == 0  # the default: never
+    assert run_pass(svc, recover=False)["rules.timebank_pool:run_due"] == 0  # the default: never
     monkeypatch.setattr(svc, "timebank_policy", Policy(idle_expiry_days=365))
-    assert run_pass(svc, recover=False)["rules.timebank:run_due"] == 1
+    assert run_pass(svc, recover=False)["rules.timebank_pool:run_due"] == 1
     with svc.db.transaction() as s:
         earn(s, vol(s, WANG), 100, 2)
-    assert run_pass(svc, recover=False)["rules.timebank:run_due"] == 0  # the next pass waits its hour
+    assert run_pass(svc, recover=False)["rules.timebank_pool:run_due"] == 0  # the next pass waits its hour
     with svc.db.transaction() as s:
         assert bal(s, POOL) == 100 and timebank.audit(s).ok
 
@@ -595,7 +597,7 @@ def test_a_failure_mid_transaction_leaves_no_movement_half_done(svc, monkeypatch
         made = link(s, li, dres)
         timebank.donate(s, li, 100, key="d", now=NOW, actor="test")
         earn(s, li, 100, 2)
-        pending = timebank.request_grant(s, coord(s, "o_dc_gw"), dres, 30, "助浴", now=NOW)
+        pending = pool.request_grant(s, coord(s, "o_dc_gw"), dres, 30, "助浴", now=NOW)
         record = HourRecord(volunteer_id=li.id, source="activity", source_ref="big", minutes=150,
                             started_at=NOW - timedelta(days=2), ended_at=NOW - timedelta(days=2, minutes=-150))
         s.add(record)
@@ -620,7 +622,7 @@ def test_a_failure_mid_transaction_leaves_no_movement_half_done(svc, monkeypatch
             elif step == "gift notice":
                 timebank.gift(s, li, s.get(TimeBankFamily, ids["link"]), 50, key="g", now=NOW, rules=BANK)
             else:
-                timebank.decide_grant(s, s.get(PoolGrant, ids["grant"]), coord(s, "o_dc_top"), approve=True,
+                pool.decide_grant(s, s.get(PoolGrant, ids["grant"]), coord(s, "o_dc_top"), approve=True,
                                       now=NOW, rules=BANK)
     with svc.db.transaction() as s:
         assert _snapshot(s) == before

@@ -83,6 +83,7 @@ def register(main: click.Group) -> None:
     def family_end(link_id):
         """End a family link as an operator (both sides are told)."""
         from rules import timebank
+        from rules import timebank_family as family
         from store.models import TimeBankFamily
 
         with operator_session() as (svc, s):
@@ -90,7 +91,7 @@ def register(main: click.Group) -> None:
             if link is None:
                 raise click.ClickException(f"no family link {link_id}")
             try:
-                timebank.end_link(s, link, by=None, now=svc.clock.now())
+                family.end_link(s, link, by=None, now=svc.clock.now())
             except timebank.TimeBankError as e:
                 raise click.ClickException(str(e)) from None
             click.echo(f"family link {link_id}: ended")
@@ -106,11 +107,12 @@ def register(main: click.Group) -> None:
     def grant_request(coordinator_id, openid, order, number, minutes, reason, born):
         """Ask for pool minutes for a resident in need; nothing moves until approved."""
         from rules import timebank
+        from rules import timebank_pool as pool
 
         with operator_session() as (svc, s):
             follower = _recipient(s, openid, order, number)
             try:
-                g = timebank.request_grant(s, _coordinator(s, coordinator_id), follower, minutes, reason,
+                g = pool.request_grant(s, _coordinator(s, coordinator_id), follower, minutes, reason,
                                            now=svc.clock.now(), policy=svc.timebank_policy,
                                            birth_date=born.date() if born else None)
             except timebank.TimeBankError as e:
@@ -119,6 +121,7 @@ def register(main: click.Group) -> None:
 
     def decide(grant_id, coordinator_id, approve, note):
         from rules import timebank, volunteering
+        from rules import timebank_pool as pool
         from store.models import PoolGrant
 
         with operator_session() as (svc, s):
@@ -126,7 +129,7 @@ def register(main: click.Group) -> None:
             if g is None:
                 raise click.ClickException(f"no grant {grant_id}")
             try:
-                timebank.decide_grant(s, g, _coordinator(s, coordinator_id), approve=approve, now=svc.clock.now(),
+                pool.decide_grant(s, g, _coordinator(s, coordinator_id), approve=approve, now=svc.clock.now(),
                                       note=note, rules=volunteering.rules().bank)
             except timebank.TimeBankError as e:
                 raise click.ClickException(str(e)) from None
@@ -165,10 +168,10 @@ def register(main: click.Group) -> None:
     @bank.command("expire")
     def expire():
         """Move balances idle past TIMEBANK_IDLE_EXPIRY_DAYS to the pool (none when unset)."""
-        from rules import timebank
+        from rules import timebank_pool as pool
 
         with operator_session() as (svc, s):
-            posted = timebank.expire_idle(s, svc.clock.now(), svc.timebank_policy)
+            posted = pool.expire_idle(s, svc.clock.now(), svc.timebank_policy)
             click.echo(f"{len(posted)} idle balance(s) moved to the pool")
 
     @bank.command("passbook")

@@ -1,7 +1,7 @@
 """时间银行: the district pool and its grants. A coordinator asks for pool minutes for a
 resident in need (found by an order they placed in the coordinator's area, or a volunteer
 number in their subtree) with a reason; a coordinator one team level up approves or
-rejects it (rules.timebank.may_approve). Every request and decision goes to the audit log;
+rejects it (rules.pool.may_approve). Every request and decision goes to the audit log;
 the transfer itself is a ledger transaction naming requester and approver."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from sqlalchemy import select
 from console.views.common import parse_day
 from console.web import audit, console, flash, render, services
 from rules import access, timebank, volunteering
+from rules import timebank_pool as pool
 from store.models import Coordinator, Order, PoolGrant, Team, TimeAccount, Volunteer
 from store.models.timebank import POOL
 
@@ -35,8 +36,8 @@ def _page(form, error=None, status=200):
     people = {c.id: c.name for c in g.db.scalars(select(Coordinator).where(
         Coordinator.id.in_({x.requested_by for x in mine} | {x.decided_by for x in mine if x.decided_by})))}
     teams = {t.id: t.name for t in g.db.scalars(select(Team).where(Team.id.in_({x.team_id for x in mine})))}
-    pool = g.db.scalar(select(TimeAccount.balance).where(TimeAccount.code == POOL)) or 0
-    return render("timebank.html", pool=pool, waiting=timebank.pending_grants(g.db, me), grants=mine,
+    in_pool = g.db.scalar(select(TimeAccount.balance).where(TimeAccount.code == POOL)) or 0
+    return render("timebank.html", pool=in_pool, waiting=pool.pending_grants(g.db, me), grants=mine,
                   people=people, teams=teams, states=STATES, form=form, error=error), status
 
 
@@ -58,7 +59,7 @@ def timebank_request():
     if follower is None:
         return _page(form, "找不到这位居民：请填写您管理范围内的订单号或志愿者编号。", 400)
     try:
-        grant = timebank.request_grant(g.db, g.coordinator, follower, minutes, form.get("reason") or "",
+        grant = pool.request_grant(g.db, g.coordinator, follower, minutes, form.get("reason") or "",
                                        now=g.now, policy=services().timebank_policy, birth_date=born)
     except timebank.TimeBankError as e:
         g.db.rollback()
@@ -74,13 +75,13 @@ def timebank_request():
 def timebank_decide(grant_id: int):
     grant = g.db.get(PoolGrant, grant_id)
     me = g.db.get(Coordinator, g.scope.coordinator_id)
-    if grant is None or not timebank.may_approve(g.db, me, grant):
+    if grant is None or not pool.may_approve(g.db, me, grant):
         flash("这笔资助不由您审批。", "error")
         return redirect(url_for("console.timebank_page"))
     approve = request.form.get("decision") == "approve"
     note = (request.form.get("note") or "").strip()
     try:
-        timebank.decide_grant(g.db, grant, me, approve=approve, now=g.now, note=note,
+        pool.decide_grant(g.db, grant, me, approve=approve, now=g.now, note=note,
                               rules=volunteering.rules().bank)
     except timebank.TimeBankError as e:
         g.db.rollback()
