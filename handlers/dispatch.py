@@ -270,7 +270,7 @@ registry.flow(Flow(
 
 def confirm_done(ctx, rest: str = ""):
     """The resident confirms their order; a volunteer who linked them as family and chose
-    their notices may confirm it for them (rules.family.watched_members)."""
+    their notices may confirm it for them (rules.timebank_family.watched_members)."""
     number = _number(rest)
     whose = [ctx.follower.id, *family.watched_members(ctx.session, ctx.follower)]
     stmt = select(Order).where(Order.follower_id.in_(whose), Order.status == "completed")

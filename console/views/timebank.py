@@ -1,7 +1,7 @@
 """时间银行: the district pool and its grants. A coordinator asks for pool minutes for a
 resident in need (found by an order they placed in the coordinator's area, or a volunteer
 number in their subtree) with a reason; a coordinator one team level up approves or
-rejects it (rules.pool.may_approve). Every request and decision goes to the audit log;
+rejects it (rules.timebank_pool.may_approve). Every request and decision goes to the audit log;
 the transfer itself is a ledger transaction naming requester and approver."""
 
 from __future__ import annotations
