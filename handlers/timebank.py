@@ -267,7 +267,8 @@ def start_gift(ctx, params):
 def member_choices(ctx, answers):
     vol = _volunteer(ctx)
     links = timebank.live_links_of_volunteer(ctx.session, vol.id) if vol is not None else []
-    return [Choice(link.id, f"您的{link.relation or '家人'}") for link in links]
+    return [Choice({"id": link.id, "label": f"您的{link.relation or '家人'}"}, f"您的{link.relation or '家人'}")
+            for link in links]
 
 
 def ask_amount(what: str):
@@ -282,7 +283,7 @@ def read_amount(ctx, message, answers):
 
 def gift_done(ctx, answers):
     vol = _volunteer(ctx)
-    link = ctx.session.get(TimeBankFamily, answers["member"])
+    link = ctx.session.get(TimeBankFamily, answers["member"]["id"])
     if vol is None or link is None:
         return NOT_VOLUNTEER
     try:
@@ -303,7 +304,7 @@ registry.flow(Flow(
     done=gift_done,
     help="把您时间银行里的时长赠与绑定的家人，家人可以用来预约服务。",
     steps=[
-        Step("member", "赠与哪位家人？", label="赠与", choices=member_choices),
+        Step("member", "赠与哪位家人？", label="赠与", choices=member_choices, show=lambda v: v["label"]),
         Step("minutes", ask_amount("赠与"), label="时长", parse=read_amount, show=hours_text),
     ],
 ))
