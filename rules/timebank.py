@@ -218,7 +218,8 @@ def _tell(session: Session, account: TimeAccount, title: str, what: str, minutes
     if follower is None or not follower.subscribed:
         return
     notify(session, openid=follower.openid, kind="timebank", title=title,
-           fields={"事项": what[:20], "时长": hours_text(abs(minutes)), "余额": hours_text(account.balance),
+           fields={"事项": what[:20], "时长": hours_text(abs(minutes)) if minutes else "",
+                   "余额": hours_text(account.balance),
                    "时间": f"{now.astimezone(CHINA):%Y年%m月%d日 %H:%M}"},
            dedup_key=f"timebank:{key}")
 

@@ -292,7 +292,7 @@ class Ledger(RuleBasedStateMachine):
 def test_random_ledger_operations_from_several_threads_keep_every_invariant(services):
     Ledger.svc = services
     run_state_machine_as_test(Ledger, settings=settings(
-        max_examples=6, stateful_step_count=12, deadline=None,
+        max_examples=5, stateful_step_count=12, deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]))
 
 
