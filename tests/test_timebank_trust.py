@@ -632,3 +632,44 @@ def test_a_failure_mid_transaction_leaves_no_movement_half_done(svc, monkeypatch
         volunteering.decide_hours(s, [ids["record"]], approve=True, now=NOW, coordinator=None, rule=RULE)
         assert bal(s, f"vol:{vol(s, LI).id}") == CAP and bal(s, POOL) == 100 + 130
         assert timebank.audit(s).ok
+
+
+# ---- the commands -------------------------------------------------------------------------
+
+def test_cli_grants_links_passbook_expiry_and_the_audit_of_the_pool(svc, tmp_path):
+    from click.testing import CliRunner
+
+    from bot.cli import main as volbot
+    from tests.test_teams import cli_env
+
+    world(svc)
+    year = NOW.astimezone(timebank.CHINA).year
+    with svc.db.transaction() as s:
+        li = vol(s, LI)
+        earn(s, li, 200, 1, started=NOW - timedelta(days=5))
+        made = link(s, li, fol(s, "o_dres"))
+        timebank.donate(s, li, 100, key="d", now=NOW, actor="test")
+        gw, top, link_id = coord(s, "o_dc_gw").id, coord(s, "o_dc_top").id, made.id
+    runner, env = CliRunner(), cli_env(svc, tmp_path)
+
+    def run(*args):
+        return runner.invoke(volbot, ["timebank", *args], env=env)
+
+    out = run("grant", "request", "--coordinator", str(gw), "--volunteer", WANG, "--minutes", "30", "--reason", "术后康复")
+    assert out.exit_code == 0 and "pending approval one level up" in out.output, out.output
+    out = run("grant", "approve", "1", "--coordinator", str(gw))
+    assert out.exit_code != 0 and "上一级" in out.output
+    out = run("grant", "approve", "1", "--coordinator", str(top), "--note", "已核实")
+    assert out.exit_code == 0 and "approved (transaction" in out.output, out.output
+    out = run("grant", "list", "--state", "approved")
+    assert "30 min" in out.output and "术后康复" in out.output
+    out = run("audit")
+    assert out.exit_code == 0 and "pool in 100 - out 30 = 70 min: OK" in out.output, out.output
+    out = run("passbook", LI, "--year", str(year))
+    assert f"{year}: 2 entries" in out.output and "存入\t+200\t= 200" in out.output and "捐赠\t-100\t= 100" in out.output
+    out = run("family", LI)
+    assert "父亲" in out.output and "live" in out.output and "o_dres" not in out.output
+    assert run("family-end", str(link_id)).exit_code == 0
+    assert "ended" in run("family", LI).output
+    assert run("family-end", str(link_id)).exit_code != 0  # once
+    assert "0 idle balance(s)" in run("expire").output  # the default: never
