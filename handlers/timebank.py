@@ -129,18 +129,19 @@ def accept_done(ctx, answers):
     except TimeBankError as e:
         return str(e)
     return (f"绑定成功！您已成为志愿者{inv['who']}的时间银行家人。\n"
-            "预约服务时可以选择用家人的时间银行支付。回复“我的家人”查看，回复“解除家人 1”可随时解除。")
+            "预约服务时可以选择用家人的时间银行支付。家人可以选择接收您订单的进度通知、代您确认服务完成。\n"
+            "回复“我的家人”查看，回复“解除家人 1”可随时解除。")
 
 
 registry.flow(Flow(
     name="timebank_accept",
     title="接受家人邀请",
-    summary_title="请核对家人邀请",
     start=start_accept,
     done=accept_done,
     help="家人在“邀请家人”里得到 6 位邀请码，您回复这个邀请码即可绑定。",
     steps=[Step("invite", "请回复家人发给您的 6 位邀请码（3 天内有效）：", label="邀请人",
                 parse=read_code, show=lambda v: f"志愿者{v['who']}（您是其{v['relation'] or '家人'}）")],
+    summary_title="请核对家人邀请（绑定后可用对方的时长支付订单，对方可选择接收您订单的进度通知）",
 ))
 
 
@@ -216,7 +217,7 @@ def notices_word(ctx, number, switch):
     if switch is None:
         return "请回复“家人通知 序号 开”或“家人通知 序号 关”。"
     on = switch in ("开", "开启")
-    family.set_notices(ctx.session, link, on)
+    family.set_notices(ctx.session, link, on, ctx.now)
     if on:
         return "已开启：家人的订单被接单、服务完成时您会收到通知，并可回复“确认完成”代为确认。"
     return "已关闭家人订单通知。"

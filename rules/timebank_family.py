@@ -121,9 +121,18 @@ def end_link(session: Session, link: TimeBankFamily, *, by: Follower | None, now
     return link
 
 
-def set_notices(session: Session, link: TimeBankFamily, on: bool) -> None:
-    link.notices = on
+def set_notices(session: Session, link: TimeBankFamily, on: bool, now: datetime) -> None:
+    """The volunteer turns the notices of the member's orders on or off; turning them on
+    tells the member (they agreed to it when accepting, and may end the link)."""
+    was, link.notices = link.notices, on
     session.flush()
+    member = session.get(Follower, link.follower_id)
+    if on and not was and member is not None and member.subscribed:
+        volunteer = session.get(Volunteer, link.volunteer_id)
+        notify(session, openid=member.openid, kind="timebank", title="家人开启了您订单的通知",
+               fields={"事项": f"{masks.name(volunteer.name)}将收到您订单的进度"[:20], "时长": "", "余额": "",
+                       "时间": f"{now.astimezone(CHINA):%Y年%m月%d日 %H:%M}"},
+               dedup_key=f"timebank:link:{link.id}:notices:{now.timestamp():.0f}")
 
 
 def watchers(session: Session, member_follower_id: int) -> list[Follower]:
