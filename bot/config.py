@@ -83,6 +83,11 @@ class Config:
     attendance_cutoff_hours: int = 24  # cancelling later than this before a shift is late notice
     attendance_approval_above: int = 2  # more no-shows + late notices (90 days): sign-ups need approval
     callout_hours_before: int = 48  # a shift still below its minimum this close is called out for
+    # The time bank (rules.timebank.Policy); each default keeps the bank as it was
+    timebank_overflow: str = "pool"  # above the storage cap: pool | family (linked family first)
+    timebank_grant_min_age: int = 0  # pool grants only to residents this old or older (0: any)
+    timebank_daily_cap_minutes: int = 0  # minutes one volunteer may earn per service day (0: none)
+    timebank_idle_expiry_days: int = 0  # an untouched balance goes to the pool after this (0: never)
     # The push worker (pushes.worker.PushSettings)
     push_rate: float = 50.0  # sends per second, all workers together
     push_burst: float = 0.0  # 0: the rate
@@ -145,6 +150,13 @@ class Config:
         from rules.attendance import Settings
 
         return Settings(self.attendance_cutoff_hours, self.attendance_approval_above, self.callout_hours_before)
+    def timebank_policy(self):
+        """The time bank's district rules (`rules.timebank.Policy`), as plain values."""
+        from rules.timebank import Policy
+
+        return Policy(overflow=self.timebank_overflow, grant_min_age=self.timebank_grant_min_age,
+                      daily_cap_minutes=self.timebank_daily_cap_minutes,
+                      idle_expiry_days=self.timebank_idle_expiry_days)
 
     def push_settings(self):
         """The push worker's and scheduler's tunables (`pushes.worker.PushSettings`)."""
@@ -221,6 +233,10 @@ ENV_NAMES = {
     "attendance_cutoff_hours": "ATTENDANCE_CUTOFF_HOURS",
     "attendance_approval_above": "ATTENDANCE_APPROVAL_ABOVE",
     "callout_hours_before": "CALLOUT_HOURS_BEFORE",
+    "timebank_overflow": "TIMEBANK_OVERFLOW",
+    "timebank_grant_min_age": "TIMEBANK_GRANT_MIN_AGE",
+    "timebank_daily_cap_minutes": "TIMEBANK_DAILY_CAP_MINUTES",
+    "timebank_idle_expiry_days": "TIMEBANK_IDLE_EXPIRY_DAYS",
     "push_rate": "PUSH_RATE",
     "push_burst": "PUSH_BURST",
     "push_max_attempts": "PUSH_MAX_ATTEMPTS",
@@ -372,8 +388,14 @@ def validate(config: Config) -> None:
     for name in POSITIVE:
         if getattr(config, name) <= 0:
             raise ConfigError(f"{ENV_NAMES[name]}: must be positive")
+    if config.timebank_overflow not in ("pool", "family"):
+        raise ConfigError(f"TIMEBANK_OVERFLOW: pool or family, got {config.timebank_overflow!r}")
+    if not 0 <= config.timebank_grant_min_age <= 120:
+        raise ConfigError("TIMEBANK_GRANT_MIN_AGE: must be 0 (any age) to 120")
+    if not 0 <= config.timebank_daily_cap_minutes <= 24 * 60:
+        raise ConfigError("TIMEBANK_DAILY_CAP_MINUTES: must be 0 (no cap) to 1440")
     for name in ("push_burst", "web_workers", "max_requests", "trusted_proxies", "hsts_seconds",
-                 "attendance_cutoff_hours", "attendance_approval_above"):
+                 "attendance_cutoff_hours", "attendance_approval_above", "timebank_idle_expiry_days"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{ENV_NAMES[name]}: must not be negative")
     if 0 < config.audit_retention_days < 180:

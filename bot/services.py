@@ -51,11 +51,13 @@ class Services:
         self.dispatch_settings = config.dispatch_settings()
         self.attendance_settings = config.attendance_settings()
         self.push_settings = config.push_settings()
+        self.timebank_policy = config.timebank_policy()
         self.keyring = config.keyring()
         sealing.use(self.keyring)  # the process's: the phone columns read and write with it
         self.settings = Settings(pii_key=self.keyring, state_idle=config.state_idle,
                                  resume_window=config.resume_window, env=config.env,
-                                 dispatch=self.dispatch_settings, attendance=self.attendance_settings)
+                                 dispatch=self.dispatch_settings, attendance=self.attendance_settings,
+                                 timebank=self.timebank_policy)
         self._engine = None
         if check:
             self.check()

@@ -41,7 +41,7 @@ class Settings:
     env: str = "development"
     dispatch: Any = None  # rules.dispatch.Settings, as configured
     attendance: Any = None  # rules.attendance.Settings, as configured
-    extra: dict = field(default_factory=dict)
+    timebank: Any = None  # rules.timebank.Policy, as configured
 
 
 @dataclass

@@ -25,6 +25,7 @@ from handlers import (  # noqa: E402,F401 - imported for their registrations
     push_receipts,
     review,
     surveys,
+    timebank,
     volunteers,
     welcome,
 )

@@ -21,6 +21,7 @@ from handlers import registry
 from handlers.common import mask_address
 from handlers.my_orders import ORDER_NUMBER, canonical, preferred_text
 from rules import dispatch, volunteering
+from rules import timebank_family as family
 from rules.inputs import chinese_number, normalize, parse_int
 from rules.orders import STATES, Actor
 from rules.teams import subtree_ids
@@ -268,17 +269,25 @@ registry.flow(Flow(
 # ---- residents: confirming ----------------------------------------------------------------
 
 def confirm_done(ctx, rest: str = ""):
+    """The resident confirms their order; a volunteer who linked them as family and chose
+    their notices may confirm it for them (rules.timebank_family.watched_members)."""
     number = _number(rest)
-    stmt = select(Order).where(Order.follower_id == ctx.follower.id, Order.status == "completed")
+    whose = [ctx.follower.id, *family.watched_members(ctx.session, ctx.follower)]
+    stmt = select(Order).where(Order.follower_id.in_(whose), Order.status == "completed")
     if number:
         stmt = stmt.where(Order.number == number)
-    order = ctx.session.scalar(stmt.order_by(Order.id.desc()).limit(1))
+    # Their own order first, then the family's, the newest of each.
+    order = ctx.session.scalar(stmt.order_by((Order.follower_id != ctx.follower.id), Order.id.desc()).limit(1))
     if order is None:
         return "您没有等待确认的订单。回复“我的订单”查看进度。"
+    own = order.follower_id == ctx.follower.id
     try:
-        dispatch.confirm(ctx.session, order, actor=Actor("resident", ctx.follower.id), now=ctx.now)
+        dispatch.confirm(ctx.session, order, actor=Actor("resident", ctx.follower.id), now=ctx.now,
+                         reason="居民确认完成" if own else "家人代为确认完成")
     except dispatch.DispatchError as e:
         return e.message
+    if not own:
+        return f"已代家人确认订单 {order.number}（{order.sub_name}）服务完成，谢谢！"
     rating = ctx.start("my_orders", number=order.number, action="rate")
     return Reply(f"已确认订单 {order.number} 服务完成，谢谢！\n{rating.text}")
 

@@ -36,7 +36,7 @@ def my_hours(ctx, message):
     lines.append(f"星级：{stars_text(s.star)}")
     if s.to_next_star is not None:
         lines.append(f"距离{s.star + 1}星还差 {hours_text(s.to_next_star)}")
-    lines.append(f"时间银行余额：{hours_text(s.balance)}")
+    lines.append(f"时间银行余额：{hours_text(s.balance)} （回复“存折”看明细，“邀请家人”让家人使用）")
     if s.latest:
         lines.append("最近记录：")
         for r in s.latest:

@@ -24,7 +24,7 @@ from rules import dispatch, needs, timebank, unmet
 from rules import orders as store
 from rules.inputs import as_written, normalize
 from rules.volunteering import hours_text
-from store.models import Community, Volunteer
+from store.models import Community, TimeAccount, Volunteer
 
 # Words that make a message a request for help even when no service matches its words.
 ASKING_FOR_HELP = ("需要帮", "帮帮", "帮忙", "帮我", "求助", "找人", "有人能", "谁能", "上门", "志愿者来")
@@ -285,11 +285,21 @@ def _payable(ctx):
 
 def pay_choices(ctx, answers):
     out = []
-    for vol, minutes in _payable(ctx):
-        whose = "本人" if vol.follower_id == ctx.follower.id else f"{vol.name[:1]}**的"
-        out.append(Choice({"vol": vol.id, "label": f"{whose}时间银行"},
+    for acc, whose, minutes in _payable(ctx):
+        out.append(Choice({"acc": acc.id, "label": f"{whose}时间银行"},
                           f"用{whose}时间银行支付（余额{hours_text(minutes)}）"))
-    return out + [Choice({"vol": None, "label": "不使用"}, "不使用（志愿服务免费）")]
+    return out + [Choice({"acc": None, "label": "不使用"}, "不使用（志愿服务免费）")]
+
+
+def _pay_account(ctx, value: dict | None) -> TimeAccount | None:
+    """The account a pay answer names (`vol`: a form kept from before residents had accounts)."""
+    value = value or {}
+    if value.get("acc"):
+        return ctx.session.get(TimeAccount, value["acc"])
+    if value.get("vol"):
+        vol = ctx.session.get(Volunteer, value["vol"])
+        return timebank.account_for(ctx.session, vol, lock=False) if vol is not None else None
+    return None
 
 
 def _sub_minutes(ctx, answers) -> int:
@@ -297,17 +307,16 @@ def _sub_minutes(ctx, answers) -> int:
     return sub.minutes if sub else 0
 
 
-def _check_balance(ctx, vol_id: int, need: int) -> None:
-    vol = ctx.session.get(Volunteer, vol_id)
-    have = timebank.balance(ctx.session, vol) if vol else 0
-    if vol is None or not timebank.may_spend(ctx.session, vol, ctx.follower) or have < need:
+def _check_balance(ctx, acc: TimeAccount | None, need: int) -> None:
+    have = acc.balance if acc is not None else 0
+    if acc is None or not timebank.may_spend(ctx.session, acc, ctx.follower) or have < need:
         raise Invalid(f"时间银行余额不足：这项服务需要{hours_text(need)}，余额{hours_text(have)}。"
                       "请选择“不使用”。")
 
 
 def read_pay(ctx, value, answers):
-    if value.get("vol"):
-        _check_balance(ctx, value["vol"], _sub_minutes(ctx, answers))
+    if value.get("acc") or value.get("vol"):
+        _check_balance(ctx, _pay_account(ctx, value), _sub_minutes(ctx, answers))
     return value
 
 
@@ -345,8 +354,9 @@ def submit(ctx, answers):
     tz = ctx.local_now.tzinfo
     if when.ends(tz) <= ctx.local_now:
         raise Invalid("您选的时间已经过去了，请修改预约时间。")
-    pay = (answers.get("pay") or {}).get("vol")
-    if pay:  # the balance may have moved since the question: refused up front, not later
+    pay = _pay_account(ctx, answers.get("pay"))
+    if pay is not None or (answers.get("pay") or {}).get("vol"):
+        # the balance may have moved since the question: refused up front, not later
         _check_balance(ctx, pay, sub.minutes)
     address = answers["address"]
     text = address["text"] + (f" {answers['room']}" if answers.get("room") else "")
@@ -362,7 +372,7 @@ def submit(ctx, answers):
     follower.phone = answers["phone"]  # offered as the default next time
     if created:
         if pay:
-            dispatch.pay_with_time(ctx.session, order, ctx.session.get(Volunteer, pay), follower, ctx.now)
+            dispatch.pay_with_time(ctx.session, order, pay, follower, ctx.now)
         # The first volunteer is asked by the scheduler's next pass (rules.dispatch.run_due:
         # "orders still waiting with nobody asked", about a second later), not here: ranking
         # every volunteer inside the resident's turn made 确认 the slowest turn by far.

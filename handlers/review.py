@@ -122,7 +122,8 @@ def hour_line(r: HourRecord) -> str:
 
 def decide_hours(ctx, coord, ids, approve, reason) -> list[str]:
     results = volunteering.decide_hours(ctx.session, ids, approve=approve, now=ctx.now,
-                                        coordinator=coord, reason=reason)
+                                        coordinator=coord, reason=reason,
+                                        bank=ctx.settings.timebank)
     done = [r for r in results if r.outcome in ("approved", "rejected")]
     own = [r for r in results if r.outcome == "own_entry"]
     lines = [f"已{'通过' if approve else '驳回'} {len(done)} 条。"]

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import delete
-
 from dialogue import Choice, Flow, Invalid, Step
 from handlers import registry
 from handlers.common import mask_phone, parse_phone
 from menus import catalog
 from rules import pii, teams, volunteering
 from rules.inputs import normalize, parse_int, yes_no
-from store.models import Team, TimeBankFamily
+from store.models import Team
 
 # ---- readers ------------------------------------------------------------------------------
 
@@ -212,12 +210,6 @@ SIGNUP = registry.flow(Flow(
         Step("consent", ask_consent, label="隐私说明", parse=read_consent, show=lambda v: "已同意"),
     ],
 ))
-
-
-@registry.eraser
-def forget_family_links(ctx, follower):
-    """A follower who leaves may no longer pay with a volunteer's time."""
-    ctx.session.execute(delete(TimeBankFamily).where(TimeBankFamily.follower_id == follower.id))
 
 
 @registry.command("VOL_SIGNUP", "注册", "志愿者注册", "我要当志愿者", "报名志愿者")

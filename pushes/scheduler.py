@@ -43,7 +43,7 @@ PASS_LIMIT = 20_000  # rows queued per pass; the next pass takes the rest
 # pass): "module:function" called with the services, returning how many items it handled.
 # Each is a query on due times in SQL, like everything here.
 DUE_WORK = ("rules.dispatch:run_due", "rules.activities:run_due", "rules.attendance:run_due", "rules.inbox:run_due",
-            "rules.audit:prune_due")
+            "rules.audit:prune_due", "rules.timebank_pool:run_due")
 
 
 def _job_id(first: int) -> str:

@@ -35,7 +35,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import String, bindparam, case, cast, func, or_, select, update
+from sqlalchemy import String, cast, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from rules import callouts, timebank, unmet, volunteering
@@ -51,7 +51,6 @@ from store.models import (
     Order,
     Team,
     TimeAccount,
-    TimeBankFamily,
     TimePayment,
     Volunteer,
 )
@@ -588,34 +587,26 @@ def cancel(session: Session, order: Order, *, actor: Actor, reason: str, now: da
 
 # ---- paying with time ---------------------------------------------------------------------
 
-# One query: the follower's own volunteer record and those whose family they are, with a
-# balance above zero (an account holds one volunteer's balance), their own first.
-_PAYABLE = (select(Volunteer, TimeAccount.balance)
-            .join(TimeAccount, TimeAccount.volunteer_id == Volunteer.id)
-            .where(TimeAccount.balance > 0,
-                   or_(Volunteer.follower_id == bindparam("follower_id"),
-                       Volunteer.id.in_(select(TimeBankFamily.volunteer_id)
-                                        .where(TimeBankFamily.follower_id == bindparam("follower_id")))))
-            .order_by(case((Volunteer.follower_id == bindparam("follower_id"), 0), else_=1), Volunteer.id))
+def payable_accounts(session: Session, follower: Follower) -> list[tuple[TimeAccount, str, int]]:
+    """Time-bank accounts this follower may pay their own orders from, with minutes in
+    them: (account, whose in words, balance), their own first (`rules.timebank`)."""
+    return timebank.payable_accounts(session, follower)
 
 
-def payable_accounts(session: Session, follower: Follower) -> list[tuple[Volunteer, int]]:
-    """Volunteers whose time this follower may spend (themself, or as designated family)
-    and who have minutes to spend, with their balances, the follower's own first."""
-    return [(vol, minutes) for vol, minutes in session.execute(_PAYABLE, {"follower_id": follower.id})]
-
-
-def pay_with_time(session: Session, order: Order, volunteer: Volunteer, follower: Follower, now: datetime) -> TimePayment:
-    """Plan paying `order` (its typical duration) from `volunteer`'s balance: refused now if
-    the payer may not spend it or the balance is short; debited on confirmation."""
-    if not timebank.may_spend(session, volunteer, follower):
-        raise DispatchError("只有志愿者本人或其指定的家庭成员可以使用时间银行。")
-    have = timebank.balance(session, volunteer)
-    if have < order.minutes:
+def pay_with_time(session: Session, order: Order, account: TimeAccount | Volunteer, follower: Follower,
+                  now: datetime) -> TimePayment:
+    """Plan paying `order` (its typical duration) from a time-bank account (a volunteer's
+    own, a linked volunteer's, or the resident's): refused now if the payer may not spend
+    it or the balance is short; debited on confirmation."""
+    if isinstance(account, Volunteer):
+        account = timebank.account_for(session, account, lock=False)
+    if not timebank.may_spend(session, account, follower):
+        raise DispatchError("只有志愿者本人或其绑定的家人可以使用时间银行。")
+    if account.balance < order.minutes:
         raise DispatchError(f"时间银行余额不足：需要{volunteering.hours_text(order.minutes)}，"
-                            f"余额{volunteering.hours_text(have)}。")
-    payment = TimePayment(order_id=order.id, volunteer_id=volunteer.id, payer_follower_id=follower.id,
-                          minutes=order.minutes, state="pending", created_at=now)
+                            f"余额{volunteering.hours_text(account.balance)}。")
+    payment = TimePayment(order_id=order.id, account_id=account.id, volunteer_id=account.volunteer_id,
+                          payer_follower_id=follower.id, minutes=order.minutes, state="pending", created_at=now)
     session.add(payment)
     session.flush()
     return payment
@@ -626,11 +617,12 @@ def _debit(session: Session, order: Order, now: datetime) -> None:
                                                        TimePayment.state == "pending"))
     if payment is None:
         return
-    volunteer = session.get(Volunteer, payment.volunteer_id)
+    account = (session.get(TimeAccount, payment.account_id) if payment.account_id is not None
+               else timebank.account_for(session, session.get(Volunteer, payment.volunteer_id), lock=False))
     payer = session.get(Follower, payment.payer_follower_id) if payment.payer_follower_id else None
     try:
         with session.begin_nested():
-            tx = timebank.spend_for_order(session, volunteer, payment.minutes, order_ref=order.number,
+            tx = timebank.spend_for_order(session, account, payment.minutes, order_ref=order.number,
                                           payer=payer, now=now)
     except timebank.TimeBankError as e:
         # Spent elsewhere since ordering: the service was still given; staff settle it.

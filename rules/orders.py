@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from menus.catalog import Catalog, Sub, from_dict, load
+from rules import timebank_family as family
 from store.models import CatalogVersion, Community, Follower, Order, OrderEvent, OrderSerial
 from store.outbox import notify
 
@@ -287,17 +288,26 @@ def transition(session: Session, order: Order, to: str, *, actor: Actor, now: da
     return event
 
 
+# The moves a volunteer who linked the resident as family (and chose the notices) hears of.
+FAMILY_NOTICES = ("accepted", "completed")
+
+
 def _tell_resident(session: Session, order: Order, event: OrderEvent) -> None:
     follower = order.follower
-    if follower is None or not follower.subscribed:
+    if follower is None:
         return
     when = event.at.astimezone(CHINA)
-    notify(
-        session, openid=follower.openid, kind="order_update", title="服务订单状态更新",
-        fields={"订单号": order.number, "服务项目": order.sub_name, "状态": SHORT_STATES[event.to_status],
-                "时间": f"{when:%Y年%m月%d日 %H:%M}", "备注": (event.reason or "")[:20]},
-        dedup_key=f"order:{order.number}:event:{event.id}",
-    )
+    fields = {"订单号": order.number, "服务项目": order.sub_name, "状态": SHORT_STATES[event.to_status],
+              "时间": f"{when:%Y年%m月%d日 %H:%M}", "备注": (event.reason or "")[:20]}
+    if follower.subscribed:
+        notify(session, openid=follower.openid, kind="order_update", title="服务订单状态更新",
+               fields=fields, dedup_key=f"order:{order.number}:event:{event.id}")
+    if event.to_status in FAMILY_NOTICES:
+        for watcher in family.watchers(session, follower.id):
+            if watcher.subscribed:
+                note = "可回复“确认完成”代为确认" if event.to_status == "completed" else "家人的订单"
+                notify(session, openid=watcher.openid, kind="order_update", title="家人的服务订单状态更新",
+                       fields={**fields, "备注": note}, dedup_key=f"order:{order.number}:event:{event.id}:fam:{watcher.id}")
 
 
 def cancel_order(session: Session, order: Order, *, actor: Actor, reason: str, now: datetime) -> OrderEvent:

@@ -1,26 +1,59 @@
-"""Time-bank operations: deposit from approved hours, spend on orders, reverse, audit.
+"""The time-bank ledger: accounts, deposits from approved hours, the storage cap, spending
+on orders, gifts and donations, reversals, the passbook and the audit. Family links are
+made in `rules.timebank_family`, pool grants and idle expiry are `rules.timebank_pool`'s;
+both post through this module.
 
 Rules:
 - minutes are created only by `deposit_for_hours`, from an *approved* hour record, once
-  per record (idempotency key `deposit:hour:<id>`), at the configured rate, up to the cap;
-- spending needs the volunteer or a designated family member, and never takes a balance
-  below zero; the same order is paid once (`spend:<order_ref>`);
+  per record (idempotency key `deposit:hour:<id>`), at the configured rate, within the
+  district's optional daily earning cap. What goes above the storage cap is never lost:
+  it moves on at once, in its own `overflow` transaction, to the district pool (or, by
+  `Policy.overflow = "family"`, to the volunteer's linked family first), and the volunteer
+  is told;
+- spending needs the account's holder, or a family member the volunteer linked (an invite
+  code accepted in chat), and never takes a balance below zero; an order is paid once;
+- a volunteer may give minutes to a linked family member (`gift`) and donate to the
+  district pool (`donate`); the pool pays out only through a `PoolGrant` requested with a
+  reason by a coordinator and approved by one a team level up (`grant`);
 - entries never change; `reverse` posts the opposite entries as a new transaction;
 - every posting locks the accounts it touches (`SELECT … FOR UPDATE` on PostgreSQL; SQLite
-  serialises writers), so the cached balances and the checks stay true under concurrency.
+  serialises writers), the issuing account first and the rest by id, so the cached
+  balances and the checks stay true under concurrency and two postings never deadlock.
+
+The district's choices (`Policy`) come from `bot/config.py` as plain values; this module
+reads no configuration.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.models import Follower, HourRecord, TimeAccount, TimeBankFamily, TimeEntry, TimeTransaction, Volunteer
-from store.models.timebank import ISSUED, REDEEMED
+from rules import masks
+from store.models import (
+    Follower,
+    HourRecord,
+    PoolGrant,
+    TimeAccount,
+    TimeBankFamily,
+    TimeEntry,
+    TimeTransaction,
+    Volunteer,
+)
+from store.models.timebank import ISSUED, POOL, REDEEMED
+from store.outbox import notify
+
+CHINA = ZoneInfo("Asia/Shanghai")
+OVERFLOW_RULES = ("pool", "family")
+# What a passbook line says for each kind of transaction (the sign says which way).
+LABELS = {"deposit": "存入", "spend": "支出", "gift": "赠与", "donate": "捐赠", "overflow": "捐赠",
+          "grant": "资助", "expire": "到期转捐", "reversal": "冲正"}
+POOL_IN_KINDS = ("donate", "overflow", "expire")
 
 
 class TimeBankError(ValueError):
@@ -29,6 +62,8 @@ class TimeBankError(ValueError):
 
 @dataclass(frozen=True)
 class BankRules:
+    """The district's data file (menus/volunteers.yaml): the earning rate and storage cap."""
+
     rate_numerator: int = 1
     rate_denominator: int = 1
     cap_minutes: int | None = 90000
@@ -37,7 +72,24 @@ class BankRules:
         return service_minutes * self.rate_numerator // self.rate_denominator
 
 
-def _account(session: Session, code: str, volunteer_id: int | None = None,
+@dataclass(frozen=True)
+class Policy:
+    """The district's settings (bot/config.py, TIMEBANK_*). Each default keeps the bank as
+    it was before they existed: no age rule, no daily cap, no expiry; above the cap to the pool."""
+
+    overflow: str = "pool"  # pool | family (linked family first, the rest to the pool)
+    grant_min_age: int = 0  # pool grants only to residents at least this old (0: any age)
+    daily_cap_minutes: int = 0  # minutes one volunteer may earn per service day (0: no cap)
+    idle_expiry_days: int = 0  # a balance untouched this long goes to the pool (0: never)
+
+    def __post_init__(self):
+        if self.overflow not in OVERFLOW_RULES:
+            raise ValueError(f"overflow must be one of {OVERFLOW_RULES}")
+
+
+# ---- accounts -----------------------------------------------------------------------------
+
+def _account(session: Session, code: str, volunteer_id: int | None = None, follower_id: int | None = None,
              allow_negative: bool = False, lock: bool = True) -> TimeAccount:
     """The account with `code`, created on first use; locked for this transaction."""
     stmt = select(TimeAccount).where(TimeAccount.code == code)
@@ -48,12 +100,24 @@ def _account(session: Session, code: str, volunteer_id: int | None = None,
     if acc is None:
         try:
             with session.begin_nested():
-                acc = TimeAccount(code=code, volunteer_id=volunteer_id, allow_negative=allow_negative)
+                acc = TimeAccount(code=code, volunteer_id=volunteer_id, follower_id=follower_id,
+                                  allow_negative=allow_negative)
                 session.add(acc)
                 session.flush()
         except IntegrityError:  # created meanwhile by a concurrent transaction
             acc = session.scalar(stmt)
     return acc
+
+
+def _lock(session: Session, *accounts: TimeAccount) -> None:
+    """Lock accounts in one global order, the issuing account first and the rest by id, and
+    re-read their balances (populate_existing: the committed values, not a stale cache)."""
+    ids = {a.id for a in accounts}
+    issued = [a.id for a in accounts if a.code == ISSUED]
+    for part in (issued, sorted(ids - set(issued))):
+        if part:
+            session.scalars(select(TimeAccount).where(TimeAccount.id.in_(part)).order_by(TimeAccount.id)
+                            .with_for_update().execution_options(populate_existing=True)).all()
 
 
 def lock_issuing(session: Session) -> TimeAccount:
@@ -62,8 +126,25 @@ def lock_issuing(session: Session) -> TimeAccount:
     return _account(session, ISSUED, allow_negative=True)
 
 
+def pool_account(session: Session, lock: bool = False) -> TimeAccount:
+    return _account(session, POOL, lock=lock)
+
+
 def account_for(session: Session, volunteer: Volunteer, lock: bool = True) -> TimeAccount:
     return _account(session, f"vol:{volunteer.id}", volunteer_id=volunteer.id, lock=lock)
+
+
+def holder_account(session: Session, follower: Follower, lock: bool = False) -> TimeAccount:
+    """Where minutes given to a person land: their volunteer account if they are one,
+    else their own resident account (created on first use)."""
+    vol = session.scalar(select(Volunteer).where(Volunteer.follower_id == follower.id))
+    if vol is not None:
+        return account_for(session, vol, lock=lock)
+    return _account(session, f"fol:{follower.id}", follower_id=follower.id, lock=lock)
+
+
+def _as_account(session: Session, holder: Volunteer | TimeAccount) -> TimeAccount:
+    return holder if isinstance(holder, TimeAccount) else account_for(session, holder, lock=False)
 
 
 _BALANCE = select(TimeAccount.balance).where(TimeAccount.volunteer_id == bindparam("volunteer_id"))
@@ -75,20 +156,48 @@ def balance(session: Session, volunteer: Volunteer) -> int:
     return value or 0
 
 
+def follower_of(session: Session, account: TimeAccount) -> Follower | None:
+    """Who is told about movements of `account` (its holder in chat), if anyone."""
+    if account.follower_id is not None:
+        return session.get(Follower, account.follower_id)
+    if account.volunteer_id is not None:
+        vol = session.get(Volunteer, account.volunteer_id)
+        return vol.follower if vol is not None else None
+    return None
+
+
+def holder_name(session: Session, account: TimeAccount) -> str:
+    """A masked name for a passbook line: 张**, 居民, 公益池."""
+    if account.code == POOL:
+        return "公益池"
+    if account.volunteer_id is not None:
+        vol = session.get(Volunteer, account.volunteer_id)
+        return masks.name(vol.name) if vol is not None else "志愿者"
+    return "家人" if account.follower_id is not None else account.code
+
+
+# ---- posting ------------------------------------------------------------------------------
+
 def _post(session: Session, *, kind: str, key: str, actor: str, reason: str, now: datetime,
           moves: list[tuple[TimeAccount, int]], hour_record_id: int | None = None,
-          order_ref: str | None = None, reverses_id: int | None = None) -> TimeTransaction | None:
-    """Write one balanced transaction; None if `key` was posted before."""
+          order_ref: str | None = None, reverses_id: int | None = None, approved_by: str | None = None,
+          cap: int | None = None) -> TimeTransaction | None:
+    """Write one balanced transaction; None if `key` was posted before. `cap`: no personal
+    account may end above it (the pool and system accounts have none)."""
     if sum(m for _, m in moves) != 0:
         raise ValueError("unbalanced transaction")
     if session.scalar(select(TimeTransaction.id).where(TimeTransaction.idempotency_key == key)):
         return None
+    _lock(session, *(acc for acc, _ in moves))
     for acc, minutes in moves:
         if not acc.allow_negative and acc.balance + minutes < 0:
-            raise TimeBankError("时间银行余额不足。")
+            raise TimeBankError("公益池余额不足。" if acc.code == POOL else "时间银行余额不足。")
+        if (cap is not None and minutes > 0 and not acc.code.startswith("system:")
+                and acc.balance + minutes > cap):
+            raise TimeBankError(f"收款的时间银行将超过存储上限（{hours_text(cap)}）。")
     tx = TimeTransaction(kind=kind, idempotency_key=key, actor=actor[:64], reason=reason[:255],
-                         hour_record_id=hour_record_id, order_ref=order_ref,
-                         reverses_id=reverses_id, created_at=now)
+                         hour_record_id=hour_record_id, order_ref=order_ref, reverses_id=reverses_id,
+                         approved_by=approved_by and approved_by[:64], created_at=now)
     try:
         with session.begin_nested():
             session.add(tx)
@@ -102,84 +211,293 @@ def _post(session: Session, *, kind: str, key: str, actor: str, reason: str, now
     return tx
 
 
+def _tell(session: Session, account: TimeAccount, title: str, what: str, minutes: int, now: datetime,
+          key: str) -> None:
+    """A time-bank notice to the account's holder (push kind `timebank`)."""
+    follower = follower_of(session, account)
+    if follower is None or not follower.subscribed:
+        return
+    notify(session, openid=follower.openid, kind="timebank", title=title,
+           fields={"事项": what[:20], "时长": hours_text(abs(minutes)) if minutes else "",
+                   "余额": hours_text(account.balance),
+                   "时间": f"{now.astimezone(CHINA):%Y年%m月%d日 %H:%M}"},
+           dedup_key=f"timebank:{key}")
+
+
+def hours_text(minutes: int) -> str:
+    """The same wording as rules.volunteering.hours_text (kept here: volunteering imports us)."""
+    if 0 < minutes < 60:
+        return f"{minutes}分钟"
+    h = minutes / 60
+    return f"{int(h)}小时" if minutes % 60 == 0 else f"{h:.1f}小时"
+
+
+# ---- earning ------------------------------------------------------------------------------
+
+def _earned_on(session: Session, acc: TimeAccount, volunteer_id: int, day: date) -> int:
+    """Minutes this account earned from service done on local `day` (deposits less their
+    reversals)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=CHINA)
+    return int(session.scalar(
+        select(func.coalesce(func.sum(TimeEntry.minutes), 0))
+        .join(TimeTransaction, TimeTransaction.id == TimeEntry.tx_id)
+        .join(HourRecord, HourRecord.id == TimeTransaction.hour_record_id)
+        .where(TimeEntry.account_id == acc.id, TimeTransaction.kind.in_(("deposit", "reversal")),
+               HourRecord.volunteer_id == volunteer_id,
+               HourRecord.started_at >= start, HourRecord.started_at < start + timedelta(days=1))) or 0)
+
+
 def deposit_for_hours(session: Session, record: HourRecord, *, actor: str, now: datetime,
-                      rules: BankRules) -> TimeTransaction | None:
-    """Credit an approved hour record once. Above the cap only what fits is credited."""
+                      rules: BankRules, policy: Policy | None = None) -> TimeTransaction | None:
+    """Credit an approved hour record once. Above the daily cap (if any) nothing more is
+    earned that day; above the storage cap the excess moves on (`_overflow`), never lost."""
+    policy = policy or Policy()
     if record.state != "approved":
         raise TimeBankError("只有审核通过的时长可以存入时间银行。")
     issued = lock_issuing(session)
     acc = account_for(session, record.volunteer)
     credit = rules.credit_for(record.minutes)
     reason = f"服务时长存入（记录 {record.id}，{record.minutes} 分钟）"
-    if rules.cap_minutes is not None and acc.balance + credit > rules.cap_minutes:
-        credit = max(0, rules.cap_minutes - acc.balance)
-        reason += f"，已达存储上限，仅存入 {credit} 分钟"
+    if policy.daily_cap_minutes:
+        day = record.started_at.astimezone(CHINA).date()
+        room = max(0, policy.daily_cap_minutes - _earned_on(session, acc, record.volunteer_id, day))
+        if credit > room:
+            reason += f"，当日存入上限{hours_text(policy.daily_cap_minutes)}，存入 {room} 分钟"
+            credit = room
     if credit <= 0:
         return None
-    return _post(session, kind="deposit", key=f"deposit:hour:{record.id}", actor=actor,
-                 reason=reason, now=now, moves=[(issued, -credit), (acc, credit)],
-                 hour_record_id=record.id)
+    tx = _post(session, kind="deposit", key=f"deposit:hour:{record.id}", actor=actor,
+               reason=reason, now=now, moves=[(issued, -credit), (acc, credit)],
+               hour_record_id=record.id)
+    if tx is not None and rules.cap_minutes is not None and acc.balance > rules.cap_minutes:
+        # What this deposit brought above the cap (never more: a balance left above a
+        # lowered cap is not swept away by the next deposit).
+        _overflow(session, acc, record, min(credit, acc.balance - rules.cap_minutes), rules, policy,
+                  actor=actor, now=now)
+    return tx
 
 
-def may_spend(session: Session, volunteer: Volunteer, follower: Follower | None) -> bool:
-    """The volunteer themself, or a family member they designated."""
+def _overflow(session: Session, acc: TimeAccount, record: HourRecord, excess: int, rules: BankRules,
+              policy: Policy, *, actor: str, now: datetime) -> None:
+    """Move what lies above the storage cap out of `acc` (in the deposit's transaction):
+    to linked family members with room (rule "family"), the rest to the pool; tell them."""
+    cap, total = rules.cap_minutes, excess
+    if policy.overflow == "family":
+        for link in live_links_of_volunteer(session, record.volunteer_id):
+            member = session.get(Follower, link.follower_id)
+            target = holder_account(session, member)
+            _lock(session, acc, target)
+            room = max(0, cap - target.balance) if cap is not None else excess
+            part = min(room, excess)
+            if part <= 0:
+                continue
+            _post(session, kind="overflow", key=f"overflow:hour:{record.id}:fam:{link.id}", actor=actor,
+                  reason=f"超出存储上限，转赠家人（记录 {record.id}）", now=now,
+                  moves=[(acc, -part), (target, part)], hour_record_id=record.id)
+            _tell(session, target, "收到家人时长", "家人超出上限的时长转入", part, now,
+                  f"overflow:{record.id}:fam:{link.id}")
+            excess -= part
+            if excess <= 0:
+                break
+    if excess > 0:
+        pool = pool_account(session)
+        _post(session, kind="overflow", key=f"overflow:hour:{record.id}", actor=actor,
+              reason=f"超出存储上限{hours_text(cap)}，捐入公益池（记录 {record.id}）", now=now,
+              moves=[(acc, -excess), (pool, excess)], hour_record_id=record.id)
+    where = "公益池" if excess == total else ("家人" if excess <= 0 else "家人和公益池")
+    _tell(session, acc, "时间银行已达存储上限", f"超出上限的时长已转入{where}", total, now, f"overflow:{record.id}")
+
+
+# ---- family links -------------------------------------------------------------------------
+
+def live_links_of_volunteer(session: Session, volunteer_id: int) -> list[TimeBankFamily]:
+    return list(session.scalars(select(TimeBankFamily).where(
+        TimeBankFamily.volunteer_id == volunteer_id, TimeBankFamily.ended_at.is_(None)).order_by(TimeBankFamily.id)))
+
+
+def live_link(session: Session, volunteer_id: int, follower_id: int) -> TimeBankFamily | None:
+    return session.scalar(select(TimeBankFamily).where(
+        TimeBankFamily.volunteer_id == volunteer_id, TimeBankFamily.follower_id == follower_id,
+        TimeBankFamily.ended_at.is_(None)))
+
+
+# ---- spending -----------------------------------------------------------------------------
+
+def may_spend(session: Session, holder: Volunteer | TimeAccount, follower: Follower | None) -> bool:
+    """The holder themself, or a family member the volunteer linked (a live link)."""
     if follower is None:
+        return False
+    acc = holder if isinstance(holder, TimeAccount) else None
+    if acc is not None and acc.follower_id is not None:
+        return acc.follower_id == follower.id
+    volunteer = holder if isinstance(holder, Volunteer) else (
+        session.get(Volunteer, acc.volunteer_id) if acc is not None and acc.volunteer_id else None)
+    if volunteer is None:
         return False
     if volunteer.follower_id == follower.id:
         return True
-    return session.scalar(select(TimeBankFamily.id).where(
-        TimeBankFamily.volunteer_id == volunteer.id,
-        TimeBankFamily.follower_id == follower.id)) is not None
+    return live_link(session, volunteer.id, follower.id) is not None
 
 
-def designate_family(session: Session, volunteer: Volunteer, follower: Follower, relation: str = "") -> None:
-    exists = session.scalar(select(TimeBankFamily.id).where(
-        TimeBankFamily.volunteer_id == volunteer.id, TimeBankFamily.follower_id == follower.id))
-    if exists is None:
-        session.add(TimeBankFamily(volunteer_id=volunteer.id, follower_id=follower.id, relation=relation[:16]))
-        session.flush()
+def payable_accounts(session: Session, follower: Follower) -> list[tuple[TimeAccount, str, int]]:
+    """Accounts this follower may pay their own orders from, with minutes in them: their own
+    (volunteer or resident) first, then those of volunteers who linked them. Each with
+    whose it is in words (本人, 张**的) and its balance."""
+    rows = session.execute(
+        select(TimeAccount, Volunteer).outerjoin(Volunteer, Volunteer.id == TimeAccount.volunteer_id)
+        .where(TimeAccount.balance > 0, or_(
+            TimeAccount.follower_id == follower.id,
+            Volunteer.follower_id == follower.id,
+            TimeAccount.volunteer_id.in_(select(TimeBankFamily.volunteer_id).where(
+                TimeBankFamily.follower_id == follower.id, TimeBankFamily.ended_at.is_(None)))))).all()
+    out = []
+    for acc, vol in rows:
+        own = acc.follower_id == follower.id or (vol is not None and vol.follower_id == follower.id)
+        out.append((acc, "本人" if own else f"{masks.name(vol.name)}的", acc.balance, own))
+    out.sort(key=lambda r: (not r[3], r[0].id))
+    return [(acc, whose, minutes) for acc, whose, minutes, _ in out]
 
 
-def spend_for_order(session: Session, volunteer: Volunteer, minutes: int, *, order_ref: str,
+def spend_for_order(session: Session, holder: Volunteer | TimeAccount, minutes: int, *, order_ref: str,
                     payer: Follower | None, now: datetime, actor: str | None = None) -> TimeTransaction | None:
-    """Pay an order with time. Refused for anyone but the volunteer or their family, for
+    """Pay an order with time. Refused for anyone but the holder or linked family, for
     non-positive amounts and when the balance is short. Paying the same order again is a no-op."""
     if minutes <= 0:
         raise TimeBankError("支付的时长必须大于零。")
-    if not may_spend(session, volunteer, payer):
-        raise TimeBankError("只有志愿者本人或其指定的家庭成员可以使用时间银行。")
-    acc = account_for(session, volunteer)
-    redeemed = _account(session, REDEEMED, allow_negative=True)
+    acc = _as_account(session, holder)
+    if not may_spend(session, acc, payer):
+        raise TimeBankError("只有志愿者本人或其绑定的家人可以使用时间银行。")
+    redeemed = _account(session, REDEEMED, allow_negative=True, lock=False)
     return _post(session, kind="spend", key=f"spend:{order_ref}", actor=actor or f"follower:{payer.id}",
                  reason=f"支付服务订单 {order_ref}（{minutes} 分钟）", now=now,
                  moves=[(acc, -minutes), (redeemed, minutes)], order_ref=order_ref)
 
 
-def reverse(session: Session, tx: TimeTransaction, *, actor: str, reason: str, now: datetime) -> TimeTransaction:
+# ---- gifts and donations ------------------------------------------------------------------
+
+def gift(session: Session, volunteer: Volunteer, link: TimeBankFamily, minutes: int, *, key: str,
+         now: datetime, rules: BankRules, actor: str | None = None) -> TimeTransaction | None:
+    """The volunteer gives minutes to a linked family member (within the member's cap)."""
+    if minutes <= 0:
+        raise TimeBankError("赠与的时长必须大于零。")
+    if link.volunteer_id != volunteer.id or link.ended_at is not None:
+        raise TimeBankError("只能赠与已绑定的家人。")
+    member = session.get(Follower, link.follower_id)
+    source = account_for(session, volunteer, lock=False)
+    target = holder_account(session, member)
+    if target.id == source.id:
+        raise TimeBankError("不能赠与自己。")
+    tx = _post(session, kind="gift", key=f"gift:{key}", actor=actor or f"follower:{volunteer.follower_id}",
+               reason=f"赠与家人（{link.relation or '家人'}）{minutes} 分钟", now=now,
+               moves=[(source, -minutes), (target, minutes)], cap=rules.cap_minutes)
+    if tx is not None:
+        _tell(session, target, "收到家人赠与的时长", f"{masks.name(volunteer.name)}赠与", minutes, now, f"gift:{tx.id}")
+    return tx
+
+
+def donate(session: Session, holder: Volunteer | TimeAccount, minutes: int, *, key: str, now: datetime,
+           actor: str) -> TimeTransaction | None:
+    """Minutes from a holder's account to the district pool."""
+    if minutes <= 0:
+        raise TimeBankError("捐赠的时长必须大于零。")
+    acc = _as_account(session, holder)
+    return _post(session, kind="donate", key=f"donate:{key}", actor=actor,
+                 reason=f"捐赠给公益池 {minutes} 分钟", now=now,
+                 moves=[(acc, -minutes), (pool_account(session), minutes)])
+
+
+# ---- reversals ----------------------------------------------------------------------------
+
+def reverse(session: Session, tx: TimeTransaction, *, actor: str, reason: str, now: datetime,
+            cap: int | None = None) -> TimeTransaction:
     """Post the opposite of `tx` (once). Refused if it would take a balance below zero,
-    e.g. reversing a deposit whose minutes were already spent."""
+    e.g. reversing a deposit whose minutes were already spent, or a personal balance
+    above `cap` (the storage cap, so nothing has to overflow to undo a mistake)."""
     if tx.kind == "reversal":
         raise TimeBankError("冲正记录不能再次冲正。")
     if not reason.strip():
         raise TimeBankError("冲正需要说明原因。")
     entries = list(session.scalars(select(TimeEntry).where(TimeEntry.tx_id == tx.id).order_by(TimeEntry.id)))
-    # Locked in the order the original took them, so reversals cannot deadlock with postings.
-    locked = {e.account_id: session.scalar(
-        select(TimeAccount).where(TimeAccount.id == e.account_id).with_for_update()
-        .execution_options(populate_existing=True)) for e in entries}
+    accounts = {e.account_id: session.get(TimeAccount, e.account_id) for e in entries}
     posted = _post(session, kind="reversal", key=f"reverse:{tx.id}", actor=actor,
                    reason=f"冲正交易 {tx.id}：{reason}", now=now,
-                   moves=[(locked[e.account_id], -e.minutes) for e in entries],
-                   hour_record_id=tx.hour_record_id, order_ref=tx.order_ref, reverses_id=tx.id)
+                   moves=[(accounts[e.account_id], -e.minutes) for e in entries],
+                   hour_record_id=tx.hour_record_id, order_ref=tx.order_ref, reverses_id=tx.id, cap=cap)
     if posted is None:
         raise TimeBankError("这笔交易已经冲正过了。")
     return posted
 
 
+# ---- the passbook -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PassbookLine:
+    """One entry of an account, as a passbook (存折) shows it."""
+
+    entry_id: int
+    tx_id: int
+    at: datetime
+    kind: str
+    label: str  # 存入 / 支出 / 赠与 / 捐赠 / 资助 / 到期转捐 / 冲正
+    minutes: int  # + in, - out
+    balance_after: int
+    reason: str
+    actor: str
+    approved_by: str | None
+
+
+def _lines(session: Session, account_id: int, *, start: datetime | None = None, end: datetime | None = None,
+           limit: int | None = None) -> list[PassbookLine]:
+    running = (select(TimeEntry.id.label("entry_id"), TimeEntry.tx_id, TimeEntry.minutes, TimeEntry.created_at,
+                      func.sum(TimeEntry.minutes).over(order_by=TimeEntry.id).label("after"))
+               .where(TimeEntry.account_id == account_id).subquery())
+    stmt = (select(running, TimeTransaction).join(TimeTransaction, TimeTransaction.id == running.c.tx_id))
+    if start is not None:
+        stmt = stmt.where(running.c.created_at >= start)
+    if end is not None:
+        stmt = stmt.where(running.c.created_at < end)
+    stmt = stmt.order_by(running.c.entry_id.desc() if limit else running.c.entry_id)
+    if limit:
+        stmt = stmt.limit(limit)
+    out = []
+    for row in session.execute(stmt):
+        tx = row.TimeTransaction
+        out.append(PassbookLine(row.entry_id, tx.id, row.created_at, tx.kind, LABELS.get(tx.kind, tx.kind),
+                                int(row.minutes), int(row.after), tx.reason, tx.actor, tx.approved_by))
+    return out
+
+
+def passbook(session: Session, account: TimeAccount, limit: int = 8) -> list[PassbookLine]:
+    """The latest entries of an account, newest first, each with the balance after it."""
+    return _lines(session, account.id, limit=limit)
+
+
+def passbook_year(session: Session, holder: Volunteer | Follower | TimeAccount, year: int) -> list[PassbookLine]:
+    """Every entry of the holder's account in local (Asia/Shanghai) calendar `year`, oldest
+    first, each with the balance after it (the web passbook renders this). A holder
+    without an account has none."""
+    if isinstance(holder, TimeAccount):
+        acc = holder
+    elif isinstance(holder, Volunteer):
+        acc = session.scalar(select(TimeAccount).where(TimeAccount.volunteer_id == holder.id))
+    else:
+        vol = session.scalar(select(Volunteer).where(Volunteer.follower_id == holder.id))
+        acc = session.scalar(select(TimeAccount).where(
+            TimeAccount.volunteer_id == vol.id if vol is not None else TimeAccount.follower_id == holder.id))
+    if acc is None:
+        return []
+    return _lines(session, acc.id, start=datetime(year, 1, 1, tzinfo=CHINA), end=datetime(year + 1, 1, 1, tzinfo=CHINA))
+
+
+# ---- the audit ----------------------------------------------------------------------------
+
 @dataclass
 class AuditReport:
     accounts: int = 0
     transactions: int = 0
+    pool_in: int = 0
+    pool_out: int = 0
+    pool_balance: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -189,8 +507,10 @@ class AuditReport:
 
 def audit(session: Session) -> AuditReport:
     """Prove the ledger: every cached balance equals the sum of its entries, every
-    transaction sums to zero, no personal balance is negative, deposits come only from
-    approved hour records and never exceed what the record earned."""
+    transaction sums to zero, no personal balance (nor the pool) is negative, deposits come
+    only from approved hour records, the pool's in and out match its balance, every grant
+    has its approved request (by someone other than the requester) and every gift went to
+    family linked at the time."""
     report = AuditReport()
     sums = dict(session.execute(
         select(TimeEntry.account_id, func.coalesce(func.sum(TimeEntry.minutes), 0)).group_by(TimeEntry.account_id)).all())
@@ -219,17 +539,57 @@ def audit(session: Session) -> AuditReport:
     for tx_id, state in bad_deposits:
         report.problems.append(f"transaction {tx_id}: deposit from a {state} hour record, not reversed")
     orphan = session.scalars(select(TimeTransaction.id).where(
-        TimeTransaction.kind == "deposit", TimeTransaction.hour_record_id.is_(None))).all()
+        TimeTransaction.kind.in_(("deposit", "overflow")), TimeTransaction.hour_record_id.is_(None))).all()
     for tx_id in orphan:
-        report.problems.append(f"transaction {tx_id}: deposit without an hour record")
+        report.problems.append(f"transaction {tx_id}: deposit or overflow without an hour record")
+    _audit_pool(session, report)
+    _audit_grants(session, report)
+    _audit_gifts(session, report)
     return report
 
 
-def statement(session: Session, volunteer: Volunteer, limit: int = 5) -> list[tuple[TimeTransaction, int]]:
-    """The latest movements of a volunteer's account (存入 / 取出), newest first."""
-    rows = session.execute(
-        select(TimeTransaction, TimeEntry.minutes).join(TimeEntry, TimeEntry.tx_id == TimeTransaction.id)
-        .join(TimeAccount, TimeAccount.id == TimeEntry.account_id)
-        .where(TimeAccount.volunteer_id == volunteer.id)
-        .order_by(TimeEntry.id.desc()).limit(limit)).all()
-    return [(tx, minutes) for tx, minutes in rows]
+def _audit_pool(session: Session, report: AuditReport) -> None:
+    pool = session.scalar(select(TimeAccount).where(TimeAccount.code == POOL))
+    if pool is None:
+        return
+    rows = session.execute(select(TimeTransaction.kind, TimeEntry.minutes)
+                           .join(TimeEntry, TimeEntry.tx_id == TimeTransaction.id)
+                           .where(TimeEntry.account_id == pool.id)).all()
+    for kind, minutes in rows:
+        if kind in POOL_IN_KINDS and minutes < 0 or kind == "grant" and minutes > 0:
+            report.problems.append(f"pool: a {kind} entry of {minutes} goes the wrong way")
+        elif kind not in POOL_IN_KINDS + ("grant", "reversal"):
+            report.problems.append(f"pool: a {kind} entry, which never touches the pool")
+        if minutes > 0:
+            report.pool_in += minutes
+        else:
+            report.pool_out -= minutes
+    report.pool_balance = pool.balance
+    if report.pool_in - report.pool_out != pool.balance:
+        report.problems.append(f"pool: in {report.pool_in} - out {report.pool_out} != balance {pool.balance}")
+
+
+def _audit_grants(session: Session, report: AuditReport) -> None:
+    grants = {g.tx_id: g for g in session.scalars(select(PoolGrant).where(PoolGrant.tx_id.is_not(None)))}
+    for tx in session.scalars(select(TimeTransaction).where(TimeTransaction.kind == "grant")):
+        g = grants.pop(tx.id, None)
+        if g is None or g.state != "approved":
+            report.problems.append(f"transaction {tx.id}: a grant without an approved request")
+        elif g.decided_by is None or g.decided_by == g.requested_by or not tx.approved_by:
+            report.problems.append(f"transaction {tx.id}: a grant not approved by a second coordinator")
+    for g in session.scalars(select(PoolGrant).where(PoolGrant.state == "approved", PoolGrant.tx_id.is_(None))):
+        report.problems.append(f"grant {g.id}: approved but never paid")
+
+
+def _audit_gifts(session: Session, report: AuditReport) -> None:
+    for tx in session.scalars(select(TimeTransaction).where(TimeTransaction.kind == "gift")):
+        entries = list(session.scalars(select(TimeEntry).where(TimeEntry.tx_id == tx.id)))
+        giver = next((session.get(TimeAccount, e.account_id) for e in entries if e.minutes < 0), None)
+        taker = next((session.get(TimeAccount, e.account_id) for e in entries if e.minutes > 0), None)
+        member = follower_of(session, taker) if taker is not None else None
+        linked = giver is not None and member is not None and session.scalar(select(TimeBankFamily.id).where(
+            TimeBankFamily.volunteer_id == giver.volunteer_id, TimeBankFamily.follower_id == member.id,
+            TimeBankFamily.created_at <= tx.created_at,
+            or_(TimeBankFamily.ended_at.is_(None), TimeBankFamily.ended_at >= tx.created_at)).limit(1))
+        if not linked:
+            report.problems.append(f"transaction {tx.id}: a gift to someone not linked as family then")

@@ -282,9 +282,10 @@ class Decision:
 
 def decide_hours(session: Session, record_ids: list[int], *, approve: bool, now: datetime,
                  coordinator: Coordinator | None, actor: str | None = None, reason: str = "",
-                 rule: Rules | None = None) -> list[Decision]:
+                 rule: Rules | None = None, bank: timebank.Policy | None = None) -> list[Decision]:
     """Approve or reject pending records, each at most once. Approval credits the time
-    bank (once per record) and records a new star level. `coordinator` None = operator."""
+    bank (once per record, under the district's `bank` policy) and records a new star
+    level. `coordinator` None = operator."""
     rule = rule or rules()
     if not approve and not reason.strip():
         raise VolunteerError("驳回需要说明原因。")
@@ -319,7 +320,7 @@ def decide_hours(session: Session, record_ids: list[int], *, approve: bool, now:
         if not approve:
             results.append(Decision(rid, "rejected"))
             continue
-        timebank.deposit_for_hours(session, record, actor=actor, now=now, rules=rule.bank)
+        timebank.deposit_for_hours(session, record, actor=actor, now=now, rules=rule.bank, policy=bank)
         reports.count_approved(session, record)  # the reports' running totals, same transaction
         results.append(Decision(rid, "approved", check_stars(session, record.volunteer, now, rule, record)))
     return results

@@ -35,7 +35,10 @@ CUT_SIZE = 1800
 ACTIONS = ("say", "voice", "location", "click", "scan", "subscribe", "unsubscribe", "image",
            "event", "advance", "resend", "scheduler")
 CHECKS = ("expect", "state", "db")
-MODIFIERS = ("as", "note")
+MODIFIERS = ("as", "note", "capture")
+# `capture: {name: regex}` keeps the regex's first group of the reply; later turns write
+# ${name} to send it (an invite code the bot made up, say).
+VARIABLE = re.compile(r"\$\{(\w+)\}")
 EXPECT_KEYS = ("contains", "not_contains", "regex", "not_regex", "same_reply", "empty", "equals")
 
 
@@ -106,6 +109,7 @@ class Player:
         self.last_reply: str | None = None
         self.last_create_time = 0
         self.transcript: list[str] = []
+        self.captured: dict[str, str] = {}
 
     # -- failure reporting --
 
@@ -164,8 +168,26 @@ class Player:
             self.check_state(n, turn, user, turn["state"], reply)
         if "db" in turn:
             self.check_db(n, turn, turn["db"], reply)
+        if "capture" in turn:
+            self.capture(n, turn, turn["capture"], reply)
         if reply is not None:
             self.last_reply = reply
+
+    def capture(self, n: int, turn: dict, spec, reply) -> None:
+        if not isinstance(spec, dict) or reply is None:
+            self.fail(n, turn, "capture takes {name: regex} on a turn that sends something", reply)
+        for name, pattern in spec.items():
+            m = re.search(str(pattern), reply, re.MULTILINE)
+            if not m or not m.groups():
+                self.fail(n, turn, f"capture {name}: /{pattern}/ (with a group) did not match", reply)
+            self.captured[str(name)] = m.group(1)
+
+    def expand(self, n: int, turn: dict, text: str) -> str:
+        def value(m):
+            if m.group(1) not in self.captured:
+                self.fail(n, turn, f"${{{m.group(1)}}} was not captured by an earlier turn")
+            return self.captured[m.group(1)]
+        return VARIABLE.sub(value, text)
 
     def act(self, n: int, turn: dict, action: str, user: str) -> str | None:
         value = turn[action]
@@ -186,7 +208,7 @@ class Player:
                 self.fail(n, turn, "nothing to resend yet")
             fields = self.last_fields
         elif action == "say":
-            fields = s.text(user, str(value))
+            fields = s.text(user, self.expand(n, turn, str(value)))
         elif action == "voice":
             fields = s.voice(user, str(value))
         elif action == "location":

@@ -15,6 +15,7 @@ from menus.catalog import load
 from pushes.scheduler import run_pass
 from rules import dispatch, timebank, volunteering
 from rules import orders as order_rules
+from rules import timebank_family as family
 from store.models import Community, Follower, HourRecord, Offer, Order, Push, TimePayment, Volunteer
 from tests.seeds import apply
 
@@ -280,7 +281,7 @@ def test_paying_with_time_is_refused_up_front_when_short_and_debited_on_confirma
         with pytest.raises(dispatch.DispatchError, match="余额不足"):
             dispatch.pay_with_time(s, order, qian, qian.follower, now)
         stranger = s.scalar(select(Follower).where(Follower.openid == "o_dres"))
-        with pytest.raises(dispatch.DispatchError, match="家庭成员"):
+        with pytest.raises(dispatch.DispatchError, match="绑定的家人"):
             dispatch.pay_with_time(s, order, qian, stranger, now)
         give_balance(s, qian, 60, now, ref="more")
         payment = dispatch.pay_with_time(s, order, qian, qian.follower, now)
@@ -307,12 +308,12 @@ def test_payable_accounts_are_ones_own_then_the_familys_with_minutes_only(world)
         for v, minutes in ((qian, 30), (wang, 90), (li, 60)):
             give_balance(s, v, minutes, now)
         for v in (zhao, wang):
-            timebank.designate_family(s, v, qian.follower)
-        assert [(v.number, m) for v, m in dispatch.payable_accounts(s, qian.follower)] == [
-            ("KW2026100004", 30), ("KW2026100002", 90)]
+            family.accept_invite(s, family.invite(s, v, "母亲", now).code, qian.follower, now)
+        assert [(acc.volunteer_id, whose, m) for acc, whose, m in dispatch.payable_accounts(s, qian.follower)] == [
+            (qian.id, "本人", 30), (wang.id, "王**的", 90)]
         stranger = s.scalar(select(Follower).where(Follower.openid == "o_dres"))
         assert dispatch.payable_accounts(s, stranger) == []
-        assert [v.number for v, _ in dispatch.payable_accounts(s, li.follower)] == ["KW2026100001"]
+        assert [acc.volunteer_id for acc, _, _ in dispatch.payable_accounts(s, li.follower)] == [li.id]
 
 
 def test_the_order_form_offers_time_payment_only_to_those_who_can_pay(world, wechat_plain):

@@ -50,9 +50,10 @@ def test_shuffled_registrations_route_alike(seed):
 
 
 def test_the_journeys_places_are_as_designed():
-    """Dispatch's words with numbers before the need search, an order number typed alone last;
-    a check-in at a shift's place before the nearby stations."""
-    assert [f.__module__ for f in real.fallbacks] == ["handlers.dispatch", "handlers.orders", "handlers.my_orders"]
+    """The time bank's and dispatch's words with numbers before the need search, an order
+    number typed alone last; a check-in at a shift's place before the nearby stations."""
+    assert [f.__module__ for f in real.fallbacks] == ["handlers.timebank", "handlers.dispatch", "handlers.orders",
+                                                      "handlers.my_orders"]
     assert [f.__module__ for f in real.locations] == ["handlers.checkin", "handlers.nearby"]
 
 

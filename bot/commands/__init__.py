@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 # Keep alphabetical; each module adds its click commands to the main group, using
 # `shared_group` for a group several domains add to (`import`, `menu`, `order`, …).
 MODULES: list[str] = ["activities", "backup", "catalog", "console", "dispatch", "pii", "pushes", "reports", "serve",
-                      "volunteers"]
+                      "timebank", "volunteers"]
 
 
 def register_all(main) -> None:

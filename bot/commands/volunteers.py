@@ -4,7 +4,7 @@
     volbot volunteer approve|reject NUMBER… [--reason …]
     volbot hours add --volunteer NUMBER --start … --end … --coordinator ID [--travel MIN]
     volbot hours approve|reject ID… [--reason …] / volbot hours list [--volunteer N] [--state S]
-    volbot timebank audit | statement NUMBER | reverse TX --reason … | family --volunteer N --openid O
+    volbot timebank audit | statement NUMBER | reverse TX --reason …   (more in bot/commands/timebank.py)
     volbot coordinator add --team CODE --openid OPENID --name NAME [--role …]
 
 Output never contains an ID number or a full phone number.
@@ -128,7 +128,7 @@ def register(main: click.Group) -> None:
                 results = volunteering.decide_hours(
                     s, list(ids), approve=approve, now=svc.clock.now(),
                     coordinator=_coordinator(s, coordinator_id),
-                    actor=None if coordinator_id else "cli", reason=reason)
+                    actor=None if coordinator_id else "cli", reason=reason, bank=svc.timebank_policy)
             except volunteering.VolunteerError as e:
                 raise click.ClickException(str(e)) from None
             for r in results:
@@ -169,36 +169,21 @@ def register(main: click.Group) -> None:
 
     @bank.command("audit")
     def timebank_audit():
-        """Prove every balance equals the sum of its entries; exit 1 on any problem."""
+        """Prove every balance equals the sum of its entries and the pool's in and out
+        match its balance (rules.timebank.audit); exit 1 on any problem."""
         from rules import timebank
 
         with operator_session() as (svc, s):
             report = timebank.audit(s)
-        finish_audit(report.problems, f"time bank: {report.accounts} accounts, {report.transactions} transactions")
-
-    @bank.command("family")
-    @click.option("--volunteer", "number", required=True)
-    @click.option("--openid", required=True, help="the family member's openid (must follow the account)")
-    @click.option("--relation", default="", help="e.g. 父亲, 母亲, 配偶")
-    def timebank_family(number, openid, relation):
-        """Let a family member pay orders with the volunteer's time."""
-        from rules import timebank
-        from store.models import Follower
-
-        with operator_session() as (svc, s):
-            vol = _volunteer(s, number)
-            member = s.scalar(select(Follower).where(Follower.openid == openid, Follower.subscribed.is_(True)))
-            if member is None:
-                raise click.ClickException(f"{openid} does not follow the account")
-            timebank.designate_family(s, vol, member, relation)
-            click.echo(f"{vol.number}: family member added")
+        finish_audit(report.problems, f"time bank: {report.accounts} accounts, {report.transactions} transactions, "
+                                      f"pool in {report.pool_in} - out {report.pool_out} = {report.pool_balance} min")
 
     @bank.command("reverse")
     @click.argument("tx_id", type=int)
     @click.option("--reason", required=True)
     def timebank_reverse(tx_id, reason):
         """Post the opposite of transaction TX_ID (a new entry; nothing is edited)."""
-        from rules import timebank
+        from rules import timebank, volunteering
         from store.models import TimeTransaction
 
         with operator_session() as (svc, s):
@@ -206,7 +191,8 @@ def register(main: click.Group) -> None:
             if tx is None:
                 raise click.ClickException(f"no transaction {tx_id}")
             try:
-                rev = timebank.reverse(s, tx, actor="cli", reason=reason, now=svc.clock.now())
+                rev = timebank.reverse(s, tx, actor="cli", reason=reason, now=svc.clock.now(),
+                                       cap=volunteering.rules().bank.cap_minutes)
             except timebank.TimeBankError as e:
                 raise click.ClickException(str(e)) from None
             click.echo(f"transaction {rev.id} reverses {tx_id}")
@@ -215,14 +201,16 @@ def register(main: click.Group) -> None:
     @click.argument("number")
     @click.option("--limit", default=20, type=int)
     def timebank_statement(number, limit):
-        """A volunteer's balance and latest movements (存入 / 取出)."""
+        """A volunteer's passbook: balance and latest entries, each with the balance after."""
         from rules import timebank
 
         with operator_session() as (svc, s):
             vol = _volunteer(s, number)
             click.echo(f"{vol.number}: balance {timebank.balance(s, vol)} min")
-            for tx, minutes in timebank.statement(s, vol, limit=limit):
-                click.echo(f"{tx.id}\t{tx.created_at:%Y-%m-%d %H:%M}Z\t{tx.kind}\t{minutes:+d}\t{tx.actor}\t{tx.reason}")
+            for line in timebank.passbook(s, timebank.account_for(s, vol, lock=False), limit=limit):
+                approved = f"\tapproved by {line.approved_by}" if line.approved_by else ""
+                click.echo(f"{line.tx_id}\t{line.at:%Y-%m-%d %H:%M}Z\t{line.label}\t{line.minutes:+d}\t"
+                           f"= {line.balance_after}\t{line.actor}\t{line.reason}{approved}")
 
     @coordinator.command("add")
     @click.option("--team", "team_code", required=True)

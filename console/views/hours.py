@@ -14,7 +14,7 @@ from flask import g, redirect, request, url_for
 from sqlalchemy import select
 
 from console.views.common import CHINA, args_builder, int_or_none, page_number, paged, parse_day
-from console.web import audit, back, console, flash, render
+from console.web import audit, back, console, flash, render, services
 from rules import access, volunteering
 from rules.audit import snapshot
 from store.models import Coordinator, HourRecord, Team, Volunteer
@@ -69,7 +69,8 @@ def hours_decide():
     before = {r.id: snapshot(r, AUDITED) for r in records}
     try:
         decisions = volunteering.decide_hours(g.db, [r.id for r in records], approve=approve, now=g.now,
-                                              coordinator=g.coordinator, reason=reason)
+                                              coordinator=g.coordinator, reason=reason,
+                                              bank=services().timebank_policy)
     except volunteering.VolunteerError as e:
         g.db.rollback()
         flash(str(e), "error")

@@ -17,7 +17,7 @@ from store.models.orders import CatalogVersion, Order, OrderEvent, OrderSerial
 from store.models.places import Place
 from store.models.pushes import DeadLetter, Push, PushReceipt
 from store.models.rollups import HourMonthTotal, HourYearTotal
-from store.models.timebank import TimeAccount, TimeBankFamily, TimeEntry, TimeTransaction
+from store.models.timebank import PoolGrant, TimeAccount, TimeBankFamily, TimeBankInvite, TimeEntry, TimeTransaction
 from store.models.volunteers import Coordinator, HourRecord, Volunteer, VolunteerSerial, VolunteerStar
 
 __all__ = [
@@ -67,6 +67,8 @@ __all__ = [
     "VolunteerStar",
     "TimeAccount",
     "TimeBankFamily",
+    "TimeBankInvite",
+    "PoolGrant",
     "TimeEntry",
     "TimeTransaction",
 ]

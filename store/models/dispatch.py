@@ -63,7 +63,10 @@ class TimePayment(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), unique=True)
-    volunteer_id: Mapped[int] = mapped_column(ForeignKey("volunteers.id"))  # whose balance pays
+    # Whose balance pays: a time-bank account (a volunteer's, or a resident's own minutes);
+    # `volunteer_id` names the volunteer when it is a volunteer's.
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("time_accounts.id"))
+    volunteer_id: Mapped[int | None] = mapped_column(ForeignKey("volunteers.id"))
     payer_follower_id: Mapped[int | None] = mapped_column(ForeignKey("followers.id", ondelete="SET NULL"))
     minutes: Mapped[int]
     state: Mapped[str] = mapped_column(String(16), default="pending")  # one of PAYMENT_STATES
