@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import date
 
-from store.sealing import ID_NUMBER, PHONE, Keyring, phone_digits
+from store.sealing import ID_NUMBER, PHONE, Keyring, phone_digits, process_keyring
 
 # ---- resident ID numbers (居民身份证号) -------------------------------------------------
 
@@ -134,6 +134,13 @@ def lookup_hashes(keys: Keys, value: str) -> list[str]:
 
 def phone_hashes(keys: Keys, phone: str) -> list[str]:
     return keyring(keys).hashes(phone_digits(phone), PHONE)
+
+
+def birth_date_of(id_number_enc: str, keys: Keys | None = None) -> date:
+    """The birth date in a sealed ID number (for an age rule: the database keeps only the
+    year); under the process keyring unless `keys` are given."""
+    number = decrypt(keys or process_keyring(), id_number_enc)
+    return date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
 
 
 @dataclass(frozen=True)

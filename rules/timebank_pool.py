@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from rules import pii
 from rules import timebank as bank
 from rules.timebank import CHINA, BankRules, Policy, TimeBankError
 from store.models import Coordinator, Follower, PoolGrant, Team, TimeAccount, TimeEntry, TimeTransaction, Volunteer
@@ -33,13 +34,15 @@ def request_grant(session: Session, coordinator: Coordinator, follower: Follower
     if not reason.strip():
         raise TimeBankError("资助需要说明原因。")
     vol = session.scalar(select(Volunteer).where(Volunteer.follower_id == follower.id))
-    born = vol.birth_date if vol is not None else birth_date
+    # A volunteer's birth date is in their sealed ID number (the database keeps the year).
+    born = pii.birth_date_of(vol.id_number_enc) if vol is not None else birth_date
     if policy.grant_min_age:
         if born is None:
             raise TimeBankError(f"公益池资助只给{policy.grant_min_age}岁以上的居民，请填写出生日期。")
         if age_on(born, now.astimezone(CHINA).date()) < policy.grant_min_age:
             raise TimeBankError(f"公益池资助只给{policy.grant_min_age}岁以上的居民。")
-    grant = PoolGrant(follower_id=follower.id, minutes=minutes, reason=reason.strip()[:255], birth_date=born,
+    grant = PoolGrant(follower_id=follower.id, minutes=minutes, reason=reason.strip()[:255],
+                      birth_year=born.year if born else None,
                       team_id=coordinator.team_id, requested_by=coordinator.id, requested_at=now, state="pending")
     session.add(grant)
     session.flush()

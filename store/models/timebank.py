@@ -18,9 +18,9 @@ minute moves.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 
-from sqlalchemy import Date, ForeignKey, Index, Integer, String, event, text
+from sqlalchemy import ForeignKey, Index, Integer, String, event, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from store.models.base import Base, utcnow
@@ -129,8 +129,9 @@ class PoolGrant(Base):
     follower_id: Mapped[int] = mapped_column(ForeignKey("followers.id"), index=True)  # who receives
     minutes: Mapped[int]
     reason: Mapped[str] = mapped_column(String(255))
-    # The recipient's date of birth as the coordinator checked it (the age rule), if given.
-    birth_date: Mapped[date | None] = mapped_column(Date)
+    # The recipient's birth year, from the date the age rule was checked against (the
+    # database keeps no full birth date: docs/privacy.md).
+    birth_year: Mapped[int | None]
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))  # the requester's team
     requested_by: Mapped[int] = mapped_column(ForeignKey("coordinators.id"))
     requested_at: Mapped[datetime] = mapped_column(default=utcnow)

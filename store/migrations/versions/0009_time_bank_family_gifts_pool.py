@@ -40,7 +40,7 @@ def upgrade() -> None:
     sa.Column('follower_id', sa.Integer(), nullable=False),
     sa.Column('minutes', sa.Integer(), nullable=False),
     sa.Column('reason', sa.String(length=255), nullable=False),
-    sa.Column('birth_date', sa.Date(), nullable=True),
+    sa.Column('birth_year', sa.Integer(), nullable=True),
     sa.Column('team_id', sa.Integer(), nullable=False),
     sa.Column('requested_by', sa.Integer(), nullable=False),
     sa.Column('requested_at', store.models.base.UTCDateTime(), nullable=False),
