@@ -87,6 +87,9 @@ class Config:
     cjk_font: str | None = None
     # `volbot console add/password`: the password, instead of a prompt
     console_password: str | None = None
+    # The pages at /m: map tiles under the SVG maps ("https://…/{z}/{x}/{y}.png"; "" = none,
+    # the district's own coordinates only, as on an intranet)
+    pages_map_tiles: str = ""
 
     @property
     def safe_mode(self) -> bool:
@@ -157,6 +160,7 @@ ENV_NAMES = {
     "push_backoff_max": "PUSH_BACKOFF_MAX_SECONDS",
     "cjk_font": "VOLBOT_CJK_FONT",
     "console_password": "VOLBOT_CONSOLE_PASSWORD",
+    "pages_map_tiles": "PAGES_MAP_TILES",
 }
 TEMPLATE_PREFIX = "WECHAT_TEMPLATE_"
 POSITIVE = ("dispatch_offer_minutes", "dispatch_confirm_hours", "dispatch_cap_factor", "push_rate",
@@ -295,6 +299,9 @@ def validate(config: Config) -> None:
         spec = getattr(config, name)
         if spec and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec):
             raise ConfigError(f"{ENV_NAMES[name]}: expected module:factory (e.g. mypkg.stt:engine), got {spec!r}")
+    tiles = config.pages_map_tiles
+    if tiles and not (tiles.startswith(("http://", "https://", "/")) and all(k in tiles for k in ("{z}", "{x}", "{y}"))):
+        raise ConfigError("PAGES_MAP_TILES: expected a URL with {z}, {x} and {y} (e.g. https://tiles.example/{z}/{x}/{y}.png)")
     if not [b for b in config.bind.split(",") if b.strip()]:
         raise ConfigError("VOLBOT_BIND: must name at least one address")
     if config.database_url and not normalise_database_url(config.database_url).startswith(
