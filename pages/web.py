@@ -32,8 +32,9 @@ pages = Blueprint("pages", __name__, url_prefix="/m", template_folder="templates
 COOKIE = "volbot_m"
 SESSION_MAX_AGE = 7 * 24 * 3600  # a week: an elderly user is not sent through OAuth daily
 SALT = "volbot-pages-session"
+# Open without signing in: the sign-in itself, and the certificate check anyone may do.
 PUBLIC = {"pages.static", "pages.auth_start", "pages.auth_callback", "pages.verify", "pages.verify_form",
-          "pages.signed_out"}
+          "pages.verify_qr", "pages.signed_out", "pages.text_size"}
 
 
 class SignInAgain(Exception):

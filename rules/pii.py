@@ -103,6 +103,16 @@ def mask_id_tail(tail: str) -> str:
 
 # ---- encryption and lookup hash -----------------------------------------------------------
 
+def mask_name(name: str) -> str:
+    """张三 → 张*, 张三丰 → 张*丰, 欧阳小明 → 欧**明: enough to recognise, not to identify."""
+    name = (name or "").strip()
+    if len(name) <= 1:
+        return name
+    if len(name) == 2:
+        return name[0] + "*"
+    return name[0] + "*" * (len(name) - 2) + name[-1]
+
+
 def _derive(pii_key: str, purpose: bytes) -> bytes:
     if not pii_key:
         raise ValueError("PII_KEY is empty")
