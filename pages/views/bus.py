@@ -13,6 +13,9 @@ from rules import bus, followers
 from store.models import Community
 
 VISITS = 20
+# The subscribe-notice template whose consent the bus page asks for (wx-open-subscribe), when
+# the account has one: WECHAT_TEMPLATE_SUBSCRIBE_BUS_VISIT.
+CONSENT_KIND = "subscribe_bus_visit"
 NOTES = {"subscribed": "已订阅，巴士每次到访前会通知您。", "unsubscribed": "已取消订阅。",
          "already": "您已经订阅了这个社区。"}
 
@@ -33,7 +36,8 @@ def bus_page():
     communities = g.db.scalars(select(Community).order_by(Community.street, Community.name)).all()
     return render("bus.html", visits=visits, mine=mine, mine_ids=mine_ids, communities=communities,
                   when=bus.when_text, names=bus.service_names, markers=markers,
-                  tiles=view.tiles(services().config.pages_map_tiles), note=NOTES.get(request.args.get("done")))
+                  tiles=view.tiles(services().config.pages_map_tiles), note=NOTES.get(request.args.get("done")),
+                  consent_template=(services().config.template_ids or {}).get(CONSENT_KIND, ""))
 
 
 def _community() -> Community:

@@ -1,6 +1,10 @@
-/* The pages' only script (no inline script anywhere, CSP-friendly). Everything works without
-   it; with WeChat's JS-SDK (inside WeChat) or the simulator's stand-in, buttons marked
-   data-wx="getLocation" / "scanQRCode" use it. The real SDK is loaded only inside WeChat. */
+/* The pages' only script (no inline script anywhere: CSP-friendly). Every page works
+   without it. With WeChat's JS-SDK (loaded here only inside WeChat's in-app browser) or a
+   stand-in handed over later (window.volbotPages.attach: the simulator does), the elements
+   marked data-wx use it:
+     getLocation  附近: the user's location (else the browser's, else the list as typed)
+     scanQRCode   签到: WeChat's scanner; the scan goes to the account as a chat scan does
+     subscribe    the consent open tag (wx-open-subscribe), shown only where it can work */
 (function () {
   "use strict";
   var body = document.body;
@@ -41,7 +45,7 @@
     return configured;
   }
 
-  function gotoWith(form, fields) {
+  function submitWith(form, fields) {
     Object.keys(fields).forEach(function (k) {
       var input = form.querySelector("[name=" + k + "]");
       if (input) { input.value = fields[k]; }
@@ -49,40 +53,57 @@
     form.submit();
   }
 
-  /* 附近: the user's location from wx.getLocation, else the browser's, else the form as typed. */
-  document.querySelectorAll("[data-wx=getLocation]").forEach(function (button) {
-    button.hidden = false;
-    button.addEventListener("click", function () {
-      var form = button.form;
-      ready().then(function (wx) {
-        if (wx) {
-          wx.getLocation({type: "gcj02", success: function (res) {
-            gotoWith(form, {lat: res.latitude, lng: res.longitude});
-          }});
-        } else if (navigator.geolocation) {
-          navigator.geolocation.getCurrentPosition(function (pos) {
-            gotoWith(form, {lat: pos.coords.latitude, lng: pos.coords.longitude});
-          }, function () { form.querySelector("[name=lat]").focus(); });
-        }
-      });
-    });
-  });
+  function once(el) {
+    if (el.dataset.bound) { return false; }
+    el.dataset.bound = "yes";
+    return true;
+  }
 
-  /* 签到: wx.scanQRCode gives the code's text, which the form sends as if typed. */
-  document.querySelectorAll("[data-wx=scanQRCode]").forEach(function (button) {
-    ready().then(function (wx) {
-      if (!wx) { return; }
+  function setup() {
+    document.querySelectorAll("[data-wx=getLocation]").forEach(function (button) {
+      if (!window.wx && !inWeChat() && !navigator.geolocation) { return; }
       button.hidden = false;
+      if (!once(button)) { return; }
       button.addEventListener("click", function () {
-        wx.scanQRCode({needResult: 1, scanType: ["qrCode"], success: function (res) {
-          gotoWith(button.form, {code: res.resultStr});
-        }});
+        var form = button.form;
+        ready().then(function (wx) {
+          if (wx) {
+            wx.getLocation({type: "gcj02", success: function (res) {
+              submitWith(form, {lat: res.latitude, lng: res.longitude});
+            }});
+          } else if (navigator.geolocation) {
+            navigator.geolocation.getCurrentPosition(function (pos) {
+              submitWith(form, {lat: pos.coords.latitude, lng: pos.coords.longitude});
+            }, function () { button.hidden = true; });
+          }
+        });
       });
     });
-  });
+    document.querySelectorAll("[data-wx=scanQRCode]").forEach(function (button) {
+      ready().then(function (wx) {
+        if (!wx) { return; }
+        button.hidden = false;
+        if (!once(button)) { return; }
+        button.addEventListener("click", function () {
+          wx.scanQRCode({needResult: 0, scanType: ["qrCode"]});
+        });
+      });
+    });
+    document.querySelectorAll("[data-wx=subscribe]").forEach(function (box) {
+      ready().then(function (wx) { if (wx) { box.hidden = false; } });
+    });
+    document.querySelectorAll("wx-open-subscribe").forEach(function (tag) {
+      if (!once(tag)) { return; }
+      tag.addEventListener("success", function (e) {
+        var note = document.getElementById(tag.id + "-note");
+        if (note) { note.hidden = false; }
+        return e;
+      });
+    });
+  }
 
-  /* The consent button (wx-open-subscribe) is shown only where the SDK could be configured. */
-  document.querySelectorAll("[data-wx=subscribe]").forEach(function (box) {
-    ready().then(function (wx) { if (wx) { box.hidden = false; } });
-  });
+  window.volbotPages = {
+    attach: function (wx) { window.wx = wx; configured = null; setup(); }
+  };
+  setup();
 })();
