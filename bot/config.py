@@ -90,6 +90,9 @@ class Config:
     # The pages at /m: map tiles under the SVG maps ("https://…/{z}/{x}/{y}.png"; "" = none,
     # the district's own coordinates only, as on an intranet)
     pages_map_tiles: str = ""
+    # Where the site is reached from outside ("https://vol.example.cn"): the chat's links to
+    # the pages and the custom menu's view buttons. "" = no links (the chat works alone).
+    public_url: str = ""
 
     @property
     def safe_mode(self) -> bool:
@@ -108,6 +111,11 @@ class Config:
         return PushSettings(rate=self.push_rate, burst=self.push_burst or None, max_attempts=self.push_max_attempts,
                             lease_seconds=self.push_lease_seconds, chunk=self.push_chunk, claim=self.push_claim,
                             backoff=self.push_backoff, backoff_max=self.push_backoff_max)
+
+    @property
+    def pages_url(self) -> str:
+        """The web pages' base URL (PUBLIC_URL + /m), or "" without PUBLIC_URL."""
+        return self.public_url.rstrip("/") + "/m" if self.public_url else ""
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -161,6 +169,7 @@ ENV_NAMES = {
     "cjk_font": "VOLBOT_CJK_FONT",
     "console_password": "VOLBOT_CONSOLE_PASSWORD",
     "pages_map_tiles": "PAGES_MAP_TILES",
+    "public_url": "PUBLIC_URL",
 }
 TEMPLATE_PREFIX = "WECHAT_TEMPLATE_"
 POSITIVE = ("dispatch_offer_minutes", "dispatch_confirm_hours", "dispatch_cap_factor", "push_rate",
@@ -299,6 +308,8 @@ def validate(config: Config) -> None:
         spec = getattr(config, name)
         if spec and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec):
             raise ConfigError(f"{ENV_NAMES[name]}: expected module:factory (e.g. mypkg.stt:engine), got {spec!r}")
+    if config.public_url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", config.public_url):
+        raise ConfigError(f"PUBLIC_URL: expected http(s)://host[/path], got {config.public_url!r}")
     tiles = config.pages_map_tiles
     if tiles and not (tiles.startswith(("http://", "https://", "/")) and all(k in tiles for k in ("{z}", "{x}", "{y}"))):
         raise ConfigError("PAGES_MAP_TILES: expected a URL with {z}, {x} and {y} (e.g. https://tiles.example/{z}/{x}/{y}.png)")

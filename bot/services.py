@@ -51,7 +51,7 @@ class Services:
         self.push_settings = config.push_settings()
         self.settings = Settings(pii_key=config.pii_key, state_idle=config.state_idle,
                                  resume_window=config.resume_window, env=config.env,
-                                 dispatch=self.dispatch_settings)
+                                 dispatch=self.dispatch_settings, pages_url=config.pages_url)
         self._engine = None
         if check:
             self.check()

@@ -251,6 +251,7 @@ def run(main, *, host: str, port: int, emulator_port: int, reset: bool, out=None
     env = child_environ()
     env.setdefault("VOLBOT_ENV", "demo")
     env.setdefault("WECHAT_API_BASE", f"http://{host}:{emulator_port}/cgi-bin/")
+    env.setdefault("PUBLIC_URL", f"http://{host}:{port}")  # the chat's links to the pages
     config = load_config(environ=env)
     env["VOLBOT_INSTANCE"] = str(config.instance_path)
     lock = claim_instance(Path(config.instance_path))

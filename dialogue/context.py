@@ -40,6 +40,7 @@ class Settings:
     resume_window: int = 24 * 3600
     env: str = "development"
     dispatch: Any = None  # rules.dispatch.Settings, as configured
+    pages_url: str = ""  # the web pages' base ("https://…/m"); "" = replies carry no page links
     extra: dict = field(default_factory=dict)
 
 
