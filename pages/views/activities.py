@@ -15,10 +15,10 @@ from sqlalchemy import select
 
 from pages.web import local, needs_volunteer, pages, render
 from rules import activities as acts
-from store.models import Team
+from store.models import Place, Team
 from store.models.activities import SignUp
 
-LISTED = 200  # shifts read for the page; filters apply to these
+LISTED = 120  # shifts read for the page (two weeks of a district's); filters apply to these
 NOTES = {
     "signed": "报名成功！活动前一天会提醒您。到场后扫码签到。",
     "waitlisted": "名额已满，已为您加入候补名单，有人取消会自动递补并通知您。",
@@ -31,6 +31,16 @@ NOTES = {
     "already_cancelled": "这个报名已经取消过了。",
     "started": "活动已经开始，不能在线取消。如不能到场，请联系活动负责人。",
 }
+
+
+def _load_activities(views) -> list:
+    """The projects' teams and the activities' places, in two queries: the page then reads
+    them from the session instead of one query per shift. The caller keeps the returned
+    rows for the request (the session's identity map holds them only while referenced)."""
+    team_ids = {v.shift.activity.project.team_id for v in views}
+    place_ids = {v.shift.activity.place_id for v in views} - {None}
+    rows = list(g.db.scalars(select(Team).where(Team.id.in_(team_ids)))) if team_ids else []
+    return rows + (list(g.db.scalars(select(Place).where(Place.id.in_(place_ids)))) if place_ids else [])
 
 
 def _int(name: str) -> int | None:
@@ -46,9 +56,11 @@ def activities():
     team_id, place_id = _int("team"), _int("place")
     team = g.db.get(Team, team_id) if team_id else None
     views = acts.upcoming(g.db, g.now, team=team, limit=LISTED)
+    everything = acts.upcoming(g.db, g.now, limit=LISTED) if team else views
+    g.loaded = _load_activities(everything)
     places = OrderedDict()
     teams = OrderedDict()
-    for v in acts.upcoming(g.db, g.now, limit=LISTED) if team else views:
+    for v in everything:
         a = v.shift.activity
         teams.setdefault(a.project.team_id, a.project.team.name)
         if a.place_id:

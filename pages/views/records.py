@@ -26,7 +26,8 @@ STATES = {"pending": "待审核", "approved": "已认证", "rejected": "未通�
 SOURCES = {"activity": "活动签到", "order": "服务订单", "manual": "补录"}
 # Ledger kinds; a kind added later is shown by the sign of its amount (存入 / 支出).
 KINDS = {"deposit": "存入", "spend": "支出", "reversal": "冲正"}
-PAGE = 100  # records a page
+PAGE = 100  # records (and passbook lines) a page
+PASSBOOK_SHOWN = 10  # the latest passbook lines on the records page; the rest on /m/passbook
 
 
 @dataclass
@@ -64,12 +65,23 @@ def year_records(session, volunteer_id: int, year: int, offset: int = 0, limit: 
     return session.execute(q).all()
 
 
+def _entries_back_to(session, volunteer, start: datetime):
+    """The ledger's entries, newest first, at least back to `start`: read in growing pages
+    through `timebank.statement`, so this year's passbook does not read every year's."""
+    limit = 256
+    while True:
+        rows = timebank.statement(session, volunteer, limit=limit)
+        if len(rows) < limit or aware(rows[-1][0].created_at) < start:
+            return rows
+        limit *= 4
+
+
 def passbook(session, volunteer, year: int) -> list[PassbookLine]:
     """The year's ledger lines, newest first, each with the balance after it."""
     balance = timebank.balance(session, volunteer)
     start, end = year_bounds(year)
     lines = []
-    for tx, minutes in timebank.statement(session, volunteer, limit=None):
+    for tx, minutes in _entries_back_to(session, volunteer, start):
         at = aware(tx.created_at)
         if at < start:
             break
@@ -98,11 +110,7 @@ def _year() -> int:
 @needs_volunteer
 def records():
     volunteer = g.visitor.volunteer
-    year = _year()
-    try:
-        page = max(1, min(int(request.args.get("page", 1)), 10_000))
-    except ValueError:
-        page = 1
+    year, page = _year(), _page()
     summary = volunteering.summary(g.db, volunteer, g.now, latest=0)
     rule = volunteering.rules()
     stars = rule.stars
@@ -112,10 +120,30 @@ def records():
     progress = 100 if ceiling is None else int(100 * (summary.approved - floor) / max(1, ceiling - floor))
     rows = year_records(g.db, volunteer.id, year, offset=(page - 1) * PAGE)
     more = len(rows) > PAGE
+    lines = passbook(g.db, volunteer, year)
     return render("records.html", v=volunteer, s=summary, year=year, page=page, more=more,
                   years=years_with_records(g.db, volunteer.id, year), rows=rows[:PAGE],
                   progress=max(0, min(progress, 100)), next_star=level + 1 if ceiling else None,
-                  lines=passbook(g.db, volunteer, year), states=STATES, sources=SOURCES)
+                  lines=lines[:PASSBOOK_SHOWN], more_lines=len(lines) > PASSBOOK_SHOWN, states=STATES,
+                  sources=SOURCES)
+
+
+def _page() -> int:
+    try:
+        return max(1, min(int(request.args.get("page", 1)), 10_000))
+    except ValueError:
+        return 1
+
+
+@pages.get("/passbook")
+@needs_volunteer
+def passbook_page():
+    """The year's whole passbook, a hundred lines a page."""
+    volunteer, year, page = g.visitor.volunteer, _year(), _page()
+    lines = passbook(g.db, volunteer, year)
+    return render("passbook.html", year=year, page=page, more=len(lines) > page * PAGE,
+                  years=years_with_records(g.db, volunteer.id, year), balance=timebank.balance(g.db, volunteer),
+                  lines=lines[(page - 1) * PAGE:page * PAGE])
 
 
 @pages.get("/records.csv")
