@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import wraps
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
@@ -160,13 +160,19 @@ def forbidden(e):
     return error(403, "您无权查看这一页。")
 
 
-@pages.errorhandler(404)
+# Routing errors (an unknown /m/ address, a GET on a form's target) happen before a
+# blueprint is chosen, so these are the app's handlers, answering in Chinese under /m only.
+@pages.app_errorhandler(404)
 def not_found(e):
+    if not request.path.startswith("/m/"):
+        return e
     return error(404, "找不到这条记录。")
 
 
-@pages.errorhandler(405)
+@pages.app_errorhandler(405)
 def bad_method(e):
+    if not request.path.startswith("/m/"):
+        return e
     return error(405, "请从页面上的按钮操作。")
 
 
@@ -193,9 +199,7 @@ def needs_volunteer(view):
 def local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     if value is None:
         return ""
-    if value.tzinfo is None:
-        from datetime import timezone
-
+    if value.tzinfo is None:  # SQLite hands back naive UTC
         value = value.replace(tzinfo=timezone.utc)
     return value.astimezone(CHINA).strftime(fmt)
 

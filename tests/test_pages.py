@@ -157,3 +157,13 @@ def test_templates_have_no_inline_script_style_or_handlers():
         assert not re.search(r"\son[a-z]+\s*=", html), path
         assert not re.search(r"\sstyle\s*=", html), path
         assert not re.search(r'(src|href)="(https?:)?//', html), path  # no asset from another host (no CDN)
+
+
+def test_unknown_addresses_and_wrong_methods_get_a_page(m, emulator, svc):
+    http, _ = open_as(emulator, m, "o_page_lost")
+    lost = http.get(m + "/m/no-such-page", timeout=10)
+    assert lost.status_code == 404 and "回到首页" in lost.text
+    wrong = http.get(m + "/m/bus/subscribe", timeout=10)
+    assert wrong.status_code == 405 and "回到首页" in wrong.text
+    elsewhere = http.get(m + "/no-such-page", timeout=10)
+    assert elsewhere.status_code == 404 and "回到首页" not in elsewhere.text
