@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--database-url", default=environ_value(
         "BENCH_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/volbot_pages_bench")
     ap.add_argument("--redis-url", default=environ_value("BENCH_REDIS_URL") or "redis://127.0.0.1:6379/11")
+    ap.add_argument("--no-seed", action="store_true", help="reuse the database seeded by a previous run")
     args = ap.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     ensure_database(args.database_url)
@@ -113,23 +114,25 @@ def main() -> None:
                          wechat_api_base=emulator_url + "/cgi-bin/")
     svc = Services(config)
     svc.redis.flushdb()
-    with svc.db.engine.begin() as conn:  # a dedicated database: start from an empty schema
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    svc.db.create_all()
-    print(f"seeding {args.volunteers:,} volunteers, {args.hours:,} hour records, {args.orders:,} orders …", flush=True)
-    seeded = seed(svc, args.volunteers, args.hours, args.orders)
-    t0 = time.perf_counter()
-    give_records(svc, args.records)
-    print(f"seeded in {seeded['seconds']:.0f} s, the volunteer's {args.records:,} records in "
-          f"{time.perf_counter() - t0:.0f} s")
-    with svc.db.engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        raw.commit()
-        raw.autocommit = True
-        with raw.cursor() as cur:
-            cur.execute("ANALYZE")
-        raw.autocommit = False
+    if not args.no_seed:
+        with svc.db.engine.begin() as conn:  # a dedicated database: start from an empty schema
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        svc.db.create_all()
+        print(f"seeding {args.volunteers:,} volunteers, {args.hours:,} hour records, {args.orders:,} orders …",
+              flush=True)
+        seeded = seed(svc, args.volunteers, args.hours, args.orders)
+        t0 = time.perf_counter()
+        give_records(svc, args.records)
+        print(f"seeded in {seeded['seconds']:.0f} s, the volunteer's {args.records:,} records in "
+              f"{time.perf_counter() - t0:.0f} s")
+        with svc.db.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            raw.commit()
+            raw.autocommit = True
+            with raw.cursor() as cur:
+                cur.execute("ANALYZE")
+            raw.autocommit = False
     server = make_server("127.0.0.1", 0, create_app(services=svc), threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_port}"

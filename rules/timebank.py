@@ -233,3 +233,31 @@ def statement(session: Session, volunteer: Volunteer, limit: int = 5) -> list[tu
         .where(TimeAccount.volunteer_id == volunteer.id)
         .order_by(TimeEntry.id.desc()).limit(limit)).all()
     return [(tx, minutes) for tx, minutes in rows]
+
+
+@dataclass(frozen=True)
+class PassbookLine:
+    at: datetime
+    kind: str  # one of TX_KINDS (or a kind added later)
+    reason: str
+    minutes: int  # + credit, - debit
+    balance: int  # the account's balance after this entry
+
+
+def passbook(session: Session, volunteer: Volunteer, start: datetime, end: datetime, *, limit: int | None = None,
+             offset: int = 0) -> list[PassbookLine]:
+    """A volunteer's ledger lines posted in [start, end), newest first, each with the balance
+    after it: one query, the running balance summed by the database over the whole account
+    (entries never change, so it is exact), only the period's lines read."""
+    running = (select(TimeEntry.id.label("entry_id"), TimeEntry.minutes.label("minutes"),
+                      TimeTransaction.created_at.label("at"), TimeTransaction.kind.label("kind"),
+                      TimeTransaction.reason.label("reason"),
+                      func.sum(TimeEntry.minutes).over(order_by=TimeEntry.id).label("balance"))
+               .join(TimeTransaction, TimeTransaction.id == TimeEntry.tx_id)
+               .join(TimeAccount, TimeAccount.id == TimeEntry.account_id)
+               .where(TimeAccount.volunteer_id == volunteer.id)).subquery()
+    query = (select(running).where(running.c.at >= start, running.c.at < end)
+             .order_by(running.c.entry_id.desc()).offset(offset))
+    if limit is not None:
+        query = query.limit(limit)
+    return [PassbookLine(r.at, r.kind, r.reason, int(r.minutes), int(r.balance)) for r in session.execute(query)]

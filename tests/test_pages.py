@@ -167,3 +167,33 @@ def test_unknown_addresses_and_wrong_methods_get_a_page(m, emulator, svc):
     assert wrong.status_code == 405 and "回到首页" in wrong.text
     elsewhere = http.get(m + "/no-such-page", timeout=10)
     assert elsewhere.status_code == 404 and "回到首页" not in elsewhere.text
+
+
+def test_passbook_lines_carry_the_balance_after_each_entry(m, emulator, svc):
+    """Deposits from approved hours and a payment, two years: each year's lines, newest
+    first, with 存入 / 支出 and the balance after each (rules.timebank.passbook)."""
+    from datetime import datetime, timedelta, timezone
+
+    from rules import timebank, volunteering
+    from tests.seeds.volunteers import add_hours
+
+    apply(svc, ["console_world"])
+    now = datetime.now(timezone.utc)
+    with svc.db.transaction() as s:
+        v = s.scalar(select(Volunteer).where(Volunteer.number == "KW2026000100"))
+        bank = volunteering.rules().bank
+        last_year = add_hours(s, v, 120, "approved", days_ago=400, ref="pb:old")
+        timebank.deposit_for_hours(s, last_year, actor="test", now=now - timedelta(days=400), rules=bank)
+        for i, minutes in enumerate((60, 90)):
+            r = add_hours(s, v, minutes, "approved", days_ago=3 - i, ref=f"pb:{i}")
+            timebank.deposit_for_hours(s, r, actor="test", now=now - timedelta(minutes=10 - i), rules=bank)
+        timebank.spend_for_order(s, v, 30, order_ref="D-PB-1", payer=v.follower, now=now)
+        lines = timebank.passbook(s, v, datetime(now.year, 1, 1, tzinfo=timezone.utc), now + timedelta(days=1))
+        assert [(ln.kind, ln.minutes, ln.balance) for ln in lines] == [
+            ("spend", -30, 240), ("deposit", 90, 270), ("deposit", 60, 180)]
+    http, _ = open_as(emulator, m, "o_DF_vol")
+    page = http.get(m + "/m/passbook", timeout=10).text
+    rows = re.findall(r"<tr><td>[^<]+</td><td>(存入|支出)", page)
+    assert rows == ["支出", "存入", "存入"] and "4小时" in page  # 240 min now
+    earlier = http.get(m + f"/m/passbook?year={now.year - 1}", timeout=10).text
+    assert re.findall(r"<tr><td>[^<]+</td><td>(存入|支出)", earlier) == ["存入"] and "2小时" in earlier

@@ -18,7 +18,7 @@ from rules import activities as acts
 from store.models import Place, Team
 from store.models.activities import SignUp
 
-LISTED = 120  # shifts read for the page (two weeks of a district's); filters apply to these
+LISTED = 60  # shifts on the page, soonest first (about a week of a district's); the filters narrow it
 NOTES = {
     "signed": "报名成功！活动前一天会提醒您。到场后扫码签到。",
     "waitlisted": "名额已满，已为您加入候补名单，有人取消会自动递补并通知您。",
@@ -72,7 +72,8 @@ def activities():
         days.setdefault(local(v.shift.starts_at, "%m月%d日"), []).append(v)
     mine = {s.shift_id: s for s in acts.my_signups(g.db, g.visitor.volunteer, g.now)}
     return render("activities.html", days=days, places=places, teams=teams, team_id=team_id, place_id=place_id,
-                  mine=mine, label=acts.place_label, note=NOTES.get(request.args.get("done")))
+                  mine=mine, label=acts.place_label, note=NOTES.get(request.args.get("done")),
+                  capped=len(everything) >= LISTED)
 
 
 @pages.post("/activities/shifts/<int:shift_id>/signup")

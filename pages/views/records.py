@@ -3,15 +3,13 @@ the way to the next, and the time-bank passbook (存入 / 支出 / 结余 after 
 same year; the year's records as CSV.
 
 Totals come from `rules.volunteering.summary`; the passbook from the ledger's own
-`rules.timebank.statement` and `balance`, the balance after each entry being worked back
-from today's balance (entries never change, so this is exact).
+`rules.timebank.passbook` (the balance after each entry summed by the database).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from flask import Response, g, request
@@ -30,16 +28,6 @@ PAGE = 100  # records (and passbook lines) a page
 PASSBOOK_SHOWN = 10  # the latest passbook lines on the records page; the rest on /m/passbook
 
 
-@dataclass
-class PassbookLine:
-    at: datetime
-    kind: str
-    reason: str
-    credit: int
-    debit: int
-    balance: int
-
-
 def year_bounds(year: int) -> tuple[datetime, datetime]:
     return datetime(year, 1, 1, tzinfo=CHINA), datetime(year + 1, 1, 1, tzinfo=CHINA)
 
@@ -53,43 +41,25 @@ def years_with_records(session, volunteer_id: int, this_year: int) -> list[int]:
     return list(range(max(int(hi), this_year), int(lo) - 1, -1))
 
 
-def year_records(session, volunteer_id: int, year: int, offset: int = 0, limit: int | None = PAGE):
-    """(record, approver's name) of the year, newest first."""
+def year_records(session, volunteer_id: int, year: int, offset: int = 0):
+    """(record, approver's name) of the year, newest first: a page, and one more row (is
+    there a next page?)."""
     start, end = year_bounds(year)
     approver = aliased(Coordinator)
-    q = (select(HourRecord, approver.name).outerjoin(approver, approver.id == HourRecord.decided_by)
-         .where(HourRecord.volunteer_id == volunteer_id, HourRecord.started_at >= start, HourRecord.started_at < end)
-         .order_by(HourRecord.started_at.desc(), HourRecord.id.desc()).offset(offset))
-    if limit is not None:
-        q = q.limit(limit + 1)  # one more: is there a next page?
-    return session.execute(q).all()
+    return session.execute(
+        select(HourRecord, approver.name).outerjoin(approver, approver.id == HourRecord.decided_by)
+        .where(HourRecord.volunteer_id == volunteer_id, HourRecord.started_at >= start, HourRecord.started_at < end)
+        .order_by(HourRecord.started_at.desc(), HourRecord.id.desc()).offset(offset).limit(PAGE + 1)).all()
 
 
-def _entries_back_to(session, volunteer, start: datetime):
-    """The ledger's entries, newest first, at least back to `start`: read in growing pages
-    through `timebank.statement`, so this year's passbook does not read every year's."""
-    limit = 256
-    while True:
-        rows = timebank.statement(session, volunteer, limit=limit)
-        if len(rows) < limit or aware(rows[-1][0].created_at) < start:
-            return rows
-        limit *= 4
-
-
-def passbook(session, volunteer, year: int) -> list[PassbookLine]:
-    """The year's ledger lines, newest first, each with the balance after it."""
-    balance = timebank.balance(session, volunteer)
+def passbook(session, volunteer, year: int, offset: int = 0, limit: int | None = None) -> list[dict]:
+    """The year's ledger lines, newest first, each with the balance after it
+    (`rules.timebank.passbook`), labelled 存入 / 支出 for the page."""
     start, end = year_bounds(year)
-    lines = []
-    for tx, minutes in _entries_back_to(session, volunteer, start):
-        at = aware(tx.created_at)
-        if at < start:
-            break
-        if at < end:
-            kind = KINDS.get(tx.kind) or ("存入" if minutes > 0 else "支出")
-            lines.append(PassbookLine(at, kind, tx.reason, max(minutes, 0), max(-minutes, 0), balance))
-        balance -= minutes
-    return lines
+    return [{"at": aware(line.at), "kind": KINDS.get(line.kind) or ("存入" if line.minutes > 0 else "支出"),
+             "reason": line.reason, "credit": max(line.minutes, 0), "debit": max(-line.minutes, 0),
+             "balance": line.balance}
+            for line in timebank.passbook(session, volunteer, start, end, offset=offset, limit=limit)]
 
 
 def aware(at: datetime) -> datetime:
@@ -120,7 +90,7 @@ def records():
     progress = 100 if ceiling is None else int(100 * (summary.approved - floor) / max(1, ceiling - floor))
     rows = year_records(g.db, volunteer.id, year, offset=(page - 1) * PAGE)
     more = len(rows) > PAGE
-    lines = passbook(g.db, volunteer, year)
+    lines = passbook(g.db, volunteer, year, limit=PASSBOOK_SHOWN + 1)
     return render("records.html", v=volunteer, s=summary, year=year, page=page, more=more,
                   years=years_with_records(g.db, volunteer.id, year), rows=rows[:PAGE],
                   progress=max(0, min(progress, 100)), next_star=level + 1 if ceiling else None,
@@ -140,10 +110,10 @@ def _page() -> int:
 def passbook_page():
     """The year's whole passbook, a hundred lines a page."""
     volunteer, year, page = g.visitor.volunteer, _year(), _page()
-    lines = passbook(g.db, volunteer, year)
-    return render("passbook.html", year=year, page=page, more=len(lines) > page * PAGE,
+    lines = passbook(g.db, volunteer, year, offset=(page - 1) * PAGE, limit=PAGE + 1)
+    return render("passbook.html", year=year, page=page, more=len(lines) > PAGE,
                   years=years_with_records(g.db, volunteer.id, year), balance=timebank.balance(g.db, volunteer),
-                  lines=lines[(page - 1) * PAGE:page * PAGE])
+                  lines=lines[:PAGE])
 
 
 @pages.get("/records.csv")
@@ -155,11 +125,19 @@ def records_csv():
     out.write("\ufeff")  # Excel opens UTF-8 with a BOM
     w = csv.writer(out)
     w.writerow(["日期", "开始", "结束", "时长（分钟）", "内容", "来源", "状态", "审核人", "审核时间"])
-    for record, approver in year_records(g.db, volunteer.id, year, limit=None):
-        w.writerow([local(record.started_at, "%Y-%m-%d"), local(record.started_at, "%H:%M"),
-                    local(record.ended_at, "%H:%M"), record.minutes, _cell(record.description),
-                    SOURCES.get(record.source, record.source), STATES.get(record.state, record.state),
-                    _cell(approver or ""), local(record.decided_at)])
+    start, end = year_bounds(year)
+    approver = aliased(Coordinator)
+    # Columns, not entities: a year of a busy volunteer is a thousand rows.
+    rows = g.db.execute(
+        select(HourRecord.started_at, HourRecord.ended_at, HourRecord.minutes, HourRecord.description,
+               HourRecord.source, HourRecord.state, approver.name, HourRecord.decided_at)
+        .outerjoin(approver, approver.id == HourRecord.decided_by)
+        .where(HourRecord.volunteer_id == volunteer.id, HourRecord.started_at >= start, HourRecord.started_at < end)
+        .order_by(HourRecord.started_at.desc(), HourRecord.id.desc()))
+    for started, ended, minutes, description, source, state, who, decided in rows:
+        w.writerow([local(started, "%Y-%m-%d"), local(started, "%H:%M"), local(ended, "%H:%M"), minutes,
+                    _cell(description), SOURCES.get(source, source), STATES.get(state, state), _cell(who or ""),
+                    local(decided)])
     return Response(out.getvalue(), mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="volunteer-hours-{year}.csv"',
         "Cache-Control": "no-store"})
