@@ -26,6 +26,11 @@ def test_hours_bus_and_nearby_end_with_their_page(linked, wechat_plain):
     assert f'<a href="{PAGES}/bus">' in bus
     near = wechat_plain.location("o_DF_vol", 36.7, 119.1)
     assert f'<a href="{PAGES}/nearby?lat=36.700000&lng=119.100000">' in near
+    listing = wechat_plain.say("o_DF_vol", "活动报名")
+    if "请选择要报名的时段" not in listing:  # the first question is which activities to see
+        listing = wechat_plain.say("o_DF_vol", "1")
+    assert f'<a href="{PAGES}/activities">' in listing, listing
+    wechat_plain.say("o_DF_vol", "取消")
     orders = wechat_plain.say("o_DF_res", "我的订单")
     assert f'<a href="{PAGES}/orders">全部订单和进度（网页）</a>' in orders and "1." in orders
 
