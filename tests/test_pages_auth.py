@@ -132,3 +132,15 @@ def test_jsapi_ticket_is_fetched_once_and_signs_wx_config(m, emulator, svc):
     assert svc.redis.ttl(f"volbot:wechat:ticket:jsapi:{cfg['appId']}") > 6000
     other_site = http.get(m + "/m/jssdk.json", params={"url": "https://evil.example/m/"}, timeout=10)
     assert other_site.status_code == 400
+
+
+def test_wechat_down_is_a_page_and_the_sdk_is_optional(m, emulator):
+    http, callback = _code_for(emulator, m, FRESH)
+    emulator.fault(endpoint="oauth_access_token", errcode=-1)  # 系统繁忙
+    busy = http.get(callback, allow_redirects=False, timeout=10)
+    assert busy.status_code == 503 and "稍后再试" in busy.text and "重新进入" in busy.text
+    http, _ = open_as(emulator, m, FRESH)
+    emulator.fault(endpoint="getticket", errcode=-1)
+    sdk = http.get(m + "/m/jssdk.json", params={"url": m + "/m/nearby"}, timeout=10)
+    assert sdk.status_code == 503 and sdk.json() == {"error": "unavailable"}
+    assert http.get(m + "/m/nearby", timeout=10).status_code == 200  # the page works without it
