@@ -144,3 +144,28 @@ def test_wechat_down_is_a_page_and_the_sdk_is_optional(m, emulator):
     sdk = http.get(m + "/m/jssdk.json", params={"url": m + "/m/nearby"}, timeout=10)
     assert sdk.status_code == 503 and sdk.json() == {"error": "unavailable"}
     assert http.get(m + "/m/nearby", timeout=10).status_code == 200  # the page works without it
+
+
+def test_jsapi_ticket_cold_start_is_one_fetch_for_many_clients(emulator, svc):
+    """Eight clients (as eight web workers would) ask at once on a cold Redis: one fetch,
+    one ticket (the access token's lock-and-re-read, pushes.client.ApiClient._shared)."""
+    import threading
+
+    from pushes.client import ApiClient
+    from tests.conftest import TEST_APPID
+
+    clients = [ApiClient(TEST_APPID, svc.config.wechat_secret, svc.redis, api_base=emulator.base) for _ in range(8)]
+    go, got = threading.Barrier(len(clients)), []
+
+    def ask(client):
+        go.wait()
+        got.append(client.jsapi_ticket)
+
+    threads = [threading.Thread(target=ask, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(got) == 8 and len(set(got)) == 1
+    assert emulator.stats()["jsapi_ticket_fetches"] == 1
+    assert sum(c.fetches for c in clients) == 2  # one access token, one ticket
