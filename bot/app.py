@@ -39,6 +39,12 @@ def create_app(config: Config | None = None, services: Services | None = None) -
     app.register_blueprint(webhook)
     from console import console  # the coordinators' web console at /console
     app.register_blueprint(console)
+    from pages import pages  # the web pages inside WeChat at /m
+    from pushes.client import client_for
+
+    app.register_blueprint(pages)
+    # The pages reach WeChat (OAuth, the JS-SDK ticket) only through the one API client.
+    app.extensions["volbot.wechat"] = lambda: client_for(config, services.redis)
     # Tools' pages (the simulator, refused outside development/demo) plug in through the
     # `volbot.web` entry point: the shell imports no tool.
     for plugin in sorted(entry_points(group="volbot.web"), key=lambda ep: ep.name):
@@ -65,9 +71,10 @@ def create_app(config: Config | None = None, services: Services | None = None) -
 
 class CookieSessionsOffTheWebhook(SecureCookieSessionInterface):
     """The console's signed-cookie sessions. WeChat's pushes carry no cookie: the webhook
-    gets Flask's null session, without a signer built and a cookie looked for on every push."""
+    gets Flask's null session, without a signer built and a cookie looked for on every push;
+    the pages at /m keep their own cookie (pages.web) and need none either."""
 
     def open_session(self, app, request):
-        if request.path == "/wechat":
+        if request.path == "/wechat" or request.path.startswith("/m/"):  # /m signs its own cookie
             return None  # Flask substitutes its null session and never saves it
         return super().open_session(app, request)

@@ -115,6 +115,12 @@ class Config:
     # Where the browser simulator POSTs its pushes; "" is this server's own /wechat at the
     # first VOLBOT_BIND address. Never taken from a request (its Host header is the sender's).
     simulator_webhook_url: str = ""
+    # The pages at /m: map tiles under the SVG maps ("https://…/{z}/{x}/{y}.png"; "" = none,
+    # the district's own coordinates only, as on an intranet)
+    pages_map_tiles: str = ""
+    # Where the site is reached from outside ("https://vol.example.cn"): the chat's links to
+    # the pages and the custom menu's view buttons. "" = no links (the chat works alone).
+    public_url: str = ""
 
     @property
     def safe_mode(self) -> bool:
@@ -187,6 +193,11 @@ class Config:
             raise ConfigError(f"{'PII_KEY_ID' if 'current' in str(e) else 'PII_KEYS'}: {e}") from None
 
     @property
+    def pages_url(self) -> str:
+        """The web pages' base URL (PUBLIC_URL + /m), or "" without PUBLIC_URL."""
+        return self.public_url.rstrip("/") + "/m" if self.public_url else ""
+
+    @property
     def sqlalchemy_url(self) -> str:
         if self.database_url:
             return normalise_database_url(self.database_url)
@@ -252,6 +263,8 @@ ENV_NAMES = {
     "hsts_seconds": "VOLBOT_HSTS_SECONDS",
     "audit_retention_days": "VOLBOT_AUDIT_RETENTION_DAYS",
     "simulator_webhook_url": "SIMULATOR_WEBHOOK_URL",
+    "pages_map_tiles": "PAGES_MAP_TILES",
+    "public_url": "PUBLIC_URL",
 }
 TEMPLATE_PREFIX = "WECHAT_TEMPLATE_"
 POSITIVE = ("dispatch_offer_minutes", "dispatch_confirm_hours", "dispatch_cap_factor", "callout_hours_before", "push_rate",
@@ -411,6 +424,11 @@ def validate(config: Config) -> None:
         spec = getattr(config, name)
         if spec and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec):
             raise ConfigError(f"{ENV_NAMES[name]}: expected module:factory (e.g. mypkg.stt:engine), got {spec!r}")
+    if config.public_url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", config.public_url):
+        raise ConfigError(f"PUBLIC_URL: expected http(s)://host[/path], got {config.public_url!r}")
+    tiles = config.pages_map_tiles
+    if tiles and not (tiles.startswith(("http://", "https://", "/")) and all(k in tiles for k in ("{z}", "{x}", "{y}"))):
+        raise ConfigError("PAGES_MAP_TILES: expected a URL with {z}, {x} and {y} (e.g. https://tiles.example/{z}/{x}/{y}.png)")
     if not [b for b in config.bind.split(",") if b.strip()]:
         raise ConfigError("VOLBOT_BIND: must name at least one address")
     if config.database_url and not normalise_database_url(config.database_url).startswith(

@@ -57,7 +57,7 @@ class Services:
         self.settings = Settings(pii_key=self.keyring, state_idle=config.state_idle,
                                  resume_window=config.resume_window, env=config.env,
                                  dispatch=self.dispatch_settings, attendance=self.attendance_settings,
-                                 timebank=self.timebank_policy)
+                                 timebank=self.timebank_policy, pages_url=config.pages_url)
         self._engine = None
         if check:
             self.check()

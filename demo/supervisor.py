@@ -254,6 +254,7 @@ def run(main, *, host: str, port: int, emulator_port: int, reset: bool, out=None
     env.setdefault("SIMULATOR_WEBHOOK_URL", f"http://{host}:{port}/wechat")
     # The demo's logins have a published password; a second factor would only stop the tour.
     env.setdefault("VOLBOT_2FA_REQUIRED_ROLES", "none")
+    env.setdefault("PUBLIC_URL", f"http://{host}:{port}")  # the chat's links to the pages
     config = load_config(environ=env)
     env["VOLBOT_INSTANCE"] = str(config.instance_path)
     lock = claim_instance(Path(config.instance_path))

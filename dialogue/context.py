@@ -42,6 +42,7 @@ class Settings:
     dispatch: Any = None  # rules.dispatch.Settings, as configured
     attendance: Any = None  # rules.attendance.Settings, as configured
     timebank: Any = None  # rules.timebank.Policy, as configured
+    pages_url: str = ""  # the web pages' base ("https://…/m"); "" = replies carry no page links
 
 
 @dataclass

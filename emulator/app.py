@@ -14,12 +14,14 @@ import secrets
 import threading
 import time
 from dataclasses import asdict, fields
+from html import escape
+from urllib.parse import urlencode, urlparse
 
 import requests
-from flask import Flask, Response, abort, jsonify, request, send_file
+from flask import Flask, Response, abort, jsonify, redirect, request, send_file
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from emulator.state import ERRMSG, EmulatorState, Fault, Settings
+from emulator.state import ERRMSG, OPENID_RE, EmulatorState, Fault, Settings
 
 
 def error(code: int, **extra):
@@ -273,6 +275,81 @@ def create_emulator(apps: dict[str, str], *, token: str = "volbot-dev-token", ae
         out.seek(0)
         return send_file(out, mimetype="image/png")
 
+    # ---- web pages: OAuth (网页授权) and the JS-SDK ticket ------------------------------------
+    # WeChat's in-app browser knows who is signed in; here the simulator (or a test) says so
+    # once through /_emulator/webview, which leaves the openid in a cookie on this host.
+
+    @app.get("/connect/oauth2/authorize")
+    def oauth_authorize():
+        appid, target = request.args.get("appid", ""), request.args.get("redirect_uri", "")
+        scope, state_ = request.args.get("scope", ""), request.args.get("state", "")
+        problem = None
+        if appid not in state.apps:
+            problem = "appid 参数错误"
+        elif request.args.get("response_type") != "code" or scope not in ("snsapi_base", "snsapi_userinfo"):
+            problem = "scope 参数错误或没有 scope 权限"
+        elif urlparse(target).scheme not in ("http", "https") or not urlparse(target).netloc:
+            problem = "redirect_uri 参数错误"
+        if problem:
+            state.record("oauth_authorize", appid=appid, error=problem)
+            return _page("出错了", f"<p>{escape(problem)}</p>"), 400
+        openid = request.cookies.get(WEBVIEW_COOKIE, "")
+        if not OPENID_RE.match(openid):
+            # No WeChat user in this browser: ask who to be (the emulator's stand-in for the app).
+            here = request.full_path
+            return _page("模拟微信", f"""<form method="get" action="/_emulator/webview">
+<p>以哪个微信用户（openid）打开这个网页？</p>
+<input type="hidden" name="url" value="{escape(here)}">
+<input name="openid" aria-label="openid" value="o_demo_vol_002" size="24"> <button>打开</button></form>""")
+        code = state.oauth_code(appid, openid)
+        state.record("oauth_authorize", appid=appid, openid=openid, scope=scope)
+        sep = "&" if "?" in target else "?"
+        return redirect(target + sep + urlencode({"code": code, "state": state_}))
+
+    @app.get("/sns/oauth2/access_token")
+    def oauth_access_token():
+        appid, secret = request.args.get("appid"), request.args.get("secret")
+        refused = credentials("oauth_access_token", appid, secret)
+        if refused:
+            return refused
+        if request.args.get("grant_type") != "authorization_code":
+            return reply("oauth_access_token", 40002, "invalid grant_type", appid=appid)
+        code, openid = state.redeem_code(appid, request.args.get("code", ""))
+        if code:
+            return reply("oauth_access_token", code, appid=appid)
+        return reply("oauth_access_token", 0, appid=appid, openid=openid, response={
+            "access_token": secrets.token_urlsafe(32), "expires_in": 7200, "refresh_token": secrets.token_urlsafe(32),
+            "openid": openid, "scope": "snsapi_base"})
+
+    @app.get("/cgi-bin/ticket/getticket")
+    def getticket():
+        failed = guarded("getticket")
+        if failed:
+            return reply("getticket", *failed)
+        if request.args.get("type") not in ("jsapi", "wx_card"):
+            return reply("getticket", 40097, "invalid args")
+        ticket, ttl = state.jsapi_ticket(state.token_appid(request.args.get("access_token", "")))
+        return reply("getticket", 0, response={"ticket": ticket, "expires_in": ttl})
+
+    @app.get("/_emulator/jsapi-ticket")
+    def admin_jsapi_ticket():
+        """The current ticket of the first account, for checking a page's wx.config signature."""
+        appid = request.args.get("appid") or next(iter(state.apps))
+        with state.lock:
+            ticket, expires = state.jsapi_tickets.get(appid, ("", 0.0))
+        return jsonify({"appid": appid, "ticket": ticket if expires > state.now() else ""})
+
+    @app.get("/_emulator/webview")
+    def admin_webview():
+        """Open `url` in the "in-app browser" of `openid`: remember who is signed in, go on."""
+        openid, target = request.args.get("openid", ""), request.args.get("url", "")
+        parsed = urlparse(target)
+        if not OPENID_RE.match(openid) or not (target.startswith("/") or parsed.scheme in ("http", "https")):
+            return _page("出错了", "<p>openid 或网址不正确。</p>"), 400
+        resp = redirect(target)
+        resp.set_cookie(WEBVIEW_COOKIE, openid, httponly=True, samesite="Lax")
+        return resp
+
     # ---- media ------------------------------------------------------------------------------
 
     @app.get("/cgi-bin/media/get")
@@ -393,6 +470,16 @@ def create_emulator(apps: dict[str, str], *, token: str = "volbot-dev-token", ae
         return jsonify({"idle": callbacks.wait_idle(float(body().get("timeout", 10)))})
 
     return app
+
+
+WEBVIEW_COOKIE = "emulator_wx_openid"
+
+
+def _page(title: str, body: str) -> Response:
+    return Response(f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)}</title></head>
+<body><h1>{escape(title)}</h1>{body}</body></html>""",
+                    mimetype="text/html")
 
 
 def menu_error(data: dict) -> int:

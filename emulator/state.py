@@ -23,6 +23,8 @@ ERRMSG = {
     -1: "system error",
     40001: "invalid credential, access_token is invalid or not latest",
     40007: "invalid media_id",
+    40029: "invalid code",
+    40163: "code been used",
     40003: "invalid openid",
     40013: "invalid appid",
     40016: "invalid button size",
@@ -43,6 +45,10 @@ ERRMSG = {
     45047: "out of response count limit",
     47001: "data format error",
 }
+
+# Web-page OAuth: a code lives about five minutes and is good for one exchange.
+OAUTH_CODE_TTL = 300
+JSAPI_TICKET_TTL = 7200
 
 # Customer-service windows (official table, research/wechat.md §2.2).
 MESSAGE_WINDOW, MESSAGE_QUOTA = 48 * 3600, 5
@@ -118,6 +124,8 @@ class EmulatorState:
     tickets: dict[str, dict] = field(default_factory=dict)
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # media_id -> (bytes, content type)
     next_msgid: int = 2_000_000_001
+    oauth_codes: dict[str, dict] = field(default_factory=dict)  # code -> appid, openid, issued, used
+    jsapi_tickets: dict[str, tuple[str, float]] = field(default_factory=dict)  # appid -> (ticket, expires)
 
     # ---- time -----------------------------------------------------------------------------
 
@@ -197,6 +205,11 @@ class EmulatorState:
                 return 42001
             return 0
 
+    def token_appid(self, value: str) -> str:
+        with self.lock:
+            token = self.tokens.get(value)
+            return token.appid if token else ""
+
     def revoke_tokens(self) -> int:
         with self.lock:
             for token in self.tokens.values():
@@ -242,6 +255,35 @@ class EmulatorState:
                     user.event_used += 1
                     return 0
             return 45047 if open_windows else 45015
+
+    # ---- web pages: OAuth codes and the JS-SDK ticket ------------------------------------------
+
+    def oauth_code(self, appid: str, openid: str) -> str:
+        with self.lock:
+            code = secrets.token_urlsafe(24)
+            self.oauth_codes[code] = {"appid": appid, "openid": openid, "issued": self.now(), "used": False}
+            return code
+
+    def redeem_code(self, appid: str, code: str) -> tuple[int, str | None]:
+        """(0, openid) once per code; 40029 for an unknown, expired or other account's code,
+        40163 for one already exchanged (what WeChat answers)."""
+        with self.lock:
+            entry = self.oauth_codes.get(code or "")
+            if entry is None or entry["appid"] != appid or self.now() - entry["issued"] > OAUTH_CODE_TTL:
+                return 40029, None
+            if entry["used"]:
+                return 40163, None
+            entry["used"] = True
+            return 0, entry["openid"]
+
+    def jsapi_ticket(self, appid: str) -> tuple[str, int]:
+        """The account's current ticket and its remaining life (a new one once expired)."""
+        with self.lock:
+            ticket, expires = self.jsapi_tickets.get(appid, ("", 0.0))
+            if expires <= self.now():
+                ticket, expires = secrets.token_urlsafe(64), self.now() + JSAPI_TICKET_TTL
+                self.jsapi_tickets[appid] = (ticket, expires)
+            return ticket, max(1, int(expires - self.now()))
 
     # ---- template messages ----------------------------------------------------------------
 
@@ -293,6 +335,8 @@ class EmulatorState:
                 "token_fetches": endpoints.get("token", 0) + endpoints.get("stable_token", 0),
                 "custom_messages": len(self.custom_messages),
                 "notices": len(self.notices),
+                "jsapi_ticket_fetches": endpoints.get("getticket", 0),
+                "oauth_exchanges": endpoints.get("oauth_access_token", 0),
                 "callbacks": sum(1 for c in self.calls if c["endpoint"] == "callback"),
             }
 

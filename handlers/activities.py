@@ -12,6 +12,7 @@ from dialogue import Choice, Flow, Invalid, Step
 from dialogue import types as t
 from dialogue.flows import YES_NO
 from handlers import registry
+from handlers.common import page_link
 from rules import activities as acts
 from rules import attendance
 from rules.places import format_distance
@@ -264,7 +265,8 @@ ACTIVITIES = registry.flow(Flow(
     steps=[
         Step("view", "您想看哪些活动？（也可以直接发送位置查看附近的活动）", choices=VIEWS,
              parse=read_view, accepts_location=True),
-        Step("shift", "请选择要报名的时段（回复序号）：", label="报名时段", choices=shift_choices, parse=read_shift,
+        Step("shift", lambda ctx, a: "请选择要报名的时段（回复序号）：" + page_link(ctx, "/activities", "按日期、地点查看全部活动（网页）"),
+             label="报名时段", choices=shift_choices, parse=read_shift,
              show=lambda v: v["label"], when=lambda ctx, a: a.get("view") != "mine", depends_on=("view",),
              help="每个时段后面注明了地点和剩余名额；已满的时段可以报名候补。"),
         Step("waitlist", ask_waitlist, label="加入候补", choices=YES_NO, parse=read_waitlist,

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from dialogue import Choice, Flow, Invalid, Step
 from dialogue import types as t
 from handlers import registry
+from handlers.common import page_link
 from rules import bus
 from store.models import Community
 
@@ -58,7 +59,7 @@ def bus_schedule(ctx, message):
         lines.append("回复“订阅巴士”增加社区，“退订巴士”取消。")
     else:
         lines.append("回复“订阅巴士”选择社区，巴士到访和变更时第一时间通知您。")
-    return "\n".join(lines)
+    return "\n".join(lines) + page_link(ctx, "/bus", "查看全部安排和地图")
 
 
 # ---- subscribe / unsubscribe --------------------------------------------------------------------

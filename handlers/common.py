@@ -61,3 +61,13 @@ def mask_address(address: str | None, keep: int = 6) -> str:
     cut = min(keep, m.start()) if m else keep
     cut = max(cut, 2) if len(address) > 2 else len(address)
     return address[:cut] + "***"
+
+
+def page_link(ctx, path: str, label: str) -> str:
+    """A line ending a long list with a link to its web page ("" when the pages' address is
+    not configured). WeChat shows <a href> in a text message as a link; the page then knows
+    the reader by OAuth."""
+    base = (ctx.settings.pages_url or "").rstrip("/")
+    if not base:
+        return ""
+    return f'\n<a href="{base}{path}">{label}</a>'

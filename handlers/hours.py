@@ -8,6 +8,7 @@ with thousands of records gets the answer as fast as one with three.
 from __future__ import annotations
 
 from handlers import registry
+from handlers.common import page_link
 from rules import volunteering
 from rules.volunteering import hours_text
 
@@ -45,4 +46,4 @@ def my_hours(ctx, message):
                          f"{hours_text(r.minutes)} {STATE_NAMES.get(r.state, r.state)}")
     else:
         lines.append("还没有服务记录，回复“活动”报名志愿活动。")
-    return "\n".join(lines)
+    return "\n".join(lines) + page_link(ctx, "/records", "全部记录和时间银行存折")

@@ -13,7 +13,7 @@ import re
 from dialogue.flows import Choice, Flow, Invalid, Step
 from dialogue.types import Message
 from handlers import registry
-from handlers.common import mask_address, mask_phone
+from handlers.common import mask_address, mask_phone, page_link
 from handlers.parsing import When
 from rules import dispatch
 from rules import orders as store
@@ -82,6 +82,11 @@ def actions(order: Order | None) -> list[Choice]:
 
 
 # ---- steps --------------------------------------------------------------------------------
+
+def pick_prompt(ctx, answers):
+    """The list's question; with the pages configured, a link to every order on the web."""
+    return "您最近的订单，回复序号查看详情：" + page_link(ctx, "/orders", "全部订单和进度（网页）")
+
 
 def pick_choices(ctx, answers):
     return [Choice(o.number, line(o)) for o in store.orders_of(ctx.session, ctx.follower.id)]
@@ -161,7 +166,7 @@ MY_ORDERS_FLOW = registry.flow(Flow(
     done=finish,
     help="回复序号查看订单详情；未开始服务的可以取消，服务完成后可以评价。",
     steps=[
-        Step("pick", "您最近的订单，回复序号查看详情：", choices=pick_choices, parse=read_pick),
+        Step("pick", pick_prompt, choices=pick_choices, parse=read_pick),
         Step("action", ask_action, choices=lambda ctx, a: actions(_order(ctx, a["pick"])),
              when=lambda ctx, a: bool(actions(_order(ctx, a["pick"]))), depends_on=("pick",)),
         Step("reason", "请告诉我们取消的原因（回复序号，或直接写下原因）：",

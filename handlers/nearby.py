@@ -9,6 +9,7 @@ LOCATION events only update the follower's position, in `handlers.welcome`.
 from __future__ import annotations
 
 from handlers import registry
+from handlers.common import page_link
 from rules.places import format_distance, nearest
 from store.models.places import Place
 
@@ -51,7 +52,7 @@ def nearest_reply(ctx, lat: float, lng: float, intro: str) -> str:
     lines = [intro]
     lines += [place_card(f.place, f.distance_m, i) for i, f in enumerate(found, 1)]
     lines.append("回复“菜单”返回；发送新的位置可重新查找。")
-    return "\n".join(lines)
+    return "\n".join(lines) + page_link(ctx, f"/nearby?lat={lat:.6f}&lng={lng:.6f}", "在地图上查看更多站点")
 
 
 @registry.command("NEARBY", "附近站点", "最近的站点", "附近的站点", "志愿服务站")

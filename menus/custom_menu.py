@@ -5,6 +5,10 @@ buttons, 1-5 sub-buttons each, names ≤ 16 bytes at the top and ≤ 60 bytes be
 ≤ 128 bytes, URLs ≤ 1024 bytes, known button types) and returns the dict for the API.
 Which click keys are live is the registry's business: `click_keys()` lists them for the
 check that each one routes to a journey.
+
+`view` buttons that open the account's own web pages are written `"{pages}/records"`:
+`load(pages_url=…)` puts the deployment's address in (PUBLIC_URL + /m, from the caller's
+configuration); without one those buttons are left out, so the menu stays valid.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 from pathlib import Path
 
 PATH = Path(__file__).with_name("custom_menu.json")
+PAGES = "{pages}"
 MAX_BUTTONS, MAX_SUB_BUTTONS = 3, 5
 MAX_TOP_NAME, MAX_SUB_NAME, MAX_KEY, MAX_URL = 16, 60, 128, 1024
 # Types that carry a key and send an event, and the others that need their own field.
@@ -96,9 +101,29 @@ def click_keys(menu: dict) -> list[str]:
     return keys
 
 
-def load(path: str | Path | None = None) -> dict:
-    """The menu as menu/create takes it; raises MenuError listing every problem."""
-    menu = json.loads(Path(path or PATH).read_text(encoding="utf-8"))
+def with_pages(menu: dict, pages_url: str) -> dict:
+    """`{pages}` in view URLs replaced by `pages_url`, or those buttons dropped without it."""
+    def resolve(leaf):
+        url = leaf.get("url") if leaf.get("type") == "view" else None
+        if not isinstance(url, str) or not url.startswith(PAGES):
+            return leaf
+        return {**leaf, "url": pages_url.rstrip("/") + url[len(PAGES):]} if pages_url else None
+
+    buttons = []
+    for b in menu.get("button", []) if isinstance(menu, dict) else []:
+        if isinstance(b, dict) and isinstance(b.get("sub_button"), list):
+            subs = [s for s in (resolve(x) if isinstance(x, dict) else x for x in b["sub_button"]) if s is not None]
+            if subs:
+                buttons.append({**b, "sub_button": subs})
+        elif not isinstance(b, dict) or resolve(b) is not None:
+            buttons.append(resolve(b) if isinstance(b, dict) else b)
+    return {**menu, "button": buttons} if isinstance(menu, dict) else menu
+
+
+def load(path: str | Path | None = None, pages_url: str = "") -> dict:
+    """The menu as menu/create takes it, its page buttons pointing at `pages_url` (or left
+    out without one); raises MenuError listing every problem."""
+    menu = with_pages(json.loads(Path(path or PATH).read_text(encoding="utf-8")), pages_url)
     problems = validate(menu)
     if problems:
         raise MenuError(problems)

@@ -11,7 +11,12 @@ It wraps wechatpy's `WeChatClient` and fixes what matters for many workers on ma
 - wechatpy's `auto_retry` is off (it recurses without limit on a persistent 40001); a call
   that gets 40001/40014/42001 refreshes the token once and is retried once, no more;
 - template messages pass `client_msg_id` (wechatpy's `send_template` cannot), so WeChat
-  drops a resend of the same push within 10 minutes.
+  drops a resend of the same push within 10 minutes;
+- the JS-SDK's `jsapi_ticket` is shared the same way as the access token (one `SharedSecret`
+  per kind, one fetch under one lock), and `jsapi_signature` signs a page's `wx.config`;
+- web-page OAuth (网页授权, `snsapi_base`): `oauth_authorize_url` and `openid_for_code`, through
+  wechatpy's `WeChatOAuth` pointed at the same host as `WECHAT_API_BASE` (the emulator in tests
+  and the demo; open.weixin.qq.com and api.weixin.qq.com for the official base).
 
 The base URL comes from `WECHAT_API_BASE`: tests and the demo point it at the emulator.
 """
@@ -20,10 +25,14 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
+import time
 
 import redis
 from wechatpy import WeChatClient
-from wechatpy.exceptions import WeChatClientException
+from wechatpy.exceptions import WeChatClientException, WeChatOAuthException
+from wechatpy.oauth import WeChatOAuth
+from wechatpy.utils import WeChatSigner
 
 from store.ephemeral import PREFIX, LockTimeout, UserLock
 from telemetry.metrics import count_api_error
@@ -45,12 +54,13 @@ class WeChatError(Exception):
 
 
 class TokenStore:
-    """The shared access token in Redis: `value` with a TTL a little shorter than its life."""
+    """A shared credential in Redis (the access token, or with `kind="ticket:jsapi"` the
+    JS-SDK ticket): `value` with a TTL a little shorter than its life."""
 
-    def __init__(self, client: redis.Redis, appid: str):
+    def __init__(self, client: redis.Redis, appid: str, kind: str = "token"):
         self.client = client
-        self.key = f"{PREFIX}wechat:token:{appid}"
-        self.lock_name = f"wechat-token:{appid}"
+        self.key = f"{PREFIX}wechat:{kind}:{appid}"
+        self.lock_name = f"wechat-{kind}:{appid}"
 
     def get(self) -> str | None:
         raw = self.client.get(self.key)
@@ -76,6 +86,7 @@ class ApiClient(WeChatClient):
         super().__init__(appid, secret, timeout=timeout, auto_retry=False)
         self.API_BASE_URL = api_base if api_base.endswith("/") else api_base + "/"
         self.tokens = TokenStore(redis_client, appid)
+        self.tickets = TokenStore(redis_client, appid, kind="ticket:jsapi")
         self.redis = redis_client
         self.lock_wait = lock_wait
         self.fetches = 0  # tokens this instance fetched (for tests and logs)
@@ -90,22 +101,32 @@ class ApiClient(WeChatClient):
     def fetch_access_token(self, stale: str | None = None) -> str:
         """A valid token: fetched by one process at a time; the others wait and re-read.
         `stale` is a token WeChat just refused, which must not be handed out again."""
-        lock = UserLock(self.redis, self.tokens.lock_name, ttl_ms=int(self.lock_wait * 1000))
-        try:
-            lock.acquire(timeout=self.lock_wait)
-        except LockTimeout:
-            raise WeChatError(None, "timed out waiting for the access token lock")
-        try:
-            current = self.tokens.get()
-            if current and current != stale:
-                return current  # someone else fetched it while we waited
+
+        def fetch() -> tuple[str, int]:
             result = self._stable_token(force=False)
             if result["access_token"] == stale:
                 # Normal mode returned the token WeChat just refused: force a new one.
                 result = self._stable_token(force=True)
+            return result["access_token"], int(result.get("expires_in", 7200))
+
+        return self._shared(self.tokens, fetch, stale)
+
+    def _shared(self, store: TokenStore, fetch, stale: str | None = None) -> str:
+        """The credential in `store`, or one `fetch()` (-> value, expires_in) under the
+        store's Redis lock; processes that waited re-read what the first one stored."""
+        lock = UserLock(self.redis, store.lock_name, ttl_ms=int(self.lock_wait * 1000))
+        try:
+            lock.acquire(timeout=self.lock_wait)
+        except LockTimeout:
+            raise WeChatError(None, f"timed out waiting for the {store.lock_name} lock")
+        try:
+            current = store.get()
+            if current and current != stale:
+                return current  # someone else fetched it while we waited
+            value, expires_in = fetch()
             self.fetches += 1
-            self.tokens.put(result["access_token"], int(result.get("expires_in", 7200)))
-            return result["access_token"]
+            store.put(value, expires_in)
+            return value
         finally:
             lock.release()
 
@@ -201,6 +222,66 @@ class ApiClient(WeChatClient):
 
         base = "https://mp.weixin.qq.com/cgi-bin/" if self.API_BASE_URL == OFFICIAL_BASE else self.API_BASE_URL
         return f"{base}showqrcode?ticket={quote(ticket)}"
+
+
+    # ---- web pages: the JS-SDK ticket and OAuth --------------------------------------------------
+
+    @property
+    def jsapi_ticket(self) -> str:
+        """The JS-SDK ticket (ticket/getticket?type=jsapi), shared in Redis like the token."""
+        return self.tickets.get() or self._shared(self.tickets, self._fetch_jsapi_ticket)
+
+    def _fetch_jsapi_ticket(self) -> tuple[str, int]:
+        result = self.get("ticket/getticket", params={"type": "jsapi"})
+        if not result.get("ticket"):
+            raise WeChatError(None, "ticket/getticket: no ticket in the answer")
+        return result["ticket"], int(result.get("expires_in", 7200))
+
+    def jsapi_signature(self, url: str, *, timestamp: int | None = None, noncestr: str | None = None) -> dict:
+        """What a page passes to `wx.config` for `url` (without its #fragment)."""
+        timestamp = int(time.time()) if timestamp is None else timestamp
+        noncestr = noncestr or secrets.token_hex(8)
+        signer = WeChatSigner(delimiter=b"&")
+        signer.add_data(f"noncestr={noncestr}", f"jsapi_ticket={self.jsapi_ticket}", f"timestamp={timestamp}",
+                        f"url={url.split('#', 1)[0]}")
+        return {"appId": self.appid, "timestamp": timestamp, "nonceStr": noncestr, "signature": signer.signature}
+
+    def _oauth(self, redirect_uri: str = "", state: str = "") -> WeChatOAuth:
+        oauth = _OAuth(self.appid, self.secret, redirect_uri, scope="snsapi_base", state=state)
+        oauth.timeout = self.timeout
+        if self.API_BASE_URL != OFFICIAL_BASE:  # the emulator answers both on its own host
+            root = self.API_BASE_URL.rstrip("/").removesuffix("/cgi-bin") + "/"
+            oauth.API_BASE_URL, oauth.OAUTH_BASE_URL = root, root + "connect/"
+        return oauth
+
+    def oauth_authorize_url(self, redirect_uri: str, state: str) -> str:
+        """Where a page sends the browser to learn who it is (snsapi_base: no prompt)."""
+        return self._oauth(redirect_uri, state).authorize_url
+
+    def openid_for_code(self, code: str) -> str:
+        """Exchange the redirect's single-use `code` (sns/oauth2/access_token) for the openid.
+        WeChat refuses an unknown or expired code with 40029 and a used one with 40163."""
+        try:
+            return str(self._oauth().fetch_access_token(code)["openid"])
+        except WeChatOAuthException as e:
+            code_ = int(e.errcode) if e.errcode is not None else None
+            count_api_error(self.redis, "sns/oauth2/access_token", code_)
+            raise WeChatError(code_, str(e.errmsg or ""))
+        except (KeyError, ValueError) as e:
+            raise WeChatError(None, f"sns/oauth2/access_token: {type(e).__name__}")
+        except Exception as e:  # noqa: BLE001 - requests errors: transient by nature
+            count_api_error(self.redis, "sns/oauth2/access_token", None)
+            raise WeChatError(None, type(e).__name__)
+
+
+class _OAuth(WeChatOAuth):
+    """wechatpy's OAuth helper with a timeout on its calls (it sets none)."""
+
+    timeout = 5.0
+
+    def _request(self, method, url_or_endpoint, **kwargs):
+        kwargs.setdefault("timeout", self.timeout)
+        return super()._request(method, url_or_endpoint, **kwargs)
 
 
 def client_for(config, redis_client: redis.Redis) -> ApiClient:

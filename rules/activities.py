@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
 
 from rules.places import haversine_m, in_box, split_list
 from rules.volunteering import record_hours
@@ -118,7 +118,9 @@ def upcoming(session: Session, now: datetime, *, team: Team | None = None,
     """Shifts open for sign-up (not started, within BROWSE_DAYS), soonest first; filtered by
     the owner team chain, by distance from `near` (within NEAR_RADIUS_M, nearest first) or by
     wanted skills overlapping `skills`."""
+    # contains_eager: the loop below reads each shift's activity, which would be one query a shift.
     query = (select(Shift).join(Shift.activity).join(Activity.project)
+             .options(contains_eager(Shift.activity).contains_eager(Activity.project))
              .where(Activity.state == "published", Project.active.is_(True),
                     Shift.starts_at > now, Shift.starts_at <= now + timedelta(days=BROWSE_DAYS))
              .order_by(Shift.starts_at, Shift.id))

@@ -447,7 +447,10 @@ class PassbookLine:
 
 
 def _lines(session: Session, account_id: int, *, start: datetime | None = None, end: datetime | None = None,
-           limit: int | None = None) -> list[PassbookLine]:
+           newest_first: bool = False, offset: int = 0, limit: int | None = None) -> list[PassbookLine]:
+    """An account's entries with the balance after each: one query, the running balance summed
+    by the database over the whole account (entries never change, so it is exact), only the
+    period's lines read."""
     running = (select(TimeEntry.id.label("entry_id"), TimeEntry.tx_id, TimeEntry.minutes, TimeEntry.created_at,
                       func.sum(TimeEntry.minutes).over(order_by=TimeEntry.id).label("after"))
                .where(TimeEntry.account_id == account_id).subquery())
@@ -456,8 +459,8 @@ def _lines(session: Session, account_id: int, *, start: datetime | None = None, 
         stmt = stmt.where(running.c.created_at >= start)
     if end is not None:
         stmt = stmt.where(running.c.created_at < end)
-    stmt = stmt.order_by(running.c.entry_id.desc() if limit else running.c.entry_id)
-    if limit:
+    stmt = stmt.order_by(running.c.entry_id.desc() if newest_first else running.c.entry_id).offset(offset)
+    if limit is not None:
         stmt = stmt.limit(limit)
     out = []
     for row in session.execute(stmt):
@@ -469,13 +472,14 @@ def _lines(session: Session, account_id: int, *, start: datetime | None = None, 
 
 def passbook(session: Session, account: TimeAccount, limit: int = 8) -> list[PassbookLine]:
     """The latest entries of an account, newest first, each with the balance after it."""
-    return _lines(session, account.id, limit=limit)
+    return _lines(session, account.id, newest_first=True, limit=limit)
 
 
-def passbook_year(session: Session, holder: Volunteer | Follower | TimeAccount, year: int) -> list[PassbookLine]:
-    """Every entry of the holder's account in local (Asia/Shanghai) calendar `year`, oldest
-    first, each with the balance after it (the web passbook renders this). A holder
-    without an account has none."""
+def passbook_year(session: Session, holder: Volunteer | Follower | TimeAccount, year: int, *,
+                  newest_first: bool = False, offset: int = 0, limit: int | None = None) -> list[PassbookLine]:
+    """The entries of the holder's account in local (Asia/Shanghai) calendar `year` (oldest
+    first, or a page of them newest first as the web passbook shows them), each with the
+    balance after it. A holder without an account has none."""
     if isinstance(holder, TimeAccount):
         acc = holder
     elif isinstance(holder, Volunteer):
@@ -486,7 +490,8 @@ def passbook_year(session: Session, holder: Volunteer | Follower | TimeAccount, 
             TimeAccount.volunteer_id == vol.id if vol is not None else TimeAccount.follower_id == holder.id))
     if acc is None:
         return []
-    return _lines(session, acc.id, start=datetime(year, 1, 1, tzinfo=CHINA), end=datetime(year + 1, 1, 1, tzinfo=CHINA))
+    return _lines(session, acc.id, start=datetime(year, 1, 1, tzinfo=CHINA), end=datetime(year + 1, 1, 1, tzinfo=CHINA),
+                  newest_first=newest_first, offset=offset, limit=limit)
 
 
 # ---- the audit ----------------------------------------------------------------------------

@@ -53,7 +53,18 @@ def page():
 def world_api():
     """What the page needs once: custom menu, district map, places, activities, personas."""
     with _services().db.session() as session:
-        return jsonify(world.snapshot(session, now=_services().clock.now()))
+        # The page buttons open this server's pages when PUBLIC_URL is not set (development).
+        pages_url = _config().pages_url or request.host_url.rstrip("/") + "/m"
+        data = world.snapshot(session, now=_services().clock.now(), pages_url=pages_url)
+    data["emulator"] = inbox.emulator_root(_config().wechat_api_base)  # the in-app browser signs in there
+    return jsonify(data)
+
+
+@blueprint.post("/api/jssdk-check")
+def jssdk_check_api():
+    """What WeChat does with a page's wx.config: check its signature against the ticket."""
+    body = request.get_json(silent=True) or {}
+    return jsonify(inbox.check_jssdk(_config(), str(body.get("url", "")), body.get("config") or {}))
 
 
 @blueprint.post("/api/send")

@@ -44,6 +44,26 @@ def pushes_for(config, openid: str, since: str) -> dict:
     return {"ok": True, "pushes": pushes, "cursor": str(cursor)}
 
 
+def check_jssdk(config, url: str, cfg: dict) -> dict:
+    """Is `cfg` (a page's wx.config) signed for `url` with the account's current jsapi_ticket,
+    as the emulator issued it? (WeChat's own check, for the simulator's fake JS-SDK.)"""
+    import hashlib
+
+    root = emulator_root(config.wechat_api_base)
+    if root is None:
+        return {"ok": False, "error": "no emulator configured"}
+    if not isinstance(cfg, dict) or cfg.get("appId") != config.wechat_appid:
+        return {"ok": False, "error": "appId"}
+    try:
+        ticket = requests.get(f"{root}/_emulator/jsapi-ticket", params={"appid": config.wechat_appid},
+                              timeout=3).json().get("ticket", "")
+    except (requests.RequestException, ValueError) as e:
+        return {"ok": False, "error": f"emulator unreachable: {type(e).__name__}"}
+    raw = f"jsapi_ticket={ticket}&noncestr={cfg.get('nonceStr')}&timestamp={cfg.get('timestamp')}&url={url.split('#')[0]}"
+    ok = bool(ticket) and hashlib.sha1(raw.encode()).hexdigest() == cfg.get("signature")
+    return {"ok": ok, **({} if ok else {"error": "invalid signature"})}
+
+
 CHINA = timezone(timedelta(hours=8))
 
 

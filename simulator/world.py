@@ -19,11 +19,12 @@ from store.models import Community, Coordinator, Follower, Volunteer
 PERSONA_LIMIT = 8  # per role: enough to pick from, short enough to read
 
 
-def custom_menu() -> list[dict]:
-    """The custom menu's buttons as the account publishes them (menus/custom_menu.json)."""
+def custom_menu(pages_url: str = "") -> list[dict]:
+    """The custom menu's buttons as the account publishes them (menus/custom_menu.json),
+    its page buttons pointing at `pages_url`."""
     from menus import custom_menu as published
 
-    return published.load()["button"]
+    return published.load(pages_url=pages_url)["button"]
 
 
 def personas(session: Session) -> list[dict]:
@@ -55,11 +56,11 @@ def personas(session: Session) -> list[dict]:
     return out
 
 
-def snapshot(session: Session, now: datetime) -> dict:
+def snapshot(session: Session, now: datetime, pages_url: str = "") -> dict:
     from simulator import places
 
     return {
-        "menu": custom_menu(),
+        "menu": custom_menu(pages_url),
         "map": {"outline": [list(p) for p in geography.OUTLINE], "bounds": geography.bounds()},
         "places": places.places(session),
         "scans": places.scan_codes(session, now),

@@ -20,9 +20,10 @@ from bot.services import Services
 from rules.orders import forget_catalog_in_use
 from store.models import Base
 
-# The push tests' fixtures (the WeChat emulator, an API client, a dispatcher), for any module
+# The push tests' fixtures (the WeChat emulator, an API client, a dispatcher) and the pages' (/m on a
+# loopback port, signed in through the emulator's OAuth), for any module
 # that names them as arguments.
-pytest_plugins = ["tests.pushes_fixtures"]
+pytest_plugins = ["tests.pushes_fixtures", "tests.pages_support"]
 
 TEST_AES_KEY = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"
 TEST_TOKEN = "volbot-test-token"

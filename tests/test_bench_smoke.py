@@ -118,6 +118,14 @@ def test_console(backends):
     assert measured >= 50, measured
 
 
+@needs_postgres
+def test_pages(backends):
+    out = run("bench/pages.py", "--volunteers", "30", "--hours", "100", "--orders", "60", "--records", "40",
+              "--repeat", "1", "--database-url", backends["postgres"] + "/volbot_pages", "--redis-url", backends["redis"])
+    figures(r"^baseline /healthz .*: ([\d.]+) ms median$", out)
+    assert figures(r"^(\d+) pages measured \(1 loads each\) for a volunteer with 40 records", out) == ("14",)
+
+
 # ---- bench/drills/ --------------------------------------------------------------------------
 
 @needs_postgres

@@ -291,7 +291,7 @@ def test_squad_leads_do_not_get_the_annual_rankings(base_url, world):
 
 
 def test_certificate_of_service_pdf(base_url, world):
-    from console.certificate import FontMissing, find_font
+    from rules.certificates import FontMissing, find_font
 
     try:
         find_font()

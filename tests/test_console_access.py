@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from console.certificate import issue
 from rules import bus, inbox
+from rules.certificates import issue
 from store.models import (
     AuditLog,
     BusVisit,
@@ -111,7 +111,7 @@ def test_the_district_sees_them(base_url, rows, path):
 
 def has_cjk_font() -> bool:
     """Without one a certificate PDF is 503 (console.certificate), never a page of boxes."""
-    from console.certificate import FontMissing, find_font
+    from rules.certificates import FontMissing, find_font
 
     try:
         find_font()

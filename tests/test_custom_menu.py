@@ -12,10 +12,12 @@ from click.testing import CliRunner
 from handlers import registry
 from menus import custom_menu, main_menu
 
+PAGES = "https://vol.example.cn/m"
+
 
 @pytest.fixture(scope="module")
 def menu():
-    return custom_menu.load()
+    return custom_menu.load(pages_url=PAGES)
 
 
 def test_shipped_menu_is_within_limits(menu):
@@ -25,7 +27,18 @@ def test_shipped_menu_is_within_limits(menu):
         assert len(b["name"].encode()) <= 16
         assert 1 <= len(b["sub_button"]) <= 5
         for s in b["sub_button"]:
-            assert len(s["name"].encode()) <= 60 and len(s["key"].encode()) <= 128
+            assert len(s["name"].encode()) <= 60
+            assert len(s["key"].encode()) <= 128 if s["type"] != "view" else len(s["url"]) <= 1024
+
+
+def test_view_buttons_open_the_pages_or_are_left_out(menu):
+    views = [s["url"] for b in menu["button"] for s in b["sub_button"] if s["type"] == "view"]
+    assert views and all(u.startswith(PAGES + "/") for u in views)
+    assert PAGES + "/records" in views
+    bare = custom_menu.load()  # no PUBLIC_URL: no page buttons, still a valid menu
+    assert custom_menu.validate(bare) == []
+    assert not [s for b in bare["button"] for s in b["sub_button"] if s["type"] == "view"]
+    assert custom_menu.click_keys(bare) == custom_menu.click_keys(menu)
 
 
 def test_every_click_key_is_a_command_or_a_main_menu_item(menu):
@@ -57,7 +70,7 @@ def broken(change) -> list[str]:
 def test_too_many_buttons_and_sub_buttons():
     assert broken(lambda d: d["button"].append(copy.deepcopy(d["button"][0]))) == [
         "the menu needs 1-3 buttons in `button`"]
-    problems = broken(lambda d: d["button"][0]["sub_button"].extend([{"type": "click", "name": "x", "key": "K"}] * 2))
+    problems = broken(lambda d: d["button"][0]["sub_button"].extend([{"type": "click", "name": "x", "key": "K"}] * 6))
     assert problems == ["button 1 (居民服务): needs 1-5 sub-buttons"]
     assert broken(lambda d: d.update(button=[])) == ["the menu needs 1-3 buttons in `button`"]
 

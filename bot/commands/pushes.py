@@ -269,8 +269,10 @@ def register(main: click.Group) -> None:
         """Create the custom menu on WeChat from menus/custom_menu.json."""
         from pushes.client import WeChatError, client_for
 
-        data = _custom_menu()
         services = _services()
+        data = _custom_menu(services.config.pages_url)
+        if not services.config.pages_url:
+            click.echo("PUBLIC_URL is not set: the buttons that open the web pages are left out", err=True)
         try:
             client_for(services.config, services.redis).create_menu(data)
             click.echo(f"menu created: {', '.join(b['name'] for b in data['button'])}")
@@ -280,8 +282,9 @@ def register(main: click.Group) -> None:
             services.close()
 
 
-def _custom_menu() -> dict:
-    """The custom menu as WeChat's menu/create takes it (checked by menus.custom_menu)."""
+def _custom_menu(pages_url: str = "") -> dict:
+    """The custom menu as WeChat's menu/create takes it (checked by menus.custom_menu), its
+    page buttons pointing at `pages_url`."""
     try:
         from menus import custom_menu
     except ImportError:  # the menu module is optional; the data file is what matters
@@ -289,5 +292,5 @@ def _custom_menu() -> dict:
         from pathlib import Path
 
         return json.loads((Path(__file__).resolve().parents[2] / "menus" / "custom_menu.json").read_text("utf-8"))
-    return custom_menu.load()
+    return custom_menu.load(pages_url=pages_url)
 

@@ -9,13 +9,13 @@ import re
 from flask import Response, g, redirect, request, url_for
 from sqlalchemy import func, select
 
-from console import certificate
 from console.views import activities
 from console.views.common import args_builder, int_or_none, page_number, paged, parse_day
 from console.views.hours import STATES as HOUR_STATES
 from console.web import audit, back, console, flash, render, services
 from rules import access, masks, pii, volunteering
 from rules import activities as activity_rules
+from rules import certificates as certificate
 from store.models import HourRecord, ServiceCertificate, Team, Volunteer
 
 STATES = {"pending": "待审核", "active": "在册", "rejected": "未通过", "suspended": "暂停"}
@@ -135,8 +135,26 @@ def certificate_pdf(certificate_id: int):
     volunteer = access.get(g.db, g.scope, Volunteer, cert.volunteer_id)
     try:
         body = certificate.render_pdf(cert, volunteer, g.db.get(Team, cert.team_id),
-                                      certificate.find_font(services().config.cjk_font))
+                                      certificate.find_font(services().config.cjk_font),
+                                      verify_url=url_for("pages.verify", code=cert.verify_code, _external=True)
+                                      if cert.verify_code else None)
     except certificate.FontMissing as e:
         return render("error.html", status=503, message=f"无法生成 PDF：{e}"), 503
     return Response(body, mimetype="application/pdf", headers={
         "Content-Disposition": f'inline; filename="{cert.number}.pdf"', "Cache-Control": "no-store"})
+
+
+@console.post("/certificates/<int:certificate_id>/revoke")
+def certificate_revoke(certificate_id: int):
+    """Revoke an issued certificate: the public verify page says so from now on."""
+    cert = g.db.get(ServiceCertificate, certificate_id)
+    if cert is None:
+        raise access.OutOfScope(certificate_id)
+    volunteer = access.get(g.db, g.scope, Volunteer, cert.volunteer_id)
+    reason = (request.form.get("reason") or "").strip()[:200]
+    if certificate.revoke(g.db, cert, now=g.now, reason=reason):
+        audit("certificate.revoke", entity="volunteer", entity_id=volunteer.id,
+              after={"certificate": cert.number, "reason": reason})
+        flash(f"证明 {cert.number} 已撤销。")
+    g.db.commit()
+    return redirect(url_for("console.volunteer_detail", volunteer_id=volunteer.id))

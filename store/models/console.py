@@ -31,6 +31,11 @@ class ServiceCertificate(Base):
     services: Mapped[str] = mapped_column(Text, default="")  # what the service was, as printed
     issued_on: Mapped[date] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # What anyone checks on the public verify page (/m/verify/<code>): random, not the number,
+    # so numbers cannot be walked through. Certificates issued before it have none.
+    verify_code: Mapped[str | None] = mapped_column(String(16), unique=True)
+    revoked_at: Mapped[datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(String(200))
 
 
 

@@ -118,7 +118,8 @@
       } else {
         const bubble = document.createElement("div");
         bubble.className = "bubble" + (entry.event ? " event" : "");
-        bubble.textContent = entry.text;
+        if (entry.who === "bot") withLinks(bubble, entry.text);
+        else bubble.textContent = entry.text;
         node.appendChild(bubble);
       }
     }
@@ -147,8 +148,60 @@
     from.className = "push-from";
     from.textContent = "模板消息" + (push.sent_at ? " · " + push.sent_at : "") + (push.url ? " · 详情" : "");
     card.appendChild(from);
+    if (push.url) {
+      card.classList.add("has-url");
+      card.addEventListener("click", () => openWebview(push.url, push.title));
+    }
     return card;
   }
+
+  // A text reply may carry <a href="…">…</a> (WeChat shows it as a link): only those become
+  // links, everything else stays text. A link opens in the in-app browser.
+  function withLinks(box, text) {
+    const re = /<a href="([^"<>]+)">([^<]*)<\/a>/g;
+    let last = 0, m;
+    while ((m = re.exec(text)) !== null) {
+      box.appendChild(document.createTextNode(text.slice(last, m.index)));
+      const a = document.createElement("a");
+      const url = m[1].replace(/&amp;/g, "&");
+      a.href = url;
+      a.textContent = m[2];
+      a.addEventListener("click", (ev) => { ev.preventDefault(); openWebview(url, m[2]); });
+      box.appendChild(a);
+      last = re.lastIndex;
+    }
+    box.appendChild(document.createTextNode(text.slice(last)));
+  }
+
+  // ---- the in-app browser -----------------------------------------------------------
+  // A page of ours is opened as WeChat opens it for this persona: through the emulator's
+  // stand-in for WeChat's own sign-in (its OAuth then says who is asking), then given the
+  // fake JS-SDK (wx-fake.js) once it has loaded.
+  function webviewSrc(url) {
+    const target = new URL(url, location.origin);
+    if (target.origin !== location.origin || !target.pathname.startsWith("/m/") || !world.emulator) return target.href;
+    const signIn = location.origin + "/m/auth/start?next=" + encodeURIComponent(target.pathname + target.search);
+    return world.emulator + "/_emulator/webview?openid=" + encodeURIComponent(current) + "&url=" + encodeURIComponent(signIn);
+  }
+  function openWebview(url, title) {
+    closeSheets();
+    $("webview-title").textContent = title || "网页";
+    $("webview").hidden = false;
+    $("webview-frame").src = webviewSrc(url);
+  }
+  function closeWebview() { $("webview").hidden = true; $("webview-frame").src = "about:blank"; }
+  function attachWx() {
+    let win;
+    try { win = $("webview-frame").contentWindow; if (!win.volbotPages) return; } catch (e) { return; }
+    const host = {
+      api: API,
+      location: () => picked || (world.places[0] ? { lat: world.places[0].lat, lng: world.places[0].lng } : { lat: 36.7, lng: 119.1 }),
+      scan: (done, sendIt) => { scanDone = (scene, name) => { done(scene); if (sendIt) { closeWebview(); send({ kind: "scan", key: scene }, `（扫描二维码：${name}）`); } }; openSheet("sheet-scan"); },
+      note: (text) => append({ who: "system", text }),
+    };
+    win.volbotPages.attach(window.VolbotFakeWx(host, win));
+  }
+  let scanDone = null;
 
   // `shown` is what the person's own side of the chat shows; null for a menu tap, which
   // WeChat does not show in the chat (only the account's answer appears).
@@ -226,7 +279,7 @@
     box.hidden = false;
   }
   function menuAction(item) {
-    if (item.type === "view") send({ kind: "view", key: item.url }, `（打开 ${item.name}）`);
+    if (item.type === "view") { send({ kind: "view", key: item.url }, null); openWebview(item.url, item.name); }
     else if (item.type === "location_select") openSheet("sheet-location");
     else if (item.type && item.type.startsWith("scancode")) openSheet("sheet-scan");
     else send({ kind: "click", key: item.key }, null);
@@ -324,6 +377,7 @@
       li.appendChild(small);
       li.addEventListener("click", () => {
         closeSheets();
+        if (scanDone) { const done = scanDone; scanDone = null; done(s.scene, s.name); return; }
         send({ kind: "scan", key: s.scene }, `（扫描二维码：${s.name}）`);
       });
       list.appendChild(li);
@@ -376,6 +430,9 @@
       if (p) pick(p.lat, p.lng, p.label);
     });
     $("scan-filter").addEventListener("input", (e) => renderScans(e.target.value));
+    $("webview-close").addEventListener("click", closeWebview);
+    $("webview-frame").addEventListener("load", attachWx);
+    for (const b of document.querySelectorAll("#sheet-scan .close")) b.addEventListener("click", () => { scanDone = null; });
     $("clear-chat").addEventListener("click", () => { store.set("chat." + current, []); renderChat(); });
     document.addEventListener("click", (e) => { if (!e.target.closest("#submenu")) $("submenu").hidden = true; });
   }

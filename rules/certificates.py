@@ -6,17 +6,26 @@ service was, the issuing team, a certificate number and the date of issue. The f
 taken from approved hour records and stored with the certificate's number
 (`ServiceCertificate`), so a reprint shows exactly what was issued.
 
+Each certificate also carries a random verification code and its QR: anyone can check it
+on the public verify page (/m/verify/<code>: issuer, masked name, hours, period, date, and
+whether it was revoked). Coordinators issue certificates in the console; a volunteer asks
+for their own on the pages (`issue_for_self`, once per period a day: a repeated request
+gets the same certificate).
+
 Chinese text needs a CJK font on the machine: `VOLBOT_CJK_FONT`, else the first of the
 usual Debian paths (`apt-get install fonts-wqy-microhei`).
 """
 
 from __future__ import annotations
 
+import io
+import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import segno
 from fpdf import FPDF
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -33,6 +42,9 @@ FONT_CANDIDATES = (
     "/usr/share/fonts/truetype/arphic/uming.ttc",
 )
 SERVICE_LINES = 8
+# Verification codes: 12 characters without look-alikes (0/O, 1/I/L), about 60 bits.
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+CODE_LENGTH = 12
 
 
 class FontMissing(RuntimeError):
@@ -84,6 +96,7 @@ def issue(session: Session, volunteer: Volunteer, team: Team, *, coordinator_id:
         number=f"pending-{volunteer.id}-{now.timestamp()}", volunteer_id=volunteer.id, team_id=team.id,
         issued_by=coordinator_id, minutes=summary.minutes, period_start=start, period_end=end,
         services="\n".join(f"{what}\t{m}" for what, m in summary.lines), issued_on=today, created_at=now)
+    cert.verify_code = new_code()
     session.add(cert)
     session.flush()
     # The row id makes the number unique without a counter to race on.
@@ -91,11 +104,73 @@ def issue(session: Session, volunteer: Volunteer, team: Team, *, coordinator_id:
     return cert
 
 
+def new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def format_code(code: str | None) -> str:
+    """ABCD-EFGH-JKMN: easier to read out and type."""
+    code = code or ""
+    return "-".join(code[i:i + 4] for i in range(0, len(code), 4))
+
+
+def normalise_code(text: str) -> str:
+    return "".join(ch for ch in (text or "").upper() if ch in CODE_ALPHABET)[:CODE_LENGTH]
+
+
+def by_code(session: Session, text: str) -> ServiceCertificate | None:
+    code = normalise_code(text)
+    if len(code) != CODE_LENGTH:
+        return None
+    return session.scalar(select(ServiceCertificate).where(ServiceCertificate.verify_code == code))
+
+
+def issue_for_self(session: Session, volunteer: Volunteer, *, now: datetime, start: date | None, end: date | None,
+                   prefix: str = "KW") -> ServiceCertificate:
+    """A volunteer's own request, issued in the name of their team: the same period asked
+    again on the same day gets the certificate already issued (a double tap, a retry)."""
+    today = now.astimezone(CHINA).date()
+    same = session.scalar(select(ServiceCertificate).where(
+        ServiceCertificate.volunteer_id == volunteer.id, ServiceCertificate.issued_on == today,
+        ServiceCertificate.issued_by.is_(None), ServiceCertificate.revoked_at.is_(None),
+        ServiceCertificate.period_start.is_(None) if start is None else ServiceCertificate.period_start == start,
+        ServiceCertificate.period_end.is_(None) if end is None else ServiceCertificate.period_end == end,
+    ).limit(1))
+    if same is not None:
+        return same
+    return issue(session, volunteer, volunteer.team, coordinator_id=None, now=now, start=start, end=end,
+                 prefix=prefix)
+
+
+def revoke(session: Session, cert: ServiceCertificate, *, now: datetime, reason: str) -> bool:
+    """Mark a certificate revoked (the verify page then says so); False if it already was."""
+    if cert.revoked_at is not None:
+        return False
+    cert.revoked_at, cert.revoked_reason = now, (reason or "").strip()[:200] or None
+    session.flush()
+    return True
+
+
+def period_text(cert: ServiceCertificate) -> str:
+    if cert.period_start or cert.period_end:
+        return f"{cert.period_start or '注册之日'} 至 {cert.period_end or cert.issued_on}"
+    return f"注册之日至 {cert.issued_on}"
+
+
+def qr_png(text: str, scale: int = 6) -> bytes:
+    out = io.BytesIO()
+    segno.make(text, error="m").save(out, kind="png", scale=scale, border=2)
+    return out.getvalue()
+
+
 def _hours(minutes: int) -> str:
     return f"{minutes / 60:.1f}".rstrip("0").rstrip(".")
 
 
-def render_pdf(cert: ServiceCertificate, volunteer: Volunteer, team: Team, font: Path | None = None) -> bytes:
+def render_pdf(cert: ServiceCertificate, volunteer: Volunteer, team: Team, font: Path | None = None,
+               verify_url: str | None = None) -> bytes:
+    """The PDF; with `verify_url` (the public verify page of this certificate's code) it
+    carries the code and its QR."""
     font = font or find_font()
     pdf = FPDF(format="A4")
     pdf.set_title(f"志愿服务记录证明 {cert.number}")
@@ -109,10 +184,7 @@ def render_pdf(cert: ServiceCertificate, volunteer: Volunteer, team: Team, font:
     pdf.cell(0, 8, f"证明编号：{cert.number}", align="R", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(4)
     pdf.set_font("cjk", size=12)
-    if cert.period_start or cert.period_end:
-        period = f"{cert.period_start or '注册之日'} 至 {cert.period_end or cert.issued_on}"
-    else:
-        period = f"注册之日至 {cert.issued_on}"
+    period = period_text(cert)
     facts = [
         ("姓名", volunteer.name),
         ("身份证号", pii.mask_id_last4(volunteer.id_number_last4)),
@@ -144,5 +216,11 @@ def render_pdf(cert: ServiceCertificate, volunteer: Volunteer, team: Team, font:
     pdf.ln(10)
     pdf.set_font("cjk", size=9)
     pdf.multi_cell(0, 6, "说明：本证明依据志愿服务信息系统中经审核认证的服务记录出具；身份证号已作脱敏处理。"
-                         "可凭证明编号向出具单位查询核实。")
+                         "可凭证明编号向出具单位查询核实。", new_x="LMARGIN", new_y="NEXT")
+    if verify_url and cert.verify_code:
+        pdf.ln(4)
+        top = pdf.get_y()
+        pdf.image(io.BytesIO(qr_png(verify_url)), x=pdf.l_margin, y=top, w=30, h=30)
+        pdf.set_xy(pdf.l_margin + 34, top + 4)
+        pdf.multi_cell(0, 6, f"验证码：{format_code(cert.verify_code)}\n扫描二维码或访问下列网址核验本证明：\n{verify_url}")
     return bytes(pdf.output())
