@@ -43,6 +43,7 @@ def create_app(config: Config | None = None, services: Services | None = None) -
     from pushes.client import client_for
 
     app.register_blueprint(pages)
+    hardening.allow(app, "pages", frame_ancestors="'self'")  # the simulator's phone frames them
     # The pages reach WeChat (OAuth, the JS-SDK ticket) only through the one API client.
     app.extensions["volbot.wechat"] = lambda: client_for(config, services.redis)
     # Tools' pages (the simulator, refused outside development/demo) plug in through the

@@ -83,6 +83,8 @@ def create_emulator(apps: dict[str, str], *, token: str = "volbot-dev-token", ae
     from bot import hardening  # the same headers as every app of ours (it never runs in production)
 
     hardening.install(app)
+    for endpoint in ("oauth_authorize", "admin_webview"):  # WeChat's sign-in, shown in the simulator's phone
+        hardening.allow(app, endpoint, frame_ancestors="*")
     state = EmulatorState(apps=dict(apps), settings=settings or Settings())
     state.settings.callback_url = callback_url or state.settings.callback_url
     callbacks = CallbackSender(state, token, next(iter(apps)), aes_key)

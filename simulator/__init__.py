@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, jsonify, render_template, request
 
+from bot import hardening
 from bot.sender import WeChatSender
 from simulator import client, inbox, world
 
@@ -23,6 +24,13 @@ blueprint = Blueprint("simulator", __name__, url_prefix="/simulator",
 
 def _config():
     return current_app.config["VOLBOT"]
+
+
+@blueprint.record_once
+def _may_frame_the_emulator(state):
+    """The in-app browser (an iframe) signs in through the emulator's OAuth pages."""
+    hardening.allow(state.app, "simulator",
+                    frame_src=lambda: "'self' " + inbox.emulator_root(_config().wechat_api_base))
 
 
 def _services():

@@ -12,8 +12,9 @@ from pathlib import Path
 import requests
 
 from bot.app import create_app
-from bot.hardening import CSP
+from bot.hardening import CSP, CSP_SAME_ORIGIN_FRAMES, policy
 from emulator import create_emulator
+from simulator.inbox import emulator_root
 from tests.seeds import apply
 from tests.seeds.console import PASSWORD
 from tests.test_simulator import serve
@@ -21,11 +22,12 @@ from tests.test_simulator import serve
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def hardened(response, cached: bool = False) -> None:
+def hardened(response, cached: bool = False, csp: str = CSP, frame_options: str = "DENY") -> None:
     h = response.headers
-    assert h["Content-Security-Policy"] == CSP, response.url
+    assert h["Content-Security-Policy"] == csp, response.url
     assert "frame-ancestors 'none'" in CSP and "unsafe-inline" not in CSP
-    assert h["X-Frame-Options"] == "DENY" and h["X-Content-Type-Options"] == "nosniff"
+    assert h["X-Frame-Options"] == frame_options
+    assert h["X-Content-Type-Options"] == "nosniff"
     assert h["Referrer-Policy"] == "same-origin"
     assert ("no-store" in h.get("Cache-Control", "")) is not cached, response.url
     assert "Strict-Transport-Security" not in h  # not outside production
@@ -35,11 +37,15 @@ def test_every_app_sends_the_security_headers(svc, base_url):
     for path in ("/console/login", "/console/", "/healthz", "/metrics", "/wechat?signature=x"):
         hardened(requests.get(base_url + path, allow_redirects=False))
     hardened(requests.get(base_url + "/console/static/console.css"), cached=True)
+    # The pages inside WeChat: framed by this origin only (the simulator's phone), never by another.
+    hardened(requests.get(base_url + "/m/verify/NOSUCHCODE0"), csp=CSP_SAME_ORIGIN_FRAMES, frame_options="SAMEORIGIN")
     server, url = serve(create_app(config=replace(svc.config, env="development"), services=svc))
     try:
-        hardened(requests.get(url + "/simulator/"))
-        hardened(requests.get(url + "/simulator/api/world"))
-        hardened(requests.get(url + "/simulator/static/simulator/app.js"), cached=True)
+        # The simulator's phone frames the emulator's sign-in pages (its in-app browser).
+        framing = policy(frame_src="'self' " + emulator_root(svc.config.wechat_api_base))
+        hardened(requests.get(url + "/simulator/"), csp=framing)
+        hardened(requests.get(url + "/simulator/api/world"), csp=framing)
+        hardened(requests.get(url + "/simulator/static/simulator/app.js"), cached=True, csp=framing)
     finally:
         server.shutdown()
     emulator, emu_url = serve(create_emulator({svc.config.wechat_appid: svc.config.wechat_secret}))

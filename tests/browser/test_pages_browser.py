@@ -107,9 +107,11 @@ def test_volunteer_walks_records_activities_and_certificates(browser, world, emu
     page.wait_for_url("**/m/records")
     assert page.locator("text=7.5小时").count() >= 1 and page.locator("progress").count() == 1
     vol.check("02-volunteer-records")
-    page.click("header .size")  # 标准字
+    with page.expect_navigation():  # the page comes back with its stylesheet loaded
+        page.click("header .size")  # 标准字
     assert page.evaluate("getComputedStyle(document.documentElement).fontSize") == "18px"
-    page.click("header .size")  # back to large type
+    with page.expect_navigation():
+        page.click("header .size")  # back to large type
     assert page.evaluate("getComputedStyle(document.documentElement).fontSize") == "22px"
     with page.expect_download() as download:
         page.click("text=下载")
@@ -135,7 +137,7 @@ def test_volunteer_walks_records_activities_and_certificates(browser, world, emu
     anyone.page.fill("#code", code.lower())
     anyone.page.click("button:text('核验')")
     anyone.page.wait_for_url("**/m/verify/*")
-    assert anyone.page.locator("text=真实有效").count() == 1 and anyone.page.locator("text=D*甲").count() == 1
+    assert anyone.page.locator("text=真实有效").count() == 1 and anyone.page.locator("text=D**").count() == 1
     anyone.check("07-anyone-verify")
     anyone.close()
 

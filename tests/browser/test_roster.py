@@ -52,11 +52,14 @@ def test_roster_on_a_phone(base_url, svc):
             context = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN")
             pg = context.new_page()
             pg.set_default_timeout(15_000)
-            pg.goto(base_url + f"/console/shifts/{sid}/roster")
-            pg.fill("input[name=username]", "df_lead")
-            pg.fill("input[name=password]", PASSWORD)
-            pg.click("button[type=submit]")
-            pg.wait_for_url(f"**/console/shifts/{sid}/roster")
+            def sign_in():
+                pg.goto(base_url + f"/console/shifts/{sid}/roster")
+                pg.fill("input[name=username]", "df_lead")
+                pg.fill("input[name=password]", PASSWORD)
+                pg.click("button[type=submit]")
+                pg.wait_for_url(f"**/console/shifts/{sid}/roster")
+
+            sign_in()
             pg.screenshot(path=str(SHOTS / "roster-1-phone.png"), full_page=True)
             assert pg.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
 
@@ -73,8 +76,9 @@ def test_roster_on_a_phone(base_url, svc):
             pg.screenshot(path=str(SHOTS / "roster-2-desk.png"), full_page=True)
 
             # After the shift: DF乙 never came and is marked absent; the badge shows it.
+            # Hours pass on the test clock, past the console's idle timeout: sign in again.
             svc.clock.advance(seconds=(end - start).total_seconds())
-            pg.goto(base_url + f"/console/shifts/{sid}/roster")
+            sign_in()
             yi = one(svc, select(SignUp.id).join(Volunteer, Volunteer.id == SignUp.volunteer_id)
                      .where(SignUp.shift_id == sid, Volunteer.name == "DF乙"))
             row = pg.locator(f"li[data-signup='{yi}']")
