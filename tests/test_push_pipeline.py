@@ -232,26 +232,6 @@ def test_token_bucket_limits_rate_across_clients(svc):
     assert time.monotonic() - started >= 0.4  # 10 tokens at 20/s with a burst of 1
 
 
-def test_every_kind_renders_into_its_template(tmp_path):
-    from pushes.templates import Templates
-
-    ids = load_config(tmp_path, environ={"WECHAT_TEMPLATE_ORDER_UPDATE": "district-order-tpl"}).template_ids
-    templates = Templates.load(ids=ids)
-    tid, data = templates.render("order_update", "服务订单状态更新",
-                                 {"订单号": "KW-1", "服务项目": "理发", "状态": "已接单", "时间": "11月30日", "备注": ""})
-    assert tid == "district-order-tpl" and data["phrase3"] == {"value": "已接单"}
-    tid, data = templates.render("shift_reminder", "志愿活动提醒", {"活动": "植树", "时间": "明天", "地点": "公园", "说明": "准时"})
-    assert tid == "volbot-shift-reminder" and data["thing1"] == {"value": "植树"}
-    # A kind nobody mapped, or a push missing a mapped field: the general layout, nothing lost.
-    tid, data = templates.render("new_kind", "通知", {"a": "1", "b": "2"})
-    assert tid == "volbot-general-notice" and data == {"first": {"value": "通知"}, "keyword1": {"value": "1"},
-                                                        "keyword2": {"value": "2"}}
-    tid, data = templates.render("star_level", "星级", {"number": "KW1"})
-    assert tid == "volbot-star-level" and data["keyword1"] == {"value": "KW1"}
-    for kind in templates.kinds:
-        assert templates.for_kind(kind).template_id
-
-
 def test_rows_of_a_job_whose_worker_died_are_queued_again(svc, dispatcher, emulator):
     import time
 

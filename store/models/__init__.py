@@ -11,6 +11,7 @@ from store.models.console import CoordinatorBindCode, ServiceCertificate
 from store.models.dispatch import Offer, TimePayment
 from store.models.district import Community, Team
 from store.models.followers import CoordinatorMessage, Follower
+from store.models.notices import Announcement, NoticeConsent, PausedKind
 from store.models.orders import CatalogVersion, Order, OrderEvent, OrderSerial
 from store.models.places import Place
 from store.models.pushes import DeadLetter, Push, PushReceipt
@@ -19,6 +20,9 @@ from store.models.timebank import TimeAccount, TimeBankFamily, TimeEntry, TimeTr
 from store.models.volunteers import Coordinator, HourRecord, Volunteer, VolunteerSerial, VolunteerStar
 
 __all__ = [
+    "Announcement",
+    "NoticeConsent",
+    "PausedKind",
     "DeadLetter",
     "HourMonthTotal",
     "HourYearTotal",
