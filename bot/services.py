@@ -51,7 +51,9 @@ class Services:
         self.push_settings = config.push_settings()
         self.settings = Settings(pii_key=config.pii_key, state_idle=config.state_idle,
                                  resume_window=config.resume_window, env=config.env,
-                                 dispatch=self.dispatch_settings)
+                                 dispatch=self.dispatch_settings,
+                                 extra={"notices_url": config.notices_url,
+                                        "template_ids": dict(config.template_ids or {})})
         self._engine = None
         if check:
             self.check()

@@ -50,10 +50,10 @@ from rq.utils import now as now_utc
 from rq.worker import WorkerStatus
 from sqlalchemy import and_, select, update
 
-from pushes.client import WeChatError, client_for
-from pushes.ratelimit import TokenBucket
 from menus.notices import Catalog
 from menus.notices import load as load_catalog
+from pushes.client import WeChatError, client_for
+from pushes.ratelimit import TokenBucket
 from rules import notices
 from rules.receipts import apply_early_receipt, valid_msgid
 from store.dead_letters import drain

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import lru_cache
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from menus.notices import Catalog
+from menus.notices import load as load_catalog
 from store.models import NoticeConsent, PausedKind, Push
 
 # PopupScene of subscribe_msg_popup_event (research: developers.weixin.qq.com/doc/service/
@@ -58,9 +62,7 @@ def record_consent(session: Session, openid: str, template_id: str, *, accepted:
             with session.begin_nested():  # the same user's page and webhook reports at once
                 session.add(row)
                 session.flush()
-        except Exception as e:  # IntegrityError from either database
-            if "unique" not in str(e).lower() and "duplicate" not in str(e).lower():
-                raise
+        except IntegrityError:  # the same user's page and webhook report at once
             row = _row(session, openid, template_id)
     row.source, row.updated_at = source, now
     if accepted:
@@ -194,7 +196,7 @@ def pause(session: Session, kind: str, template_id: str, reason: str, now: datet
         with session.begin_nested():
             session.add(PausedKind(kind=kind, template_id=template_id[:128], reason=reason[:255], paused_at=now))
             session.flush()
-    except Exception:  # a concurrent worker paused it first
+    except IntegrityError:  # a concurrent worker paused it first
         return False
     return True
 
@@ -214,9 +216,26 @@ def resume(session: Session, kind: str, now: datetime) -> int:
 
 # ---- offering consent in chat ---------------------------------------------------------------------
 
-def offer_line(url: str | None, what: str) -> str:
-    """The reply line that offers a notice (the page with WeChat's subscribe button, or
-    where to find it): WeChat lets only that button ask for consent, never the chat."""
+@lru_cache(maxsize=8)
+def _catalog(ids: tuple) -> Catalog:
+    return load_catalog(ids=dict(ids))
+
+
+def catalog_for(template_ids: dict | None) -> Catalog:
+    """The catalog with the account's template ids (WECHAT_TEMPLATE_<KIND>)."""
+    return _catalog(tuple(sorted((template_ids or {}).items())))
+
+
+def offer(session: Session, openid: str, kinds: tuple[str, ...], what: str, settings) -> str:
+    """A reply line offering the notices of `kinds` (their subscribe button's page, or where
+    to find the button), or "" when the user may already get all of them. WeChat lets
+    only its own button ask for consent, never the chat: the line points there."""
+    extra = getattr(settings, "extra", None) or {}
+    catalog = catalog_for(extra.get("template_ids"))
+    wanted = [catalog.kind(k) for k in kinds]
+    if all(may_send(session, openid, k.template_id, k.consent) for k in wanted if k.channel == "subscribe"):
+        return ""
+    url = extra.get("notices_url")
     if url:
         return f"想收到{what}，请点这里订阅通知：{url}"
     return f"想收到{what}，请留意本号文章里的“订阅通知”按钮，点“允许”即可。"

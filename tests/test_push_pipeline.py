@@ -7,7 +7,6 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from bot.config import load_config
 from pushes.ratelimit import TokenBucket
 from pushes.scheduler import run_pass
 from pushes.worker import push_queue, send_chunk
@@ -55,7 +54,7 @@ def test_worker_dying_mid_send_is_resent_once_and_deduplicated_by_wechat(svc, di
     run_pass(svc)
     [claimed] = dispatcher.claim([pid])
     # The worker sent the template, then died before recording it.
-    api.send_template(claimed.openid, "volbot-star-level", {"first": {"value": "x"}},
+    api.send_template(claimed.openid, "volbot-star-level", {"thing1": {"value": "x"}},
                       client_msg_id=push(svc, pid).client_msg_id)
     svc.redis.delete(*svc.redis.keys("rq:*"))  # its job went with it
     assert run_pass(svc)["reclaimed"] == 0  # the lease still holds
@@ -72,7 +71,7 @@ def test_a_lost_attempt_past_wechats_window_is_not_resent(svc, dispatcher, api, 
     pid = record(svc)
     run_pass(svc)
     dispatcher.claim([pid])
-    api.send_template("o_push_user1", "volbot-star-level", {"first": {"value": "x"}},
+    api.send_template("o_push_user1", "volbot-star-level", {"thing1": {"value": "x"}},
                       client_msg_id=push(svc, pid).client_msg_id)
     svc.redis.delete(*svc.redis.keys("rq:*"))
     svc.clock.advance(minutes=11)

@@ -6,10 +6,10 @@ Pushes already recorded get the channel their kind goes by from this release on
 Revision ID: 0010
 Revises: 0004
 """
-from alembic import op
 import sqlalchemy as sa
-import store.models.base
+from alembic import op
 
+import store.models.base
 
 revision = '0010'
 down_revision = '0004'
