@@ -137,8 +137,6 @@ def register(app, state, *, reply, to_user, guarded, body, sender_for_callbacks)
     """Add the notice and mass-send routes to the emulator `app` (see the module doc)."""
     from flask import jsonify, request
 
-    notices: NoticeState = state.notice
-
     @app.post("/cgi-bin/message/subscribe/bizsend")
     def bizsend():
         data, openid, refused = to_user("bizsend")
@@ -148,20 +146,20 @@ def register(app, state, *, reply, to_user, guarded, body, sender_for_callbacks)
         template_id = data.get("template_id")
         problem = None
         with state.lock:
-            if not code and (not template_id or template_id not in notices.templates):
+            if not code and (not template_id or template_id not in state.notice.templates):
                 code = 40037
-            if not code and (state.user(openid).refuses or not notices.may_receive(openid, template_id)):
+            if not code and (state.user(openid).refuses or not state.notice.may_receive(openid, template_id)):
                 code = 43101
             if not code:
                 problem = data_error(data.get("data"))
                 code = 47003 if problem else 0
             if not code:
-                notices.consent(openid, template_id).sent += 1
+                state.notice.consent(openid, template_id).sent += 1
                 msgid = state.next_msgid  # the MsgID of its subscribe_msg_sent_event
                 state.next_msgid += 1
                 entry = {"msgid": msgid, "at": state.now(), "openid": openid, "template_id": template_id,
                          "data": data.get("data"), "url": data.get("page"), "channel": "subscribe"}
-                notices.sent.append(entry)
+                state.notice.sent.append(entry)
                 state.notices.append(entry)
         if code:
             return reply("bizsend", code, problem, openid=openid, request=data)
@@ -177,11 +175,11 @@ def register(app, state, *, reply, to_user, guarded, body, sender_for_callbacks)
         if not name or len(name) > 30:
             return reply("tags_create", 45158, "tag name too long")
         with state.lock:
-            if any(t["name"] == name for t in notices.tags.values()):
+            if any(t["name"] == name for t in state.notice.tags.values()):
                 return reply("tags_create", 45157, "invalid tag name")
-            tag_id = notices.next_tag
-            notices.next_tag += 1
-            notices.tags[tag_id] = {"name": name, "members": set()}
+            tag_id = state.notice.next_tag
+            state.notice.next_tag += 1
+            state.notice.tags[tag_id] = {"name": name, "members": set()}
         return reply("tags_create", 0, tag=name, response={"tag": {"id": tag_id, "name": name}})
 
     @app.post("/cgi-bin/tags/members/batchtagging")
@@ -194,13 +192,23 @@ def register(app, state, *, reply, to_user, guarded, body, sender_for_callbacks)
         if not isinstance(openids, list) or not 0 < len(openids) <= TAG_BATCH:
             return reply("tags_batchtagging", 40032, "invalid openid list size")
         with state.lock:
-            tag = notices.tags.get(tag_id)
+            tag = state.notice.tags.get(tag_id)
             if tag is None:
                 return reply("tags_batchtagging", 45159, "invalid tag id")
             if any(state.recipient_error(o) == 40003 for o in openids):
                 return reply("tags_batchtagging", 40003)
             tag["members"].update(openids)
         return reply("tags_batchtagging", 0, tagid=tag_id, count=len(openids))
+
+    @app.post("/cgi-bin/tags/delete")
+    def tags_delete():
+        data = body()
+        failed = guarded("tags_delete")
+        if failed:
+            return reply("tags_delete", *failed)
+        with state.lock:
+            found = state.notice.tags.pop((data.get("tag") or {}).get("id"), None)
+        return reply("tags_delete", 0 if found else 45159)
 
     @app.post("/cgi-bin/message/mass/sendall")
     def mass_sendall():
@@ -214,22 +222,22 @@ def register(app, state, *, reply, to_user, guarded, body, sender_for_callbacks)
         client_id = data.get("clientmsgid")
         with state.lock:
             now = state.now()
-            earlier = notices.mass_ids.get(client_id) if client_id else None
+            earlier = state.notice.mass_ids.get(client_id) if client_id else None
             if earlier and now - earlier[1] < MASS_DEDUP:
                 return reply("mass_sendall", 45065, "clientmsgid exist", response={"msg_id": earlier[0]})
-            tag = notices.tags.get(filt.get("tag_id"))
+            tag = state.notice.tags.get(filt.get("tag_id"))
             if filt.get("is_to_all") or tag is None:
                 return reply("mass_sendall", 40050 if tag is None else 47001, "invalid tag")
             month = datetime.fromtimestamp(now).strftime("%Y-%m")
             members = sorted(o for o in tag["members"] if state.user(o).following)
-            receive = [o for o in members if notices.mass_received[(o, month)] < MASS_MONTHLY]
+            receive = [o for o in members if state.notice.mass_received[(o, month)] < MASS_MONTHLY]
             for o in receive:
-                notices.mass_received[(o, month)] += 1
-            msg_id = notices.next_mass
-            notices.next_mass += 1
+                state.notice.mass_received[(o, month)] += 1
+            msg_id = state.notice.next_mass
+            state.notice.next_mass += 1
             if client_id:
-                notices.mass_ids[client_id] = (msg_id, now)
-            notices.mass.append({"msg_id": msg_id, "at": now, "tag_id": filt.get("tag_id"),
+                state.notice.mass_ids[client_id] = (msg_id, now)
+            state.notice.mass.append({"msg_id": msg_id, "at": now, "tag_id": filt.get("tag_id"),
                                  "content": data["text"]["content"], "total": len(members),
                                  "sent": len(receive), "filtered": len(members) - len(receive)})
         return reply("mass_sendall", 0, msg_id=msg_id, response={"msg_id": msg_id, "msg_data_id": msg_id})
@@ -246,7 +254,7 @@ def register(app, state, *, reply, to_user, guarded, body, sender_for_callbacks)
         accept, via = bool(data.get("accept", True)), data.get("via", "popup")
         with state.lock:
             for tid in ids:
-                notices.choose(openid, tid, accept and via != "settings")
+                state.notice.choose(openid, tid, accept and via != "settings")
         status = "accept" if accept and via != "settings" else "reject"
         if via == "settings":
             event, wrapper = "subscribe_msg_change_event", "SubscribeMsgChangeEvent"
@@ -271,26 +279,26 @@ def register(app, state, *, reply, to_user, guarded, body, sender_for_callbacks)
     def admin_notice_templates():
         data = body()
         with state.lock:
-            notices.templates[str(data.get("template_id", ""))] = data.get("consent", "long_term")
-            return jsonify({"templates": notices.templates})
+            state.notice.templates[str(data.get("template_id", ""))] = data.get("consent", "long_term")
+            return jsonify({"templates": state.notice.templates})
 
     @app.get("/_emulator/notices")
     def admin_notices():
         openid = request.args.get("openid")
         with state.lock:
-            rows = [n for n in notices.sent if not openid or n["openid"] == openid]
+            rows = [n for n in state.notice.sent if not openid or n["openid"] == openid]
         return jsonify(rows[-int(request.args.get("limit", 1000)):])
 
     @app.get("/_emulator/consents")
     def admin_consents():
         openid = request.args.get("openid")
         with state.lock:
-            rows = [{"openid": o, "template_id": t, **vars(c)} for (o, t), c in notices.consents.items()
+            rows = [{"openid": o, "template_id": t, **vars(c)} for (o, t), c in state.notice.consents.items()
                     if not openid or o == openid]
         return jsonify(rows)
 
     @app.get("/_emulator/mass")
     def admin_mass():
         with state.lock:
-            return jsonify({"sends": notices.mass,
-                            "tags": {i: {"name": t["name"], "members": len(t["members"])} for i, t in notices.tags.items()}})
+            return jsonify({"sends": state.notice.mass,
+                            "tags": {i: {"name": t["name"], "members": len(t["members"])} for i, t in state.notice.tags.items()}})

@@ -6,7 +6,8 @@ Channels (research/platform-rules.md):
   or a broadcast;
 - `subscribe` (订阅通知, message/subscribe/bizsend): what the recipient asked to hear, sent
   only with their consent for that notice template (one-time or long-term);
-- `customer_service` (客服消息): a staff reply, within 48 h of the user's last message.
+- `customer_service` (客服消息): a staff reply, within 48 h of the user's last message;
+- `mass_send` (群发 by tag): an announcement's text to a tag of followers, 4 a month.
 
 `fit(key, value)` is THE function that turns a value into what a template key of that
 type accepts (since 2023 WeChat shows no `first`/`remark` line and `thing` at most 20
@@ -25,7 +26,7 @@ from pathlib import Path
 import yaml
 
 DEFAULT_PATH = Path(__file__).with_name("templates.yaml")
-CHANNELS = ("template", "subscribe", "customer_service")
+CHANNELS = ("template", "subscribe", "customer_service", "mass_send")
 AUDIENCES = ("personal", "broadcast")
 CONSENTS = ("one_time", "long_term")
 FORBIDDEN_KEYS = ("first", "remark")  # not shown since 2023-05-04: nothing may rely on them
@@ -150,10 +151,10 @@ def fit(key: str, value) -> str:
             raise FitError(f"{key}: not a phone number: {text!r}")
         return kept
     if kind == "car_number":
-        kept = "".join(c for c in text if c.isalnum())
+        kept = "".join(c for c in text if (c.isascii() and c.isalnum()) or _HAN.match(c)).upper()
         if not 2 <= len(kept) <= 8 or any(_HAN.match(c) for c in kept[1:-1]):
             raise FitError(f"{key}: not a plate number: {text!r}")
-        return kept.upper()
+        return kept
     if kind == "name":
         if _HAN.search(text):
             return _clip(text.replace(" ", ""), LIMITS["name"])
@@ -188,7 +189,7 @@ class Kind:
         """Whether WeChat drops a resend of the same push (template messages'
         client_msg_id). Notices and customer-service messages have no such guard: a send
         whose outcome was lost with its worker is never repeated."""
-        return self.channel == "template"
+        return self.channel in ("template", "mass_send")  # client_msg_id / clientmsgid
 
     def render(self, values: dict) -> dict:
         """The `data` WeChat wants ({key: {"value": ...}}), every value fitted to its key;
@@ -258,8 +259,10 @@ def from_dict(raw: dict, ids: dict | None = None) -> Catalog:
                 problems.append(f"{where}: {key} maps to [push field, label]")
                 continue
             fields.append(Field(key, str(value[0]), str(value[1])))
-        if channel == "customer_service" and fields:
-            problems.append(f"{where}: a customer-service message is one text, it has no fields")
+        if channel in ("customer_service", "mass_send") and fields:
+            problems.append(f"{where}: a {channel} message is one text, it has no fields")
+        if channel == "mass_send" and audience != "broadcast":
+            problems.append(f"{where}: a mass send is a broadcast")
         if channel in ("template", "subscribe") and not fields:
             problems.append(f"{where}: a {channel} needs its fields")
         if channel in ("template", "subscribe") and not spec.get("template_id"):

@@ -54,7 +54,7 @@ from menus.notices import Catalog
 from menus.notices import load as load_catalog
 from pushes.client import WeChatError, client_for
 from pushes.ratelimit import TokenBucket
-from rules import notices
+from rules import announcements, notices
 from rules.receipts import apply_early_receipt, valid_msgid
 from store.dead_letters import drain
 from store.models import Follower, NoticeConsent, PausedKind, Push
@@ -68,6 +68,9 @@ LOST = "lease expired mid-send"
 BLOCKING = {43004: "not following", 40003: "unknown openid", 43019: "blacklisted", 48002: "blocked the account"}
 REFUSED, HELD, BLOCKED, BANNED = 43101, 40252, 40249, 43116
 PAUSE_RECHECK = timedelta(minutes=15)  # a paused kind's pushes look again this often
+# Channels WeChat cannot deduplicate a resend on (no client_msg_id): at most once.
+NO_RESEND_GUARD = ("subscribe", "customer_service")
+TAG_BATCH = 50  # openids per tags/members/batchtagging call
 # The push itself is wrong (template id, data): retrying cannot help.
 BAD_PUSH = {40037, 41028, 47001, 47003, 45002, 48001}
 DAILY_QUOTA = 45009
@@ -143,7 +146,7 @@ class Dispatcher:
                                    "10-minute dedup window has passed, so it is not resent")
                 .execution_options(synchronize_session=False))
             session.execute(
-                update(Push).where(lost, Push.channel != "template")
+                update(Push).where(lost, Push.channel.in_(NO_RESEND_GUARD))
                 .values(state="failed", lease_until=None,
                         last_error="outcome unknown: a worker was lost mid-send and WeChat cannot "
                                    "deduplicate this channel, so it is not resent")
@@ -251,6 +254,8 @@ class Dispatcher:
             return Outcome(push, "failed", error=f"bad push: {e}"[:500])
         if kind.channel == "customer_service":
             return self.send_text(push)
+        if kind.channel == "mass_send":
+            return self.send_mass(push)
         try:
             data = kind.render(push.data or {})
         except Exception as e:  # noqa: BLE001 - this row cannot be sent; the others of its handful can
@@ -281,6 +286,36 @@ class Dispatcher:
         except WeChatError as e:
             return self.failed_send(push, e)
         return Outcome(push, "sent")
+
+    def send_mass(self, push: Push) -> "Outcome":
+        """An announcement's 群发: a fresh tag of its audience (per attempt, so a resend never
+        meets a half-made one), one sendall under the row's clientmsgid (WeChat sends it
+        once in 24 h), then the tag is removed (an account has at most 100)."""
+        announcement_id = int((push.data or {}).get("announcement") or 0)
+        text = str((push.data or {}).get("text") or "")
+        with self.services.db.transaction() as session:
+            a = session.get(announcements.Announcement, announcement_id)
+            audience = announcements.audience_openids(session, a) if a is not None else []
+        if not audience or not text:
+            return Outcome(push, "failed", error="bad push: a mass send without audience or text",
+                           mass=(announcement_id, False))
+        try:
+            tag = self.client.create_tag(f"公告{announcement_id}-{push.attempts}")
+            for i in range(0, len(audience), TAG_BATCH):
+                self.client.tag_users(tag, audience[i:i + TAG_BATCH])
+            msgid = self.client.mass_send_text(tag, text, push.client_msg_id)
+        except WeChatError as e:
+            outcome = self.failed_send(push, e)
+            if outcome.state == "failed":
+                outcome.mass = (announcement_id, False)
+            return outcome
+        try:
+            self.client.delete_tag(tag)
+        except WeChatError:
+            log.warning("mass send %s: its tag %s could not be removed", push.id, tag)
+        # Its msg_id is of another space than template msgids: no receipt is matched on it.
+        log.info("mass send %s went out as WeChat msg_id %s", push.id, msgid)
+        return Outcome(push, "sent", mass=(announcement_id, True))
 
     def failed_send(self, push: Push, e: WeChatError, kind=None) -> "Outcome":
         reason = f"{e.code} {e.message}".strip() if e.code is not None else f"network: {e.message}"
@@ -351,6 +386,8 @@ class Dispatcher:
             apply_early_receipt(session, push.id, o.msgid, now)
         if o.spend:
             notices.spent(session, *o.spend, now)
+        if o.mass:
+            announcements.mass_outcome(session, *o.mass)
         if o.refuse:
             notices.refused(session, *o.refuse, now)
         if o.pause and notices.pause(session, o.pause[0], o.pause[1], "43116 template banned by WeChat", now):
@@ -374,6 +411,7 @@ class Outcome:
     spend: tuple[str, str] | None = None  # (openid, template_id): a notice sent under that consent
     refuse: tuple[str, str] | None = None  # (openid, template_id): 43101, revoke that consent
     pause: tuple[str, str] | None = None  # (kind, template_id): 43116, pause the kind
+    mass: tuple[int, bool] | None = None  # (announcement id, sent): a mass send's outcome
 
     @property
     def tally(self) -> str:
