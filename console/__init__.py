@@ -10,7 +10,7 @@ import importlib
 from console.web import console
 
 # Importing a view module registers its routes on `console`.
-VIEWS = ("account", "activities", "audit", "auth", "bus", "dashboard", "hours", "inbox", "orders", "places", "reports",
+VIEWS = ("account", "activities", "announcements", "audit", "auth", "bus", "dashboard", "hours", "inbox", "orders", "places", "reports",
          "volunteers")
 for _view in VIEWS:
     importlib.import_module(f"console.views.{_view}")

@@ -186,6 +186,11 @@ def outcomes(session: Session, *where) -> list[tuple[str, str, int]]:
     return sorted(((s, m, n) for (s, m), n in merged.items()), key=lambda r: -r[2])
 
 
+def by_channel(session: Session, *where) -> dict[str, int]:
+    """How many pushes (matching `where`) went or go by each channel."""
+    return dict(session.execute(select(Push.channel, func.count()).where(*where).group_by(Push.channel)).all())
+
+
 # ---- paused kinds (43116: the template was banned) ----------------------------------------------
 
 def pause(session: Session, kind: str, template_id: str, reason: str, now: datetime) -> bool:
