@@ -275,6 +275,20 @@ def register(app, state, *, reply, to_user, guarded, body, sender_for_callbacks)
         state.record("notice_consent", openid=openid, template_ids=ids, status=status, posted=posted)
         return jsonify({"ok": True, "status": status, "posted": posted})
 
+    @app.post("/_emulator/notice-consents")
+    def admin_notice_consents():
+        """Consent the users gave before this emulator started (the demo's seeded followers):
+        [{openid, template_id, grants, sent}], set without pushing events to the webhook."""
+        items = request.get_json(force=True, silent=True)
+        if not isinstance(items, list):
+            return jsonify({"ok": False, "error": "a list of {openid, template_id, grants, sent}"}), 400
+        with state.lock:
+            for item in items:
+                if isinstance(item, dict) and item.get("openid") and item.get("template_id"):
+                    state.notice.consents[(str(item["openid"]), str(item["template_id"]))] = Consent(
+                        "accepted", int(item.get("grants") or 1), int(item.get("sent") or 0))
+        return jsonify({"ok": True, "count": len(items)})
+
     @app.post("/_emulator/notice-templates")
     def admin_notice_templates():
         data = body()

@@ -184,7 +184,7 @@ def test_template_pushes_come_back_from_the_emulator_in_template_order(svc):
         first = requests.get(url + "/simulator/api/pushes", params={"openid": "o_sim_push"}).json()
         assert first["ok"] and len(first["pushes"]) == 2
         card = first["pushes"][0]
-        assert card["title"] == "志愿服务到访通知"  # the template's own title: no first line since 2023
+        assert card["title"] == "志愿巴士到访通知"  # the template's own title: no first line since 2023
         assert card["fields"] == [["服务社区", "樱园社区"], ["到访时间", "12月01日 09:00"], ["服务地点", "文化广场"],
                                   ["服务项目", "义诊"]]
         # Each card carries its own arrival time (the emulator's record of the send).
