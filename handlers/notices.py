@@ -25,6 +25,13 @@ def change(ctx, message):
 def sent(ctx, message):
     # A notice WeChat could not deliver because the user refuses it: revoke that consent.
     for item in message.extra.get("notices") or []:
-        if item.get("error_code") and "refuse" in (item.get("error_status") or "").lower() and item.get("template_id"):
+        status = (item.get("error_status") or "").lower()
+        if item.get("error_code") and ("refuse" in status or "block" in status) and item.get("template_id"):
             notices.refused(ctx.session, message.openid, item["template_id"], ctx.now)
     return None
+
+
+@registry.eraser
+def erase_consent(ctx, follower):
+    # On unsubscribe WeChat asks us to delete the user's data; their consent goes with it.
+    notices.erase(ctx.session, follower.openid)

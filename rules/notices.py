@@ -137,6 +137,11 @@ def refuses(session: Session, openid: str, template_id: str) -> bool:
     return row is not None and row.state == "rejected"
 
 
+def erase(session: Session, openid: str) -> int:
+    """On unsubscribe: the user's consent records go (they would consent again on return)."""
+    return session.execute(delete(NoticeConsent).where(NoticeConsent.openid == openid)).rowcount or 0
+
+
 # ---- what WeChat's answers mean ------------------------------------------------------------------
 
 # code -> (what the coordinator reads, what happens). The worker acts on each as said here

@@ -156,6 +156,13 @@ def test_the_webhook_records_consent_from_subscribe_events(svc, wechat_plain):
     assert wechat_plain.event("o_hook_1", "subscribe_msg_change_event", None, SubscribeMsgChangeEvent=change) == ""
     with svc.db.transaction() as s:
         assert not notices.may_send(s, "o_hook_1", "volbot-bus-visit", "long_term")
+    # Unfollowing erases their consent (WeChat asks us to delete an unfollower's data).
+    svc.clock.advance(seconds=2)
+    wechat_plain.event("o_hook_1", "subscribe_msg_popup_event", None, SubscribeMsgPopupEvent=popup)
+    svc.clock.advance(seconds=2)
+    wechat_plain.event("o_hook_1", "unsubscribe")
+    with svc.db.transaction() as s:
+        assert s.scalar(select(NoticeConsent).where(NoticeConsent.openid == "o_hook_1")) is None
     # Garbage items are skipped, the event still answered.
     assert wechat_plain.event("o_hook_1", "subscribe_msg_popup_event", None,
                               SubscribeMsgPopupEvent={"List": {"TemplateId": "", "SubscribeStatusString": "x"}}) == ""
@@ -295,3 +302,28 @@ def test_a_notice_lost_with_its_worker_is_not_resent(svc, dispatcher, emulator):
     row = rows(svc)["lost"]
     assert row.state == "failed" and "cannot deduplicate" in row.last_error
     assert len(requests.get(emulator.url + "/_emulator/notices", timeout=5).json()) == 1
+
+
+def test_push_status_says_why_and_resume_kind_releases_a_paused_kind(svc):
+    from click.testing import CliRunner
+
+    from bot.cli import main
+
+    env = {"DATABASE_URL": svc.config.database_url or svc.config.sqlalchemy_url, "REDIS_URL": svc.redis_url,
+           "VOLBOT_INSTANCE": str(svc.config.instance_path), "VOLBOT_ENV": "testing"}
+    record(svc, "o_cli_1", "hours_result", "c1")
+    record(svc, "o_cli_2", "bus_visit", "c2")
+    with svc.db.transaction() as s:
+        s.execute(Push.__table__.update().where(Push.dedup_key == "c1")
+                  .values(state="pending", last_error="43116 template banned: kind paused"))
+        s.execute(Push.__table__.update().where(Push.dedup_key == "c2")
+                  .values(state="failed", last_error="no consent: the user has not subscribed to this notice"))
+        notices.pause(s, "hours_result", "volbot-hours-result", "43116 template banned by WeChat", now(svc))
+    run = CliRunner().invoke
+    out = run(main, ["push", "status"], env=env)
+    assert out.exit_code == 0, out.output
+    assert "用户未订阅此通知" in out.output and "模板被封禁" in out.output
+    assert "by channel: subscribe 1 · template 1" in out.output and "PAUSED hours_result" in out.output
+    out = run(main, ["push", "resume-kind", "hours_result"], env=env)
+    assert out.exit_code == 0 and "1 waiting pushes due now" in out.output, out.output
+    assert run(main, ["push", "resume-kind", "hours_result"], env=env).exit_code != 0  # not paused any more
