@@ -134,9 +134,16 @@ def check_alive(procs: list[subprocess.Popen]) -> None:
 
 
 def batch_counts(svc, batch: str) -> Counter:
-    with svc.db.transaction() as s:
-        return Counter(dict(s.execute(select(Push.state, func.count()).where(Push.batch == batch)
-                                      .group_by(Push.state)).all()))
+    """The batch's rows by state; on a busy SQLite a poll that finds the write lock held
+    reads as no progress (the next poll tries again) rather than ending the run."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        with svc.db.transaction() as s:
+            return Counter(dict(s.execute(select(Push.state, func.count()).where(Push.batch == batch)
+                                          .group_by(Push.state)).all()))
+    except OperationalError:
+        return Counter()
 
 
 def wait_done(svc, batch: str, total: int, procs, *, on_progress=None, timeout: float = 3600) -> float:
