@@ -99,6 +99,10 @@ class Config:
     push_backoff_max: float = 3600.0
     # WECHAT_TEMPLATE_<KIND>: the account's template id of each kind (menus/templates.yaml)
     template_ids: dict | None = None
+    # Notices (rules.notices, rules.announcements)
+    notices_url: str | None = None  # the page with the wx-open-subscribe buttons, offered in chat
+    announcement_approval: str = "parent"  # parent: a level above the author approves; none
+    mass_send_monthly: int = 4  # mass sends (群发) a month the service account may make
     # Certificates: a .ttf/.ttc with Chinese glyphs (else the Debian font paths are tried)
     cjk_font: str | None = None
     # `volbot console add/password`: the password, instead of a prompt
@@ -256,6 +260,9 @@ ENV_NAMES = {
     "push_claim": "PUSH_CLAIM",
     "push_backoff": "PUSH_BACKOFF_SECONDS",
     "push_backoff_max": "PUSH_BACKOFF_MAX_SECONDS",
+    "notices_url": "NOTICES_URL",
+    "announcement_approval": "ANNOUNCEMENT_APPROVAL",
+    "mass_send_monthly": "MASS_SEND_MONTHLY",
     "cjk_font": "VOLBOT_CJK_FONT",
     "console_password": "VOLBOT_CONSOLE_PASSWORD",
     "console_idle_minutes": "VOLBOT_CONSOLE_IDLE_MINUTES",
@@ -390,6 +397,12 @@ def validate(config: Config) -> None:
         raise ConfigError("REDIS_URL: must start with redis://, rediss:// or unix://")
     if not config.wechat_api_base.startswith(("http://", "https://")):
         raise ConfigError("WECHAT_API_BASE: must be an http:// or https:// URL")
+    if config.announcement_approval not in ("parent", "none"):
+        raise ConfigError("ANNOUNCEMENT_APPROVAL: must be parent or none")
+    if not 0 <= config.mass_send_monthly <= 4:
+        raise ConfigError("MASS_SEND_MONTHLY: 0 to 4 (WeChat's monthly limit for a service account)")
+    if config.notices_url and not config.notices_url.startswith("https://"):
+        raise ConfigError("NOTICES_URL: must be an https:// page (WeChat's subscribe button needs a JS-safe domain)")
     if config.timestamp_tolerance < 0:
         raise ConfigError("WECHAT_TIMESTAMP_TOLERANCE: must be 0 (unchecked) or a positive number of seconds")
     if config.dedup_ttl < 300:

@@ -212,7 +212,15 @@ MESSAGE_KINDS = {"text": t.TEXT, "voice": t.VOICE, "image": t.IMAGE, "video": t.
 # through a parametric QR code to "subscribe_scan" and strips "qrscene_" from its key).
 KNOWN_EVENTS = {"subscribe", "subscribe_scan", "unsubscribe", "scan", "location", "click",
                 "view", "scancode_push", "scancode_waitmsg", "location_select",
-                "templatesendjobfinish"}
+                "templatesendjobfinish", "subscribe_msg_popup_event", "subscribe_msg_change_event",
+                "subscribe_msg_sent_event"}
+# Subscribe-notice events: their wrapper element, our event name. The change event's
+# wrapper is SubscribeMsgChangeEvent in practice, SubscribeMsgPopupEvent in one doc
+# sample (developers' community, 2021): both are read.
+NOTICE_EVENTS = {"subscribe_msg_popup_event": (t.NOTICE_POPUP, ("SubscribeMsgPopupEvent",)),
+                 "subscribe_msg_change_event": (t.NOTICE_CHANGE, ("SubscribeMsgChangeEvent", "SubscribeMsgPopupEvent")),
+                 "subscribe_msg_sent_event": (t.NOTICE_SENT, ("SubscribeMsgSentEvent",))}
+NOTICE_ITEMS_MAX = 20  # a subscribe button carries a few template ids; more is not WeChat's
 
 
 def to_message(raw) -> Message | None:
@@ -287,8 +295,34 @@ def _event(ev: str, data: dict, common: dict) -> Message | None:
         label = _str(info, "Label")
         loc = _location(info.get("Location_X"), info.get("Location_Y"), label)
         return Message(kind=t.EVENT, event=t.LOCATION_SELECT, key=key, location=loc, text=label, **common)
+    if ev in NOTICE_EVENTS:
+        name, wrappers = NOTICE_EVENTS[ev]
+        common["extra"]["notices"] = _notice_items(data, wrappers)
+        return Message(kind=t.EVENT, event=name, **common)
     if ev == "templatesendjobfinish":
         # The template message's id is "MsgID" (capital D): not a MsgId, so dedup by event.
         return Message(kind=t.EVENT, event=t.TEMPLATE_FINISH, key=_str(data, "MsgID"),
                        text=_str(data, "Status"), **common)
     return Message(kind=t.EVENT, event=ev, key=key, **common)  # click, view, unsubscribe
+
+
+def _notice_items(data: dict, wrappers: tuple[str, ...]) -> list[dict]:
+    """The <List> items of a subscribe-notice event as plain dicts (one item or many:
+    xmltodict gives a dict or a list), each {template_id, status, scene, error_code}."""
+    items = []
+    for wrapper in wrappers:
+        block = data.get(wrapper)
+        found = block.get("List") if isinstance(block, dict) else None
+        if found is not None:
+            items = found if isinstance(found, list) else [found]
+            break
+    out = []
+    for item in items[:NOTICE_ITEMS_MAX]:
+        if not isinstance(item, dict):
+            continue
+        out.append({"template_id": _str(item, "TemplateId")[:128],
+                    "status": _str(item, "SubscribeStatusString").lower()[:16],
+                    "scene": _str(item, "PopupScene")[:4],
+                    "error_code": bounded_int(item.get("ErrorCode"), 0, 10**6),
+                    "error_status": _str(item, "ErrorStatus")[:64]})
+    return out

@@ -42,6 +42,8 @@ def message_xml(fields: dict) -> str:
     for k, v in fields.items():
         if isinstance(v, dict):
             parts.append(f"<{k}>{message_xml(v)[5:-6]}</{k}>")
+        elif isinstance(v, list):  # repeated elements, e.g. the <List> items of a subscribe event
+            parts.extend(f"<{k}>{message_xml(item)[5:-6]}</{k}>" for item in v)
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             parts.append(f"<{k}>{v}</{k}>")
         else:

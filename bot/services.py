@@ -57,7 +57,8 @@ class Services:
         self.settings = Settings(pii_key=self.keyring, state_idle=config.state_idle,
                                  resume_window=config.resume_window, env=config.env,
                                  dispatch=self.dispatch_settings, attendance=self.attendance_settings,
-                                 timebank=self.timebank_policy, pages_url=config.pages_url)
+                                 timebank=self.timebank_policy, pages_url=config.pages_url,
+                                 notices_url=config.notices_url, template_ids=dict(config.template_ids or {}))
         self._engine = None
         if check:
             self.check()

@@ -10,8 +10,8 @@ import importlib
 from console.web import console
 
 # Importing a view module registers its routes on `console`.
-VIEWS = ("account", "activities", "attendance", "audit", "auth", "bus", "contact", "dashboard", "hours", "inbox",
-         "needs", "orders", "places", "reports", "security", "timebank", "volunteers")
+VIEWS = ("account", "activities", "announcements", "attendance", "audit", "auth", "bus", "contact", "dashboard",
+         "hours", "inbox", "needs", "orders", "places", "reports", "security", "timebank", "volunteers")
 for _view in VIEWS:
     importlib.import_module(f"console.views.{_view}")
 

@@ -105,7 +105,26 @@ def seed(session: Session, *, now: datetime, pii_key: str, volunteers: int = 300
     from demo import needs
 
     needs.seed(session, rng, now, summary)
+    _notice_consents(session, now, summary)
     return summary
+
+
+def _notice_consents(session: Session, now: datetime, summary: Summary) -> None:
+    """Every demo follower accepted every subscribe notice once (as if they had tapped 允许
+    on the notice page), so the tour's bus visit and order offer reach their chats; the demo
+    supervisor tells the emulated WeChat the same (demo.supervisor.sync_consents)."""
+    from sqlalchemy import insert
+
+    from menus.notices import default_catalog
+    from store.models import NoticeConsent
+
+    templates = sorted({k.template_id for k in default_catalog().kinds.values() if k.channel == "subscribe"})
+    openids = list(session.scalars(select(Follower.openid).order_by(Follower.id)))
+    rows = [{"openid": o, "template_id": t, "state": "accepted", "grants": 1, "sent": 0, "source": "page",
+             "granted_at": now, "first_granted_at": now, "updated_at": now} for o in openids for t in templates]
+    for i in range(0, len(rows), 2000):
+        session.execute(insert(NoticeConsent), rows[i:i + 2000])
+    summary.add("followers with notice consent", len(openids))
 
 
 # ---- district shape --------------------------------------------------------------------

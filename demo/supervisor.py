@@ -240,6 +240,27 @@ def claim_instance(instance: Path):
     return handle
 
 
+def sync_consents(config, emulator: str, say) -> None:
+    """Tell the freshly started emulator (WeChat's stand-in, whose memory starts empty) the
+    notice consent our database holds, as WeChat would remember it."""
+    from sqlalchemy import select
+
+    from bot.services import Services
+    from store.models import NoticeConsent
+
+    services = Services(config)
+    try:
+        with services.db.session() as s:
+            rows = [{"openid": o, "template_id": t, "grants": g, "sent": n} for o, t, g, n in s.execute(
+                select(NoticeConsent.openid, NoticeConsent.template_id, NoticeConsent.grants, NoticeConsent.sent)
+                .where(NoticeConsent.state == "accepted"))]
+    finally:
+        services.close()
+    for i in range(0, len(rows), 5000):
+        requests.post(f"{emulator}/_emulator/notice-consents", json=rows[i:i + 5000], timeout=30).raise_for_status()
+    say(f"  notice consent of {len({r['openid'] for r in rows})} followers given to the emulator")
+
+
 def run(main, *, host: str, port: int, emulator_port: int, reset: bool, out=None) -> int:
     """Everything `volbot demo` does; returns the exit status."""
     from bot.config import load_config
@@ -283,6 +304,8 @@ def run(main, *, host: str, port: int, emulator_port: int, reset: bool, out=None
         try:
             if not sup.wait_ready():
                 return 1
+            if "wechat-emulator" not in missing:
+                sync_consents(load_config(environ=env), f"http://{host}:{emulator_port}", sup.say)
             banner(plan, missing, sup.say, env)
             return sup.watch()
         finally:

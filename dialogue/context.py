@@ -42,6 +42,8 @@ class Settings:
     dispatch: Any = None  # rules.dispatch.Settings, as configured
     attendance: Any = None  # rules.attendance.Settings, as configured
     timebank: Any = None  # rules.timebank.Policy, as configured
+    notices_url: str = ""  # the page with WeChat's subscribe buttons, offered in chat (NOTICES_URL)
+    template_ids: dict = field(default_factory=dict)  # kind -> the account's template id (WECHAT_TEMPLATE_<KIND>)
     pages_url: str = ""  # the web pages' base ("https://…/m"); "" = replies carry no page links
 
 

@@ -18,6 +18,10 @@ VIEW = "view"
 SCANCODE = "scancode"  # scancode_push / scancode_waitmsg; key = menu key, text = result
 LOCATION_SELECT = "location_select"
 TEMPLATE_FINISH = "templatesendjobfinish"
+# Subscribe-notice events; extra["notices"] = [{template_id, status, scene, error_code, error_status}]
+NOTICE_POPUP = "notice_popup"  # the user tapped 允许/取消 on a subscribe button
+NOTICE_CHANGE = "notice_change"  # the user turned a notice off in the settings
+NOTICE_SENT = "notice_sent"  # the outcome of a notice we sent
 
 
 @dataclass(frozen=True)

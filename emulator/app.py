@@ -3,7 +3,8 @@ an admin API (`/_emulator/...`) to read what was called and to inject faults.
 
 Errors come back as WeChat gives them: HTTP 200 with `{"errcode": N, "errmsg": ...}`.
 After each accepted template message a TEMPLATESENDJOBFINISH event is POSTed, signed as
-WeChat signs it, to the configured callback URL (our webhook).
+WeChat signs it, to the configured callback URL (our webhook). Subscribe notices, the
+field rules and mass sends are `emulator.notices`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import requests
 from flask import Flask, Response, abort, jsonify, redirect, request, send_file
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from emulator.notices import data_error
+from emulator.notices import register as register_notices
 from emulator.state import ERRMSG, OPENID_RE, EmulatorState, Fault, Settings
 
 
@@ -172,6 +175,9 @@ def create_emulator(apps: dict[str, str], *, token: str = "volbot-dev-token", ae
             return reply("template", 40037, openid=openid, request=data)
         if not isinstance(data.get("data"), dict):
             return reply("template", 47001, openid=openid, request=data)
+        problem = data_error(data["data"])
+        if problem:
+            return reply("template", 47003, problem, openid=openid, request=data)
         earlier = state.deduplicated(openid, data.get("client_msg_id"))
         if earlier is not None:
             return reply("template", 0, openid=openid, msgid=earlier, dedup=True,
@@ -199,21 +205,8 @@ def create_emulator(apps: dict[str, str], *, token: str = "volbot-dev-token", ae
             state.custom_messages.append({"at": state.now(), **data})
         return reply("custom", 0, openid=openid, request=data)
 
-    @app.post("/cgi-bin/message/subscribe/bizsend")
-    def bizsend():
-        data, openid, refused = to_user("bizsend")
-        if refused:
-            return refused
-        code = state.recipient_error(openid)
-        if not code and state.user(openid).refuses:
-            code = 43101
-        if not code and not data.get("template_id"):
-            code = 40037
-        if code:
-            return reply("bizsend", code, openid=openid, request=data)
-        with state.lock:
-            state.notices.append({"at": state.now(), **data})
-        return reply("bizsend", 0, openid=openid, request=data)
+    register_notices(app, state, reply=reply, to_user=to_user, guarded=guarded, body=body,
+                     sender_for_callbacks=lambda: callbacks.sender)
 
     # ---- menu and QR codes ----------------------------------------------------------------
 

@@ -15,6 +15,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from emulator.notices import NoticeState, shipped_templates
+
 CHINA = timezone(timedelta(hours=8))
 OPENID_RE = re.compile(r"^o[A-Za-z0-9_-]{5,63}$")
 
@@ -44,6 +46,16 @@ ERRMSG = {
     45015: "response out of time limit or subscription is canceled",
     45047: "out of response count limit",
     47001: "data format error",
+    47003: "argument invalid!",
+    40032: "invalid openid list size",
+    40050: "invalid tag id",
+    40249: "message blocked by content security check",
+    40252: "message held for review",
+    43116: "template banned: it violates the operating rules",
+    45065: "clientmsgid exist",
+    45157: "invalid tag name",
+    45158: "tag name too long",
+    45159: "invalid tag id",
 }
 
 # Web-page OAuth: a code lives about five minutes and is good for one exchange.
@@ -126,6 +138,8 @@ class EmulatorState:
     next_msgid: int = 2_000_000_001
     oauth_codes: dict[str, dict] = field(default_factory=dict)  # code -> appid, openid, issued, used
     jsapi_tickets: dict[str, tuple[str, float]] = field(default_factory=dict)  # appid -> (ticket, expires)
+    # Subscribe notices, their consent, mass sends (emulator.notices)
+    notice: NoticeState = field(default_factory=lambda: NoticeState(templates=shipped_templates()))
 
     # ---- time -----------------------------------------------------------------------------
 

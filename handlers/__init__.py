@@ -21,6 +21,7 @@ from handlers import (  # noqa: E402,F401 - imported for their registrations
     inbox,
     my_orders,
     nearby,
+    notices,
     orders,
     push_receipts,
     review,

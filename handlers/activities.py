@@ -14,7 +14,7 @@ from dialogue.flows import YES_NO
 from handlers import registry
 from handlers.common import page_link
 from rules import activities as acts
-from rules import attendance
+from rules import attendance, notices
 from rules.places import format_distance
 from rules.volunteering import volunteer_of
 from store.models.activities import SignUp
@@ -207,14 +207,19 @@ def settings(ctx) -> attendance.Settings:
     return ctx.settings.attendance or attendance.Settings()
 
 
+# The notices of a sign-up (menus/templates.yaml): one-time, offered with each sign-up.
+SHIFT_NOTICES = ("shift_reminder", "activity_cancelled", "shift_changed")
+
+
 def _sign_up(ctx, vol, chosen: dict) -> str:
     r = acts.sign_up(ctx.session, vol, chosen["id"], ctx.now, waitlist=bool(chosen.get("full")),
                      approval_above=settings(ctx).approval_above)
     details = "\n".join(f"{k}：{v}" for k, v in acts.shift_fields(r.shift).items()) if r.shift else ""
     if r.outcome == "signed":
         soon = "活动前一天会提醒您。" if acts.reminded(r.shift, ctx.now) else "活动很快就开始了，请准时到场。"
+        line = notices.offer(ctx.session, ctx.openid, SHIFT_NOTICES, "活动提醒和取消通知", ctx.settings)
         return (f"报名成功！\n{details}\n{soon}到场后扫描现场二维码（或发送位置）签到，"
-                "结束时再扫码签退，时长提交队伍审核。")
+                "结束时再扫码签退，时长提交队伍审核。" + (f"\n{line}" if line else ""))
     if r.outcome == "waitlisted":
         return (f"该时段名额已满，已为您加入候补名单，目前排第{r.position}位。\n{details}\n"
                 "有人取消时会自动为您递补并通知您。")

@@ -14,7 +14,7 @@ from dialogue import Choice, Flow, Invalid, Step
 from dialogue import types as t
 from handlers import registry
 from handlers.common import page_link
-from rules import bus
+from rules import bus, notices
 from store.models import Community
 
 MAX_LISTED = 5
@@ -94,7 +94,12 @@ def subscribed(ctx, answers):
         return f"您已订阅“{community.name}”的志愿巴士通知。回复“巴士”查看安排。"
     visits = bus.upcoming(ctx.session, ctx.now, [community.id], 1)
     nxt = f"\n下一次：{bus.when_text(visits[0])}，{visits[0].place}" if visits else ""
-    return f"已订阅“{community.name}”的志愿巴士通知，巴士到访和变更时会通知您。{nxt}"
+    line = notices.offer(ctx.session, ctx.openid, BUS_NOTICES, "巴士到访和变更通知", ctx.settings)
+    return f"已订阅“{community.name}”的志愿巴士通知，巴士到访和变更时会通知您。{nxt}" + (f"\n{line}" if line else "")
+
+
+# The notices a bus subscriber hears (menus/templates.yaml): offered when they subscribe.
+BUS_NOTICES = ("bus_visit", "bus_change", "bus_cancel")
 
 
 registry.flow(Flow(
@@ -161,7 +166,8 @@ def community_scene(ctx, message):
     if community is None:
         return None
     bus.subscribe(ctx.session, ctx.follower, community, source="qr")
-    return f"已为您订阅“{community.name}”的志愿巴士通知，回复“巴士”查看到访安排。"
+    line = notices.offer(ctx.session, ctx.openid, BUS_NOTICES, "巴士到访和变更通知", ctx.settings)
+    return f"已为您订阅“{community.name}”的志愿巴士通知，回复“巴士”查看到访安排。" + (f"\n{line}" if line else "")
 
 
 @registry.eraser

@@ -5,12 +5,15 @@ A job carries push ids, not content: SQL holds the truth. For each chunk the wor
 1. claims a handful of rows in one UPDATE (queued/pending and due → sending, attempts + 1,
    a lease), so a job run twice, or two jobs with the same row, send it once: only one
    claim wins;
-2. waits for the shared Redis token bucket, then sends the template with
-   the row's `client_msg_id` (random, made at insert: never the row id, which a restore of
-   an earlier backup hands out again): if this worker dies after WeChat accepted the push
-   but before step 3, the row's lease runs out, the scheduler queues it again, and WeChat
-   drops the resend (same openid + client_msg_id within 10 minutes). A row whose lost
-   attempt is older than that window is failed as "outcome unknown", never resent;
+2. waits for the shared Redis token bucket, then sends the push by its kind's channel
+   (menus/templates.yaml): a template message with the row's `client_msg_id` (random,
+   made at insert: never the row id, which a restore of an earlier backup hands out
+   again), a subscribe notice (only with the user's consent, rules.notices) or a
+   customer-service text. If this worker dies after WeChat accepted a template but before
+   step 3, the row's lease runs out, the scheduler queues it again, and WeChat drops the
+   resend (same openid + client_msg_id within 10 minutes). A row whose lost attempt is
+   older than that window — or went by a channel WeChat cannot deduplicate (notices,
+   customer-service texts) — is failed as "outcome unknown", never resent: at most once;
 3. records the handful's outcomes in one transaction (each guarded by state and attempt
    number, so a late worker whose lease was taken over cannot overwrite the newer attempt),
    or one by one if that fails (store.dead_letters: one bad outcome never blocks the rest).
@@ -18,8 +21,11 @@ A job carries push ids, not content: SQL holds the truth. For each chunk the wor
 
 Transient errors (network, -1, 45011, a token still refused after one refresh) put the row
 back to pending with exponential backoff; 45009 (daily quota) waits for the next day;
-permanent ones (43004 not following, 40003 unknown openid, 43101 refused, 43019
-blacklisted) fail the row and mark the follower `push_blocked`, so nothing more is tried.
+permanent ones (43004 not following, 40003 unknown openid, 43019 blacklisted) fail the row
+and mark the follower `push_blocked`, so nothing more is tried. 43101 (the user refuses
+this template) revokes that consent only; 40252 holds the row for WeChat's review; 40249
+(blocked) fails it; 43116 (template banned) pauses the kind and alerts staff
+(rules.notices.ERRORS says what each means to a coordinator).
 
 A worker that dies is noticed sooner than its leases run out: `PushWorker` heartbeats its
 running job to RQ every few seconds, and the scheduler has RQ fail a job whose beats
@@ -44,12 +50,14 @@ from rq.utils import now as now_utc
 from rq.worker import WorkerStatus
 from sqlalchemy import and_, select, update
 
+from menus.notices import Catalog
+from menus.notices import load as load_catalog
 from pushes.client import WeChatError, client_for
 from pushes.ratelimit import TokenBucket
-from pushes.templates import Templates
+from rules import announcements, notices
 from rules.receipts import apply_early_receipt, valid_msgid
 from store.dead_letters import drain
-from store.models import Follower, Push
+from store.models import Follower, NoticeConsent, PausedKind, Push
 
 log = logging.getLogger("volbot.pushes")
 
@@ -57,16 +65,15 @@ QUEUE_NAME = "volbot-pushes"
 CHINA = ZoneInfo("Asia/Shanghai")
 LOST = "lease expired mid-send"
 # The recipient cannot get pushes: stop and remember it on the follower.
-BLOCKING = {43004: "not following", 40003: "unknown openid", 43101: "refused notices",
-            43019: "blacklisted", 48002: "blocked the account"}
+BLOCKING = {43004: "not following", 40003: "unknown openid", 43019: "blacklisted", 48002: "blocked the account"}
+REFUSED, HELD, BLOCKED, BANNED = 43101, 40252, 40249, 43116
+PAUSE_RECHECK = timedelta(minutes=15)  # a paused kind's pushes look again this often
+# Channels WeChat cannot deduplicate a resend on (no client_msg_id): at most once.
+NO_RESEND_GUARD = ("subscribe", "customer_service")
+TAG_BATCH = 50  # openids per tags/members/batchtagging call
 # The push itself is wrong (template id, data): retrying cannot help.
 BAD_PUSH = {40037, 41028, 47001, 47003, 45002, 48001}
 DAILY_QUOTA = 45009
-# Kinds sent as a customer-service text (message/custom/send) instead of a template: the
-# row's `data["text"]` is the whole message. WeChat takes them only within 48 hours of the
-# user's last message (research/wechat.md §2.2), and dedups no resend (no client_msg_id):
-# a worker lost mid-send may, rarely, deliver one twice.
-TEXT_KINDS = frozenset({"inbox_answer"})
 # The user's customer-service window is closed or used up: this push cannot go; the
 # follower may still get template messages.
 WINDOW_CLOSED = {45015: "customer-service window closed (48 h since the user's last message)",
@@ -112,11 +119,11 @@ class Dispatcher:
     """Sends claimed push rows; one per worker process (it holds the connections)."""
 
     def __init__(self, services, *, client=None, settings: PushSettings | None = None,
-                 templates: Templates | None = None):
+                 catalog: Catalog | None = None):
         self.services = services
         self.settings = settings or services.push_settings
         self.client = client or client_for(services.config, services.redis)
-        self.templates = templates or Templates.load(ids=services.config.template_ids)
+        self.catalog = catalog or load_catalog(ids=services.config.template_ids)
         self.bucket = TokenBucket(services.redis, "wechat-send", self.settings.rate, self.settings.burst)
 
     def now(self) -> datetime:
@@ -126,16 +133,23 @@ class Dispatcher:
 
     def claim(self, ids: list[int]) -> list[Push]:
         """Take the rows of `ids` that may be sent now; each returned row is ours alone
-        (detached, with `.blocked` set to the recipient's push_blocked reason, if any)."""
+        (detached, with `.blocked` set to the recipient's push_blocked reason, if any,
+        `.paused` to its kind's pause, `.consent` to whether its notice may go)."""
         now = self.now()
         lease = self.settings.lease_seconds + len(ids) / self.settings.rate
         with self.services.db.transaction() as session:
-            too_late = and_(Push.last_error == LOST, Push.claimed_at < now - timedelta(seconds=self.settings.resend_window))
+            lost = and_(Push.last_error == LOST, Push.state.in_(("queued", "pending")), Push.id.in_(ids))
             session.execute(
-                update(Push).where(Push.id.in_(ids), Push.state.in_(("queued", "pending")), too_late)
+                update(Push).where(lost, Push.claimed_at < now - timedelta(seconds=self.settings.resend_window))
                 .values(state="failed", lease_until=None,
                         last_error="outcome unknown: a worker was lost mid-send and WeChat's "
                                    "10-minute dedup window has passed, so it is not resent")
+                .execution_options(synchronize_session=False))
+            session.execute(
+                update(Push).where(lost, Push.channel.in_(NO_RESEND_GUARD))
+                .values(state="failed", lease_until=None,
+                        last_error="outcome unknown: a worker was lost mid-send and WeChat cannot "
+                                   "deduplicate this channel, so it is not resent")
                 .execution_options(synchronize_session=False))
             claimed = session.execute(
                 update(Push)
@@ -152,10 +166,38 @@ class Dispatcher:
             blocked = dict(session.execute(
                 select(Follower.openid, Follower.push_blocked)
                 .where(Follower.openid.in_({p.openid for p in rows}), Follower.push_blocked.is_not(None))).all())
+            pauses = {p.kind: p.reason for p in session.scalars(select(PausedKind))}
+            consents = self._consents(session, rows)
             session.expunge_all()
             for push in rows:
                 push.blocked = blocked.get(push.openid)
+                push.paused = pauses.get(push.kind)
+                push.consent = consents.get(push.id)
             return rows
+
+    def _consents(self, session, rows: list[Push]) -> dict[int, bool]:
+        """Per notice or template row, whether it may go: a subscribe notice needs an
+        accepted consent (with a grant left, for a one-time template); a template message
+        must not go to someone who refused its template (43101 before)."""
+        wanted = {}
+        for push in rows:
+            kind = self.catalog.kinds.get(push.kind)
+            if kind is not None and kind.channel in ("subscribe", "template"):
+                wanted[push.id] = (push.openid, kind)
+        if not wanted:
+            return {}
+        found = {(c.openid, c.template_id): c for c in session.scalars(
+            select(NoticeConsent).where(NoticeConsent.openid.in_({o for o, _ in wanted.values()}),
+                                        NoticeConsent.template_id.in_({k.template_id for _, k in wanted.values()})))}
+        answer = {}
+        for push_id, (openid, kind) in wanted.items():
+            c = found.get((openid, kind.template_id))
+            if kind.channel == "template":
+                answer[push_id] = c is None or c.state != "rejected"
+            else:
+                answer[push_id] = c is not None and c.state == "accepted" and (
+                    kind.consent == "long_term" or c.sent < c.grants)
+        return answer
 
     # ---- one chunk ------------------------------------------------------------------------
 
@@ -172,15 +214,32 @@ class Dispatcher:
             if not rows:
                 continue
             outcomes = []
+            granted: dict[tuple[str, str], int] = {}  # one-time grants used in this handful
             for push in rows:
+                kind = self.catalog.kinds.get(push.kind)
                 if push.blocked:
                     outcome = Outcome(push, "failed", error=f"recipient blocked: {push.blocked}")
+                elif push.paused:
+                    outcome = Outcome(push, "pending", error=f"{BANNED} template banned: kind paused ({push.paused})"[:500],
+                                      due=self.now() + PAUSE_RECHECK, count_attempt=False)
+                elif push.consent is False or (kind and kind.consent == "one_time"
+                                               and granted.get((push.openid, kind.template_id))):
+                    outcome = Outcome(push, "failed", error=(
+                        f"{REFUSED} user refused this template before" if kind and kind.channel == "template"
+                        else f"{notices.NO_CONSENT}: the user has not subscribed to this notice"))
                 elif quota_hit:
                     outcome = Outcome(push, "pending", error="45009 daily quota reached",
                                       due=next_china_day(self.now()), count_attempt=False)
                 else:
                     outcome = self.send_one(push)
                     quota_hit = outcome.error is not None and outcome.error.startswith(str(DAILY_QUOTA))
+                    if outcome.spend:
+                        granted[outcome.spend] = 1
+                if outcome.pause:
+                    paused_now = outcome.pause[0]
+                    for later in rows:  # the rest of the handful waits too
+                        if later.kind == paused_now:
+                            later.paused = later.paused or "43116"
                 outcomes.append(outcome)
                 counts[outcome.tally] += 1
             self.record(outcomes)
@@ -189,18 +248,30 @@ class Dispatcher:
     def send_one(self, push: Push) -> "Outcome":
         if not self.bucket.take(timeout=max(30.0, self.settings.lease_seconds / 2)):
             return Outcome(push, "pending", error="rate limiter busy", due=self.now(), count_attempt=False)
-        if push.kind in TEXT_KINDS:
-            return self.send_text(push)
         try:
-            template_id, data = self.templates.render(push.kind, push.title, push.data or {})
+            kind = self.catalog.kind(push.kind)
+        except KeyError as e:
+            return Outcome(push, "failed", error=f"bad push: {e}"[:500])
+        if kind.channel == "customer_service":
+            return self.send_text(push)
+        if kind.channel == "mass_send":
+            return self.send_mass(push)
+        try:
+            data = kind.render(push.data or {})
         except Exception as e:  # noqa: BLE001 - this row cannot be sent; the others of its handful can
             log.error("push %s cannot be rendered: %s", push.id, type(e).__name__)
             return Outcome(push, "failed", error=f"bad push: cannot render ({type(e).__name__}: {e})"[:500])
+        if kind.channel == "subscribe":
+            try:
+                self.client.send_notice(push.openid, kind.template_id, data, page=push.url)
+            except WeChatError as e:
+                return self.failed_send(push, e, kind)
+            return Outcome(push, "sent", spend=(push.openid, kind.template_id))
         try:
-            msgid = self.client.send_template(push.openid, template_id, data, url=push.url,
+            msgid = self.client.send_template(push.openid, kind.template_id, data, url=push.url,
                                               client_msg_id=push.client_msg_id)
         except WeChatError as e:
-            return self.failed_send(push, e)
+            return self.failed_send(push, e, kind)
         if msgid and not valid_msgid(msgid):  # no receipt could ever match it: keep the push, not the id
             log.warning("push %s: WeChat answered a msgid that cannot be stored (%d characters)", push.id, len(msgid))
             msgid = None
@@ -216,8 +287,47 @@ class Dispatcher:
             return self.failed_send(push, e)
         return Outcome(push, "sent")
 
-    def failed_send(self, push: Push, e: WeChatError) -> "Outcome":
+    def send_mass(self, push: Push) -> "Outcome":
+        """An announcement's 群发: a fresh tag of its audience (per attempt, so a resend never
+        meets a half-made one), one sendall under the row's clientmsgid (WeChat sends it
+        once in 24 h), then the tag is removed (an account has at most 100)."""
+        announcement_id = int((push.data or {}).get("announcement") or 0)
+        text = str((push.data or {}).get("text") or "")
+        with self.services.db.transaction() as session:
+            a = session.get(announcements.Announcement, announcement_id)
+            audience = announcements.audience_openids(session, a) if a is not None else []
+        if not audience or not text:
+            return Outcome(push, "failed", error="bad push: a mass send without audience or text",
+                           mass=(announcement_id, False))
+        try:
+            tag = self.client.create_tag(f"公告{announcement_id}-{push.attempts}")
+            for i in range(0, len(audience), TAG_BATCH):
+                self.client.tag_users(tag, audience[i:i + TAG_BATCH])
+            msgid = self.client.mass_send_text(tag, text, push.client_msg_id)
+        except WeChatError as e:
+            outcome = self.failed_send(push, e)
+            if outcome.state == "failed":
+                outcome.mass = (announcement_id, False)
+            return outcome
+        try:
+            self.client.delete_tag(tag)
+        except WeChatError:
+            log.warning("mass send %s: its tag %s could not be removed", push.id, tag)
+        # Its msg_id is of another space than template msgids: no receipt is matched on it.
+        log.info("mass send %s went out as WeChat msg_id %s", push.id, msgid)
+        return Outcome(push, "sent", mass=(announcement_id, True))
+
+    def failed_send(self, push: Push, e: WeChatError, kind=None) -> "Outcome":
         reason = f"{e.code} {e.message}".strip() if e.code is not None else f"network: {e.message}"
+        if e.code == HELD:  # WeChat has it and reviews it: it delivers or blocks it itself
+            return Outcome(push, "held", error=f"{HELD} held for review by WeChat")
+        if e.code == BLOCKED:
+            return Outcome(push, "failed", error=f"{BLOCKED} blocked by WeChat")
+        if e.code == REFUSED and kind is not None:
+            return Outcome(push, "failed", error=f"{REFUSED} user refused", refuse=(push.openid, kind.template_id))
+        if e.code == BANNED and kind is not None:
+            return Outcome(push, "pending", error=f"{BANNED} template banned: kind paused", due=self.now() + PAUSE_RECHECK,
+                           count_attempt=False, pause=(push.kind, kind.template_id))
         if e.code in WINDOW_CLOSED:
             return Outcome(push, "failed", error=f"{e.code} {WINDOW_CLOSED[e.code]}")
         if e.code in BLOCKING:
@@ -255,6 +365,8 @@ class Dispatcher:
         values = {"state": o.state, "lease_until": None, "last_error": o.error}
         if o.state == "sent":
             values.update(wechat_msgid=o.msgid, sent_at=now, last_error=None)
+        elif o.state == "held":
+            values.update(sent_at=now)
         elif o.state == "pending":
             values.update(due_at=o.due, job_id=None)
             if not o.count_attempt:
@@ -272,6 +384,17 @@ class Dispatcher:
                             .values(push_blocked=o.block[:64]).execution_options(synchronize_session=False))
         if o.msgid:
             apply_early_receipt(session, push.id, o.msgid, now)
+        if o.spend:
+            notices.spent(session, *o.spend, now)
+        if o.mass:
+            announcements.mass_outcome(session, *o.mass)
+        if o.refuse:
+            notices.refused(session, *o.refuse, now)
+        if o.pause and notices.pause(session, o.pause[0], o.pause[1], "43116 template banned by WeChat", now):
+            # Staff alert: operations watch ERROR lines; the push page and `volbot push
+            # status` show the pause until a coordinator resumes the kind.
+            log.error("ALERT: WeChat banned the template %s; push kind %s is paused until resumed",
+                      o.pause[1], o.pause[0])
 
 
 @dataclass
@@ -285,10 +408,14 @@ class Outcome:
     block: str | None = None  # mark the follower push_blocked with this reason
     due: datetime | None = None
     count_attempt: bool = True
+    spend: tuple[str, str] | None = None  # (openid, template_id): a notice sent under that consent
+    refuse: tuple[str, str] | None = None  # (openid, template_id): 43101, revoke that consent
+    pause: tuple[str, str] | None = None  # (kind, template_id): 43116, pause the kind
+    mass: tuple[int, bool] | None = None  # (announcement id, sent): a mass send's outcome
 
     @property
     def tally(self) -> str:
-        return {"sent": "sent", "failed": "failed"}.get(self.state, "retry")
+        return {"sent": "sent", "held": "sent", "failed": "failed"}.get(self.state, "retry")
 
 
 # ---- the RQ entry point ------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Template pushes as the phone receives them: read back from the WeChat API emulator's
-record of what the worker sent (the emulator stands in for WeChat's servers, so what it
+"""Template messages and subscribe notices as the phone receives them: read back from the
+WeChat API emulator's record of what the worker sent (the emulator stands in for WeChat's servers, so what it
 recorded is exactly what a real phone would have been shown).
 """
 
@@ -24,7 +24,8 @@ def emulator_root(api_base: str) -> str | None:
 
 
 def pushes_for(config, openid: str, since: str) -> dict:
-    """Template messages the emulator accepted for `openid` with a msgid above `since`."""
+    """Template messages and notices the emulator accepted for `openid` with a msgid above
+    `since` (both draw their ids from one counter, so one cursor covers both)."""
     root = emulator_root(config.wechat_api_base)
     try:
         after = int(since or 0)
@@ -34,12 +35,15 @@ def pushes_for(config, openid: str, since: str) -> dict:
     if root is None:
         return {"ok": False, "error": "no emulator configured", **empty}
     try:
-        resp = requests.get(f"{root}/_emulator/messages", params={"openid": openid}, timeout=3)
+        answers = [requests.get(f"{root}/_emulator/{what}", params={"openid": openid}, timeout=3)
+                   for what in ("messages", "notices")]
     except requests.RequestException as e:
         return {"ok": False, "error": f"emulator unreachable: {type(e).__name__}", **empty}
-    if resp.status_code != 200:
-        return {"ok": False, "error": f"emulator HTTP {resp.status_code}", **empty}
-    pushes = [card(m) for m in resp.json() if int(m.get("msgid") or 0) > after]
+    for resp in answers:
+        if resp.status_code != 200:
+            return {"ok": False, "error": f"emulator HTTP {resp.status_code}", **empty}
+    sent = sorted(answers[0].json() + answers[1].json(), key=lambda m: int(m.get("msgid") or 0))
+    pushes = [card(m) for m in sent if int(m.get("msgid") or 0) > after]
     cursor = max([after] + [p["id"] for p in pushes])
     return {"ok": True, "pushes": pushes, "cursor": str(cursor)}
 
@@ -78,34 +82,24 @@ def sent_label(at) -> str:
 
 
 def card(message: dict) -> dict:
-    """A template message as the phone shows it: the `first` line as title, then the
-    fields in the template's order (keys end with their position: thing1, time2, …), and
-    when it was sent."""
+    """A template message or notice as the phone shows it: the template's own title (no
+    `first` line since 2023), then the fields in the template's order (keys end with their
+    position: thing1, time2, …) under the template's labels, and when it was sent."""
     data = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in (message.get("data") or {}).items()}
-    title = data.pop("first", None) or "服务通知"
-    data.pop("remark", None)
     template_id = message.get("template_id") or ""
-    names = labels(template_id, data)
+    title, names = template_view(template_id)
     ordered = sorted(data, key=lambda k: (int(re.sub(r"\D", "", k) or 0), k))
     return {"id": int(message.get("msgid") or 0), "title": title,
-            "fields": [[names[k], str(data[k])] for k in ordered],
+            "fields": [[names.get(k, k), str(data[k])] for k in ordered],
             "url": message.get("url") or "", "template_id": template_id,
-            "sent_at": sent_label(message.get("at"))}
+            "channel": message.get("channel") or "template", "sent_at": sent_label(message.get("at"))}
 
 
-FIELD_LABELS = {"community": "社区", "time": "时间", "place": "地点", "services": "服务项目",
-                "change": "变更", "reason": "原因", "number": "编号", "result": "结果",
-                "level": "星级", "hours": "累计时长", "status": "状态", "order": "订单"}
+def template_view(template_id: str) -> tuple[str, dict]:
+    """(title, key -> label) of a template, from the district's catalog (menus/templates.yaml)."""
+    from menus.notices import default_catalog
 
-
-def labels(template_id: str, data: dict) -> dict:
-    """Readable names for a template's keys, from the district's template mapping
-    (menus/templates.yaml: key -> push field) and the names of those fields."""
-    from menus import load_yaml
-
-    mapping = {}
-    for kind in (load_yaml("templates.yaml").get("kinds") or {}).values():
-        if kind.get("template_id") == template_id and kind.get("data"):
-            mapping = kind["data"]
-            break
-    return {k: FIELD_LABELS.get(mapping.get(k, ""), mapping.get(k) or k) for k in data}
+    for kind in default_catalog().kinds.values():
+        if kind.template_id == template_id:
+            return kind.title, {f.key: f.label for f in kind.fields}
+    return "服务通知", {}

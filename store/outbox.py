@@ -16,7 +16,14 @@ from datetime import datetime
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from menus.notices import default_catalog
 from store.models import Push
+
+
+def channel_of(kind: str) -> str:
+    """The channel `kind` goes by (menus/templates.yaml); an undeclared kind is refused
+    here, where it is recorded, not found out when a worker cannot send it."""
+    return default_catalog().channel(kind)
 
 
 def notify(
@@ -35,8 +42,8 @@ def notify(
     existing = session.scalar(select(Push.id).where(Push.dedup_key == dedup_key))
     if existing is not None:
         return None
-    push = Push(openid=openid, kind=kind, title=title, data=dict(fields), dedup_key=dedup_key,
-                url=url, batch=batch)
+    push = Push(openid=openid, kind=kind, channel=channel_of(kind), title=title, data=dict(fields),
+                dedup_key=dedup_key, url=url, batch=batch)
     if due_at is not None:
         push.due_at = due_at
     # A savepoint so a concurrent insert of the same key only loses this row, not the turn.
@@ -67,7 +74,8 @@ def notify_many(session: Session, pushes: list[dict], *, chunk: int = 1000) -> i
             if p["dedup_key"] in seen or p["dedup_key"] in batch_keys:
                 continue
             batch_keys.add(p["dedup_key"])
-            row = {"openid": p["openid"], "kind": p["kind"], "title": p["title"], "data": dict(p["fields"]),
+            row = {"openid": p["openid"], "kind": p["kind"], "channel": channel_of(p["kind"]),
+                   "title": p["title"], "data": dict(p["fields"]),
                    "dedup_key": p["dedup_key"], "url": p.get("url"), "batch": p.get("batch"),
                    "state": "pending", "attempts": 0}
             if p.get("due_at") is not None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import requests
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from bot.cli import main
 from pushes.scheduler import run_pass
-from rules import bus
+from rules import bus, notices
 from store.models import BusVisit, Community, Follower, Push
 from tests import seeds
 from tests.pushes_fixtures import drain
@@ -90,13 +91,17 @@ def test_unfollowed_and_blocked_followers_are_not_pushed(svc):
 
 def test_a_scheduled_visit_reaches_every_subscriber_once_through_the_worker(svc, dispatcher, emulator):
     seeds.apply(svc, ["bus_visits"])
+    for openid in ("o_bus_sub1", "o_bus_sub2"):  # both tapped 允许 on the visit notice (long-term)
+        emulator.admin("notice-consent", openid=openid, template_id="volbot-bus-visit", accept=True)
+        with svc.db.transaction() as s:
+            notices.record_consent(s, openid, "volbot-bus-visit", accepted=True, source="h5_popup", now=svc.clock.now())
     visit = visit_of(svc)
     run_pass(svc)
     drain(svc)
     run_pass(svc)  # a second pass and drain change nothing
     drain(svc)
-    sent = emulator.messages()
-    assert sorted(m["openid"] for m in sent) == ["o_bus_sub1", "o_bus_sub2"]
+    sent = requests.get(emulator.url + "/_emulator/notices", timeout=5).json()
+    assert sorted(m["openid"] for m in sent) == ["o_bus_sub1", "o_bus_sub2"] and not emulator.messages()
     assert sent[0]["template_id"] == "volbot-bus-visit" and sent[0]["data"]["thing1"]["value"] == "巴士东风社区"
     assert {p.state for p in pushes(svc, batch=f"bus-{visit.id}-0")} == {"sent"}
     # The reminders wait for their evening.
@@ -104,7 +109,7 @@ def test_a_scheduled_visit_reaches_every_subscriber_once_through_the_worker(svc,
     svc.clock.advance(days=3)
     run_pass(svc)
     drain(svc)
-    assert len(emulator.messages()) == 4
+    assert len(requests.get(emulator.url + "/_emulator/notices", timeout=5).json()) == 4
     assert {p.state for p in pushes(svc, batch=f"bus-{visit.id}-0-reminder")} == {"sent"}
 
 

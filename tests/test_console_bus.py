@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import time
 
+import requests
 from sqlalchemy import func, select
 
 from pushes import scheduler
+from rules import notices
 from store.models import AuditLog, BusVisit, Community, Push
 from tests.console_support import signed_in
 from tests.pushes_fixtures import FAST, drain
@@ -36,7 +38,7 @@ def test_schedule_change_cancel_with_progress(base_url, svc):
         assert s.scalar(select(func.count()).select_from(Push).where(Push.batch == f"bus-{visit.id}-0")) == 10
     p = b.get(f"/console/bus/{visit.id}/progress.json").json()
     assert p == {"batch": f"bus-{visit.id}-0", "total": 10, "done": 0, "failed": 0, "percent": 0,
-                 "finished": False, "states": {"pending": 10}}
+                 "finished": False, "states": {"pending": 10}, "reasons": ""}
     with svc.db.transaction() as s:  # the worker's part, as far as the console can tell
         ids = list(s.scalars(select(Push.id).where(Push.batch == f"bus-{visit.id}-0").order_by(Push.id).limit(4)))
         for push in s.scalars(select(Push).where(Push.id.in_(ids))):
@@ -68,8 +70,13 @@ def test_the_push_worker_takes_the_fan_out_to_100_percent(base_url, svc, dispatc
     apply(svc, ["console_world", "console_bus_subscribers"])
     b = signed_in(base_url, "admin")
     schedule(b, community_id(svc, "VT-C-DF"))
-    with svc.db.session() as s:
+    with svc.db.transaction() as s:  # every subscriber but one tapped 允许 on the visit notice
         visit_id = s.scalar(select(BusVisit.id))
+        openids = sorted(s.scalars(select(Push.openid).where(Push.batch == f"bus-{visit_id}-0")))
+        for openid in openids[1:]:
+            notices.record_consent(s, openid, "volbot-bus-visit", accepted=True, source="h5_popup", now=svc.clock.now())
+    for openid in openids[1:]:
+        emulator.admin("notice-consent", openid=openid, template_id="volbot-bus-visit", accept=True)
     deadline = time.monotonic() + 60
     while True:
         scheduler.run_pass(svc, FAST)
@@ -77,5 +84,7 @@ def test_the_push_worker_takes_the_fan_out_to_100_percent(base_url, svc, dispatc
         p = b.get(f"/console/bus/{visit_id}/progress.json").json()
         if p["finished"] or time.monotonic() > deadline:
             break
-    assert p["percent"] == 100 and p["done"] == 10 and p["failed"] == 0
-    assert len([m for m in emulator.messages() if m["openid"].startswith("o_bus_df_")]) == 10
+    assert p["percent"] == 100 and p["done"] == 10 and p["failed"] == 1 and p["reasons"] == "用户未订阅此通知 1"
+    sent = requests.get(emulator.url + "/_emulator/notices", timeout=5).json()
+    assert sorted(n["openid"] for n in sent) == openids[1:]
+    assert not [m for m in emulator.messages() if m["template_id"].startswith("volbot-bus")]  # notices, not templates

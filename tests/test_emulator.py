@@ -19,7 +19,7 @@ def call(emulator, path, tok, body=None, method="post"):
 
 
 def template(openid, cmid=None):
-    body = {"touser": openid, "template_id": "t1", "data": {"first": {"value": "hi"}}}
+    body = {"touser": openid, "template_id": "t1", "data": {"thing1": {"value": "hi"}}}
     if cmid:
         body["client_msg_id"] = cmid
     return body
@@ -77,6 +77,10 @@ def test_customer_service_window(emulator):
 def test_subscription_notice_menu_and_qr(emulator):
     tok = token(emulator)
     notice = {"touser": "o_emu_sub", "template_id": "n1", "data": {"thing1": {"value": "巴士"}}}
+    assert call(emulator, "message/subscribe/bizsend", tok, notice)["errcode"] == 40037  # not the account's
+    emulator.admin("notice-templates", template_id="n1", consent="long_term")
+    assert call(emulator, "message/subscribe/bizsend", tok, notice)["errcode"] == 43101  # no consent yet
+    emulator.admin("notice-consent", openid="o_emu_sub", template_id="n1", accept=True)
     assert call(emulator, "message/subscribe/bizsend", tok, notice)["errcode"] == 0
     emulator.admin("users", openid="o_emu_sub", refuses=True)
     assert call(emulator, "message/subscribe/bizsend", tok, notice)["errcode"] == 43101
@@ -136,3 +140,36 @@ def test_concurrent_sends_are_each_recorded_once(emulator):
     assert all(r["errcode"] == 0 for r in results)
     assert len({r["msgid"] for r in results}) == 200  # different openids: no dedup across users
     assert emulator.stats()["templates_accepted"] == 200 and len(emulator.calls("template")) == 200
+
+
+def test_notice_consent_field_rules_and_mass_send_quota(emulator):
+    tok = token(emulator)
+    emulator.admin("notice-templates", template_id="once", consent="one_time")
+    once = {"touser": "o_emu_once", "template_id": "once", "data": {"thing1": {"value": "明天植树"}}}
+    emulator.admin("notice-consent", openid="o_emu_once", template_id="once", accept=True)
+    # One acceptance of a one-time template: one notice.
+    assert [call(emulator, "message/subscribe/bizsend", tok, once)["errcode"] for _ in range(2)] == [0, 43101]
+    emulator.admin("notice-consent", openid="o_emu_once", template_id="once", accept=True)
+    emulator.admin("notice-consent", openid="o_emu_once", template_id="once", via="settings")  # turned off
+    assert call(emulator, "message/subscribe/bizsend", tok, once)["errcode"] == 43101
+    # Field rules since 2023, for templates and notices alike.
+    for data in ({"first": {"value": "标题"}}, {"thing1": {"value": "二" * 21}}, {"phrase1": {"value": "已经完成了的"}},
+                 {"character_string1": {"value": "编号一"}}, {"time1": {"value": "明天上午"}}, {"thing1": {"value": ""}},
+                 {"number1": {"value": "100小时"}}):
+        assert call(emulator, "message/template/send", tok, {"touser": "o_emu_once", "template_id": "t1",
+                                                            "data": data})["errcode"] == 47003, data
+    good = {"thing1": {"value": "二" * 20}, "phrase2": {"value": "已完成"}, "time3": {"value": "2026年12月7日 09:00~11:00"},
+            "character_string4": {"value": "KW-2026-01"}, "number5": {"value": "12.5"}}
+    assert call(emulator, "message/template/send", tok, {"touser": "o_emu_once", "template_id": "t1",
+                                                        "data": good})["errcode"] == 0
+    # Mass send by tag: each follower gets at most 4 a month; clientmsgid dedups.
+    tag = call(emulator, "tags/create", tok, {"tag": {"name": "公告"}})["tag"]["id"]
+    assert call(emulator, "tags/members/batchtagging", tok, {"openid_list": ["o_emu_m1", "o_emu_m2"], "tagid": tag})[
+        "errcode"] == 0
+    send = {"filter": {"is_to_all": False, "tag_id": tag}, "msgtype": "text", "text": {"content": "通知"}}
+    for i in range(5):
+        assert call(emulator, "message/mass/sendall", tok, {**send, "clientmsgid": f"c{i}"})["errcode"] == 0
+    again = call(emulator, "message/mass/sendall", tok, {**send, "clientmsgid": "c0"})
+    assert again["errcode"] == 45065 and again["msg_id"]
+    sends = requests.get(emulator.url + "/_emulator/mass", timeout=5).json()["sends"]
+    assert [(s["sent"], s["filtered"]) for s in sends] == [(2, 0)] * 4 + [(0, 2)]

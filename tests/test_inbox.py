@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from pushes.scheduler import run_pass
-from rules import inbox
+from rules import inbox, notices
 from store.models import CoordinatorMessage, Follower, Push
 from tests.console_support import signed_in
 from tests.demo_flows import register
@@ -66,15 +67,20 @@ def the_message(svc) -> CoordinatorMessage:
 
 
 def test_the_whole_loop(wechat_plain, base_url, svc, world, emulator, dispatcher):
+    # The squad's coordinator subscribed to the inbox notice (long-term) when binding the console.
+    emulator.admin("notice-consent", openid=BOUND["df_lead"], template_id="volbot-inbox-message", accept=True)
+    with svc.db.transaction() as s:
+        notices.record_consent(s, BOUND["df_lead"], "volbot-inbox-message", accepted=True, source="page",
+                               now=svc.clock.now())
     reply = leave_message(wechat_plain, RES, WORDS)
     assert "留言已收到" in reply and "我的留言" in reply
     m = the_message(svc)
     assert (m.team_id, m.flow, m.step, m.text) == (world["df"], "demo", "people", WORDS)
 
-    # The squad's coordinator is told at once, by template message; nobody else yet.
+    # The squad's coordinator is told at once, by a subscribe notice; nobody else yet.
     assert pushes(svc, "inbox_message") == [(BOUND["df_lead"], "居民留言待处理")]
     send_due(svc)
-    sent = emulator.messages(BOUND["df_lead"])
+    sent = requests.get(emulator.url + "/_emulator/notices", params={"openid": BOUND["df_lead"]}, timeout=5).json()
     assert len(sent) == 1 and "留言" in str(sent[0]["data"])
 
     # The console: 东风 and the detachment above it see it; 北苑 neither lists nor opens it.

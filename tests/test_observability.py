@@ -121,7 +121,7 @@ def test_pushes_by_state_and_wechat_errors_by_code(api, emulator, base_url, svc)
         notify(session, openid="o_metrics_push", kind="bus_visit", title="巴士", fields={}, dedup_key="m-1")
     emulator.fault(endpoint="template", errcode=45009, times=1)
     with pytest.raises(WeChatError):
-        api.send_template("o_metrics_push", "tpl", {"first": {"value": "x"}})
+        api.send_template("o_metrics_push", "tpl", {"thing1": {"value": "x"}})
     text = requests.get(f"{base_url}/metrics", timeout=10).text
     assert sample(text, "volbot_pushes", state="pending") == 1
     assert sample(text, "volbot_wechat_api_errors_total", endpoint="message/template/send", code="45009") == 1

@@ -188,7 +188,12 @@ def test_fixture_parses(name):
         assert message.msg_id > 0
     if message.kind == t.EVENT:
         assert message.event in {t.SUBSCRIBE, t.UNSUBSCRIBE, t.SCAN, t.LOCATION_REPORT, t.CLICK,
-                                 t.VIEW, t.SCANCODE, t.LOCATION_SELECT, t.TEMPLATE_FINISH}
+                                 t.VIEW, t.SCANCODE, t.LOCATION_SELECT, t.TEMPLATE_FINISH,
+                                 t.NOTICE_POPUP, t.NOTICE_CHANGE, t.NOTICE_SENT}
+    if message.event in (t.NOTICE_POPUP, t.NOTICE_CHANGE, t.NOTICE_SENT):
+        items = message.extra["notices"]  # the <List> items of a subscribe-notice event
+        assert items and all(i["template_id"] for i in items)
+        assert all(i["status"] in ("accept", "reject") for i in items) or message.event == t.NOTICE_SENT
 
 
 @pytest.mark.parametrize("mode", ["plain", "safe"])

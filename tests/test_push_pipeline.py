@@ -7,7 +7,6 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from bot.config import load_config
 from pushes.ratelimit import TokenBucket
 from pushes.scheduler import run_pass
 from pushes.worker import push_queue, send_chunk
@@ -55,7 +54,7 @@ def test_worker_dying_mid_send_is_resent_once_and_deduplicated_by_wechat(svc, di
     run_pass(svc)
     [claimed] = dispatcher.claim([pid])
     # The worker sent the template, then died before recording it.
-    api.send_template(claimed.openid, "volbot-star-level", {"first": {"value": "x"}},
+    api.send_template(claimed.openid, "volbot-star-level", {"thing1": {"value": "x"}},
                       client_msg_id=push(svc, pid).client_msg_id)
     svc.redis.delete(*svc.redis.keys("rq:*"))  # its job went with it
     assert run_pass(svc)["reclaimed"] == 0  # the lease still holds
@@ -72,7 +71,7 @@ def test_a_lost_attempt_past_wechats_window_is_not_resent(svc, dispatcher, api, 
     pid = record(svc)
     run_pass(svc)
     dispatcher.claim([pid])
-    api.send_template("o_push_user1", "volbot-star-level", {"first": {"value": "x"}},
+    api.send_template("o_push_user1", "volbot-star-level", {"thing1": {"value": "x"}},
                       client_msg_id=push(svc, pid).client_msg_id)
     svc.redis.delete(*svc.redis.keys("rq:*"))
     svc.clock.advance(minutes=11)
@@ -230,26 +229,6 @@ def test_token_bucket_limits_rate_across_clients(svc):
     for i in range(10):
         assert (a if i % 2 else b).take(timeout=5)
     assert time.monotonic() - started >= 0.4  # 10 tokens at 20/s with a burst of 1
-
-
-def test_every_kind_renders_into_its_template(tmp_path):
-    from pushes.templates import Templates
-
-    ids = load_config(tmp_path, environ={"WECHAT_TEMPLATE_ORDER_UPDATE": "district-order-tpl"}).template_ids
-    templates = Templates.load(ids=ids)
-    tid, data = templates.render("order_update", "服务订单状态更新",
-                                 {"订单号": "KW-1", "服务项目": "理发", "状态": "已接单", "时间": "11月30日", "备注": ""})
-    assert tid == "district-order-tpl" and data["phrase3"] == {"value": "已接单"}
-    tid, data = templates.render("shift_reminder", "志愿活动提醒", {"活动": "植树", "时间": "明天", "地点": "公园", "说明": "准时"})
-    assert tid == "volbot-shift-reminder" and data["thing1"] == {"value": "植树"}
-    # A kind nobody mapped, or a push missing a mapped field: the general layout, nothing lost.
-    tid, data = templates.render("new_kind", "通知", {"a": "1", "b": "2"})
-    assert tid == "volbot-general-notice" and data == {"first": {"value": "通知"}, "keyword1": {"value": "1"},
-                                                        "keyword2": {"value": "2"}}
-    tid, data = templates.render("star_level", "星级", {"number": "KW1"})
-    assert tid == "volbot-star-level" and data["keyword1"] == {"value": "KW1"}
-    for kind in templates.kinds:
-        assert templates.for_kind(kind).template_id
 
 
 def test_rows_of_a_job_whose_worker_died_are_queued_again(svc, dispatcher, emulator):

@@ -56,7 +56,8 @@ def restore(svc, path) -> None:
 
 def notice(svc, title: str) -> list[int]:
     with svc.db.transaction() as s:
-        ids = [notify(s, openid=o, kind="bus_visit", title=title, fields={"community": "樱园社区"},
+        ids = [notify(s, openid=o, kind="star_level", title="星级志愿者",
+                      fields={"number": "KW2026000001", "level": title, "hours": "100小时"},
                       dedup_key=f"{title}:{o}").id for o in PEOPLE]
     run_pass(svc)
     drain(svc)
@@ -65,7 +66,8 @@ def notice(svc, title: str) -> list[int]:
 
 def test_pushes_after_a_restore_are_each_delivered_once(svc, dispatcher, emulator, tmp_path):
     with svc.db.transaction() as s:  # something to back up
-        notify(s, openid="o_restore_z", kind="bus_visit", title="备份前", fields={}, dedup_key="before")
+        notify(s, openid="o_restore_z", kind="star_level", title="星级志愿者",
+               fields={"number": "KW2026000002", "level": "备份前", "hours": "1小时"}, dedup_key="before")
     path = tmp_path / ("volbot.sqlite3" if svc.db.is_sqlite else "volbot.dump")
     backup(svc, path)
     old = notice(svc, "巴士改期")  # sent after the backup: lost by the restore, not by WeChat
@@ -73,7 +75,7 @@ def test_pushes_after_a_restore_are_each_delivered_once(svc, dispatcher, emulato
     new = notice(svc, "巴士取消")  # the same people, minutes later
     assert new == old  # the rewound sequence really does hand out the same ids
     for openid in PEOPLE:
-        titles = sorted(m["data"]["first"]["value"] for m in emulator.messages(openid))
+        titles = sorted(m["data"]["thing2"]["value"] for m in emulator.messages(openid))
         assert titles == ["巴士取消", "巴士改期"]  # each notice delivered once, none dropped as a duplicate
     # The push from before the backup went out after it, and the restore brought it back
     # unsent: its key came back with it, so WeChat drops the resend, as it should.

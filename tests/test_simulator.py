@@ -203,15 +203,15 @@ def test_template_pushes_come_back_from_the_emulator_in_template_order(svc):
             requests.post(emu_url + "/_emulator/clock", json={"advance": 61})  # a minute apart
             sent = requests.post(emu_url + "/cgi-bin/message/template/send", params={"access_token": token},
                                  json={"touser": "o_sim_push", "template_id": "volbot-bus-visit", "data": {
-                                     "first": {"value": "志愿巴士樱园社区服务预告"}, "thing1": {"value": "樱园社区"},
+                                     "thing1": {"value": "樱园社区"},
                                      "time2": {"value": "12月01日 09:00"}, "thing3": {"value": place},
                                      "thing4": {"value": "义诊"}}}).json()
             assert sent["errcode"] == 0
         first = requests.get(url + "/simulator/api/pushes", params={"openid": "o_sim_push"}).json()
         assert first["ok"] and len(first["pushes"]) == 2
         card = first["pushes"][0]
-        assert card["title"] == "志愿巴士樱园社区服务预告"
-        assert card["fields"] == [["社区", "樱园社区"], ["时间", "12月01日 09:00"], ["地点", "文化广场"],
+        assert card["title"] == "志愿巴士到访通知"  # the template's own title: no first line since 2023
+        assert card["fields"] == [["服务社区", "樱园社区"], ["到访时间", "12月01日 09:00"], ["服务地点", "文化广场"],
                                   ["服务项目", "义诊"]]
         # Each card carries its own arrival time (the emulator's record of the send).
         recorded = requests.get(emu_url + "/_emulator/messages", params={"openid": "o_sim_push"}).json()

@@ -35,25 +35,25 @@ def test_token_shared_by_worker_processes_is_fetched_once(emulator, svc):
 
 
 def test_refused_token_is_refreshed_once_and_the_call_retried(api, emulator):
-    api.send_template("o_client_1", "t1", {"first": {"value": "a"}})
+    api.send_template("o_client_1", "t1", {"thing1": {"value": "a"}})
     emulator.admin("revoke-tokens")  # every token stale: 40001
-    msgid = api.send_template("o_client_1", "t1", {"first": {"value": "b"}})
+    msgid = api.send_template("o_client_1", "t1", {"thing1": {"value": "b"}})
     assert msgid and len(emulator.messages()) == 2
     assert [c["errcode"] for c in emulator.calls("template")] == [0, 40001, 0]
     assert emulator.stats()["token_fetches"] == 2
 
 
 def test_expired_token_42001_recovers(api, emulator):
-    api.send_template("o_client_1", "t1", {"first": {"value": "a"}})
+    api.send_template("o_client_1", "t1", {"thing1": {"value": "a"}})
     emulator.admin("clock", advance=7300)  # our Redis copy still looks fresh; WeChat says 42001
-    api.send_template("o_client_1", "t1", {"first": {"value": "b"}})
+    api.send_template("o_client_1", "t1", {"thing1": {"value": "b"}})
     assert [c["errcode"] for c in emulator.calls("template")] == [0, 42001, 0]
 
 
 def test_persistent_40001_is_bounded(api, emulator):
     emulator.fault(endpoint="template", errcode=40001, times=None)
     with pytest.raises(WeChatError) as e:
-        api.send_template("o_client_1", "t1", {"first": {"value": "a"}})
+        api.send_template("o_client_1", "t1", {"thing1": {"value": "a"}})
     assert e.value.code == 40001
     assert len(emulator.calls("template")) == 2  # the call and one retry, no recursion
     assert emulator.stats()["token_fetches"] <= 3
@@ -61,16 +61,16 @@ def test_persistent_40001_is_bounded(api, emulator):
 
 def test_quota_and_permanent_errors_are_raised_with_their_code(api, emulator):
     emulator.admin("settings", template_daily_quota=1)
-    api.send_template("o_client_1", "t1", {"first": {"value": "a"}})
+    api.send_template("o_client_1", "t1", {"thing1": {"value": "a"}})
     with pytest.raises(WeChatError) as quota:
-        api.send_template("o_client_2", "t1", {"first": {"value": "a"}})
+        api.send_template("o_client_2", "t1", {"thing1": {"value": "a"}})
     assert quota.value.code == 45009
     emulator.admin("settings", template_daily_quota=100)
     emulator.admin("users", openid="o_client_left", following=False)
     with pytest.raises(WeChatError) as left:
-        api.send_template("o_client_left", "t1", {"first": {"value": "a"}})
+        api.send_template("o_client_left", "t1", {"thing1": {"value": "a"}})
     with pytest.raises(WeChatError) as unknown:
-        api.send_template("x", "t1", {"first": {"value": "a"}})
+        api.send_template("x", "t1", {"thing1": {"value": "a"}})
     assert (left.value.code, unknown.value.code) == (43004, 40003)
 
 
@@ -82,8 +82,8 @@ def test_network_failure_is_a_transient_error(svc):
 
 
 def test_client_msg_id_menu_and_qr(api, emulator):
-    first = api.send_template("o_client_1", "t1", {"first": {"value": "a"}}, client_msg_id="volbot-7")
-    again = api.send_template("o_client_1", "t1", {"first": {"value": "a"}}, client_msg_id="volbot-7")
+    first = api.send_template("o_client_1", "t1", {"thing1": {"value": "a"}}, client_msg_id="volbot-7")
+    again = api.send_template("o_client_1", "t1", {"thing1": {"value": "a"}}, client_msg_id="volbot-7")
     assert first == again and len(emulator.messages()) == 1
     menu = {"button": [{"type": "click", "name": "志愿巴士", "key": "BUS"}]}
     api.create_menu(menu)

@@ -48,8 +48,10 @@ def record_sent(stack: Stack, n: int) -> None:
     svc = stack.services()
     try:
         with svc.db.transaction() as s:
-            notify_many(s, [dict(openid=f"o_burst_{i:05d}", kind="bus_visit", title="志愿巴士到访通知",
-                                 fields={"community": "东风社区"}, dedup_key=msgid(i), batch="drill-burst")
+            # Receipts (TEMPLATESENDJOBFINISH) follow template messages: a template kind.
+            notify_many(s, [dict(openid=f"o_burst_{i:05d}", kind="hours_result", title="服务时长审核结果",
+                                 fields={"number": "KW2026000001", "result": "已通过", "hours": "2小时", "note": "—"},
+                                 dedup_key=msgid(i), batch="drill-burst")
                             for i in range(n)])
             s.execute(update(Push).where(Push.batch == "drill-burst")
                       .values(state="sent", attempts=1, wechat_msgid=Push.dedup_key)

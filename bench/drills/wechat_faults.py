@@ -55,9 +55,11 @@ def record(stack: Stack, n: int, tag: str, prefix: str = "o_fault_") -> None:
     try:
         with svc.db.transaction() as s:
             for i in range(n):
-                notify(s, openid=f"{prefix}{i:04d}", kind="bus_visit", title="志愿巴士到访通知",
-                       fields={"community": "东风社区", "time": "12月1日 09:00", "place": "社区广场",
-                               "services": "义诊、理发"}, dedup_key=f"drill-{tag}-{i}", batch=f"drill-{tag}")
+                # Template sends (client_msg_id, 45009 daily quota): a template kind.
+                notify(s, openid=f"{prefix}{i:04d}", kind="order_update", title="服务订单状态更新",
+                       fields={"订单号": f"KW-{i:04d}", "服务项目": "上门理发", "状态": "已接单",
+                               "时间": "2026年12月01日 09:00", "备注": "—"},
+                       dedup_key=f"drill-{tag}-{i}", batch=f"drill-{tag}")
     finally:
         svc.close()
 
@@ -134,7 +136,7 @@ def main() -> int:
         wait_for(lambda: counts(stack, "5xx")[0]["sent"] + counts(stack, "5xx")[0]["delivered"] >= args.pushes, 120,
                  "phase 1 pushes sent", interval=0.5)
         states, attempts, _ = counts(stack, "5xx")
-        got = per_recipient(emulator, "volbot-bus-visit")
+        got = per_recipient(emulator, "volbot-order-status")
         print(f"phase 1 (API answered 503 for {args.outage:g} s, {switch.refused} calls refused):")
         print(f"  during the outage: {dict(during)}, max attempts so far {attempts_during} (backoff 1 s doubling, "
               f"cap 4 s)")
@@ -147,7 +149,7 @@ def main() -> int:
         ok &= phase1
 
         # ---- phase 2: 45009 ----------------------------------------------------------------
-        before = sum(per_recipient(emulator, "volbot-bus-visit").values())
+        before = sum(per_recipient(emulator, "volbot-order-status").values())
         with emulator.lock:
             from emulator.state import Fault
 
@@ -180,7 +182,7 @@ def main() -> int:
         wait_for(lambda: counts(stack, "quota")[0]["sent"] + counts(stack, "quota")[0]["delivered"] >= args.pushes, 120,
                  "phase 2 pushes sent", interval=0.5)
         states, attempts, _ = counts(stack, "quota")
-        got = per_recipient(emulator, "volbot-bus-visit")
+        got = per_recipient(emulator, "volbot-order-status")
         new = sum(got.values()) - before
         print(f"  the next day: SQL {dict(states)}; emulator accepted {new} more, max {max(got.values())} per "
               f"recipient over both phases (one per phase)")

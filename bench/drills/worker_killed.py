@@ -7,9 +7,10 @@ community through `volbot scheduler` → RQ → 2 × `volbot worker` → the WeC
 on the second fan-out one worker is SIGKILLed half-way and started again), pointed at a
 private PostgreSQL cluster and a private redis-server started here.
 
-Expected: every subscriber gets exactly one push of each announcement (the emulator's
-record and SQL agree); resends of the pushes the killed worker had in flight are dropped by
-WeChat's client_msg_id dedup, not delivered twice.
+Expected: nobody gets a notice twice (the emulator's record and SQL agree); the notices the
+killed worker had in flight end "outcome unknown", never resent (bizsend has no
+client_msg_id to drop a resend), and are shown as such. Template messages keep exactly
+once through a SIGKILL by client_msg_id (tests/test_worker_restart.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def main() -> int:
         print(done.stdout.rstrip())
         if done.returncode not in (0, 1):
             print(done.stderr[-3000:])
-        ok = done.returncode == 0 and "EXACTLY ONCE: yes" in done.stdout
+        ok = done.returncode == 0 and "AT MOST ONCE: yes" in done.stdout
         print(f"{load_average()}; RESULT: {'PASS' if ok else 'FAIL'}")
         return 0 if ok else 1
 

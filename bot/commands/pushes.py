@@ -94,17 +94,24 @@ def register(main: click.Group) -> None:
         """Pushes: progress and recovery."""
 
     @push.command("status")
-    @click.option("--batch", default=None, help="One fan-out, e.g. bus-12-0.")
+    @click.option("--batch", default=None, help="One fan-out, e.g. bus-12-0 or announcement-3.")
     def push_status(batch):
-        """How many pushes are queued, sent, delivered or failed."""
+        """How many pushes are queued, sent, delivered or failed, why (WeChat's answers in
+        plain words), by channel, and which kinds are paused."""
         from pushes.worker import status
+        from rules import notices
         from store.dead_letters import counts as dead_letters
+        from store.models import Push
 
         services = _services()
         try:
             with services.db.transaction() as session:
                 counts = status(session, batch)
                 dead = dead_letters(session)
+                where = (Push.batch == batch,) if batch else ()
+                outcomes = notices.outcomes(session, *where)
+                channels = notices.by_channel(session, *where)
+                paused = notices.paused(session)
             total = sum(counts.values())
             waiting = sum(counts.get(s, 0) for s in ("pending", "queued", "sending"))
             done = sum(counts.get(s, 0) for s in ("sent", "delivered"))
@@ -113,6 +120,16 @@ def register(main: click.Group) -> None:
                        f" · {counts.get('cancelled', 0)} cancelled")
             for state in sorted(counts):
                 click.echo(f"  {state:10} {counts[state]}")
+            click.echo("by channel: " + (" · ".join(f"{c} {n}" for c, n in sorted(channels.items())) or "none"))
+            reasons = [(s, m, n) for s, m, n in outcomes if m]
+            if reasons:
+                click.echo("why (not sent, held or waiting):")
+                for state, said, n in reasons:
+                    click.echo(f"  {state:10} {n:>7}  {said}")
+            for kind, p in sorted(paused.items()):
+                click.echo(f"PAUSED {kind}: {p.reason} (template {p.template_id}, since "
+                           f"{p.paused_at:%Y-%m-%d %H:%M} UTC); fix the template, then "
+                           f"`volbot push resume-kind {kind}`")
             click.echo(f"dead letters: {sum(dead.values())}"
                        + (" (" + ", ".join(f"{q} {n}" for q, n in sorted(dead.items())) + "; "
                           "see `volbot push dead-letters`)" if dead else ""))
@@ -134,6 +151,23 @@ def register(main: click.Group) -> None:
                 for row in rows:
                     click.echo(f"{row.last_at:%Y-%m-%d %H:%M:%S} {row.queue} ×{row.failures} {row.item_key}\n"
                                f"  item:  {row.item[:300]}\n  error: {row.error[:300]}")
+        finally:
+            services.close()
+
+    @push.command("resume-kind")
+    @click.argument("kind")
+    def push_resume_kind(kind):
+        """Lift the pause of a kind whose template WeChat banned (43116), once the district
+        has a new template id for it (WECHAT_TEMPLATE_<KIND>): its waiting pushes go."""
+        from rules import notices
+
+        services = _services()
+        try:
+            with services.db.transaction() as session:
+                if kind not in notices.paused(session):
+                    raise click.ClickException(f"{kind} is not paused")
+                released = notices.resume(session, kind, services.clock.now())
+            click.echo(f"{kind}: resumed, {released} waiting pushes due now")
         finally:
             services.close()
 

@@ -11,7 +11,7 @@
           bar.style.width = p.percent + "%";
           el.setAttribute("data-percent", p.percent);
           text.textContent = "已处理 " + p.done + " / " + p.total + "（" + p.percent + "%）" +
-            (p.failed ? "，失败 " + p.failed : "");
+            (p.failed ? "，失败 " + p.failed : "") + (p.reasons ? "（" + p.reasons + "）" : "");
           if (!p.finished) setTimeout(tick, 1000);
         })
         .catch(function () { setTimeout(tick, 3000); });

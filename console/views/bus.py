@@ -15,12 +15,12 @@ from sqlalchemy import func, select
 
 from console.views.common import CHINA, parse_day
 from console.web import audit, console, flash, needs, render
-from rules import access
+from rules import access, notices
 from rules import bus as bus_rules
 from rules.audit import snapshot
 from store.models import BusVisit, Community, Push
 
-FINISHED = ("sent", "delivered", "failed", "cancelled")
+FINISHED = ("sent", "held", "delivered", "failed", "cancelled")
 AUDITED = ("community_id", "starts_at", "ends_at", "place", "services", "state", "change_no", "note")
 
 
@@ -28,7 +28,9 @@ def progress(batch: str) -> dict:
     counts = dict(g.db.execute(select(Push.state, func.count()).where(Push.batch == batch).group_by(Push.state)).all())
     total = sum(counts.values())
     done = sum(counts.get(s, 0) for s in FINISHED)
-    return {"batch": batch, "total": total, "done": done, "failed": counts.get("failed", 0),
+    # Why rows failed, wait or are held, in the coordinator's words (rules.notices.ERRORS).
+    reasons = "，".join(f"{said} {n}" for _, said, n in notices.outcomes(g.db, Push.batch == batch) if said)
+    return {"batch": batch, "total": total, "done": done, "failed": counts.get("failed", 0), "reasons": reasons,
             "percent": 100 if total == 0 else int(done * 100 / total), "finished": done == total, "states": counts}
 
 

@@ -13,6 +13,7 @@ from store.models.dispatch import Offer, TimePayment
 from store.models.district import Community, Team
 from store.models.followers import CoordinatorMessage, Follower
 from store.models.needs import MenuDraft, ProjectNeed, Survey, SurveyResponse, UnmetNeed
+from store.models.notices import Announcement, NoticeConsent, PausedKind
 from store.models.orders import CatalogVersion, Order, OrderEvent, OrderSerial
 from store.models.places import Place
 from store.models.pushes import DeadLetter, Push, PushReceipt
@@ -29,6 +30,9 @@ __all__ = [
     "Survey",
     "SurveyResponse",
     "UnmetNeed",
+    "Announcement",
+    "NoticeConsent",
+    "PausedKind",
     "DeadLetter",
     "HourMonthTotal",
     "HourYearTotal",

@@ -1,4 +1,4 @@
-"""Outbound pushes (template messages): a row per push is written before anything is sent.
+"""Outbound pushes (template messages, subscribe notices, customer-service texts): a row per push is written before anything is sent.
 
 The `dedup_key` is unique: the same logical push (e.g. "bus:visit:12:changed:3:openid")
 is recorded, and therefore sent, at most once.
@@ -23,7 +23,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from store.models.base import Base, utcnow
 
-PUSH_STATES = ("pending", "queued", "sending", "sent", "delivered", "failed", "cancelled")
+# held: WeChat took it but holds it for review (40252); it delivers or blocks it later.
+PUSH_STATES = ("pending", "queued", "sending", "sent", "held", "delivered", "failed", "cancelled")
 MSGID_LENGTH = 32  # WeChat's msgid (a 64-bit number) as text; receipts' MsgID must fit
 
 
@@ -39,6 +40,8 @@ class Push(Base):
     dedup_key: Mapped[str] = mapped_column(String(191), unique=True)
     openid: Mapped[str] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(32), index=True)  # e.g. bus_visit, order_update
+    # template | subscribe | customer_service (menus/templates.yaml, set when recorded)
+    channel: Mapped[str] = mapped_column(String(24), default="template", server_default="template")
     title: Mapped[str] = mapped_column(String(64))
     data: Mapped[dict] = mapped_column(JSON, default=dict)  # template fields, in order
     url: Mapped[str | None] = mapped_column(String(512))

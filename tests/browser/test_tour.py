@@ -7,7 +7,7 @@ to the neighbour volunteer of the resident's community squad, who accepts, serve
 finishes → the neighbour checks their hours (the order's wait for approval) → the street's
 coordinator approves them in the console and the neighbour's time-bank balance rises by
 the approved minutes → a bus visit is scheduled for the resident's community and its
-template push arrives in the resident's chat.
+subscribe notice arrives in the resident's chat.
 
 Skipped with a reason when /usr/bin/chromium or Python Playwright is missing.
 """
@@ -139,7 +139,7 @@ class Phone:
         return self._sent(lambda: self.page.click(f".sub-btn:text-is('{item}')"))
 
     def wait_for_push(self, text: str, timeout_ms: int = 40000) -> str:
-        """The first template-push card that mentions `text` (sent by the worker through the
+        """The first push card (template or notice) that mentions `text` (sent by the worker through the
         WeChat API emulator and polled by the page)."""
         card = self.page.locator(".push-card", has_text=text).first
         card.wait_for(timeout=timeout_ms)
