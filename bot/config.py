@@ -197,6 +197,12 @@ class Config:
             raise ConfigError(f"{'PII_KEY_ID' if 'current' in str(e) else 'PII_KEYS'}: {e}") from None
 
     @property
+    def notices_page(self) -> str:
+        """Where the chat sends people to consent to notices: NOTICES_URL, else the pages'
+        own /m/notices (when PUBLIC_URL is set), else "" (the chat explains where)."""
+        return self.notices_url or (self.pages_url + "/notices" if self.pages_url else "")
+
+    @property
     def pages_url(self) -> str:
         """The web pages' base URL (PUBLIC_URL + /m), or "" without PUBLIC_URL."""
         return self.public_url.rstrip("/") + "/m" if self.public_url else ""

@@ -58,7 +58,7 @@ class Services:
                                  resume_window=config.resume_window, env=config.env,
                                  dispatch=self.dispatch_settings, attendance=self.attendance_settings,
                                  timebank=self.timebank_policy, pages_url=config.pages_url,
-                                 notices_url=config.notices_url, template_ids=dict(config.template_ids or {}))
+                                 notices_url=config.notices_page, template_ids=dict(config.template_ids or {}))
         self._engine = None
         if check:
             self.check()

@@ -156,8 +156,8 @@ def fit(key: str, value) -> str:
             raise FitError(f"{key}: not a plate number: {text!r}")
         return kept
     if kind == "name":
-        if _HAN.search(text):
-            return _clip(text.replace(" ", ""), LIMITS["name"])
+        if _HAN.search(text):  # a Chinese name is Chinese characters only (and the middle dot)
+            return _clip("".join(c for c in text if _HAN.match(c) or c == "·"), LIMITS["name"])
         letters = "".join(c for c in text if c.isascii() and (c.isalpha() or c in " .-"))
         if not letters.strip():
             raise FitError(f"{key}: not a name: {text!r}")

@@ -75,6 +75,13 @@ def jssdk_check_api():
     return jsonify(inbox.check_jssdk(_config(), str(body.get("url", "")), body.get("config") or {}))
 
 
+@blueprint.post("/api/subscribe-tap")
+def subscribe_tap_api():
+    """The fake wx-open-subscribe button's 允许 (wx-fake.js)."""
+    body = request.get_json(silent=True) or {}
+    return jsonify(inbox.tap_subscribe(_config(), body.get("openid"), body.get("template_ids")))
+
+
 @blueprint.post("/api/send")
 def send_api():
     config = _config()

@@ -68,6 +68,25 @@ def check_jssdk(config, url: str, cfg: dict) -> dict:
     return {"ok": ok, **({} if ok else {"error": "invalid signature"})}
 
 
+TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def tap_subscribe(config, openid: str, template_ids: list) -> dict:
+    """A tap on 允许 of WeChat's subscribe button in the in-app browser: the emulator records
+    the consent and pushes the subscribe event to the webhook, as WeChat does."""
+    root = emulator_root(config.wechat_api_base)
+    ids = [t for t in (template_ids or [])[:10] if isinstance(t, str) and TEMPLATE_ID.match(t)]
+    if root is None or not ids or not isinstance(openid, str) or not 0 < len(openid) <= 64:
+        return {"ok": False, "error": "no emulator, openid or template ids"}
+    try:
+        requests.post(f"{root}/_emulator/notice-consent", json={"openid": openid, "template_ids": ids,
+                                                                 "accept": True, "via": "popup", "scene": 1},
+                      timeout=5).raise_for_status()
+    except requests.RequestException as e:
+        return {"ok": False, "error": f"emulator unreachable: {type(e).__name__}"}
+    return {"ok": True, "template_ids": ids}
+
+
 CHINA = timezone(timedelta(hours=8))
 
 

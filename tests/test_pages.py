@@ -198,3 +198,28 @@ def test_passbook_lines_carry_the_balance_after_each_entry(m, emulator, svc):
     assert rows == ["支出", "存入", "存入"] and "4小时" in page  # 240 min now
     earlier = http.get(m + f"/m/passbook?year={now.year - 1}", timeout=10).text
     assert re.findall(r"<tr><td>[^<]+</td><td>(存入|支出)", earlier) == ["存入"] and "2小时" in earlier
+
+
+def test_notices_page_carries_a_consent_button_per_group_until_granted(m, emulator, svc):
+    """订阅通知: one wx-open-subscribe per group of subscribe kinds, with its template ids;
+    a group whose notices this follower may already be sent says so and has no button
+    (nor does the bus page then)."""
+    from datetime import datetime, timezone
+
+    from rules import notices
+
+    apply(svc, ["console_world"])
+    http, page = open_as(emulator, m, "o_DF_vol", "/m/notices")
+    assert page.status_code == 200 and page.text.count("<wx-open-subscribe") == 4
+    bus_ids = re.search(r'<wx-open-subscribe template="([^"]+)" id="notices-1"', page.text).group(1).split(",")
+    assert set(bus_ids) == {"volbot-bus-visit", "volbot-bus-change", "volbot-bus-cancel"}
+    assert "<wx-open-subscribe" in http.get(m + "/m/bus", timeout=10).text
+    with svc.db.transaction() as s:
+        for tid in bus_ids:
+            notices.record_consent(s, "o_DF_vol", tid, accepted=True, source="page", now=datetime.now(timezone.utc))
+    page = http.get(m + "/m/notices", timeout=10)
+    assert page.text.count("<wx-open-subscribe") == 3 and "已订阅" in page.text
+    assert "<wx-open-subscribe" not in http.get(m + "/m/bus", timeout=10).text
+    # Another follower's page knows nothing of it.
+    other, page = open_as(emulator, m, "o_BS_vol", "/m/notices")
+    assert page.text.count("<wx-open-subscribe") == 4

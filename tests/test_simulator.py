@@ -4,11 +4,13 @@ XML over HTTP to /wechat), it shows the district, and it is off outside developm
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
+from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from bot.app import create_app
@@ -250,3 +252,39 @@ def test_world_after_seeding_has_places_scans_and_personas(sim, svc):
     reply = requests.post(url + "/simulator/api/send", json={"openid": "o_demo_vol_001", "kind": "scan",
                                                              "key": act, "encrypt": False}).json()
     assert reply["ok"]
+
+
+def test_the_fake_subscribe_button_is_a_tap_that_reaches_the_webhook_as_wechat_reports_it(svc):
+    """The in-app browser's 允许 on wx-open-subscribe: the simulator asks the emulator, which
+    records the consent and pushes subscribe_msg_popup_event to our webhook (signed), which
+    records it in SQL (rules.notices) — the path a real tap in WeChat takes."""
+    from emulator import create_emulator
+    from store.models import NoticeConsent
+
+    emulator = create_emulator({svc.config.wechat_appid: svc.config.wechat_secret}, token=svc.config.wechat_token)
+    emu_server, emu_url = serve(emulator)
+    app = create_app(config=replace(svc.config, env="development", wechat_api_base=emu_url + "/cgi-bin/"),
+                     services=svc)
+    server, url = serve(app)
+    try:
+        requests.post(emu_url + "/_emulator/settings", json={"callback_url": url + "/wechat"})
+        ids = ["volbot-bus-visit", "volbot-bus-change"]
+        tapped = requests.post(url + "/simulator/api/subscribe-tap",
+                               json={"openid": "o_sim_tap", "template_ids": ids}).json()
+        assert tapped == {"ok": True, "template_ids": ids}
+        assert {c["template_id"] for c in requests.get(emu_url + "/_emulator/consents",
+                                                       params={"openid": "o_sim_tap"}).json()} == set(ids)
+        deadline = time.monotonic() + 10  # the emulator posts its callbacks from a thread
+        while time.monotonic() < deadline:
+            with svc.db.session() as s:
+                rows = s.scalars(select(NoticeConsent).where(NoticeConsent.openid == "o_sim_tap")).all()
+                if len(rows) == 2:
+                    break
+            time.sleep(0.05)
+        assert {(r.template_id, r.state) for r in rows} == {(t, "accepted") for t in ids}
+        bad = requests.post(url + "/simulator/api/subscribe-tap", json={"openid": "o_sim_tap",
+                                                                        "template_ids": ["<script>"]}).json()
+        assert bad["ok"] is False
+    finally:
+        server.shutdown()
+        emu_server.shutdown()

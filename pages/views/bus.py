@@ -8,14 +8,12 @@ from flask import abort, g, redirect, request, url_for
 from sqlalchemy import select
 
 from pages.mapdraw import Map
+from pages.views.notices import groups_for
 from pages.web import pages, render, services
 from rules import bus, followers
 from store.models import Community
 
 VISITS = 20
-# The subscribe-notice template whose consent the bus page asks for (wx-open-subscribe), when
-# the account has one: WECHAT_TEMPLATE_SUBSCRIBE_BUS_VISIT.
-CONSENT_KIND = "subscribe_bus_visit"
 NOTES = {"subscribed": "已订阅，巴士每次到访前会通知您。", "unsubscribed": "已取消订阅。",
          "already": "您已经订阅了这个社区。"}
 
@@ -37,7 +35,14 @@ def bus_page():
     return render("bus.html", visits=visits, mine=mine, mine_ids=mine_ids, communities=communities,
                   when=bus.when_text, names=bus.service_names, markers=markers,
                   tiles=view.tiles(services().config.pages_map_tiles), note=NOTES.get(request.args.get("done")),
-                  consent_template=(services().config.template_ids or {}).get(CONSENT_KIND, ""))
+                  consent_template=_bus_consent())
+
+
+def _bus_consent() -> str:
+    """The bus notices' template ids for WeChat's consent button, unless all are granted."""
+    group = next(gr for gr in groups_for(g.db, g.visitor.openid, services().config.template_ids or {})
+                 if gr["title"] == "志愿巴士")
+    return "" if group["granted"] == group["count"] else group["templates"]
 
 
 def _community() -> Community:

@@ -92,6 +92,9 @@
     document.querySelectorAll("[data-wx=subscribe]").forEach(function (box) {
       ready().then(function (wx) { if (wx) { box.hidden = false; } });
     });
+    document.querySelectorAll("[data-wx=missing]").forEach(function (line) {
+      ready().then(function (wx) { if (wx) { line.hidden = true; } });
+    });
     document.querySelectorAll("wx-open-subscribe").forEach(function (tag) {
       if (!once(tag)) { return; }
       tag.addEventListener("success", function (e) {

@@ -198,6 +198,7 @@
       location: () => picked || (world.places[0] ? { lat: world.places[0].lat, lng: world.places[0].lng } : { lat: 36.7, lng: 119.1 }),
       scan: (done, sendIt) => { scanDone = (scene, name) => { done(scene); if (sendIt) { closeWebview(); send({ kind: "scan", key: scene }, `（扫描二维码：${name}）`); } }; openSheet("sheet-scan"); },
       note: (text) => append({ who: "system", text }),
+      openid: () => current,
     };
     win.volbotPages.attach(window.VolbotFakeWx(host, win));
   }

@@ -42,11 +42,19 @@
       button.type = "button";
       button.textContent = "订阅提醒（模拟）";
       button.addEventListener("click", () => {
+        const ids = (tag.getAttribute("template") || "").split(",").filter(Boolean);
         const details = {};
-        (tag.getAttribute("template") || "").split(",").filter(Boolean)
-          .forEach((id) => { details[id] = JSON.stringify({ status: "accept" }); });
-        tag.dispatchEvent(new win.CustomEvent("success", { detail: { subscribeDetails: JSON.stringify(details) } }));
-        host.note("（已同意接收订阅通知）");
+        ids.forEach((id) => { details[id] = JSON.stringify({ status: "accept" }); });
+        // WeChat reports the tap to the account's webhook (a subscribe event): here the
+        // emulator does, asked by the simulator; the page hears "success" as from WeChat.
+        fetch(host.api + "/subscribe-tap", {
+          method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ openid: host.openid(), template_ids: ids }),
+        }).then((r) => r.json()).then((res) => {
+          if (!res.ok) { host.note("（订阅失败：" + (res.error || "") + "）"); return; }
+          tag.dispatchEvent(new win.CustomEvent("success", { detail: { subscribeDetails: JSON.stringify(details) } }));
+          host.note("（已同意接收订阅通知）");
+        });
       });
       tag.appendChild(button);
     });
