@@ -60,6 +60,8 @@ def one_shot(port: int, web: int) -> dict[str, list[str]]:
         "import": ["import", "teams", "empty.csv"],
         "menu": ["menu", "show"],
         "order": ["order", "due"],
+        "pattern": ["pattern", "list"],
+        "pii": ["pii", "status"],
         "project": ["project", "add", "--name", "旁边的项目", "--team", "NO-SUCH"],
         "push": ["push", "status"],
         "qr": ["qr", "--scene", "cm:NO-SUCH", "--local", "--out", "qr.png"],
