@@ -115,6 +115,15 @@ def test_volunteer_signs_up_and_cancels_a_shift_others_cannot(m, emulator, svc):
     cancelled = http.post(m + f"/m/activities/signups/{signup_id}/cancel", data={"csrf_token": token}, timeout=10)
     assert "已取消报名" in cancelled.text
     assert one(svc, select(SignUp.state).where(SignUp.id == signup_id)) == "cancelled"
+    # Within the district's cut-off (ATTENDANCE_CUTOFF_HOURS, 24 h) a cancellation still frees
+    # the place but counts as late notice, as in the chat.
+    http.post(m + f"/m/activities/shifts/{shift_id}/signup", data={"csrf_token": token}, timeout=10)
+    again = one(svc, select(SignUp.id).where(SignUp.shift_id == shift_id, SignUp.state == "signed"))
+    start = one(svc, select(Shift.starts_at).where(Shift.id == shift_id))
+    svc.clock.advance(seconds=(start - svc.clock.now()).total_seconds() - 3600)
+    late = http.post(m + f"/m/activities/signups/{again}/cancel", data={"csrf_token": token}, timeout=10)
+    assert "临时请假" in late.text
+    assert one(svc, select(SignUp.late_notice).where(SignUp.id == again)) is True
     assert http.post(m + "/m/activities/shifts/999999/signup", data={"csrf_token": token},
                      timeout=10).status_code == 404
 

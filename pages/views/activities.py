@@ -13,7 +13,7 @@ from collections import OrderedDict
 from flask import abort, g, redirect, request, url_for
 from sqlalchemy import select
 
-from pages.web import local, needs_volunteer, pages, render
+from pages.web import local, needs_volunteer, pages, render, services
 from rules import activities as acts
 from store.models import Place, Team
 from store.models.activities import SignUp
@@ -27,7 +27,10 @@ NOTES = {
     "full": "这个时段刚刚报满了，可以加入候补。",
     "overlap": "这个时段与您已报名的其他时段时间重叠，不能报名。",
     "closed": "这个时段已经开始或已停止报名。",
-    "cancelled": "已取消报名。",
+    "pending": "已提交报名，因近期有缺席或临时请假，需活动负责人审核，结果会通知您。",
+    "already_pending": "您的报名正在等待活动负责人审核。",
+    "cancelled": "已取消报名，已为您请假，名额已让给其他志愿者。",
+    "cancelled_late": "已取消报名。离活动开始较近，这次记为临时请假。",
     "already_cancelled": "这个报名已经取消过了。",
     "started": "活动已经开始，不能在线取消。如不能到场，请联系活动负责人。",
 }
@@ -79,7 +82,8 @@ def activities():
 @pages.post("/activities/shifts/<int:shift_id>/signup")
 @needs_volunteer
 def shift_signup(shift_id: int):
-    result = acts.sign_up(g.db, g.visitor.volunteer, shift_id, g.now, waitlist=request.form.get("waitlist") == "1")
+    result = acts.sign_up(g.db, g.visitor.volunteer, shift_id, g.now, waitlist=request.form.get("waitlist") == "1",
+                          approval_above=services().attendance_settings.approval_above)
     if result.shift is None:
         abort(404)
     g.db.commit()
@@ -101,8 +105,9 @@ def signup_cancel(signup_id: int):
     owner = g.db.scalar(select(SignUp.volunteer_id).where(SignUp.id == signup_id))
     if owner != g.visitor.volunteer.id:
         abort(404)  # someone else's sign-up, or none: nothing changes
-    result = acts.cancel(g.db, g.visitor.volunteer, signup_id, g.now)
+    # The district's cut-off (ATTENDANCE_CUTOFF_HOURS), as in the chat: before it 请假, after it late notice.
+    result = acts.cancel(g.db, g.visitor.volunteer, signup_id, g.now, cutoff=services().attendance_settings.cutoff)
     if result.outcome == "not_found":
         abort(404)
     g.db.commit()
-    return redirect(url_for("pages.my_shifts", done=result.outcome))
+    return redirect(url_for("pages.my_shifts", done="cancelled_late" if result.late else result.outcome))
