@@ -276,7 +276,8 @@ ACTIVITIES = registry.flow(Flow(
              help="每个时段后面注明了地点和剩余名额；已满的时段可以报名候补。"),
         Step("waitlist", ask_waitlist, label="加入候补", choices=YES_NO, parse=read_waitlist,
              show=lambda v: "是（名额已满，有人取消时递补）", when=is_full, depends_on=("shift",)),
-        Step("mine", "您的报名如下，不能参加请回复序号请假（取消该报名）：", label="请假（取消报名）", choices=mine_choices,
+        Step("mine", lambda ctx, a: "您的报名如下，不能参加请回复序号请假（取消该报名）："
+             + page_link(ctx, "/activities/mine", "我的报名（网页）"), label="请假（取消报名）", choices=mine_choices,
              parse=read_mine, show=lambda v: v["label"], when=lambda ctx, a: a.get("view") == "mine",
              depends_on=("view",),
              help="请假后名额会让给候补的志愿者；临近开始才请假记为临时请假。"),

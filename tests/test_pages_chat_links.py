@@ -31,8 +31,23 @@ def test_hours_bus_and_nearby_end_with_their_page(linked, wechat_plain):
         listing = wechat_plain.say("o_DF_vol", "1")
     assert f'<a href="{PAGES}/activities">' in listing, listing
     wechat_plain.say("o_DF_vol", "取消")
+    _sign_up(linked, "KW2026000100", "DF周末课堂")  # DF甲, o_DF_vol
+    mine = wechat_plain.say("o_DF_vol", "我的报名")
+    assert "您的报名如下" in mine and f'<a href="{PAGES}/activities/mine">我的报名（网页）</a>' in mine, mine
+    wechat_plain.say("o_DF_vol", "取消")
     orders = wechat_plain.say("o_DF_res", "我的订单")
     assert f'<a href="{PAGES}/orders">全部订单和进度（网页）</a>' in orders and "1." in orders
+
+
+def _sign_up(svc, number: str, title: str) -> None:
+    from sqlalchemy import select
+
+    from rules import activities as acts
+    from store.models import Activity, Shift, Volunteer
+
+    with svc.db.transaction() as s:
+        shift = s.scalar(select(Shift).join(Shift.activity).where(Activity.title == title))
+        acts.sign_up(s, s.scalar(select(Volunteer).where(Volunteer.number == number)), shift.id, svc.clock.now())
 
 
 def test_no_links_without_the_address(svc, wechat_plain):
