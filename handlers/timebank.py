@@ -28,7 +28,7 @@ from rules.timebank import CHINA, TimeBankError, hours_text
 from store.models import TimeAccount, TimeBankFamily, Volunteer
 
 NOT_VOLUNTEER = "时间银行的时长来自志愿服务。回复“注册”成为志愿者后，就可以邀请家人、赠与和捐赠时长了。"
-RELATIONS = ("父亲", "母亲", "配偶", "子女", "祖父母", "外祖父母", "兄弟姐妹", "其他亲属")
+RELATIONS = family.RELATIONS
 WORDS = re.compile(r"^(接受邀请|绑定家人|解除家人|家人通知)\s*(\d{1,6})?\s*(开|关|开启|关闭)?$")
 PASSBOOK_LINES = 8
 

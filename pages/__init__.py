@@ -13,7 +13,7 @@ import importlib
 from pages.web import pages
 
 # Importing a view module registers its routes on `pages`.
-VIEWS = ("auth", "home", "records", "orders", "activities", "certificates", "bus", "nearby", "notices", "jssdk")
+VIEWS = ("auth", "home", "records", "orders", "activities", "certificates", "bus", "nearby", "notices", "family", "jssdk")
 for _view in VIEWS:
     importlib.import_module(f"pages.views.{_view}")
 

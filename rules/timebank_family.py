@@ -21,6 +21,7 @@ from store.models import Follower, TimeBankFamily, TimeBankInvite, Volunteer
 from store.outbox import notify
 
 INVITE_DAYS = 3  # an invite code is valid this long
+RELATIONS = ("父亲", "母亲", "配偶", "子女", "祖父母", "外祖父母", "兄弟姐妹", "其他亲属")  # whom a volunteer invites
 
 
 def links_of(session: Session, follower: Follower) -> tuple[list[TimeBankFamily], list[TimeBankFamily]]:

@@ -218,3 +218,36 @@ def test_notices_page_carries_a_consent_button_per_group_until_granted(m, emulat
     # Another follower's page knows nothing of it.
     other, page = open_as(emulator, m, "o_BS_vol", "/m/notices")
     assert page.text.count("<wx-open-subscribe") == 4
+
+
+def test_family_links_made_and_ended_on_the_page_only_by_their_sides(m, emulator, svc):
+    """时间银行家人 on the web, as in the chat: the volunteer draws a code, the family member
+    enters it as themselves, a stranger can touch nothing, either side ends the link."""
+    from store.models import TimeBankFamily
+
+    apply(svc, ["console_world"])
+    vol, page = open_as(emulator, m, "o_DF_vol", "/m/family")
+    assert "邀请家人" in page.text
+    drawn = vol.post(m + "/m/family/invite", data={"csrf_token": csrf(page.text), "relation": "母亲"}, timeout=10)
+    code = re.search(r"邀请码：(\d{6})", drawn.text).group(1)
+    res, page = open_as(emulator, m, "o_DF_res", "/m/family")
+    assert "邀请家人" not in page.text  # not a volunteer: only the code box
+    wrong = res.post(m + "/m/family/accept", data={"csrf_token": csrf(page.text), "code": "12"}, timeout=10)
+    assert wrong.status_code == 400 and "6 位" in wrong.text
+    accepted = res.post(m + "/m/family/accept", data={"csrf_token": csrf(page.text), "code": code}, timeout=10)
+    assert "绑定成功" in accepted.text and "志愿者D**" in accepted.text
+    link_id = one(svc, select(TimeBankFamily.id).where(TimeBankFamily.ended_at.is_(None)))
+    stranger, page = open_as(emulator, m, "o_BS_vol", "/m/family")
+    refused = stranger.post(m + f"/m/family/{link_id}/end", data={"csrf_token": csrf(page.text)}, timeout=10)
+    assert refused.status_code == 404 and one(svc, select(TimeBankFamily.ended_at).where(
+        TimeBankFamily.id == link_id)) is None
+    page = vol.get(m + "/m/family", timeout=10)
+    assert "您的母亲" in page.text
+    vol.post(m + f"/m/family/{link_id}/notices", data={"csrf_token": csrf(page.text), "on": "1"}, timeout=10)
+    assert one(svc, select(TimeBankFamily.notices).where(TimeBankFamily.id == link_id)) is True
+    page = res.get(m + "/m/family", timeout=10)
+    assert res.post(m + f"/m/family/{link_id}/notices", data={"csrf_token": csrf(page.text), "on": "0"},
+                    timeout=10).status_code == 404  # the member does not choose the volunteer's notices
+    ended = res.post(m + f"/m/family/{link_id}/end", data={"csrf_token": csrf(page.text)}, timeout=10)
+    assert "已解除" in ended.text
+    assert one(svc, select(TimeBankFamily.ended_by).where(TimeBankFamily.id == link_id)) == "member"

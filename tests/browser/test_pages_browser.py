@@ -164,6 +164,10 @@ def test_resident_rates_an_order_subscribes_and_finds_a_station(browser, world, 
     res.open("/m/nearby?lat=36.7005&lng=119.1005")  # as the location button would submit it
     assert page.locator("svg.map circle").count() >= 2 and page.locator("text=DF志愿服务站").count() == 1
     res.check("14-resident-nearby")
+    res.open("/m/family")
+    res.check("15-resident-family")
+    res.open("/m/notices")
+    res.check("16-resident-notices")
     assert res.errors == []
     res.close()
 
