@@ -88,3 +88,19 @@ def test_the_push_worker_takes_the_fan_out_to_100_percent(base_url, svc, dispatc
     sent = requests.get(emulator.url + "/_emulator/notices", timeout=5).json()
     assert sorted(n["openid"] for n in sent) == openids[1:]
     assert not [m for m in emulator.messages() if m["template_id"].startswith("volbot-bus")]  # notices, not templates
+
+
+def test_a_paused_kind_is_on_every_console_page_until_resumed(base_url, svc):
+    """43116 (WeChat banned the template) pauses the kind; staff see it on every page."""
+    from datetime import datetime, timezone
+
+    apply(svc, ["console_world"])
+    now = datetime.now(timezone.utc)
+    with svc.db.transaction() as s:
+        notices.pause(s, "bus_visit", "volbot-bus-visit", "43116 template banned", now)
+    b = signed_in(base_url, "df_lead")
+    page = b.get("/console/bus").text
+    assert "暂停发送" in page and "bus_visit（volbot-bus-visit）" in page and "resume-kind" in page
+    with svc.db.transaction() as s:
+        notices.resume(s, "bus_visit", now)
+    assert "暂停发送" not in b.get("/console/bus").text
