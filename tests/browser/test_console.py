@@ -15,11 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import requests
 from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from pushes import scheduler
-from store.models import HourRecord, Offer, Order, Volunteer
+from rules import notices
+from store.models import Follower, HourRecord, Offer, Order, Volunteer
 from store.models.activities import Activity
 from tests.pushes_fixtures import FAST, drain
 from tests.seeds import apply
@@ -141,10 +143,19 @@ def test_console_in_chromium(page, base_url, svc, emulator):
     pg.wait_for_selector(".progress[data-percent='0']")
     assert "0 / 10" in pg.inner_text(".progress-text")  # recorded, nothing sent yet
     shot(pg, "07-bus-progress-0")
+    # Bus visits are subscribe notices: the subscribers tapped 允许 on WeChat's button.
+    with svc.db.transaction() as s:
+        subscribers = sorted(s.scalars(select(Follower.openid).where(Follower.openid.like("o_bus_df_%"))))
+        for openid in subscribers:
+            notices.record_consent(s, openid, "volbot-bus-visit", accepted=True, source="h5_popup",
+                                   now=svc.clock.now())
+    for openid in subscribers:
+        emulator.admin("notice-consent", openid=openid, template_id="volbot-bus-visit", accept=True)
     run_push_worker_until(pg, svc, "100")
     assert "10 / 10（100%）" in pg.inner_text(".progress-text")
     shot(pg, "08-bus-progress-100")
-    assert len([m for m in emulator.messages() if m["openid"].startswith("o_bus_df_")]) == 10
+    sent = requests.get(emulator.url + "/_emulator/notices", timeout=5).json()
+    assert len([n for n in sent if n["openid"].startswith("o_bus_df_")]) == 10
 
     # reports: charts, then download the Excel export and open it
     pg.goto(base_url + "/console/reports")
