@@ -140,7 +140,7 @@ def test_an_upgrade_from_release_0_1_0_keeps_every_row(tmp_path, keyring):
             with pytest.raises(RuntimeError, match="PII keys"):
                 db.upgrade()
             with db.engine.connect() as conn:
-                assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
+                assert conn.scalar(text("SELECT version_num FROM alembic_version")) < "0007"  # SQLite: 0006; PostgreSQL: all rolled back
                 assert conn.scalar(text("SELECT phone FROM orders WHERE id = 1")) == "13800138000"
             db.upgrade(keyring=keyring)
             assert_matches_models(db)
