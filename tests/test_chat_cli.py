@@ -58,6 +58,10 @@ def test_chat_reports_a_wrong_token_and_a_dead_server(base_url, tmp_path):
 
 
 
+# The demo brings its own SQLite and embedded Redis whatever the test settings say: once,
+# in the SQLite pass, is enough.
+@pytest.mark.skipif((os.environ.get("TEST_DATABASE_URL") or "").startswith("postgresql"),
+                    reason="SQLite pass only: the demo runs on its own SQLite and embedded Redis")
 def test_demo_from_a_clean_instance(tmp_path):
     """`volbot demo` (what `make demo` runs; the command itself is demo/cli.py):
     migrates a fresh instance with the embedded defaults, serves, answers a follow through
