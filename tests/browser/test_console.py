@@ -23,27 +23,23 @@ from pushes import scheduler
 from rules import notices
 from store.models import Follower, HourRecord, Offer, Order, Volunteer
 from store.models.activities import Activity
+from tests.browser.support import NEEDS_CHROMIUM, launch, sync_api
 from tests.pushes_fixtures import FAST, drain
 from tests.seeds import apply
 from tests.seeds.console import PASSWORD
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "console"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 pytestmark = [
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} "
-                       "(apt-get install -y chromium fonts-wqy-microhei)"),
+    NEEDS_CHROMIUM,
     pytest.mark.timeout(300),
 ]
-sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
 
 
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        b = launch(p)
         yield b
         b.close()
 

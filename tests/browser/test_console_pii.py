@@ -8,21 +8,18 @@ Skipped with a reason when /usr/bin/chromium or Python Playwright is missing.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 
 from store.models import AuditLog, Volunteer
-from tests.browser.test_console import CHROMIUM, LAUNCH_ARGS, SHOTS, login, one, shot
+from tests.browser.support import NEEDS_CHROMIUM, launch, sync_api
+from tests.browser.test_console import SHOTS, login, one, shot
 from tests.seeds import apply
 
 pytestmark = [
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} "
-                       "(apt-get install -y chromium fonts-wqy-microhei)"),
+    NEEDS_CHROMIUM,
     pytest.mark.timeout(120),
 ]
-sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
 
 
 def test_reveal_a_phone_on_a_phone(base_url, svc):
@@ -30,7 +27,7 @@ def test_reveal_a_phone_on_a_phone(base_url, svc):
     SHOTS.mkdir(parents=True, exist_ok=True)
     vid = one(svc, select(Volunteer.id).where(Volunteer.number == "KW2026000100"))
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        browser = launch(p)
         try:
             pg = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN").new_page()
             pg.set_default_timeout(15_000)

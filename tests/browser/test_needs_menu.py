@@ -18,17 +18,16 @@ from sqlalchemy import select
 from rules import orders as order_rules
 from rules import unmet
 from store.models import CatalogVersion, Order
-from tests.browser.test_console import CHROMIUM, LAUNCH_ARGS, login
+from tests.browser.support import NEEDS_CHROMIUM, launch, sync_api
+from tests.browser.test_console import login
 from tests.seeds import apply
 
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "needs"
 
 pytestmark = [
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} "
-                       "(apt-get install -y chromium fonts-wqy-microhei)"),
+    NEEDS_CHROMIUM,
     pytest.mark.timeout(300),
 ]
-sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
 
 
 def test_draft_preview_and_publish_a_revision(base_url, svc):
@@ -39,7 +38,7 @@ def test_draft_preview_and_publish_a_revision(base_url, svc):
         open_order = s.scalar(select(Order.id).where(Order.sub_code == "08-01", Order.status == "submitted"))
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        browser = launch(p)
         pg = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN").new_page()
         pg.set_default_timeout(15_000)
         login(pg, base_url, "admin")

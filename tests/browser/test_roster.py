@@ -15,20 +15,16 @@ from sqlalchemy import select
 
 from rules import activities as acts
 from store.models import Activity, Attendance, Shift, SignUp, Volunteer
+from tests.browser.support import NEEDS_CHROMIUM, launch, sync_api
 from tests.seeds import apply
 from tests.seeds.console import PASSWORD
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "console"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 pytestmark = [
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} "
-                       "(apt-get install -y chromium fonts-wqy-microhei)"),
+    NEEDS_CHROMIUM,
     pytest.mark.timeout(300),
 ]
-sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
 
 
 def one(svc, stmt):
@@ -47,7 +43,7 @@ def test_roster_on_a_phone(base_url, svc):
     svc.clock.advance(seconds=(start - svc.clock.now()).total_seconds() + 120)  # the shift has begun
 
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        browser = launch(p)
         try:
             context = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN")
             pg = context.new_page()

@@ -17,18 +17,16 @@ from pathlib import Path
 import pytest
 
 from bot.app import create_app
+from tests.browser.support import NEEDS_CHROMIUM, launch, sync_api
 from tests.test_simulator import serve
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "simulator"
 PHONE = {"width": 390, "height": 844}
 
 pytestmark = [
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} "
-                       "(apt-get install -y chromium fonts-wqy-microhei)"),
+    NEEDS_CHROMIUM,
     pytest.mark.timeout(300),
 ]
-sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
 
 
 @pytest.fixture
@@ -46,9 +44,7 @@ def simulator_url(svc):
 def phone(simulator_url):
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = launch(p)
         page = browser.new_page(viewport=PHONE, device_scale_factor=1, is_mobile=True, has_touch=True)
         page.goto(simulator_url)
         page.wait_for_selector("body[data-ready=yes]")

@@ -29,20 +29,18 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from rules.volunteering import hours_text
+from tests.browser.support import NEEDS_CHROMIUM, launch, sync_api
 from tests.processes import stop_group
 
-CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "tour"
 RESIDENT = "o_demo_res_001"
 NEIGHBOUR = "o_demo_vol_002"  # lives near the resident, every skill: the order is offered to them
 
 pytestmark = [
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} "
-                       "(apt-get install -y chromium fonts-wqy-microhei)"),
+    NEEDS_CHROMIUM,
     pytest.mark.timeout(600),
 ]
-sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
 
 
 def free_port() -> int:
@@ -82,9 +80,7 @@ def demo(tmp_path_factory):
 def browser():
     shutil.rmtree(SHOTS, ignore_errors=True)  # only this run's steps
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        b = launch(p)
         yield b
         b.close()
 
