@@ -1,4 +1,5 @@
-"""Helpers for console tests: a signed-in `requests` session against the live app."""
+"""Helpers for console and page tests: a signed-in `requests` session against the live app, and
+the one value a query selects (to check what a request left in SQL)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,9 @@ def signed_in(base_url: str, username: str) -> Browser:
     response = b.login(username)
     assert response.status_code == 302, response.text[:500]
     return b
+
+
+def one(svc, stmt):
+    """The single value `stmt` selects, read in a session of its own."""
+    with svc.db.session() as s:
+        return s.scalar(stmt)

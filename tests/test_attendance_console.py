@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from rules import activities as acts
 from rules import callouts
 from store.models import Activity, AuditLog, Callout, HourRecord, Shift, ShiftPattern, SignUp, Volunteer
-from tests.console_support import signed_in
+from tests.console_support import one, signed_in
 from tests.seeds import apply
 
 
@@ -22,10 +22,6 @@ def world(svc):
     apply(svc, ["console_world"])
     return svc
 
-
-def one(svc, stmt):
-    with svc.db.session() as s:
-        return s.scalar(stmt)
 
 
 def df_shift(svc) -> int:

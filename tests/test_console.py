@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from console import accounts, throttle
 from store.models import AuditLog, HourRecord, Offer, Order, Push, ServiceCertificate, Volunteer
 from store.models.activities import Activity, Shift
-from tests.console_support import Browser, signed_in
+from tests.console_support import Browser, one, signed_in
 from tests.seeds import apply
 from tests.seeds.console import PASSWORD, coordinator
 from tests.seeds.volunteers import id_number
@@ -23,10 +23,6 @@ def world(svc):
     apply(svc, ["console_world"])
     return svc
 
-
-def one(svc, stmt):
-    with svc.db.session() as s:
-        return s.scalar(stmt)
 
 
 def volunteer_id(svc, number):

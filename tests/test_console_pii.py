@@ -12,7 +12,7 @@ from sqlalchemy import select
 from rules.audit import PHONE_REVEAL
 from rules.audit_actions import action_name
 from store.models import AuditLog, CoordinatorMessage, Follower, Order, Team, Volunteer
-from tests.console_support import signed_in
+from tests.console_support import one, signed_in
 from tests.seeds import apply
 
 DF_PHONE = "13901001334"  # 东风's active volunteer DF甲 (tests/seeds/console.py)
@@ -24,10 +24,6 @@ def world(svc):
     apply(svc, ["console_world"])
     return svc
 
-
-def one(svc, stmt):
-    with svc.db.session() as s:
-        return s.scalar(stmt)
 
 
 def reveals(svc) -> list[AuditLog]:

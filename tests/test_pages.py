@@ -12,13 +12,9 @@ from sqlalchemy import func, select
 
 from store.models import BusSubscription, Follower, Order, Volunteer
 from store.models.activities import Shift, SignUp
+from tests.console_support import one
 from tests.pages_support import csrf, open_as
 from tests.seeds import apply
-
-
-def one(svc, stmt):
-    with svc.db.session() as s:
-        return s.scalar(stmt)
 
 
 def test_volunteer_records_passbook_and_csv(m, emulator, svc):

@@ -14,13 +14,9 @@ from sqlalchemy import func, select
 
 from rules import certificates
 from store.models import ServiceCertificate
+from tests.console_support import one
 from tests.pages_support import csrf, open_as
 from tests.seeds import apply
-
-
-def one(svc, stmt):
-    with svc.db.session() as s:
-        return s.scalar(stmt)
 
 
 def font_installed() -> bool:

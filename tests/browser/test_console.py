@@ -24,6 +24,7 @@ from rules import notices
 from store.models import Follower, HourRecord, Offer, Order, Volunteer
 from store.models.activities import Activity
 from tests.browser.support import NEEDS_CHROMIUM, launch, sync_api
+from tests.console_support import one
 from tests.pushes_fixtures import FAST, drain
 from tests.seeds import apply
 from tests.seeds.console import PASSWORD
@@ -75,10 +76,6 @@ def login(pg, base_url, username="dg_lead"):
     pg.click("button[type=submit]")
     pg.wait_for_url(base_url + "/console/")
 
-
-def one(svc, stmt):
-    with svc.db.session() as s:
-        return s.scalar(stmt)
 
 
 def run_push_worker_until(pg, svc, percent: str, timeout: float = 60) -> None:

@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from store.models import AuditLog, Volunteer
 from tests.browser.support import NEEDS_CHROMIUM, launch, sync_api
-from tests.browser.test_console import SHOTS, login, one, shot
+from tests.browser.test_console import SHOTS, login, shot
+from tests.console_support import one
 from tests.seeds import apply
 
 pytestmark = [

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from rules import activities as acts
 from store.models import Activity, Attendance, Shift, SignUp, Volunteer
 from tests.browser.support import NEEDS_CHROMIUM, launch, sync_api
+from tests.console_support import one
 from tests.seeds import apply
 from tests.seeds.console import PASSWORD
 
@@ -26,10 +27,6 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-
-def one(svc, stmt):
-    with svc.db.session() as s:
-        return s.scalar(stmt)
 
 
 def test_roster_on_a_phone(base_url, svc):
