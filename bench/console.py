@@ -278,17 +278,22 @@ def timed(http, url: str, repeat: int) -> list[float]:
     return times
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def bench_arguments(description: str, database: str, redis_db: int) -> argparse.ArgumentParser:
+    """The options of the benches on the seeded district (this one and bench/pages.py)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--volunteers", type=int, default=40_000)
     ap.add_argument("--hours", type=int, default=1_000_000)
     ap.add_argument("--orders", type=int, default=30_000)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--database-url", default=environ_value(
-        "BENCH_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/volbot_console_bench")
-    ap.add_argument("--redis-url", default=environ_value("BENCH_REDIS_URL") or "redis://127.0.0.1:6379/10")
+        "BENCH_DATABASE_URL") or f"postgresql://postgres@127.0.0.1:5432/{database}")
+    ap.add_argument("--redis-url", default=environ_value("BENCH_REDIS_URL") or f"redis://127.0.0.1:6379/{redis_db}")
     ap.add_argument("--no-seed", action="store_true", help="reuse the database seeded by a previous run")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = bench_arguments(__doc__.split("\n\n")[0], "volbot_console_bench", 10).parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     ensure_database(args.database_url)
     config = load_config(Path(tempfile.mkdtemp(prefix="volbot-bench-")), environ={}, env="testing",

@@ -17,7 +17,6 @@ the 200 ms target. The baseline, measured in the same run, is `/healthz`.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 import statistics
@@ -28,8 +27,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bot.config import environ_value
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -37,7 +34,7 @@ import requests
 from sqlalchemy import select, text
 from werkzeug.serving import make_server
 
-from bench.console import TARGET_MS, ensure_database, seed, timed
+from bench.console import TARGET_MS, bench_arguments, ensure_database, seed, timed
 from bot.app import create_app
 from bot.config import load_config
 from bot.services import Services
@@ -91,16 +88,8 @@ def pages(svc, http: requests.Session, base: str) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--volunteers", type=int, default=40_000)
-    ap.add_argument("--hours", type=int, default=1_000_000)
-    ap.add_argument("--orders", type=int, default=30_000)
+    ap = bench_arguments(__doc__.split("\n\n")[0], "volbot_pages_bench", 11)
     ap.add_argument("--records", type=int, default=2_000)
-    ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--database-url", default=environ_value(
-        "BENCH_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/volbot_pages_bench")
-    ap.add_argument("--redis-url", default=environ_value("BENCH_REDIS_URL") or "redis://127.0.0.1:6379/11")
-    ap.add_argument("--no-seed", action="store_true", help="reuse the database seeded by a previous run")
     args = ap.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     ensure_database(args.database_url)
