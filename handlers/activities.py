@@ -207,8 +207,8 @@ def settings(ctx) -> attendance.Settings:
     return ctx.settings.attendance or attendance.Settings()
 
 
-# The notices of a sign-up (menus/templates.yaml): one-time, offered with each sign-up.
-SHIFT_NOTICES = ("shift_reminder", "activity_cancelled", "shift_changed")
+# The notices of a sign-up (one-time ones, offered with each sign-up).
+SHIFT_NOTICES = notices.TOPICS["shifts"].kinds
 
 
 def _sign_up(ctx, vol, chosen: dict) -> str:

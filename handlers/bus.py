@@ -99,7 +99,7 @@ def subscribed(ctx, answers):
 
 
 # The notices a bus subscriber hears (menus/templates.yaml): offered when they subscribe.
-BUS_NOTICES = ("bus_visit", "bus_change", "bus_cancel")
+BUS_NOTICES = notices.TOPICS["bus"].kinds
 
 
 registry.flow(Flow(

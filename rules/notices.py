@@ -13,6 +13,7 @@ the consent is revoked). No consent, no send.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
@@ -225,6 +226,24 @@ def resume(session: Session, kind: str, now: datetime) -> int:
 
 
 # ---- offering consent in chat ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Topic:
+    """Subscribe kinds as a resident thinks of them: the chat offers a topic's consent, the
+    page /m/notices carries one consent button a topic."""
+
+    title: str
+    what: str
+    kinds: tuple[str, ...]
+
+
+TOPICS = {
+    "bus": Topic("志愿巴士", "巴士到访、变更和取消", ("bus_visit", "bus_change", "bus_cancel")),
+    "shifts": Topic("活动提醒", "报名的活动开始前提醒、变更和取消", ("shift_reminder", "shift_changed", "activity_cancelled")),
+    "news": Topic("通知公告", "区志愿服务大队发布的通知和社区问卷", ("announcement", "survey_invite")),
+    "work": Topic("志愿者", "派给我的服务工单、缺人时的召集", ("order_offer", "callout")),
+}
+
 
 @lru_cache(maxsize=8)
 def _catalog(ids: tuple) -> Catalog:

@@ -8,7 +8,7 @@ from flask import abort, g, redirect, request, url_for
 from sqlalchemy import select
 
 from pages.mapdraw import Map
-from pages.views.notices import groups_for
+from pages.views.notices import BUS, groups_for
 from pages.web import pages, render, services
 from rules import bus, followers
 from store.models import Community
@@ -40,8 +40,7 @@ def bus_page():
 
 def _bus_consent() -> str:
     """The bus notices' template ids for WeChat's consent button, unless all are granted."""
-    group = next(gr for gr in groups_for(g.db, g.visitor.openid, services().config.template_ids or {})
-                 if gr["title"] == "志愿巴士")
+    (group,) = groups_for(g.db, g.visitor.openid, services().config.template_ids or {}, groups=(BUS,))
     return "" if group["granted"] == group["count"] else group["templates"]
 
 

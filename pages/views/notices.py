@@ -15,29 +15,27 @@ from flask import g
 from pages.web import pages, render, services
 from rules import notices
 
-# Groups of subscribe kinds, as a resident thinks of them (kinds sharing a template appear once).
-GROUPS = (
-    ("志愿巴士", "巴士到访、变更和取消", ("bus_visit", "bus_change", "bus_cancel")),
-    ("活动提醒", "报名的活动开始前提醒、变更和取消", ("shift_reminder", "shift_changed", "activity_cancelled")),
-    ("通知公告", "区志愿服务大队发布的通知和社区问卷", ("announcement", "survey_invite")),
-    ("志愿者", "派给我的服务工单、缺人时的召集", ("order_offer", "callout")),
-)
+BUS = notices.TOPICS["bus"]
+GROUPS = tuple(notices.TOPICS.values())
 
 
-def groups_for(session, openid: str, template_ids: dict) -> list[dict]:
-    """Each group with its notice templates and whether this follower may be sent each."""
+def group_state(session, openid: str, catalog, topic: notices.Topic) -> dict:
+    """One topic: its notice templates (comma-separated, as the open tag takes them) and how
+    many of them this follower may already be sent."""
+    templates: dict[str, str] = {}
+    for name in topic.kinds:
+        if name in catalog.kinds and catalog.channel(name) == "subscribe":
+            kind = catalog.kind(name)
+            templates.setdefault(kind.template_id, kind.consent)
+    granted = sum(notices.may_send(session, openid, tid, consent) for tid, consent in templates.items())
+    return {"title": topic.title, "what": topic.what, "templates": ",".join(templates), "count": len(templates),
+            "granted": granted}
+
+
+def groups_for(session, openid: str, template_ids: dict, groups=GROUPS) -> list[dict]:
+    """Each of `groups` with its notice templates and what this follower already receives."""
     catalog = notices.catalog_for(template_ids)
-    out = []
-    for title, what, kinds in GROUPS:
-        templates: dict[str, str] = {}
-        for name in kinds:
-            if name in catalog.kinds and catalog.channel(name) == "subscribe":
-                kind = catalog.kind(name)
-                templates.setdefault(kind.template_id, kind.consent)
-        granted = [tid for tid, consent in templates.items() if notices.may_send(session, openid, tid, consent)]
-        out.append({"title": title, "what": what, "templates": ",".join(templates), "count": len(templates),
-                    "granted": len(granted)})
-    return out
+    return [group_state(session, openid, catalog, topic) for topic in groups]
 
 
 @pages.get("/notices")
