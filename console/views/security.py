@@ -28,6 +28,12 @@ def _required() -> bool:
     return twofactor.required(services().config.console_2fa_required_roles, g.coordinator)
 
 
+def _page(coordinator, *, left: int = 0, codes=None, secret=None, error=None, must: bool = False):
+    """The second-factor page: enrolment (`secret`), the recovery codes just issued, or the state."""
+    return render("security_2fa.html", coordinator=coordinator, required=_required(), left=left, codes=codes,
+                  secret=secret, error=error, must=must)
+
+
 def _code_ok(code: str) -> str | None:
     """Check a current code from the coordinator's app before a change to the factor; the
     error text, or None. Wrong codes are throttled like logins (a stolen session must not
@@ -47,12 +53,10 @@ def _code_ok(code: str) -> str | None:
 def security_2fa():
     coordinator = g.coordinator
     if twofactor.enabled(coordinator):
-        return render("security_2fa.html", coordinator=coordinator, required=_required(),
-                      left=twofactor.recovery_codes_left(g.db, coordinator), codes=None, secret=None, error=None)
+        return _page(coordinator, left=twofactor.recovery_codes_left(g.db, coordinator))
     if not g.session.enrol_secret:
         sessions().set_enrol_secret(g.session, twofactor.new_secret())
-    return render("security_2fa.html", coordinator=coordinator, required=_required(), left=0, codes=None,
-                  secret=twofactor.grouped(g.session.enrol_secret), error=None, must=needs_second_factor(coordinator))
+    return _page(coordinator, secret=twofactor.grouped(g.session.enrol_secret), must=needs_second_factor(coordinator))
 
 
 @console.get("/account/2fa/qr.png")
@@ -77,14 +81,12 @@ def security_2fa_enable():
     codes = twofactor.enable(g.db, coordinator, secret, request.form.get("code", "")[:16], g.now,
                              svc.clock.timestamp())
     if codes is None:
-        return make_response(render("security_2fa.html", coordinator=coordinator, required=_required(), left=0,
-                                    codes=None, secret=twofactor.grouped(secret), must=needs_second_factor(coordinator),
-                                    error="验证码不正确，请输入验证器中显示的最新 6 位数字。"), 400)
+        return make_response(_page(coordinator, secret=twofactor.grouped(secret), must=needs_second_factor(coordinator),
+                                   error="验证码不正确，请输入验证器中显示的最新 6 位数字。"), 400)
     audit("account.2fa_enable", entity="coordinator", entity_id=coordinator.id)
     g.db.commit()
     sessions().set_enrol_secret(g.session, "")
-    return render("security_2fa.html", coordinator=coordinator, required=_required(), left=len(codes), codes=codes,
-                  secret=None, error=None)
+    return _page(coordinator, left=len(codes), codes=codes)
 
 
 @console.post("/account/2fa/recovery-codes")
@@ -100,8 +102,7 @@ def security_2fa_recovery_codes():
     codes = twofactor.issue_recovery_codes(g.db, coordinator, g.now)
     audit("account.2fa_recovery_codes", entity="coordinator", entity_id=coordinator.id)
     g.db.commit()
-    return render("security_2fa.html", coordinator=coordinator, required=_required(), left=len(codes), codes=codes,
-                  secret=None, error=None)
+    return _page(coordinator, left=len(codes), codes=codes)
 
 
 @console.post("/account/2fa/disable")
